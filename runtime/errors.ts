@@ -1,0 +1,39 @@
+/**
+ * Stable error and log codes. Every line Lodestone logs about a refused request, a closed
+ * connection or a bad configuration carries one of these codes, so operators can grep and alert
+ * on them. Codes are never reused or renamed; `test/unit/errors.test.ts` fails when one is
+ * missing from the README's table.
+ */
+export const codes = {
+  LS_CONFIG_INVALID: 'a configuration field or CLI flag has a bad value',
+  LS_LISTEN_FAILED: 'the listening socket could not be opened',
+  LS_PROTOCOL_VERSION: 'a record had a FastCGI version other than 1; connection closed',
+  LS_RECORD_MALFORMED: 'a record was malformed (wrong fixed length, unexpected type); connection closed',
+  LS_PARAMS_MALFORMED: 'a name-value pair ran past the end of the PARAMS stream; connection closed',
+  LS_PARAMS_TOO_LARGE: 'the PARAMS stream exceeded limits.maxParamsBytes; request refused with 431',
+  LS_TOO_MANY_PARAMS: 'the request had more than limits.maxParams parameters; request refused with 431',
+  LS_BODY_TOO_LARGE: 'the request body exceeded limits.maxBodyBytes; request refused with 413',
+  LS_OVERLOADED: 'a request was refused with FCGI_OVERLOADED (limits.maxRequests or maxRequestsPerConnection)',
+  LS_UNKNOWN_ROLE: 'BEGIN_REQUEST named a role other than RESPONDER, AUTHORIZER or FILTER',
+  LS_CONNECTION_LIMIT: 'a connection was dropped because limits.maxConnections were open',
+  LS_PEER_REFUSED: 'a TCP peer not in FCGI_WEB_SERVER_ADDRS was refused',
+  LS_IDLE_TIMEOUT: 'a connection without an active request was closed after limits.idleTimeoutMs',
+  LS_REQUEST_TIMEOUT: 'a request ran longer than limits.requestTimeoutMs',
+  LS_REQUEST_ABORTED: 'the web server aborted a request (ABORT_REQUEST or closed socket)',
+  LS_HANDLER_FAILED: 'the request handler threw; the client got a 500',
+  LS_SOCKET_ERROR: 'a socket error on a connection to the web server',
+} as const;
+
+/** A stable code from {@link codes}. */
+export type Code = keyof typeof codes;
+
+/** An error that carries a stable {@link Code}. */
+export class LodestoneError extends Error {
+  readonly code: Code;
+
+  constructor(code: Code, message: string = codes[code]) {
+    super(message);
+    this.name = 'LodestoneError';
+    this.code = code;
+  }
+}

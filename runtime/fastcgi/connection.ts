@@ -1,0 +1,462 @@
+/**
+ * One FastCGI connection from a web server: request ids, multiplexing, KEEP_CONN, GET_VALUES,
+ * ABORT_REQUEST, limits and timeouts. All protocol policy lives here, in one place; the codec
+ * below it (`records.ts`) only knows bytes, the handler above it only knows requests.
+ */
+import type { Socket } from 'node:net';
+import { STATUS_CODES } from 'node:http';
+import { LodestoneError, type Code } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Request, type ConnectionInfo, type FlowControl, type Input, type Role } from '../request.js';
+import { Response, type ResponseChannel } from '../response.js';
+import {
+  FCGI_ABORT_REQUEST,
+  FCGI_BEGIN_REQUEST,
+  FCGI_CANT_MPX_CONN,
+  FCGI_DATA,
+  FCGI_GET_VALUES,
+  FCGI_GET_VALUES_RESULT,
+  FCGI_KEEP_CONN,
+  FCGI_OVERLOADED,
+  FCGI_PARAMS,
+  FCGI_REQUEST_COMPLETE,
+  FCGI_STDIN,
+  FCGI_UNKNOWN_ROLE,
+  roleNames,
+} from './constants.js';
+import type { Limits } from './limits.js';
+import { decodePairs, encodePairs } from './pairs.js';
+import { RecordParser, encodeEndRequest, encodeRecord, encodeUnknownType } from './records.js';
+
+/**
+ * Handles one request. The response is ended for the handler when the handler returns (or its
+ * promise settles) without ending it; a throw or rejection becomes a 500.
+ */
+export type Handler = (req: Request, res: Response) => void | Promise<void>;
+
+/** Counters kept per server process; read by tests and, later, the status page. */
+export interface Stats {
+  connectionsAccepted: number;
+  connectionsRefused: number;
+  requestsAccepted: number;
+  requestsCompleted: number;
+  requestsRefused: number;
+  requestsAborted: number;
+  protocolErrors: number;
+}
+
+/** What all connections of one server share. */
+export interface ConnectionContext {
+  readonly limits: Limits;
+  readonly handler: Handler;
+  readonly log: Logger;
+  /** Answers to GET_VALUES, computed once from the limits. */
+  readonly values: Readonly<Record<string, string>>;
+  readonly stats: Stats;
+  /** Requests in flight across all connections (FCGI_MAX_REQS is enforced against it). */
+  activeRequests: number;
+  onClose(conn: Connection): void;
+}
+
+/** A request on a connection, with the state of its PARAMS stream. */
+class Exchange implements ResponseChannel {
+  readonly request: Request;
+  readonly response: Response;
+  readonly startedAt = Date.now();
+  paramsChunks: Buffer[] = [];
+  paramsBytes = 0;
+  paramsDone = false;
+  handlerStarted = false;
+  done = false;
+
+  constructor(
+    private readonly conn: Connection,
+    readonly requestId: number,
+    role: Role,
+    sequence: number,
+    readonly keepConn: boolean,
+  ) {
+    this.request = new Request(requestId, role, keepConn, conn, sequence, conn);
+    this.response = new Response(this);
+  }
+
+  get open(): boolean {
+    return !this.done;
+  }
+
+  send(data: Buffer | Buffer[], last: boolean): boolean {
+    return this.conn.send(this, data, last);
+  }
+}
+
+/** Serves the FastCGI protocol on one accepted socket. */
+export class Connection implements FlowControl, ConnectionInfo {
+  readonly peer: string | undefined;
+  /** When the connection last became idle (ms); -1 while a request is in flight. */
+  private idleSince = Date.now();
+  private requestsBegun = 0;
+  private readonly exchanges = new Map<number, Exchange>();
+  private readonly pausedBy = new Set<Input>();
+  private readonly parser: RecordParser;
+  private closed = false;
+  private draining = false;
+
+  constructor(
+    private readonly socket: Socket,
+    readonly id: number,
+    private readonly ctx: ConnectionContext,
+  ) {
+    this.peer = socket.remoteAddress;
+    this.parser = new RecordParser(this.onRecord);
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+  }
+
+  /** Requests in flight on this connection. */
+  get activeRequests(): number {
+    return this.exchanges.size;
+  }
+
+  /** Closes the connection now, aborting its requests. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /** Ends the connection once no request is in flight; for graceful shutdown. */
+  closeWhenIdle(): void {
+    this.draining = true;
+    if (this.exchanges.size === 0) this.endConnection();
+  }
+
+  /** Enforces the idle and request timeouts; called by the server's sweep timer. */
+  sweep(now: number): void {
+    const limits = this.ctx.limits;
+    if (this.exchanges.size === 0) {
+      if (this.idleSince >= 0 && now - this.idleSince >= limits.idleTimeoutMs) {
+        this.ctx.log.debug('LS_IDLE_TIMEOUT', 'idle connection closed', { conn: this.id });
+        this.socket.destroy();
+      }
+      return;
+    }
+    for (const ex of this.exchanges.values()) {
+      if (now - ex.startedAt >= limits.requestTimeoutMs) this.timeout(ex, now);
+    }
+  }
+
+  /** Writes a request's framed output; see {@link ResponseChannel.send}. */
+  send(ex: Exchange, data: Buffer | Buffer[], last: boolean): boolean {
+    if (ex.done || this.closed) return false;
+    if (Buffer.isBuffer(data)) {
+      this.socket.write(data);
+    } else {
+      // Corked writes leave as one writev.
+      this.socket.cork();
+      for (const buf of data) this.socket.write(buf);
+      this.socket.uncork();
+    }
+    if (last) this.complete(ex);
+    return true;
+  }
+
+  pauseFor(input: Input): void {
+    if (this.pausedBy.size === 0) this.socket.pause();
+    this.pausedBy.add(input);
+  }
+
+  resumeFor(input: Input): void {
+    if (this.pausedBy.delete(input) && this.pausedBy.size === 0 && !this.closed) this.socket.resume();
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    try {
+      const err = this.parser.push(chunk);
+      if (err) this.fail('LS_PROTOCOL_VERSION', `record with FastCGI version ${err.version}`);
+    } catch (err) {
+      // A bug must cost one connection, never the process.
+      this.ctx.log.error('LS_RECORD_MALFORMED', `internal error on input: ${(err as Error).stack ?? String(err)}`, {
+        conn: this.id,
+      });
+      this.socket.destroy();
+    }
+  };
+
+  private readonly onError = (err: Error): void => {
+    this.ctx.log.debug('LS_SOCKET_ERROR', err.message, { conn: this.id });
+  };
+
+  private readonly onClose = (): void => {
+    this.closed = true;
+    this.parser.stop();
+    for (const ex of this.exchanges.values()) {
+      ex.done = true;
+      this.ctx.activeRequests--;
+      this.ctx.stats.requestsAborted++;
+      ex.request.abort(new LodestoneError('LS_REQUEST_ABORTED', 'connection closed'));
+      if (ex.handlerStarted) {
+        this.ctx.log.info('LS_REQUEST_ABORTED', 'connection closed during request', this.fields(ex));
+      }
+    }
+    this.exchanges.clear();
+    this.pausedBy.clear();
+    this.ctx.onClose(this);
+  };
+
+  private readonly onRecord = (type: number, id: number, content: Buffer): void => {
+    if (id === 0) {
+      this.management(type, content);
+      return;
+    }
+    if (type === FCGI_BEGIN_REQUEST) {
+      this.begin(id, content);
+      return;
+    }
+    const ex = this.exchanges.get(id);
+    switch (type) {
+      case FCGI_PARAMS:
+        if (ex) this.params(ex, content);
+        return;
+      case FCGI_STDIN:
+        if (ex) this.input(ex, ex.request.stdin, content);
+        return;
+      case FCGI_DATA:
+        if (ex) this.input(ex, ex.request.data, content);
+        return;
+      case FCGI_ABORT_REQUEST:
+        if (ex) this.abort(ex);
+        return;
+      default:
+        this.fail('LS_RECORD_MALFORMED', `unexpected record type ${type} for request ${id}`);
+    }
+  };
+
+  private begin(id: number, content: Buffer): void {
+    if (content.length !== 8) {
+      this.fail('LS_RECORD_MALFORMED', `BEGIN_REQUEST body of ${content.length} bytes, expected 8`);
+      return;
+    }
+    // The spec has the application ignore a BEGIN_REQUEST for an id that is in use.
+    if (this.exchanges.has(id)) return;
+    const roleNumber = content.readUInt16BE(0);
+    const keepConn = (content[2]! & FCGI_KEEP_CONN) !== 0;
+    const role = roleNames[roleNumber];
+    const limits = this.ctx.limits;
+    if (!role) {
+      this.ctx.log.warn('LS_UNKNOWN_ROLE', `unknown role ${roleNumber}`, { conn: this.id, request: id });
+      this.refuseBegin(id, FCGI_UNKNOWN_ROLE, keepConn);
+      return;
+    }
+    if (this.exchanges.size >= limits.maxRequestsPerConnection) {
+      const mpx = limits.maxRequestsPerConnection > 1;
+      this.ctx.log.warn('LS_OVERLOADED', 'too many requests on one connection', {
+        conn: this.id,
+        request: id,
+        limit: limits.maxRequestsPerConnection,
+      });
+      this.refuseBegin(id, mpx ? FCGI_OVERLOADED : FCGI_CANT_MPX_CONN, keepConn);
+      return;
+    }
+    if (this.ctx.activeRequests >= limits.maxRequests) {
+      this.ctx.log.warn('LS_OVERLOADED', 'too many requests in flight', {
+        conn: this.id,
+        request: id,
+        limit: limits.maxRequests,
+      });
+      this.refuseBegin(id, FCGI_OVERLOADED, keepConn);
+      return;
+    }
+    this.requestsBegun++;
+    this.ctx.activeRequests++;
+    this.ctx.stats.requestsAccepted++;
+    this.idleSince = -1;
+    this.exchanges.set(id, new Exchange(this, id, role, this.requestsBegun, keepConn));
+  }
+
+  private refuseBegin(id: number, protocolStatus: number, keepConn: boolean): void {
+    this.ctx.stats.requestsRefused++;
+    this.socket.write(encodeEndRequest(id, 0, protocolStatus));
+    if (!keepConn) this.endConnection();
+  }
+
+  private params(ex: Exchange, content: Buffer): void {
+    // A second empty PARAMS record (or stray PARAMS after the end) is ignored, not fatal.
+    if (ex.paramsDone) return;
+    const limits = this.ctx.limits;
+    if (content.length > 0) {
+      ex.paramsBytes += content.length;
+      if (ex.paramsBytes > limits.maxParamsBytes) {
+        this.refuse(ex, 431, 'LS_PARAMS_TOO_LARGE', `params over ${limits.maxParamsBytes} bytes`);
+        return;
+      }
+      ex.paramsChunks.push(content);
+      return;
+    }
+    ex.paramsDone = true;
+    const chunks = ex.paramsChunks;
+    ex.paramsChunks = [];
+    const block = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, ex.paramsBytes);
+    const params = ex.request.params;
+    const err = decodePairs(block, limits.maxParams, params);
+    if (err === 'malformed') {
+      this.fail('LS_PARAMS_MALFORMED', 'a name-value pair runs past the end of PARAMS');
+      return;
+    }
+    if (err === 'too-many') {
+      this.refuse(ex, 431, 'LS_TOO_MANY_PARAMS', `more than ${limits.maxParams} params`);
+      return;
+    }
+    const declared = params.CONTENT_LENGTH;
+    if (declared !== undefined && Number(declared) > limits.maxBodyBytes) {
+      this.refuse(ex, 413, 'LS_BODY_TOO_LARGE', `CONTENT_LENGTH ${declared} over ${limits.maxBodyBytes}`);
+      return;
+    }
+    this.run(ex);
+  }
+
+  private input(ex: Exchange, input: Input, content: Buffer): void {
+    if (input.complete) return;
+    if (content.length === 0) {
+      input.end();
+      return;
+    }
+    const max = this.ctx.limits.maxBodyBytes;
+    if (input.received + content.length > max) {
+      this.refuse(ex, 413, 'LS_BODY_TOO_LARGE', `body over ${max} bytes`);
+      return;
+    }
+    input.push(content);
+  }
+
+  private run(ex: Exchange): void {
+    ex.handlerStarted = true;
+    let result: void | Promise<void>;
+    try {
+      result = this.ctx.handler(ex.request, ex.response);
+    } catch (err) {
+      this.handlerFailed(ex, err);
+      return;
+    }
+    if (result !== undefined && typeof result.then === 'function') {
+      result.then(
+        () => this.endFor(ex),
+        (err: unknown) => this.handlerFailed(ex, err),
+      );
+    } else {
+      this.endFor(ex);
+    }
+  }
+
+  // Ends the response the handler left open; ending can throw on a bad status set by it.
+  private endFor(ex: Exchange): void {
+    if (ex.response.finished) return;
+    try {
+      ex.response.end();
+    } catch (err) {
+      this.handlerFailed(ex, err);
+    }
+  }
+
+  private handlerFailed(ex: Exchange, err: unknown): void {
+    if (ex.done) return;
+    const message = err instanceof Error ? err.message : String(err);
+    this.ctx.log.error('LS_HANDLER_FAILED', message, this.fields(ex));
+    this.replyError(ex, 500);
+  }
+
+  /** Answers with an error status if nothing was sent yet, else cuts the response short. */
+  private replyError(ex: Exchange, status: number): void {
+    const res = ex.response;
+    if (res.headersSent) {
+      this.endAbruptly(ex);
+      return;
+    }
+    res.reset();
+    res.status = status;
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.end(`${status} ${STATUS_CODES[status] ?? ''}\n`);
+  }
+
+  private refuse(ex: Exchange, status: number, code: Code, message: string): void {
+    this.ctx.log.warn(code, message, this.fields(ex));
+    this.ctx.stats.requestsRefused++;
+    ex.request.abort(new LodestoneError(code, message));
+    this.replyError(ex, status);
+  }
+
+  private abort(ex: Exchange): void {
+    this.ctx.log.debug('LS_REQUEST_ABORTED', 'ABORT_REQUEST from the web server', this.fields(ex));
+    this.ctx.stats.requestsAborted++;
+    ex.request.abort(new LodestoneError('LS_REQUEST_ABORTED'));
+    this.endAbruptly(ex);
+  }
+
+  private timeout(ex: Exchange, now: number): void {
+    const fields = { ...this.fields(ex), elapsedMs: now - ex.startedAt };
+    this.ctx.log.warn('LS_REQUEST_TIMEOUT', 'request timed out', fields);
+    if (!ex.paramsDone) {
+      // The web server is too slow to even send the params (a slow loris): drop the connection.
+      this.socket.destroy();
+      return;
+    }
+    ex.request.abort(new LodestoneError('LS_REQUEST_TIMEOUT'));
+    this.replyError(ex, 504);
+  }
+
+  /** Sends END_REQUEST alone, after an abort or when output had already started. */
+  private endAbruptly(ex: Exchange): void {
+    if (ex.done) return;
+    if (!this.closed) this.socket.write(encodeEndRequest(ex.requestId, 1, FCGI_REQUEST_COMPLETE));
+    this.complete(ex);
+  }
+
+  private complete(ex: Exchange): void {
+    ex.done = true;
+    this.exchanges.delete(ex.requestId);
+    this.ctx.activeRequests--;
+    this.ctx.stats.requestsCompleted++;
+    const { stdin, data } = ex.request;
+    // Input the handler never read is dropped, and must not keep the socket paused.
+    if (!stdin.complete) stdin.fail(new LodestoneError('LS_REQUEST_ABORTED', 'request already answered'));
+    if (!data.complete) data.fail(new LodestoneError('LS_REQUEST_ABORTED', 'request already answered'));
+    if (this.pausedBy.size > 0) {
+      this.resumeFor(stdin);
+      this.resumeFor(data);
+    }
+    if (this.exchanges.size === 0) this.idleSince = Date.now();
+    if (!ex.keepConn || (this.draining && this.exchanges.size === 0)) this.endConnection();
+  }
+
+  private endConnection(): void {
+    this.parser.stop();
+    this.socket.end();
+  }
+
+  private management(type: number, content: Buffer): void {
+    if (type !== FCGI_GET_VALUES) {
+      this.socket.write(encodeUnknownType(type));
+      return;
+    }
+    const asked = Object.create(null) as Record<string, string>;
+    if (decodePairs(content, 65535, asked) !== null) {
+      this.fail('LS_RECORD_MALFORMED', 'malformed GET_VALUES');
+      return;
+    }
+    const reply: Array<[string, string]> = [];
+    for (const name in asked) {
+      const value = this.ctx.values[name];
+      if (value !== undefined) reply.push([name, value]);
+    }
+    this.socket.write(encodeRecord(FCGI_GET_VALUES_RESULT, 0, encodePairs(reply)));
+  }
+
+  private fail(code: Code, message: string): void {
+    this.ctx.stats.protocolErrors++;
+    this.ctx.log.warn(code, message + '; connection closed', { conn: this.id, peer: this.peer });
+    this.parser.stop();
+    this.socket.destroy();
+  }
+
+  private fields(ex: Exchange): Record<string, string | number | undefined> {
+    return { conn: this.id, request: ex.requestId, script: ex.request.params.SCRIPT_FILENAME };
+  }
+}

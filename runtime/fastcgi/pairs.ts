@@ -1,0 +1,81 @@
+/**
+ * FastCGI name-value pairs (spec section 3.4): each length is one byte when under 128, else four
+ * bytes with the high bit set. PARAMS and GET_VALUES carry them. The connection collects a whole
+ * PARAMS stream before decoding, so a pair split across records at any byte needs no special
+ * case here.
+ */
+
+/** Why a pair block could not be decoded. */
+export type PairsError = 'malformed' | 'too-many';
+
+/**
+ * Decodes every pair in `buf` into `into` (a later duplicate name wins). Names are decoded as
+ * latin1 (CGI variable names are ASCII), values as UTF-8. Stops with an error at a pair that runs
+ * past the end, or after `maxPairs`.
+ */
+export function decodePairs(buf: Buffer, maxPairs: number, into: Record<string, string>): PairsError | null {
+  let pos = 0;
+  let count = 0;
+  const end = buf.length;
+  while (pos < end) {
+    let nameLength = buf[pos]!;
+    if (nameLength & 0x80) {
+      if (pos + 4 > end) return 'malformed';
+      nameLength = buf.readUInt32BE(pos) & 0x7fffffff;
+      pos += 4;
+    } else {
+      pos += 1;
+    }
+    if (pos >= end) return 'malformed';
+    let valueLength = buf[pos]!;
+    if (valueLength & 0x80) {
+      if (pos + 4 > end) return 'malformed';
+      valueLength = buf.readUInt32BE(pos) & 0x7fffffff;
+      pos += 4;
+    } else {
+      pos += 1;
+    }
+    if (nameLength > end - pos || valueLength > end - pos - nameLength) return 'malformed';
+    if (++count > maxPairs) return 'too-many';
+    const name = buf.toString('latin1', pos, pos + nameLength);
+    pos += nameLength;
+    const value = valueLength === 0 ? '' : buf.toString('utf8', pos, pos + valueLength);
+    pos += valueLength;
+    into[name] = value;
+  }
+  return null;
+}
+
+function lengthSize(length: number): number {
+  return length < 128 ? 1 : 4;
+}
+
+function writeLength(buf: Buffer, pos: number, length: number): number {
+  if (length < 128) {
+    buf[pos] = length;
+    return pos + 1;
+  }
+  buf.writeUInt32BE((length | 0x80000000) >>> 0, pos);
+  return pos + 4;
+}
+
+/** Encodes pairs (values as UTF-8) into one buffer, to be framed as PARAMS or GET_VALUES_RESULT. */
+export function encodePairs(pairs: Iterable<readonly [string, string]>): Buffer {
+  const encoded: Array<[Buffer, Buffer]> = [];
+  let size = 0;
+  for (const [name, value] of pairs) {
+    const n = Buffer.from(name, 'latin1');
+    const v = Buffer.from(value, 'utf8');
+    encoded.push([n, v]);
+    size += lengthSize(n.length) + lengthSize(v.length) + n.length + v.length;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let pos = 0;
+  for (const [n, v] of encoded) {
+    pos = writeLength(out, pos, n.length);
+    pos = writeLength(out, pos, v.length);
+    pos += n.copy(out, pos);
+    pos += v.copy(out, pos);
+  }
+  return out;
+}

@@ -1,0 +1,168 @@
+/**
+ * The engine-neutral request a handler sees: FastCGI params, a body stream, the FILTER data
+ * stream and an abort signal. Costly parts (streams, AbortController) are created only when a
+ * handler asks for them, because most requests (GET behind nginx) never do.
+ */
+import { Readable } from 'node:stream';
+
+/** A FastCGI role. */
+export type Role = 'RESPONDER' | 'AUTHORIZER' | 'FILTER';
+
+/** FastCGI params as received: CGI variable name -> value. Null prototype: no inherited keys. */
+export type Params = Record<string, string>;
+
+/** Lets an input stream ask its connection to stop and restart reading the socket. */
+export interface FlowControl {
+  pauseFor(input: Input): void;
+  resumeFor(input: Input): void;
+}
+
+/** Bytes an input buffers before it asks the connection to stop reading (backpressure). */
+export const INPUT_HIGH_WATER = 64 * 1024;
+
+/**
+ * One input stream of a request (STDIN or DATA). Chunks are queued until a consumer asks for
+ * the stream; past {@link INPUT_HIGH_WATER} queued bytes the connection pauses the socket, and
+ * resumes it when the consumer reads.
+ */
+export class Input {
+  private queue: Buffer[] | null = [];
+  private queued = 0;
+  private stream: Readable | null = null;
+  private ended = false;
+  private failure: Error | null = null;
+  /** Bytes received so far. */
+  received = 0;
+
+  constructor(private readonly flow: FlowControl) {}
+
+  /** True once the empty record that ends the stream arrived. */
+  get complete(): boolean {
+    return this.ended;
+  }
+
+  /** Called by the connection with each record's content. */
+  push(chunk: Buffer): void {
+    this.received += chunk.length;
+    if (this.stream) {
+      if (!this.stream.push(chunk)) this.flow.pauseFor(this);
+      return;
+    }
+    this.queue!.push(chunk);
+    this.queued += chunk.length;
+    if (this.queued > INPUT_HIGH_WATER) this.flow.pauseFor(this);
+  }
+
+  /** Called by the connection at the empty record that ends the stream. */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.stream) this.stream.push(null);
+  }
+
+  /** Fails the stream (request aborted or refused); a pending read rejects with `err`. */
+  fail(err: Error): void {
+    if (this.ended || this.failure) return;
+    this.failure = err;
+    this.queue = null;
+    if (this.stream) this.stream.destroy(err);
+  }
+
+  /** The stream, created on first use; reading it is what releases backpressure. */
+  get readable(): Readable {
+    if (this.stream) return this.stream;
+    const stream = new Readable({
+      highWaterMark: INPUT_HIGH_WATER,
+      read: () => this.flow.resumeFor(this),
+    });
+    this.stream = stream;
+    if (this.failure) {
+      stream.destroy(this.failure);
+      return stream;
+    }
+    for (const chunk of this.queue!) stream.push(chunk);
+    this.queue = null;
+    this.queued = 0;
+    if (this.ended) stream.push(null);
+    return stream;
+  }
+
+  /** Reads the whole stream into one Buffer. */
+  async bytes(): Promise<Buffer> {
+    if (this.ended && this.queue) {
+      const all = this.queue.length === 1 ? this.queue[0]! : Buffer.concat(this.queue, this.queued);
+      this.queue = [];
+      this.queued = 0;
+      return all;
+    }
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.readable) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+}
+
+/** Where a request came in: the FastCGI connection, shared by multiplexed requests. */
+export interface ConnectionInfo {
+  /** Serial number of the connection within this process, from 1. */
+  readonly id: number;
+  /** The web server's address for TCP connections; undefined on unix sockets. */
+  readonly peer: string | undefined;
+}
+
+/** One FastCGI request, as handlers see it. */
+export class Request {
+  /** CGI params; filled in once the PARAMS stream is complete. */
+  params: Params = Object.create(null) as Params;
+  /** The request body (FCGI_STDIN). */
+  readonly stdin: Input;
+  /** The file a FILTER request filters (FCGI_DATA); empty for other roles. */
+  readonly data: Input;
+  private controller: AbortController | null = null;
+  private abortReason: Error | null = null;
+
+  constructor(
+    readonly id: number,
+    readonly role: Role,
+    readonly keepConn: boolean,
+    readonly connection: ConnectionInfo,
+    /** Position of this request on its connection, from 1: above 1 means the connection was reused. */
+    readonly sequence: number,
+    flow: FlowControl,
+  ) {
+    this.stdin = new Input(flow);
+    this.data = new Input(flow);
+  }
+
+  /** The request body as a Readable stream. */
+  get body(): Readable {
+    return this.stdin.readable;
+  }
+
+  /** The request body as one Buffer. */
+  readBody(): Promise<Buffer> {
+    return this.stdin.bytes();
+  }
+
+  /** True once the web server aborted the request or the connection closed. */
+  get aborted(): boolean {
+    return this.abortReason !== null;
+  }
+
+  /** Fires when the request is aborted; long-running handlers should listen to it. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  /** Marks the request aborted and fails its inputs. Called by the connection. */
+  abort(reason: Error): void {
+    if (this.abortReason) return;
+    this.abortReason = reason;
+    this.stdin.fail(reason);
+    this.data.fail(reason);
+    this.controller?.abort(reason);
+  }
+}
