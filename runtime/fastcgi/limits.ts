@@ -21,7 +21,9 @@ export interface Limits {
 /**
  * Defaults sized for a web server in front: params well above what nginx or lighttpd send for
  * large cookies (nginx's large_client_header_buffers allow 32 KiB), a body like PHP's
- * post_max_size, and nginx's 60 s upstream timeouts.
+ * post_max_size, nginx's 60 s upstream timeouts, and an idle timeout longer than nginx's 60 s
+ * upstream keepalive_timeout so that nginx, which knows when it will reuse a connection, is
+ * the side that closes it (closing first races with nginx picking the connection).
  */
 export const defaultLimits: Limits = Object.freeze({
   maxParamsBytes: 128 * 1024,
@@ -30,6 +32,6 @@ export const defaultLimits: Limits = Object.freeze({
   maxRequestsPerConnection: 64,
   maxRequests: 1024,
   maxConnections: 1024,
-  idleTimeoutMs: 60_000,
+  idleTimeoutMs: 75_000,
   requestTimeoutMs: 60_000,
 });

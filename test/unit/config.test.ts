@@ -1,0 +1,125 @@
+/** Configuration: precedence, validation naming the field, and the CLI's one-line exit 2. */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import test from 'node:test';
+import { loadConfig } from '../../runtime/config.js';
+import { LodestoneError } from '../../runtime/errors.js';
+import { defaultLimits } from '../../runtime/fastcgi/limits.js';
+import { parseListen } from '../../runtime/listen.js';
+import { cliPath, run, tempDir } from '../helpers/lodestone.js';
+
+function writeConfig(dir: string, value: unknown): string {
+  const file = path.join(dir, 'lodestone.json');
+  fs.writeFileSync(file, typeof value === 'string' ? value : JSON.stringify(value));
+  return file;
+}
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof LodestoneError, String(err));
+    assert.equal(err.code, 'LS_CONFIG_INVALID');
+    return err.message;
+  }
+  assert.fail('expected a config error');
+}
+
+test('defaults: no file, no flags', () => {
+  const config = loadConfig({}, {});
+  assert.equal(config.listen, null);
+  assert.equal(config.root, process.cwd());
+  assert.equal(config.logLevel, 'info');
+  assert.equal(config.webServerAddrs, null);
+  assert.deepEqual(config.limits, defaultLimits);
+  assert.ok(Object.isFrozen(config));
+});
+
+test('file values, with paths relative to the file and flags winning over the file', (t) => {
+  const dir = tempDir(t);
+  fs.mkdirSync(path.join(dir, 'scripts'));
+  const file = writeConfig(dir, {
+    listen: 'tcp:127.0.0.1:9001',
+    root: 'scripts',
+    logLevel: 'debug',
+    socketMode: '0660',
+    webServerAddrs: ['127.0.0.1'],
+    limits: { maxBodyBytes: 1024 },
+  });
+  const config = loadConfig({ config: file }, {});
+  assert.deepEqual(config.listen, { kind: 'tcp', host: '127.0.0.1', port: 9001 });
+  assert.equal(config.root, path.join(dir, 'scripts'));
+  assert.equal(config.socketMode, 0o660);
+  assert.deepEqual(config.webServerAddrs, ['127.0.0.1']);
+  assert.equal(config.limits.maxBodyBytes, 1024);
+  assert.equal(config.limits.maxParams, defaultLimits.maxParams);
+  const flagged = loadConfig({ config: file, listen: 'unix:/tmp/x.sock', logLevel: 'warn' }, {});
+  assert.deepEqual(flagged.listen, { kind: 'unix', path: '/tmp/x.sock' });
+  assert.equal(flagged.logLevel, 'warn');
+});
+
+test('FCGI_WEB_SERVER_ADDRS from the environment wins over the file', (t) => {
+  const file = writeConfig(tempDir(t), { webServerAddrs: ['127.0.0.1'] });
+  const config = loadConfig({ config: file }, { FCGI_WEB_SERVER_ADDRS: '10.0.0.1, ::1' });
+  assert.deepEqual(config.webServerAddrs, ['10.0.0.1', '::1']);
+  assert.match(configError(() => loadConfig({}, { FCGI_WEB_SERVER_ADDRS: 'example.com' })), /^FCGI_WEB_SERVER_ADDRS: /);
+});
+
+test('each bad field is named in the message', (t) => {
+  const dir = tempDir(t);
+  const cases: Array<[unknown, RegExp]> = [
+    [{ limits: { maxBodyBytes: -1 } }, /^limits\.maxBodyBytes: must be a positive integer/],
+    [{ limits: { maxBodyBytes: '1k' } }, /^limits\.maxBodyBytes: /],
+    [{ limits: { nope: 1 } }, /^limits\.nope: unknown field/],
+    [{ limits: 5 }, /^limits: must be an object/],
+    [{ listen: 'http:1' }, /^listen: unknown listen spec/],
+    [{ listen: 'tcp:127.0.0.1:99999' }, /^listen: tcp: port 99999/],
+    [{ root: '/definitely/not/here' }, /^root: \/definitely\/not\/here is not a directory/],
+    [{ logLevel: 'loud' }, /^logLevel: must be one of/],
+    [{ socketMode: 660 }, /^socketMode: /],
+    [{ webServerAddrs: 'x' }, /^webServerAddrs: /],
+    [{ diagnostic: 'yes' }, /^diagnostic: must be true or false/],
+    [{ colour: 'blue' }, /^colour: unknown field/],
+    ['{ not json', /^--config: .* is not valid JSON/],
+    [[1, 2], /^--config: .* must hold a JSON object/],
+  ];
+  for (const [value, pattern] of cases) {
+    const file = writeConfig(dir, value);
+    assert.match(configError(() => loadConfig({ config: file }, {})), pattern);
+  }
+  assert.match(configError(() => loadConfig({ config: path.join(dir, 'missing.json') }, {})), /^--config: cannot read/);
+  assert.match(configError(() => loadConfig({ listen: 'tcp:nohost' }, {})), /^--listen: tcp: needs HOST:PORT/);
+  assert.match(configError(() => loadConfig({ logLevel: 'x' }, {})), /^--log-level: /);
+});
+
+test('listen specs', () => {
+  assert.deepEqual(parseListen('tcp:[::1]:9000'), { kind: 'tcp', host: '::1', port: 9000 });
+  assert.deepEqual(parseListen('tcp:localhost:0'), { kind: 'tcp', host: 'localhost', port: 0 });
+  assert.deepEqual(parseListen('fd:0'), { kind: 'fd', fd: 0 });
+  assert.match(parseListen('fd:') as string, /^fd: needs/);
+  assert.match(parseListen('unix:') as string, /^unix: needs/);
+  assert.match(parseListen('systemd', {}) as string, /^systemd: no socket passed/);
+  assert.deepEqual(parseListen('systemd', { LISTEN_PID: String(process.pid), LISTEN_FDS: '1' }), { kind: 'fd', fd: 3 });
+});
+
+test('the CLI turns a bad config into one line on stderr and exit code 2', (t) => {
+  const file = writeConfig(tempDir(t), { limits: { requestTimeoutMs: 0 } });
+  const r = run(process.execPath, [cliPath, 'serve', '--config', file, '--listen', 'tcp:127.0.0.1:0']);
+  assert.equal(r.status, 2);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0]!, /^lodestone: LS_CONFIG_INVALID: limits\.requestTimeoutMs: must be a positive integer/);
+});
+
+test('the CLI rejects unknown options and commands with exit code 2', () => {
+  const unknownOption = run(process.execPath, [cliPath, 'serve', '--bogus']);
+  assert.equal(unknownOption.status, 2);
+  assert.match(unknownOption.stderr, /bogus/);
+  const unknownCommand = run(process.execPath, [cliPath, 'launch']);
+  assert.equal(unknownCommand.status, 2);
+  assert.match(unknownCommand.stderr, /unknown command "launch"/);
+  const version = run(process.execPath, [cliPath, '--version']);
+  assert.equal(version.status, 0);
+  assert.match(version.stdout.toString(), /^lodestone \d+\.\d+\.\d+\n$/);
+});

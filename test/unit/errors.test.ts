@@ -1,0 +1,23 @@
+/** Every stable code is documented in the README, and the README lists no code we lack. */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import test from 'node:test';
+import { codes } from '../../runtime/errors.js';
+import { repoRoot } from '../helpers/lodestone.js';
+
+test('the README documents every error code, and only real ones', () => {
+  const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
+  for (const code of Object.keys(codes)) {
+    assert.match(readme, new RegExp(`^\\| \`${code}\` \\|`, 'm'), `${code} is missing from README's code table`);
+  }
+  const documented = [...readme.matchAll(/^\| `(LS_[A-Z_]+)` \|/gm)].map((m) => m[1]!);
+  for (const code of documented) assert.ok(code in codes, `README documents unknown code ${code}`);
+});
+
+test('codes are used in the source', () => {
+  const sources = ['runtime/fastcgi/connection.ts', 'runtime/fastcgi/server.ts', 'runtime/config.ts']
+    .map((f) => fs.readFileSync(path.join(repoRoot, f), 'utf8'))
+    .join('\n');
+  for (const code of Object.keys(codes)) assert.ok(sources.includes(`'${code}'`), `${code} is never raised`);
+});
