@@ -32,7 +32,7 @@ export const diagnostic: Handler = (req, res) => {
   if (req.role === 'AUTHORIZER') return authorize(req, res);
   if (req.role === 'FILTER') return filter(req, res);
   // The benchmark path: no parsing, no allocation beyond the response itself.
-  if (req.params.QUERY_STRING === 'hello') {
+  if (req.param('QUERY_STRING') === 'hello') {
     res.setHeader('Content-Type', 'text/plain');
     res.end(HELLO);
     return;
@@ -41,7 +41,7 @@ export const diagnostic: Handler = (req, res) => {
 };
 
 async function respond(req: Request, res: Response): Promise<void> {
-  const query = new URLSearchParams(req.params.QUERY_STRING ?? '');
+  const query = new URLSearchParams(req.param('QUERY_STRING') ?? '');
   if (query.has('throw')) throw new Error('diagnostic responder asked to throw');
   const status = query.get('status');
   if (status !== null) res.status = Number(status);
@@ -89,7 +89,7 @@ function report(req: Request, body: Buffer): Record<string, unknown> {
 }
 
 function authorize(req: Request, res: Response): void {
-  if (req.params.HTTP_X_LODESTONE_DENY !== undefined) {
+  if (req.param('HTTP_X_LODESTONE_DENY') !== undefined) {
     res.status = 403;
     res.setHeader('Content-Type', 'text/plain');
     res.end('denied\n');

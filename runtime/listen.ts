@@ -52,19 +52,63 @@ export function parseListen(spec: string, env: NodeJS.ProcessEnv = process.env):
 
 /**
  * The listen target implied by how we were started, when `--listen` is absent: systemd socket
- * activation, or a socket on fd 0 as spawn-fcgi and lighttpd hand it. libfcgi tells a listening
- * socket from a connected one with getpeername (ENOTCONN); Node cannot call getpeername on a raw
- * fd, but listen(2) on a connected socket fails with EINVAL, so opening the server is the same
- * test, and its error names the problem. Null when neither applies.
+ * activation, or a listening socket on fd 0 as spawn-fcgi and lighttpd hand it. Null when
+ * neither applies (fd 0 a tty, /dev/null, a pipe, or a connected socket as libuv gives a child
+ * for its stdio).
  */
 export function inheritedTarget(env: NodeJS.ProcessEnv = process.env): ListenTarget | null {
   if (env.LISTEN_PID === String(process.pid) && Number(env.LISTEN_FDS) >= 1) {
     return { kind: 'fd', fd: SD_LISTEN_FDS_START };
   }
+  return isListeningSocket(0) ? { kind: 'fd', fd: 0 } : null;
+}
+
+/**
+ * True when `fd` is a listening socket. libfcgi asks getpeername(fd) for ENOTCONN, which Node
+ * cannot call on a raw fd; on Linux the socket's inode has its state in /proc/net: TCP state
+ * 0A is LISTEN, and a unix socket in listen(2) has __SO_ACCEPTCON (0x10000) in its flags.
+ * Elsewhere any socket counts, and listen(2) itself rejects a connected one with EINVAL.
+ */
+export function isListeningSocket(fd: number): boolean {
   try {
-    return fs.fstatSync(0).isSocket() ? { kind: 'fd', fd: 0 } : null;
+    if (!fs.fstatSync(fd).isSocket()) return false;
   } catch {
-    return null;
+    return false;
+  }
+  let inode: string;
+  try {
+    const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/self/fd/${fd}`));
+    if (!m) return true;
+    inode = m[1]!;
+  } catch {
+    return true;
+  }
+  const state = socketState(inode);
+  return state === null ? true : state;
+}
+
+// Listening state of the socket with this inode, from /proc/net; null when not found there.
+function socketState(inode: string): boolean | null {
+  for (const table of ['tcp', 'tcp6']) {
+    for (const fields of procNet(table)) {
+      if (fields[9] === inode) return fields[3] === '0A';
+    }
+  }
+  for (const fields of procNet('unix')) {
+    if (fields[6] === inode) return (parseInt(fields[3] ?? '0', 16) & 0x10000) !== 0;
+  }
+  return null;
+}
+
+function procNet(table: string): string[][] {
+  try {
+    return fs
+      .readFileSync(`/proc/net/${table}`, 'utf8')
+      .split('\n')
+      .slice(1)
+      .map((line) => line.trim().split(/\s+/));
+  } catch {
+    return [];
   }
 }
 

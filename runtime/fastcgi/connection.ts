@@ -25,7 +25,7 @@ import {
   roleNames,
 } from './constants.js';
 import type { Limits } from './limits.js';
-import { decodePairs, encodePairs } from './pairs.js';
+import { decodePairs, encodePairs, scanPairs } from './pairs.js';
 import { RecordParser, encodeEndRequest, encodeRecord, encodeUnknownType } from './records.js';
 
 /**
@@ -63,8 +63,8 @@ class Exchange implements ResponseChannel {
   readonly request: Request;
   readonly response: Response;
   readonly startedAt = Date.now();
-  paramsChunks: Buffer[] = [];
   paramsBytes = 0;
+  private paramsBuf: Buffer | null = null;
   paramsDone = false;
   handlerStarted = false;
   done = false;
@@ -82,6 +82,27 @@ class Exchange implements ResponseChannel {
 
   get open(): boolean {
     return !this.done;
+  }
+
+  /**
+   * Copies PARAMS content into one buffer. Keeping views of the socket's reads instead would
+   * let a peer pin whole reads of padding with one content byte each (memory ~260x the bytes
+   * the limit counts); params are small, so the copy is cheap.
+   */
+  appendParams(content: Buffer): void {
+    const used = this.paramsBytes - content.length;
+    let buf = this.paramsBuf;
+    if (!buf || buf.length < this.paramsBytes) {
+      const grown = Buffer.allocUnsafe(Math.max(this.paramsBytes, used * 2, 1024));
+      if (buf) buf.copy(grown, 0, 0, used);
+      buf = this.paramsBuf = grown;
+    }
+    content.copy(buf, used);
+  }
+
+  /** The whole PARAMS stream received so far. */
+  paramsBlock(): Buffer {
+    return this.paramsBuf ? this.paramsBuf.subarray(0, this.paramsBytes) : Buffer.alloc(0);
   }
 
   send(data: Buffer | Buffer[], last: boolean): boolean {
@@ -275,7 +296,7 @@ export class Connection implements FlowControl, ConnectionInfo {
   private refuseBegin(id: number, protocolStatus: number, keepConn: boolean): void {
     this.ctx.stats.requestsRefused++;
     this.socket.write(encodeEndRequest(id, 0, protocolStatus));
-    if (!keepConn) this.endConnection();
+    if (!keepConn) this.closeWhenIdle();
   }
 
   private params(ex: Exchange, content: Buffer): void {
@@ -288,15 +309,12 @@ export class Connection implements FlowControl, ConnectionInfo {
         this.refuse(ex, 431, 'LS_PARAMS_TOO_LARGE', `params over ${limits.maxParamsBytes} bytes`);
         return;
       }
-      ex.paramsChunks.push(content);
+      ex.appendParams(content);
       return;
     }
     ex.paramsDone = true;
-    const chunks = ex.paramsChunks;
-    ex.paramsChunks = [];
-    const block = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, ex.paramsBytes);
-    const params = ex.request.params;
-    const err = decodePairs(block, limits.maxParams, params);
+    const block = ex.paramsBlock();
+    const err = scanPairs(block, limits.maxParams);
     if (err === 'malformed') {
       this.fail('LS_PARAMS_MALFORMED', 'a name-value pair runs past the end of PARAMS');
       return;
@@ -305,7 +323,8 @@ export class Connection implements FlowControl, ConnectionInfo {
       this.refuse(ex, 431, 'LS_TOO_MANY_PARAMS', `more than ${limits.maxParams} params`);
       return;
     }
-    const declared = params.CONTENT_LENGTH;
+    ex.request.setParams(block);
+    const declared = ex.request.param('CONTENT_LENGTH');
     if (declared !== undefined && Number(declared) > limits.maxBodyBytes) {
       this.refuse(ex, 413, 'LS_BODY_TOO_LARGE', `CONTENT_LENGTH ${declared} over ${limits.maxBodyBytes}`);
       return;
@@ -416,14 +435,19 @@ export class Connection implements FlowControl, ConnectionInfo {
     this.ctx.stats.requestsCompleted++;
     const { stdin, data } = ex.request;
     // Input the handler never read is dropped, and must not keep the socket paused.
-    if (!stdin.complete) stdin.fail(new LodestoneError('LS_REQUEST_ABORTED', 'request already answered'));
-    if (!data.complete) data.fail(new LodestoneError('LS_REQUEST_ABORTED', 'request already answered'));
+    stdin.discard();
+    data.discard();
     if (this.pausedBy.size > 0) {
       this.resumeFor(stdin);
       this.resumeFor(data);
     }
-    if (this.exchanges.size === 0) this.idleSince = Date.now();
-    if (!ex.keepConn || (this.draining && this.exchanges.size === 0)) this.endConnection();
+    // Without KEEP_CONN the connection closes after this request, but not under requests still
+    // in flight on it: the web server multiplexed them there and waits for their answers.
+    if (!ex.keepConn) this.draining = true;
+    if (this.exchanges.size === 0) {
+      this.idleSince = Date.now();
+      if (this.draining) this.endConnection();
+    }
   }
 
   private endConnection(): void {
@@ -457,6 +481,6 @@ export class Connection implements FlowControl, ConnectionInfo {
   }
 
   private fields(ex: Exchange): Record<string, string | number | undefined> {
-    return { conn: this.id, request: ex.requestId, script: ex.request.params.SCRIPT_FILENAME };
+    return { conn: this.id, request: ex.requestId, script: ex.request.param('SCRIPT_FILENAME') };
   }
 }

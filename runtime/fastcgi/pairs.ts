@@ -46,6 +46,72 @@ export function decodePairs(buf: Buffer, maxPairs: number, into: Record<string, 
   return null;
 }
 
+/**
+ * Checks the structure of a pair block (every length inside the block, at most `maxPairs`
+ * pairs) without decoding any string. Run once when PARAMS ends; decoding happens later, and
+ * only for the params a handler asks for.
+ */
+export function scanPairs(buf: Buffer, maxPairs: number): PairsError | null {
+  let pos = 0;
+  let count = 0;
+  const end = buf.length;
+  while (pos < end) {
+    const nameAt = readLength(buf, pos);
+    if (nameAt < 0) return 'malformed';
+    const valueAt = readLength(buf, nameAt);
+    if (valueAt < 0) return 'malformed';
+    const nameLength = lengthAt(buf, pos);
+    const valueLength = lengthAt(buf, nameAt);
+    if (nameLength > end - valueAt || valueLength > end - valueAt - nameLength) return 'malformed';
+    if (++count > maxPairs) return 'too-many';
+    pos = valueAt + nameLength + valueLength;
+  }
+  return null;
+}
+
+/**
+ * The value of `name` in a block that passed {@link scanPairs}, or undefined; a later duplicate
+ * wins, as in {@link decodePairs}. Compares bytes, so no other name or value becomes a string.
+ */
+export function findPair(buf: Buffer, name: string): string | undefined {
+  let pos = 0;
+  let found = -1;
+  let foundLength = 0;
+  const end = buf.length;
+  const wanted = name.length;
+  while (pos < end) {
+    const nameLength = lengthAt(buf, pos);
+    const valueAt0 = readLength(buf, pos);
+    const valueLength = lengthAt(buf, valueAt0);
+    const nameAt = readLength(buf, valueAt0);
+    const valueAt = nameAt + nameLength;
+    if (nameLength === wanted) {
+      let i = 0;
+      while (i < wanted && buf[nameAt + i] === name.charCodeAt(i)) i++;
+      if (i === wanted) {
+        found = valueAt;
+        foundLength = valueLength;
+      }
+    }
+    pos = valueAt + valueLength;
+  }
+  if (found < 0) return undefined;
+  return foundLength === 0 ? '' : buf.toString('utf8', found, found + foundLength);
+}
+
+// The offset after the length field at `pos`, or -1 when it does not fit.
+function readLength(buf: Buffer, pos: number): number {
+  if (pos >= buf.length) return -1;
+  if (buf[pos]! & 0x80) return pos + 4 <= buf.length ? pos + 4 : -1;
+  return pos + 1;
+}
+
+// The length stored at `pos` (checked by readLength first).
+function lengthAt(buf: Buffer, pos: number): number {
+  const b = buf[pos]!;
+  return b & 0x80 ? buf.readUInt32BE(pos) & 0x7fffffff : b;
+}
+
 function lengthSize(length: number): number {
   return length < 128 ? 1 : 4;
 }

@@ -1,7 +1,8 @@
 /** Name-value pair codec: 1- and 4-byte lengths, limits, malformed input. */
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { decodePairs, encodePairs } from '../../runtime/fastcgi/pairs.js';
+import fc from 'fast-check';
+import { decodePairs, encodePairs, findPair, scanPairs } from '../../runtime/fastcgi/pairs.js';
 
 function decode(buf: Buffer, max = 1000): { pairs: Record<string, string>; err: string | null } {
   const pairs = Object.create(null) as Record<string, string>;
@@ -64,4 +65,46 @@ test('decoded names cannot reach the prototype', () => {
   const { pairs } = decode(encodePairs([['__proto__', 'x'], ['constructor', 'y']]));
   assert.equal(pairs.constructor, 'y');
   assert.equal(Object.getPrototypeOf({}), Object.prototype);
+});
+
+test('scanPairs gives the same verdict as decodePairs on any bytes', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 300 }), fc.integer({ min: 0, max: 8 }), (bytes, max) => {
+      const buf = Buffer.from(bytes);
+      assert.equal(scanPairs(buf, max), decode(buf, max).err);
+    }),
+    { seed: 7, numRuns: 2000 },
+  );
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.string({ maxLength: 150 }), fc.string({ maxLength: 200 })), { maxLength: 6 }), (list) => {
+      const buf = encodePairs(list);
+      assert.equal(scanPairs(buf, 1000), null);
+      for (let cut = 0; cut < buf.length; cut += 7) {
+        assert.equal(scanPairs(buf.subarray(0, cut), 1000), decode(buf.subarray(0, cut)).err);
+      }
+    }),
+    { seed: 8, numRuns: 300 },
+  );
+});
+
+test('findPair finds what decodePairs decodes, later duplicates winning', () => {
+  const long = 'L'.repeat(300);
+  const buf = encodePairs([
+    ['QUERY_STRING', 'a=1'],
+    ['QUERY', 'prefix, not a match'],
+    [long, 'long name'],
+    ['EMPTY', ''],
+    ['QUERY_STRING', 'b=2'],
+    ['PATH_INFO', '/café'],
+  ]);
+  assert.equal(scanPairs(buf, 100), null);
+  assert.equal(findPair(buf, 'QUERY_STRING'), 'b=2');
+  assert.equal(findPair(buf, 'QUERY'), 'prefix, not a match');
+  assert.equal(findPair(buf, long), 'long name');
+  assert.equal(findPair(buf, 'EMPTY'), '');
+  assert.equal(findPair(buf, 'PATH_INFO'), '/café');
+  assert.equal(findPair(buf, 'MISSING'), undefined);
+  assert.equal(findPair(Buffer.alloc(0), 'X'), undefined);
+  const all = decode(buf).pairs;
+  for (const name of Object.keys(all)) assert.equal(findPair(buf, name), all[name]);
 });
