@@ -25,6 +25,10 @@ export interface Rec {
   type: number;
   id: number;
   content: Buffer;
+  /** paddingLength from the record header, as the server sent it. */
+  padding?: number;
+  /** Date.now() when the chunk that completed this record arrived (for ordering checks). */
+  at?: number;
 }
 
 /** One record with padding to 8 bytes (or `padding` bytes when given). */
@@ -33,6 +37,17 @@ export function record(type: number, id: number, content: Buffer | string = Buff
   const pad = padding ?? (8 - (body.length % 8)) % 8;
   const header = Buffer.from([1, type, id >> 8, id & 0xff, body.length >> 8, body.length & 0xff, pad, 0]);
   return Buffer.concat([header, body, Buffer.alloc(pad)]);
+}
+
+/**
+ * One record whose padding is the given bytes (at most 255), not zeros: tests put bytes there
+ * that look like valid records, so a server that parses padding as records gets caught.
+ */
+export function recordPadded(type: number, id: number, content: Buffer | string, padBytes: Buffer): Buffer {
+  if (padBytes.length > 255) throw new RangeError('padding over 255 bytes');
+  const body = typeof content === 'string' ? Buffer.from(content) : content;
+  const header = Buffer.from([1, type, id >> 8, id & 0xff, body.length >> 8, body.length & 0xff, padBytes.length, 0]);
+  return Buffer.concat([header, body, padBytes]);
 }
 
 /** Records for a whole stream: content split at `chunk` bytes, then the empty closing record. */
@@ -93,13 +108,20 @@ export class Decoder {
   readonly records: Rec[] = [];
 
   push(chunk: Buffer): void {
+    const at = Date.now();
     this.buf = Buffer.concat([this.buf, chunk]);
     while (this.buf.length >= 8) {
       if (this.buf[0] !== 1) throw new Error(`server sent version ${this.buf[0]}`);
       const len = this.buf.readUInt16BE(4);
       const pad = this.buf[6]!;
       if (this.buf.length < 8 + len + pad) return;
-      this.records.push({ type: this.buf[1]!, id: this.buf.readUInt16BE(2), content: this.buf.subarray(8, 8 + len) });
+      this.records.push({
+        type: this.buf[1]!,
+        id: this.buf.readUInt16BE(2),
+        content: this.buf.subarray(8, 8 + len),
+        padding: pad,
+        at,
+      });
       this.buf = this.buf.subarray(8 + len + pad);
     }
   }

@@ -1,0 +1,239 @@
+/**
+ * Lodestone driven by libfcgi's own tools and systemd's: `cgi-fcgi -bind` as a FastCGI client
+ * over TCP and a unix socket, `cgi-fcgi -start` and `systemd-socket-activate` as the process
+ * managers that open the listening socket and hand it over (fd 0, resp. fd 3 with LISTEN_FDS),
+ * and the one-line exit of `serve` on a bad --listen.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import test, { type TestContext } from 'node:test';
+import { parseCgi, type Cgi } from '../helpers/fcgi-client.js';
+import { cliPath, findProgram, run, startLodestone, tempDir } from '../helpers/lodestone.js';
+import { havePrograms, killAfter, pidsWithArg, startSocketActivate, waitFor } from '../helpers/peers.js';
+
+/** A hung peer fails its test instead of the whole run. */
+const timeout = 60_000;
+
+interface Report {
+  role: string;
+  connection: number;
+  sequence: number;
+  params: Record<string, string>;
+  stdinBytes: number;
+  stdinSha256: string;
+}
+
+interface CgiReply extends Cgi {
+  raw: Buffer;
+  stderr: string;
+}
+
+/**
+ * One request with `cgi-fcgi -bind -connect`, which sends its whole environment as the params
+ * and CONTENT_LENGTH bytes of its stdin as the body, and prints the CGI response.
+ */
+function cgiFcgi(connect: string, env: Record<string, string>, body: Buffer = Buffer.alloc(0)): CgiReply {
+  const program = findProgram('cgi-fcgi');
+  assert.ok(program, 'cgi-fcgi is not installed');
+  // A minimal environment, since every variable becomes a param.
+  const r = run(program, ['-bind', '-connect', connect], { env, input: body, timeoutMs: 30_000 });
+  assert.equal(r.status, 0, `cgi-fcgi exited with ${r.status}: ${r.stderr}`);
+  return { ...parseCgi(r.stdout), raw: r.stdout, stderr: r.stderr };
+}
+
+function report(reply: CgiReply): Report {
+  assert.equal(reply.headers['content-type'], 'application/json', reply.raw.toString());
+  return JSON.parse(reply.body.toString('utf8')) as Report;
+}
+
+function get(connect: string, query: string): CgiReply {
+  return cgiFcgi(connect, { REQUEST_METHOD: 'GET', QUERY_STRING: query, SCRIPT_NAME: '/cgi-fcgi.lua' });
+}
+
+/** Echo, params and status/header/stderr through cgi-fcgi to `connect`. */
+function exercise(connect: string): void {
+  const body = randomBytes(100 * 1024);
+  const echoed = cgiFcgi(
+    connect,
+    {
+      REQUEST_METHOD: 'POST',
+      QUERY_STRING: 'echo',
+      CONTENT_LENGTH: String(body.length),
+      CONTENT_TYPE: 'application/octet-stream',
+    },
+    body,
+  );
+  // A CGI response: Status line first, then headers, a blank line and the body.
+  assert.match(echoed.raw.subarray(0, 80).toString('latin1'), /^Status: 200 OK\r\nContent-Type: [^\r\n]+\r\n\r\n/);
+  assert.equal(echoed.status, 200);
+  assert.equal(echoed.headers['content-type'], 'application/octet-stream');
+  assert.equal(echoed.body.length, body.length);
+  assert.ok(echoed.body.equals(body), 'echoed body differs');
+
+  const posted = report(
+    cgiFcgi(
+      connect,
+      {
+        REQUEST_METHOD: 'PUT',
+        QUERY_STRING: 'a=1',
+        CONTENT_LENGTH: String(body.length),
+        SCRIPT_FILENAME: '/srv/x.lua',
+      },
+      body,
+    ),
+  );
+  assert.equal(posted.role, 'RESPONDER');
+  assert.equal(posted.params.REQUEST_METHOD, 'PUT');
+  assert.equal(posted.params.QUERY_STRING, 'a=1');
+  assert.equal(posted.params.SCRIPT_FILENAME, '/srv/x.lua');
+  assert.equal(posted.params.CONTENT_LENGTH, String(body.length));
+  assert.equal(posted.stdinBytes, body.length);
+  assert.equal(posted.stdinSha256, createHash('sha256').update(body).digest('hex'));
+
+  const notFound = get(connect, 'status=404&header=X-Test:yes&stderr=hello-from-app');
+  assert.match(notFound.raw.toString('latin1'), /^Status: 404 Not Found\r\n/);
+  assert.equal(notFound.status, 404);
+  assert.equal(notFound.headers['x-test'], 'yes');
+  // cgi-fcgi copies FCGI_STDERR to its own stderr.
+  assert.match(notFound.stderr, /hello-from-app/);
+}
+
+test('cgi-fcgi -bind -connect to lodestone over TCP', { timeout }, async (t) => {
+  if (!havePrograms(t, 'cgi-fcgi')) return;
+  const lodestone = await startLodestone(t);
+  exercise(`127.0.0.1:${lodestone.port}`);
+});
+
+test('cgi-fcgi -bind -connect to lodestone over a unix socket', { timeout }, async (t) => {
+  if (!havePrograms(t, 'cgi-fcgi')) return;
+  const sock = path.join(tempDir(t), 'ls.sock');
+  await startLodestone(t, { listen: `unix:${sock}` });
+  exercise(sock);
+});
+
+function shellQuote(arg: string): string {
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * `cgi-fcgi -start -connect SOCK APP` binds SOCK, starts APP with the listening socket on fd 0
+ * (stdout and stderr closed) and exits. APP takes no arguments, so it is a wrapper script.
+ */
+async function startedByCgiFcgi(t: TestContext, extraArgs: string[]): Promise<void> {
+  if (!havePrograms(t, 'cgi-fcgi')) return;
+  const dir = tempDir(t);
+  // The dir is in the wrapper's path and in lodestone's --root: the marker to find the process.
+  killAfter(t, dir);
+  const app = path.join(dir, 'app.sh');
+  const command = [process.execPath, cliPath, 'serve', '--diagnostic', '--root', dir, ...extraArgs];
+  fs.writeFileSync(app, `#!/bin/sh\nexec ${command.map(shellQuote).join(' ')}\n`, { mode: 0o755 });
+  const sock = path.join(dir, 'ls.sock');
+
+  const started = run(findProgram('cgi-fcgi')!, ['-start', '-connect', sock, app]);
+  assert.equal(started.status, 0, started.stderr);
+  const pid = await waitFor(
+    () => {
+      const pids = pidsWithArg(dir);
+      return pids.length === 1 ? pids[0] : undefined;
+    },
+    15_000,
+    () => `one process started by cgi-fcgi -start (found ${pidsWithArg(dir).join(', ') || 'none'})`,
+  );
+
+  // The socket is listening already (cgi-fcgi bound it): requests wait in its backlog until
+  // lodestone accepts them, so no readiness poll is needed.
+  const first = report(get(sock, 'first'));
+  assert.equal(first.params.QUERY_STRING, 'first');
+  exercise(sock);
+  const last = report(get(sock, 'last'));
+  // The same process served every request, a connection each: cgi-fcgi -bind does not keep them.
+  assert.equal(first.connection, 1);
+  assert.equal(last.connection, 1 + 3 + 1);
+  assert.deepEqual(pidsWithArg(dir), [pid]);
+  // Once node runs (not the wrapper), its fd 0 is the socket cgi-fcgi handed over.
+  assert.ok(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(cliPath));
+  assert.ok(fs.statSync(`/proc/${pid}/fd/0`).isSocket(), 'fd 0 of the started lodestone is not a socket');
+}
+
+test('cgi-fcgi -start hands lodestone a socket on fd 0, detected without --listen', { timeout }, (t) =>
+  startedByCgiFcgi(t, []),
+);
+
+test('cgi-fcgi -start with --listen fd:0', { timeout }, (t) => startedByCgiFcgi(t, ['--listen', 'fd:0']));
+
+async function socketActivated(t: TestContext, extraArgs: string[]): Promise<void> {
+  if (!havePrograms(t, 'systemd-socket-activate', 'cgi-fcgi')) return;
+  const dir = tempDir(t);
+  const activated = await startSocketActivate(t, [
+    process.execPath,
+    cliPath,
+    'serve',
+    '--diagnostic',
+    '--root',
+    dir,
+    ...extraArgs,
+  ]);
+  const connect = `127.0.0.1:${activated.port}`;
+  // The first connection makes systemd-socket-activate exec lodestone; it waits in the backlog.
+  const first = report(get(connect, 'first'));
+  assert.equal(first.params.QUERY_STRING, 'first');
+  assert.match(await activated.waitForOutput(/lodestone listening/), / listen=fd:3 /);
+  exercise(connect);
+  const last = report(get(connect, 'last'));
+  assert.equal(last.connection, first.connection + 3 + 1);
+  assert.doesNotMatch(activated.output(), /^\S+ (warn|error) /m);
+}
+
+test('systemd-socket-activate with --listen systemd', { timeout }, (t) => socketActivated(t, ['--listen', 'systemd']));
+
+test('systemd-socket-activate without --listen: LISTEN_FDS is detected', { timeout }, (t) => socketActivated(t, []));
+
+/** Asserts a failed start: non-zero exit and exactly one line on stderr, no stack trace. */
+function assertOneLineFailure(r: { status: number | null; stderr: string }, ...patterns: RegExp[]): void {
+  assert.notEqual(r.status, null, `did not exit (timed out): ${r.stderr}`);
+  assert.notEqual(r.status, 0);
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+  for (const p of patterns) assert.match(lines[0]!, p);
+}
+
+test('serve --listen bogus: exit 2, one line naming --listen', { timeout }, () => {
+  const r = run(process.execPath, [cliPath, 'serve', '--listen', 'bogus', '--diagnostic']);
+  assertOneLineFailure(r, /--listen/, /bogus/);
+  assert.equal(r.status, 2);
+});
+
+test('serve --listen fd:0 when fd 0 is not a listening socket: one clear line', { timeout }, async (t) => {
+  const serve = [cliPath, 'serve', '--listen', 'fd:0', '--diagnostic'];
+  const childTimeout = 15_000;
+  const stdio = (stdin: 'ignore' | 'pipe'): ['ignore' | 'pipe', 'pipe', 'pipe'] => [stdin, 'pipe', 'pipe'];
+
+  await t.test('stdin is /dev/null', () => {
+    const r = spawnSync(process.execPath, serve, { stdio: stdio('ignore'), timeout: childTimeout, encoding: 'utf8' });
+    assertOneLineFailure(r, /fd 0/, /not a listening socket/);
+  });
+
+  await t.test('stdin is a pipe', () => {
+    // A shell pipeline gives a real pipe (node's own 'pipe' stdio is a socketpair).
+    const r = spawnSync('/bin/sh', ['-c', ': | exec "$@"', 'sh', process.execPath, ...serve], {
+      stdio: stdio('ignore'),
+      timeout: childTimeout,
+      encoding: 'utf8',
+    });
+    assertOneLineFailure(r, /fd 0/, /not a listening socket/);
+  });
+
+  await t.test('stdin is a connected socket', () => {
+    const r = spawnSync(process.execPath, serve, {
+      stdio: stdio('pipe'),
+      input: '',
+      timeout: childTimeout,
+      encoding: 'utf8',
+    });
+    assertOneLineFailure(r, /fd 0/, /not a listening socket/);
+  });
+});
