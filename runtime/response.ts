@@ -24,6 +24,8 @@ export interface ResponseChannel {
 const COPY_LIMIT = 256 * 1024;
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// Names already checked against TOKEN: handlers set the same few headers on every request.
+const validNames = new Set<string>();
 const BAD_VALUE = /[\r\n\0]/;
 
 const statusLines: string[] = [];
@@ -69,7 +71,10 @@ export class Response {
   /** Adds a header line, keeping earlier ones of the same name (Set-Cookie). */
   addHeader(name: string, value: string | number): this {
     const text = String(value);
-    if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
+    if (!validNames.has(name)) {
+      if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
+      if (validNames.size < 1024) validNames.add(name);
+    }
     if (BAD_VALUE.test(text)) throw new TypeError(`invalid value for header ${name}: CR, LF or NUL`);
     if (this.headersSent) throw new Error(`header ${name} set after the headers were sent`);
     this.headerList.push(name, text);

@@ -85,19 +85,24 @@ class Exchange implements ResponseChannel {
   }
 
   /**
-   * Copies PARAMS content into one buffer. Keeping views of the socket's reads instead would
-   * let a peer pin whole reads of padding with one content byte each (memory ~260x the bytes
-   * the limit counts); params are small, so the copy is cheap.
+   * Collects PARAMS content. Keeping views of the socket's reads would let a peer pin whole
+   * reads of padding with one content byte each (memory ~260x the bytes the limit counts), so
+   * content is copied into one buffer, except the common case of nginx and lighttpd: a single
+   * record that is most of its read, kept as a view (a read is at most 4x what it holds).
    */
-  appendParams(content: Buffer): void {
-    const used = this.paramsBytes - content.length;
+  appendParams(src: Buffer, start: number, end: number): void {
+    const used = this.paramsBytes - (end - start);
     let buf = this.paramsBuf;
+    if (!buf && (end - start) * 4 >= src.buffer.byteLength) {
+      this.paramsBuf = src.subarray(start, end);
+      return;
+    }
     if (!buf || buf.length < this.paramsBytes) {
       const grown = Buffer.allocUnsafe(Math.max(this.paramsBytes, used * 2, 1024));
       if (buf) buf.copy(grown, 0, 0, used);
       buf = this.paramsBuf = grown;
     }
-    content.copy(buf, used);
+    src.copy(buf, used, start, end);
   }
 
   /** The whole PARAMS stream received so far. */
@@ -223,25 +228,25 @@ export class Connection implements FlowControl, ConnectionInfo {
     this.ctx.onClose(this);
   };
 
-  private readonly onRecord = (type: number, id: number, content: Buffer): void => {
+  private readonly onRecord = (type: number, id: number, buf: Buffer, start: number, end: number): void => {
     if (id === 0) {
-      this.management(type, content);
+      this.management(type, buf.subarray(start, end));
       return;
     }
     if (type === FCGI_BEGIN_REQUEST) {
-      this.begin(id, content);
+      this.begin(id, buf, start, end);
       return;
     }
     const ex = this.exchanges.get(id);
     switch (type) {
       case FCGI_PARAMS:
-        if (ex) this.params(ex, content);
+        if (ex) this.params(ex, buf, start, end);
         return;
       case FCGI_STDIN:
-        if (ex) this.input(ex, ex.request.stdin, content);
+        if (ex) this.input(ex, ex.request.stdin, buf, start, end);
         return;
       case FCGI_DATA:
-        if (ex) this.input(ex, ex.request.data, content);
+        if (ex) this.input(ex, ex.request.data, buf, start, end);
         return;
       case FCGI_ABORT_REQUEST:
         if (ex) this.abort(ex);
@@ -251,15 +256,15 @@ export class Connection implements FlowControl, ConnectionInfo {
     }
   };
 
-  private begin(id: number, content: Buffer): void {
-    if (content.length !== 8) {
-      this.fail('LS_RECORD_MALFORMED', `BEGIN_REQUEST body of ${content.length} bytes, expected 8`);
+  private begin(id: number, buf: Buffer, start: number, end: number): void {
+    if (end - start !== 8) {
+      this.fail('LS_RECORD_MALFORMED', `BEGIN_REQUEST body of ${end - start} bytes, expected 8`);
       return;
     }
     // The spec has the application ignore a BEGIN_REQUEST for an id that is in use.
     if (this.exchanges.has(id)) return;
-    const roleNumber = content.readUInt16BE(0);
-    const keepConn = (content[2]! & FCGI_KEEP_CONN) !== 0;
+    const roleNumber = (buf[start]! << 8) | buf[start + 1]!;
+    const keepConn = (buf[start + 2]! & FCGI_KEEP_CONN) !== 0;
     const role = roleNames[roleNumber];
     const limits = this.ctx.limits;
     if (!role) {
@@ -299,17 +304,17 @@ export class Connection implements FlowControl, ConnectionInfo {
     if (!keepConn) this.closeWhenIdle();
   }
 
-  private params(ex: Exchange, content: Buffer): void {
+  private params(ex: Exchange, buf: Buffer, start: number, end: number): void {
     // A second empty PARAMS record (or stray PARAMS after the end) is ignored, not fatal.
     if (ex.paramsDone) return;
     const limits = this.ctx.limits;
-    if (content.length > 0) {
-      ex.paramsBytes += content.length;
+    if (end > start) {
+      ex.paramsBytes += end - start;
       if (ex.paramsBytes > limits.maxParamsBytes) {
         this.refuse(ex, 431, 'LS_PARAMS_TOO_LARGE', `params over ${limits.maxParamsBytes} bytes`);
         return;
       }
-      ex.appendParams(content);
+      ex.appendParams(buf, start, end);
       return;
     }
     ex.paramsDone = true;
@@ -332,18 +337,18 @@ export class Connection implements FlowControl, ConnectionInfo {
     this.run(ex);
   }
 
-  private input(ex: Exchange, input: Input, content: Buffer): void {
+  private input(ex: Exchange, input: Input, buf: Buffer, start: number, end: number): void {
     if (input.complete) return;
-    if (content.length === 0) {
+    if (end === start) {
       input.end();
       return;
     }
     const max = this.ctx.limits.maxBodyBytes;
-    if (input.received + content.length > max) {
+    if (input.received + (end - start) > max) {
       this.refuse(ex, 413, 'LS_BODY_TOO_LARGE', `body over ${max} bytes`);
       return;
     }
-    input.push(content);
+    input.push(buf.subarray(start, end));
   }
 
   private run(ex: Exchange): void {

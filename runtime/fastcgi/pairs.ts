@@ -56,15 +56,26 @@ export function scanPairs(buf: Buffer, maxPairs: number): PairsError | null {
   let count = 0;
   const end = buf.length;
   while (pos < end) {
-    const nameAt = readLength(buf, pos);
-    if (nameAt < 0) return 'malformed';
-    const valueAt = readLength(buf, nameAt);
-    if (valueAt < 0) return 'malformed';
-    const nameLength = lengthAt(buf, pos);
-    const valueLength = lengthAt(buf, nameAt);
-    if (nameLength > end - valueAt || valueLength > end - valueAt - nameLength) return 'malformed';
+    let nameLength = buf[pos]!;
+    if (nameLength & 0x80) {
+      if (pos + 4 > end) return 'malformed';
+      nameLength = ((nameLength & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
+      pos += 4;
+    } else {
+      pos += 1;
+    }
+    if (pos >= end) return 'malformed';
+    let valueLength = buf[pos]!;
+    if (valueLength & 0x80) {
+      if (pos + 4 > end) return 'malformed';
+      valueLength = ((valueLength & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
+      pos += 4;
+    } else {
+      pos += 1;
+    }
+    if (nameLength > end - pos || valueLength > end - pos - nameLength) return 'malformed';
     if (++count > maxPairs) return 'too-many';
-    pos = valueAt + nameLength + valueLength;
+    pos += nameLength + valueLength;
   }
   return null;
 }
@@ -74,42 +85,40 @@ export function scanPairs(buf: Buffer, maxPairs: number): PairsError | null {
  * wins, as in {@link decodePairs}. Compares bytes, so no other name or value becomes a string.
  */
 export function findPair(buf: Buffer, name: string): string | undefined {
+  // Called for every param a handler reads, so lengths are decoded inline, not via helpers.
   let pos = 0;
   let found = -1;
   let foundLength = 0;
   const end = buf.length;
   const wanted = name.length;
+  const first = name.charCodeAt(0);
   while (pos < end) {
-    const nameLength = lengthAt(buf, pos);
-    const valueAt0 = readLength(buf, pos);
-    const valueLength = lengthAt(buf, valueAt0);
-    const nameAt = readLength(buf, valueAt0);
-    const valueAt = nameAt + nameLength;
-    if (nameLength === wanted) {
-      let i = 0;
-      while (i < wanted && buf[nameAt + i] === name.charCodeAt(i)) i++;
-      if (i === wanted) {
-        found = valueAt;
+    let nameLength = buf[pos]!;
+    if (nameLength & 0x80) {
+      nameLength = ((nameLength & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
+      pos += 4;
+    } else {
+      pos += 1;
+    }
+    let valueLength = buf[pos]!;
+    if (valueLength & 0x80) {
+      valueLength = ((valueLength & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
+      pos += 4;
+    } else {
+      pos += 1;
+    }
+    if (nameLength === wanted && (wanted === 0 || buf[pos] === first)) {
+      let i = 1;
+      while (i < wanted && buf[pos + i] === name.charCodeAt(i)) i++;
+      if (i >= wanted) {
+        found = pos + nameLength;
         foundLength = valueLength;
       }
     }
-    pos = valueAt + valueLength;
+    pos += nameLength + valueLength;
   }
   if (found < 0) return undefined;
   return foundLength === 0 ? '' : buf.toString('utf8', found, found + foundLength);
-}
-
-// The offset after the length field at `pos`, or -1 when it does not fit.
-function readLength(buf: Buffer, pos: number): number {
-  if (pos >= buf.length) return -1;
-  if (buf[pos]! & 0x80) return pos + 4 <= buf.length ? pos + 4 : -1;
-  return pos + 1;
-}
-
-// The length stored at `pos` (checked by readLength first).
-function lengthAt(buf: Buffer, pos: number): number {
-  const b = buf[pos]!;
-  return b & 0x80 ? buf.readUInt32BE(pos) & 0x7fffffff : b;
 }
 
 function lengthSize(length: number): number {

@@ -11,8 +11,13 @@ import {
   MAX_RECORD_CONTENT,
 } from './constants.js';
 
-/** Receives each complete record. `content` may be a view into the caller's chunk. */
-export type RecordCallback = (type: number, requestId: number, content: Buffer) => void;
+/**
+ * Receives each complete record. The content is `buf[start, end)`: a window into the caller's
+ * chunk when the record lies inside one chunk, else an assembled copy. The window is only valid
+ * during the call; a consumer that keeps bytes takes a view (`subarray`) or a copy. Passing a
+ * window instead of a view saves an object per record on the hot path.
+ */
+export type RecordCallback = (type: number, requestId: number, buf: Buffer, start: number, end: number) => void;
 
 /** Why the byte stream cannot be parsed any further. */
 export interface ParseError {
@@ -29,11 +34,11 @@ const EMPTY = Buffer.alloc(0);
 
 /**
  * Incremental record parser, fed with whatever chunks the socket delivers. A record that lies
- * inside one chunk is handed over as a zero-copy view; only records split across chunks are
- * copied. After a fatal error, or after {@link stop}, further input is ignored.
+ * inside one chunk is handed over as a window into it, without copying; only records split
+ * across chunks are copied. After a fatal error, or after {@link stop}, further input is ignored.
  *
  * @example
- *   const parser = new RecordParser((type, id, content) => console.log(type, id, content.length));
+ *   const parser = new RecordParser((type, id, buf, start, end) => console.log(type, id, end - start));
  *   const err = parser.push(chunk); // null, or why the stream is unusable
  */
 export class RecordParser {
@@ -81,14 +86,14 @@ export class RecordParser {
             const err = this.readHeader(this.header, 0);
             if (err) return err;
           }
-          if (this.contentLength === 0) this.emit(EMPTY);
+          if (this.contentLength === 0) this.emit(EMPTY, 0, 0);
           break;
         }
         case S_CONTENT: {
           if (this.contentFill === 0 && end - pos >= this.contentLength) {
-            const content = chunk.subarray(pos, pos + this.contentLength);
+            const start = pos;
             pos += this.contentLength;
-            this.emit(content);
+            this.emit(chunk, start, pos);
           } else {
             if (this.contentFill === 0) this.content = Buffer.allocUnsafe(this.contentLength);
             const n = Math.min(this.contentLength - this.contentFill, end - pos);
@@ -99,7 +104,7 @@ export class RecordParser {
             const content = this.content;
             this.content = EMPTY;
             this.contentFill = 0;
-            this.emit(content);
+            this.emit(content, 0, content.length);
           }
           break;
         }
@@ -132,10 +137,10 @@ export class RecordParser {
   }
 
   // Padding is skipped after the callback; a callback that stops the parser wins.
-  private emit(content: Buffer): void {
+  private emit(buf: Buffer, start: number, end: number): void {
     this.paddingLeft = this.paddingLength;
     this.state = this.paddingLength > 0 ? S_PADDING : S_HEADER;
-    this.onRecord(this.type, this.requestId, content);
+    this.onRecord(this.type, this.requestId, buf, start, end);
   }
 }
 
@@ -263,8 +268,7 @@ export function writeStream(
         converted = null;
       }
     }
-    out.fill(0, offset, offset + padding);
-    offset += padding;
+    for (let i = 0; i < padding; i++) out[offset++] = 0;
     left -= contentLength;
   }
   return offset;

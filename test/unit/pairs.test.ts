@@ -105,6 +105,7 @@ test('findPair finds what decodePairs decodes, later duplicates winning', () => 
   assert.equal(findPair(buf, 'PATH_INFO'), '/café');
   assert.equal(findPair(buf, 'MISSING'), undefined);
   assert.equal(findPair(Buffer.alloc(0), 'X'), undefined);
+  assert.equal(findPair(encodePairs([['', 'empty name']]), ''), 'empty name');
   const all = decode(buf).pairs;
   for (const name of Object.keys(all)) assert.equal(findPair(buf, name), all[name]);
 });

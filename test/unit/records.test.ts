@@ -28,7 +28,9 @@ function hex(s: string): Buffer {
 
 function parseAll(chunks: Buffer[]): { records: Got[]; error: unknown } {
   const records: Got[] = [];
-  const parser = new RecordParser((type, id, content) => records.push({ type, id, hex: content.toString('hex') }));
+  const parser = new RecordParser((type, id, buf, start, end) =>
+    records.push({ type, id, hex: buf.toString('hex', start, end) }),
+  );
   let error: unknown = null;
   for (const chunk of chunks) {
     const err = parser.push(chunk);
@@ -89,13 +91,21 @@ test('fixture: fed one byte at a time', () => {
   assert.deepEqual(parseAll(chunks).records, EXPECTED);
 });
 
-test('a record inside one chunk is a view, not a copy', () => {
-  let content: Buffer | null = null;
-  const parser = new RecordParser((_t, _i, c) => (content = c));
-  const chunk = encodeRecord(5, 1, Buffer.from('abcdefgh'));
+test('a record inside one chunk is a window into it, not a copy', () => {
+  const windows: Array<[Buffer, number, number]> = [];
+  const parser = new RecordParser((_t, _i, buf, start, end) => windows.push([buf, start, end]));
+  const chunk = Buffer.concat([encodeRecord(5, 1, Buffer.from('abcdefgh')), encodeRecord(5, 1, Buffer.from('xyz'))]);
   parser.push(chunk);
-  assert.ok(content);
-  assert.equal((content as Buffer).buffer, chunk.buffer);
+  assert.deepEqual(windows, [
+    [chunk, 8, 16],
+    [chunk, 24, 27],
+  ]);
+  // A record split across chunks arrives assembled, as its own buffer.
+  const split: string[] = [];
+  const parser2 = new RecordParser((_t, _i, buf, start, end) => split.push(buf.toString('latin1', start, end)));
+  parser2.push(chunk.subarray(0, 12));
+  parser2.push(chunk.subarray(12));
+  assert.deepEqual(split, ['abcdefgh', 'xyz']);
 });
 
 test('maximum content (65535) with maximum padding (255)', () => {
@@ -160,10 +170,10 @@ test('encodeEndRequest and encodeUnknownType match the spec layout', () => {
 
 function parseStream(bytes: Buffer): { contents: Buffer[]; records: number } {
   const contents: Buffer[] = [];
-  const parser = new RecordParser((type, id, content) => {
+  const parser = new RecordParser((type, id, buf, start, end) => {
     assert.equal(type, 6);
     assert.equal(id, 3);
-    contents.push(Buffer.from(content));
+    contents.push(Buffer.from(buf.subarray(start, end)));
   });
   assert.equal(parser.push(bytes), null);
   return { contents, records: contents.length };
