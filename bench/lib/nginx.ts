@@ -1,0 +1,95 @@
+/** The nginx configuration of the benchmark: one server block per backend and FastCGI mode. */
+import path from 'node:path';
+
+export interface Site {
+  /** Port nginx listens on (127.0.0.1) for this backend and mode. */
+  listen: number;
+  /** Backend FastCGI port (127.0.0.1). */
+  backend: number;
+  /** Upstream keep-alive pool size, or null for a new FastCGI connection per request. */
+  keepalive: number | null;
+  /** Unique name, used for the upstream block. */
+  name: string;
+}
+
+// Debian's /etc/nginx/fastcgi_params plus SCRIPT_FILENAME, inlined so the benchmark does not
+// depend on the distribution's files: what a typical site sends, the same to both backends.
+const FASTCGI_PARAMS = `
+  fastcgi_param QUERY_STRING      $query_string;
+  fastcgi_param REQUEST_METHOD    $request_method;
+  fastcgi_param CONTENT_TYPE      $content_type;
+  fastcgi_param CONTENT_LENGTH    $content_length;
+  fastcgi_param SCRIPT_NAME       $fastcgi_script_name;
+  fastcgi_param SCRIPT_FILENAME   $document_root$fastcgi_script_name;
+  fastcgi_param REQUEST_URI       $request_uri;
+  fastcgi_param DOCUMENT_URI      $document_uri;
+  fastcgi_param DOCUMENT_ROOT     $document_root;
+  fastcgi_param SERVER_PROTOCOL   $server_protocol;
+  fastcgi_param REQUEST_SCHEME    $scheme;
+  fastcgi_param HTTPS             $https if_not_empty;
+  fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+  fastcgi_param SERVER_SOFTWARE   nginx/$nginx_version;
+  fastcgi_param REMOTE_ADDR       $remote_addr;
+  fastcgi_param REMOTE_PORT       $remote_port;
+  fastcgi_param SERVER_ADDR       $server_addr;
+  fastcgi_param SERVER_PORT       $server_port;
+  fastcgi_param SERVER_NAME       $server_name;
+  fastcgi_param REDIRECT_STATUS   200;`;
+
+/** nginx.conf for `nginx -p dir -c dir/nginx.conf`; everything nginx writes stays in `dir`. */
+export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean): string {
+  const p = (name: string): string => path.join(dir, name);
+  const upstreams = sites
+    .filter((s) => s.keepalive !== null)
+    .map(
+      (s) => `
+  upstream ${s.name} {
+    server 127.0.0.1:${s.backend};
+    keepalive ${s.keepalive};
+    # The default (1000) would close and reopen the kept connections during a run.
+    keepalive_requests 100000000;
+  }`,
+    )
+    .join('\n');
+  const servers = sites
+    .map((s) => {
+      const pass =
+        s.keepalive !== null
+          ? `fastcgi_pass ${s.name};\n      fastcgi_keep_conn on;`
+          : `fastcgi_pass 127.0.0.1:${s.backend};`;
+      return `
+  server {
+    listen 127.0.0.1:${s.listen};
+    location / {
+      ${pass}
+    }
+  }`;
+    })
+    .join('\n');
+  return `# Written by bench/e2e.ts for one run; see bench/lib/nginx.ts.
+daemon off;
+master_process on;
+worker_processes 1;
+${asRoot ? 'user root;\n' : ''}error_log ${p('error.log')} warn;
+pid ${p('nginx.pid')};
+
+events {
+  worker_connections 4096;
+}
+
+http {
+  access_log off;
+  client_body_temp_path ${p('client_body')};
+  fastcgi_temp_path ${p('fastcgi')};
+  proxy_temp_path ${p('proxy')};
+  uwsgi_temp_path ${p('uwsgi')};
+  scgi_temp_path ${p('scgi')};
+  root ${p('www')};
+  # wrk's connections stay open for the whole run (default: closed every 1000 requests).
+  keepalive_requests 100000000;
+${FASTCGI_PARAMS}
+${upstreams}
+${servers}
+}
+`;
+}

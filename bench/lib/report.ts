@@ -1,0 +1,145 @@
+/** Summarizes the measurements as a markdown report. */
+import type { WrkResult } from './wrk.js';
+
+export type BackendId = 'lodestone' | 'libfcgi';
+export type ModeId = 'close' | 'keepalive';
+
+export const BACKEND_LABEL: Record<BackendId, string> = {
+  lodestone: 'Lodestone (diagnostic)',
+  libfcgi: 'libfcgi (C, fcgi_stdio)',
+};
+export const MODE_LABEL: Record<ModeId, string> = {
+  close: 'connection per request',
+  keepalive: 'FastCGI keep-alive',
+};
+
+/** One wrk run. CPU figures are percent of one CPU over the middle of the run. */
+export interface Measurement {
+  round: number;
+  backend: BackendId;
+  mode: ModeId;
+  wrk: WrkResult;
+  nginxCpu: number;
+  backendCpu: number;
+  wrkCpu: number;
+  otherCpu0: number;
+  otherCpu1: number;
+  steal: number;
+  /** Why the machine was not quiet enough during this run; empty when it was. */
+  noise: string[];
+  /** Why this run's numbers are not to be trusted (errors reported by wrk); empty when clean. */
+  problems: string[];
+}
+
+export interface ReportHeader {
+  date: string;
+  node: string;
+  nginx: string;
+  cpuModel: string;
+  cpuCount: number;
+  seconds: number;
+  rounds: number;
+  warmup: number;
+  connections: number;
+  libfcgiProcesses: number;
+  /** Load from other processes just before the run, percent of one CPU (all CPUs summed). */
+  loadBefore: number;
+  loadavg: string;
+  lodestoneRssKiB: number | null;
+  libfcgiRss: { kib: number; processes: number };
+  noiseThreshold: number;
+}
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Lodestone/libfcgi req/s ratio of each round in which both backends ran in `mode`. */
+export function roundRatios(ms: readonly Measurement[], mode: ModeId): number[] {
+  const rounds = [...new Set(ms.map((m) => m.round))];
+  const out: number[] = [];
+  for (const round of rounds) {
+    const get = (b: BackendId): Measurement | undefined => ms.find((m) => m.round === round && m.mode === mode && m.backend === b);
+    const lod = get('lodestone');
+    const lib = get('libfcgi');
+    if (lod && lib && lib.wrk.rps > 0) out.push(lod.wrk.rps / lib.wrk.rps);
+  }
+  return out;
+}
+
+const int = (n: number): string => Math.round(n).toLocaleString('en-US');
+const ms = (n: number): string => `${n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
+const pct = (n: number): string => `${Math.round(n)}%`;
+const mib = (kib: number): string => `${(kib / 1024).toFixed(1)} MiB`;
+
+export function renderReport(h: ReportHeader, measurements: readonly Measurement[]): string {
+  const modes: ModeId[] = ['close', 'keepalive'];
+  const backends: BackendId[] = ['lodestone', 'libfcgi'];
+  const invalid = measurements.filter((m) => m.problems.length > 0);
+  const noisy = measurements.filter((m) => m.noise.length > 0);
+  const lines: string[] = [];
+  lines.push('# Lodestone end-to-end benchmark: wrk → nginx → FastCGI backend', '');
+  lines.push(`- Date: ${h.date}`);
+  lines.push(`- Node: ${h.node}; ${h.nginx}; CPU: ${h.cpuModel} (${h.cpuCount} CPUs)`);
+  lines.push(
+    `- Load: \`wrk -t1 -c${h.connections} -d${h.seconds}s --latency\` on \`GET /hello.lua?hello\` (body "123"), ` +
+      `${h.rounds} interleaved round(s), ${h.warmup} s warm-up per backend and mode before round 1; medians over rounds`,
+  );
+  lines.push(
+    `- Placement: nginx (worker_processes 1) and the backend pinned to CPU 0, wrk to CPU 1; ` +
+      `keep-alive mode: \`upstream { keepalive ${h.connections}; }\` + \`fastcgi_keep_conn on\``,
+  );
+  lines.push(`- libfcgi: ${h.libfcgiProcesses} pre-forked processes (FCGI_Accept loop, gcc -O2)`);
+  lines.push(
+    `- Memory at the end: Lodestone VmRSS ${h.lodestoneRssKiB === null ? 'n/a' : mib(h.lodestoneRssKiB)} (one process); ` +
+      `libfcgi ${mib(h.libfcgiRss.kib)} summed over ${h.libfcgiRss.processes} processes (shared pages counted in each)`,
+  );
+  lines.push(`- Other load before the run: ${pct(h.loadBefore)} of one CPU; loadavg ${h.loadavg}`);
+  lines.push(
+    invalid.length > 0
+      ? `- **INVALID**: wrk reported errors in ${invalid.length} run(s), see the per-run table`
+      : '- Valid: no socket errors or non-2xx responses in any run',
+  );
+  lines.push(
+    noisy.length > 0
+      ? `- **NOISY**: ${noisy.length} of ${measurements.length} run(s) saw other CPU load over ${h.noiseThreshold}% of a CPU (marked below)`
+      : `- Quiet: no run saw other CPU load over ${h.noiseThreshold}% of a CPU`,
+  );
+  lines.push('');
+  lines.push('| Backend | nginx → backend | req/s (median) | req/s (min–max) | p50 | p99 | Lodestone / libfcgi req/s |');
+  lines.push('|---|---|---:|---:|---:|---:|---:|');
+  for (const mode of modes) {
+    const ratios = roundRatios(measurements, mode);
+    for (const backend of backends) {
+      const runs = measurements.filter((m) => m.mode === mode && m.backend === backend);
+      if (runs.length === 0) continue;
+      const rps = runs.map((m) => m.wrk.rps);
+      const ratio =
+        backend !== 'lodestone' || ratios.length === 0
+          ? '—'
+          : ratios.length === 1
+            ? ratios[0]!.toFixed(2)
+            : `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
+      lines.push(
+        `| ${BACKEND_LABEL[backend]} | ${MODE_LABEL[mode]} | ${int(median(rps))} | ${int(Math.min(...rps))}–${int(Math.max(...rps))} | ` +
+          `${ms(median(runs.map((m) => m.wrk.p50)))} | ${ms(median(runs.map((m) => m.wrk.p99)))} | ${ratio} |`,
+      );
+    }
+  }
+  lines.push('');
+  lines.push('Per run (CPU in % of one CPU over the middle of the run; "other" = load not from the benchmark):', '');
+  lines.push('| Round | Backend | nginx → backend | req/s | p50 | p99 | nginx CPU | backend CPU | wrk CPU | other CPU0 | other CPU1 | steal | notes |');
+  lines.push('|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+  for (const m of measurements) {
+    const notes = [...m.problems.map((p) => `**invalid**: ${p}`), ...m.noise.map((n) => `noisy: ${n}`)].join('; ');
+    lines.push(
+      `| ${m.round} | ${BACKEND_LABEL[m.backend]} | ${MODE_LABEL[m.mode]} | ${int(m.wrk.rps)} | ${ms(m.wrk.p50)} | ${ms(m.wrk.p99)} | ` +
+        `${pct(m.nginxCpu)} | ${pct(m.backendCpu)} | ${pct(m.wrkCpu)} | ${pct(m.otherCpu0)} | ${pct(m.otherCpu1)} | ${pct(m.steal)} | ${notes} |`,
+    );
+  }
+  lines.push('');
+  return lines.join('\n');
+}
