@@ -140,8 +140,8 @@ export interface ConnectionInfo {
 export class Request {
   /** The request body (FCGI_STDIN). */
   readonly stdin: Input;
-  /** The file a FILTER request filters (FCGI_DATA); empty for other roles. */
-  readonly data: Input;
+  // FCGI_DATA exists only for FILTER requests, so its Input is made on first use.
+  private dataInput: Input | null = null;
   private controller: AbortController | null = null;
   private abortReason: Error | null = null;
   private rawParams: Buffer | null = null;
@@ -154,10 +154,31 @@ export class Request {
     readonly connection: ConnectionInfo,
     /** Position of this request on its connection, from 1: above 1 means the connection was reused. */
     readonly sequence: number,
-    flow: FlowControl,
+    private readonly flow: FlowControl,
   ) {
     this.stdin = new Input(flow);
-    this.data = new Input(flow);
+  }
+
+  /** The file a FILTER request filters (FCGI_DATA); empty for other roles. */
+  get data(): Input {
+    if (!this.dataInput) {
+      this.dataInput = new Input(this.flow);
+      if (this.abortReason) this.dataInput.fail(this.abortReason);
+      // Other roles get no DATA stream: it is complete (and empty) from the start.
+      else if (this.role !== 'FILTER') this.dataInput.end();
+    }
+    return this.dataInput;
+  }
+
+  /** The request's input streams that exist so far. */
+  inputs(): Input[] {
+    return this.dataInput ? [this.stdin, this.dataInput] : [this.stdin];
+  }
+
+  /** Drops unread input once the request is answered. Called by the connection. */
+  discardInput(): void {
+    this.stdin.discard();
+    this.dataInput?.discard();
   }
 
   /**
@@ -214,7 +235,7 @@ export class Request {
     if (this.abortReason) return;
     this.abortReason = reason;
     this.stdin.fail(reason);
-    this.data.fail(reason);
+    this.dataInput?.fail(reason);
     this.controller?.abort(reason);
   }
 }
