@@ -1,7 +1,14 @@
 /**
  * End-to-end benchmark: wrk → nginx (HTTP keep-alive) → FastCGI backend, comparing Lodestone's
- * built-in diagnostic responder with the canonical libfcgi C program, each with and without
- * FastCGI keep-alive between nginx and the backend.
+ * built-in diagnostic responder with two peers, each with and without FastCGI keep-alive between
+ * nginx and the backend:
+ *
+ * - libfcgi: the canonical C program (bench/peers/hello-libfcgi.c), the usual yardstick.
+ * - Node floor: the least a Node FastCGI responder can do per request, a canned reply after
+ *   parsing record headers (bench/peers/node-floor.mjs). libfcgi in this setup runs at about
+ *   the speed of a Node server that does nothing but read and write, so Lodestone / libfcgi
+ *   alone mixes Lodestone's own cost with Node's; Lodestone / Node floor says how much of the
+ *   gap to libfcgi is Node's own per-request cost rather than Lodestone's.
  *
  *   npm run bench
  *   BENCH_DURATION=2 BENCH_ROUNDS=1 npm run bench     # a quick look
@@ -13,8 +20,9 @@
  *
  * Method: one nginx (worker_processes 1) with a server block per backend and mode. nginx and
  * the backend share CPU 0 and wrk has CPU 1, so the numbers compare what one core of server
- * does per request. Rounds interleave the backends (a, b, a, b, ...) so that drift in the
- * machine hits both alike; the Lodestone/libfcgi ratio is taken per round, then its median.
+ * does per request. Rounds interleave the backends (Lodestone, libfcgi, Node floor, then again)
+ * so that drift in the machine hits all alike; the Lodestone/libfcgi and Lodestone/Node floor
+ * ratios are taken per round, then their medians.
  *
  * Prints a markdown report on stdout and writes it to bench/results/e2e-latest.md. Exit code: 0
  * when valid, 1 on errors, missing programs or wrk errors in a run, 2 on bad settings.
@@ -35,7 +43,7 @@ import { runWrk, wrkProblems } from './lib/wrk.js';
 
 /** The repository root (this file runs from dist/bench). */
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const BACKENDS: readonly BackendId[] = ['lodestone', 'libfcgi'];
+const BACKENDS: readonly BackendId[] = ['lodestone', 'libfcgi', 'node-floor'];
 const MODES: readonly ModeId[] = ['close', 'keepalive'];
 const REQUEST_PATH = '/hello.lua?hello';
 // nginx and every backend process on one core, wrk on the other.
@@ -164,7 +172,7 @@ async function main(): Promise<number> {
   const libfcgiProcesses = 2 * connections + 2;
 
   // --- backends ---
-  const [lodPort, libPort, ...sitePorts] = await freePorts(2 + BACKENDS.length * MODES.length);
+  const [lodPort, libPort, floorPort, ...sitePorts] = await freePorts(BACKENDS.length + BACKENDS.length * MODES.length);
   const backends: Record<BackendId, Managed> = {
     lodestone: start(
       'lodestone',
@@ -177,12 +185,20 @@ async function main(): Promise<number> {
       cpus: SERVER_CPU,
       cwd: tmp,
     }),
+    'node-floor': start(
+      'node-floor',
+      process.execPath,
+      [path.join(repoRoot, 'bench/peers/node-floor.mjs'), String(floorPort)],
+      path.join(tmp, 'node-floor.log'),
+      { cpus: SERVER_CPU, cwd: repoRoot },
+    ),
   };
-  const backendPort: Record<BackendId, number> = { lodestone: lodPort!, libfcgi: libPort! };
+  const backendPort: Record<BackendId, number> = { lodestone: lodPort!, libfcgi: libPort!, 'node-floor': floorPort! };
   let nginx: Managed | null = null;
 
   try {
-    // --log-level warn hides the "listening" line, so readiness is "accepts a connection".
+    // --log-level warn hides Lodestone's "listening" line (and the peers print none), so
+    // readiness is "accepts a connection".
     for (const b of BACKENDS) await waitForPort(backendPort[b], backends[b]);
 
     // --- nginx ---
@@ -194,7 +210,7 @@ async function main(): Promise<number> {
           listen: sitePorts[i++]!,
           backend: backendPort[b],
           keepalive: mode === 'keepalive' ? connections : null,
-          name: `${b}_${mode}`,
+          name: `${b.replace(/-/g, '_')}_${mode}`,
           backendId: b,
           mode,
         });
@@ -314,6 +330,7 @@ async function main(): Promise<number> {
     // Memory after all the load: what a long-running worker settles at.
     const lodestoneRssKiB = rssKiB(backends.lodestone.pid);
     const libfcgiRss = groupRssKiB(backends.libfcgi.pid);
+    const nodeFloorRssKiB = rssKiB(backends['node-floor'].pid);
 
     const report = renderReport(
       {
@@ -330,6 +347,7 @@ async function main(): Promise<number> {
         loadBefore,
         loadavg,
         lodestoneRssKiB,
+        nodeFloorRssKiB,
         libfcgiRss,
         noiseThreshold,
       },

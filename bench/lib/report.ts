@@ -1,12 +1,13 @@
 /** Summarizes the measurements as a markdown report. */
 import type { WrkResult } from './wrk.js';
 
-export type BackendId = 'lodestone' | 'libfcgi';
+export type BackendId = 'lodestone' | 'libfcgi' | 'node-floor';
 export type ModeId = 'close' | 'keepalive';
 
 export const BACKEND_LABEL: Record<BackendId, string> = {
   lodestone: 'Lodestone (diagnostic)',
   libfcgi: 'libfcgi (C, fcgi_stdio)',
+  'node-floor': 'Node floor (canned reply)',
 };
 export const MODE_LABEL: Record<ModeId, string> = {
   close: 'connection per request',
@@ -46,6 +47,7 @@ export interface ReportHeader {
   loadBefore: number;
   loadavg: string;
   lodestoneRssKiB: number | null;
+  nodeFloorRssKiB: number | null;
   libfcgiRss: { kib: number; processes: number };
   noiseThreshold: number;
 }
@@ -57,15 +59,15 @@ export function median(values: readonly number[]): number {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-/** Lodestone/libfcgi req/s ratio of each round in which both backends ran in `mode`. */
-export function roundRatios(ms: readonly Measurement[], mode: ModeId): number[] {
+/** Lodestone/`peer` req/s ratio of each round in which both backends ran in `mode`. */
+export function roundRatios(ms: readonly Measurement[], mode: ModeId, peer: BackendId): number[] {
   const rounds = [...new Set(ms.map((m) => m.round))];
   const out: number[] = [];
   for (const round of rounds) {
     const get = (b: BackendId): Measurement | undefined => ms.find((m) => m.round === round && m.mode === mode && m.backend === b);
     const lod = get('lodestone');
-    const lib = get('libfcgi');
-    if (lod && lib && lib.wrk.rps > 0) out.push(lod.wrk.rps / lib.wrk.rps);
+    const other = get(peer);
+    if (lod && other && other.wrk.rps > 0) out.push(lod.wrk.rps / other.wrk.rps);
   }
   return out;
 }
@@ -74,10 +76,17 @@ const int = (n: number): string => Math.round(n).toLocaleString('en-US');
 const ms = (n: number): string => `${n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
 const pct = (n: number): string => `${Math.round(n)}%`;
 const mib = (kib: number): string => `${(kib / 1024).toFixed(1)} MiB`;
+/** Per-round ratios as "median (min–max)", one value as is, none as a dash. */
+const ratioCell = (ratios: readonly number[]): string =>
+  ratios.length === 0
+    ? '—'
+    : ratios.length === 1
+      ? ratios[0]!.toFixed(2)
+      : `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
 
 export function renderReport(h: ReportHeader, measurements: readonly Measurement[]): string {
   const modes: ModeId[] = ['close', 'keepalive'];
-  const backends: BackendId[] = ['lodestone', 'libfcgi'];
+  const backends: BackendId[] = ['lodestone', 'libfcgi', 'node-floor'];
   const invalid = measurements.filter((m) => m.problems.length > 0);
   const noisy = measurements.filter((m) => m.noise.length > 0);
   const lines: string[] = [];
@@ -94,8 +103,15 @@ export function renderReport(h: ReportHeader, measurements: readonly Measurement
   );
   lines.push(`- libfcgi: ${h.libfcgiProcesses} pre-forked processes (FCGI_Accept loop, gcc -O2)`);
   lines.push(
-    `- Memory at the end: Lodestone VmRSS ${h.lodestoneRssKiB === null ? 'n/a' : mib(h.lodestoneRssKiB)} (one process); ` +
-      `libfcgi ${mib(h.libfcgiRss.kib)} summed over ${h.libfcgiRss.processes} processes (shared pages counted in each)`,
+    '- Node floor: one Node process that parses record headers and answers the end of each PARAMS stream with a canned ' +
+      'response, the least a Node FastCGI responder can do per request. libfcgi here runs at about the speed of a Node ' +
+      "server that does nothing but read and write, so the floor shows how much of Lodestone's gap to libfcgi is Node's own per-request cost",
+  );
+  const rss = (kib: number | null): string => (kib === null ? 'n/a' : mib(kib));
+  lines.push(
+    `- Memory at the end: Lodestone VmRSS ${rss(h.lodestoneRssKiB)} (one process); ` +
+      `libfcgi ${mib(h.libfcgiRss.kib)} summed over ${h.libfcgiRss.processes} processes (shared pages counted in each); ` +
+      `Node floor VmRSS ${rss(h.nodeFloorRssKiB)} (one process)`,
   );
   lines.push(`- Other load before the run: ${pct(h.loadBefore)} of one CPU; loadavg ${h.loadavg}`);
   lines.push(
@@ -109,23 +125,21 @@ export function renderReport(h: ReportHeader, measurements: readonly Measurement
       : `- Quiet: no run saw other CPU load over ${h.noiseThreshold}% of a CPU`,
   );
   lines.push('');
-  lines.push('| Backend | nginx → backend | req/s (median) | req/s (min–max) | p50 | p99 | Lodestone / libfcgi req/s |');
-  lines.push('|---|---|---:|---:|---:|---:|---:|');
+  lines.push(
+    '| Backend | nginx → backend | req/s (median) | req/s (min–max) | p50 | p99 | Lodestone / libfcgi req/s | Lodestone / Node floor req/s |',
+  );
+  lines.push('|---|---|---:|---:|---:|---:|---:|---:|');
   for (const mode of modes) {
-    const ratios = roundRatios(measurements, mode);
+    const vsLibfcgi = ratioCell(roundRatios(measurements, mode, 'libfcgi'));
+    const vsFloor = ratioCell(roundRatios(measurements, mode, 'node-floor'));
     for (const backend of backends) {
       const runs = measurements.filter((m) => m.mode === mode && m.backend === backend);
       if (runs.length === 0) continue;
       const rps = runs.map((m) => m.wrk.rps);
-      const ratio =
-        backend !== 'lodestone' || ratios.length === 0
-          ? '—'
-          : ratios.length === 1
-            ? ratios[0]!.toFixed(2)
-            : `${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
+      const [a, b] = backend === 'lodestone' ? [vsLibfcgi, vsFloor] : ['—', '—'];
       lines.push(
         `| ${BACKEND_LABEL[backend]} | ${MODE_LABEL[mode]} | ${int(median(rps))} | ${int(Math.min(...rps))}–${int(Math.max(...rps))} | ` +
-          `${ms(median(runs.map((m) => m.wrk.p50)))} | ${ms(median(runs.map((m) => m.wrk.p99)))} | ${ratio} |`,
+          `${ms(median(runs.map((m) => m.wrk.p50)))} | ${ms(median(runs.map((m) => m.wrk.p99)))} | ${a} | ${b} |`,
       );
     }
   }
