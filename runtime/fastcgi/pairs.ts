@@ -10,38 +10,21 @@ export type PairsError = 'malformed' | 'too-many';
 
 /**
  * Decodes every pair in `buf` into `into` (a later duplicate name wins). Names are decoded as
- * latin1 (CGI variable names are ASCII), values as UTF-8. Stops with an error at a pair that runs
- * past the end, or after `maxPairs`.
+ * latin1 (CGI variable names are ASCII), values as UTF-8. The block is checked first with
+ * {@link scanPairs}: on an error nothing is decoded.
  */
 export function decodePairs(buf: Buffer, maxPairs: number, into: Record<string, string>): PairsError | null {
+  const err = scanPairs(buf, maxPairs);
+  if (err) return err;
   let pos = 0;
-  let count = 0;
-  const end = buf.length;
-  while (pos < end) {
-    let nameLength = buf[pos]!;
-    if (nameLength & 0x80) {
-      if (pos + 4 > end) return 'malformed';
-      nameLength = buf.readUInt32BE(pos) & 0x7fffffff;
-      pos += 4;
-    } else {
-      pos += 1;
-    }
-    if (pos >= end) return 'malformed';
-    let valueLength = buf[pos]!;
-    if (valueLength & 0x80) {
-      if (pos + 4 > end) return 'malformed';
-      valueLength = buf.readUInt32BE(pos) & 0x7fffffff;
-      pos += 4;
-    } else {
-      pos += 1;
-    }
-    if (nameLength > end - pos || valueLength > end - pos - nameLength) return 'malformed';
-    if (++count > maxPairs) return 'too-many';
+  while (pos < buf.length) {
+    const nameLength = lengthAt(buf, pos);
+    const valueLength = lengthAt(buf, after);
+    pos = after;
     const name = buf.toString('latin1', pos, pos + nameLength);
     pos += nameLength;
-    const value = valueLength === 0 ? '' : buf.toString('utf8', pos, pos + valueLength);
+    into[name] = valueLength === 0 ? '' : buf.toString('utf8', pos, pos + valueLength);
     pos += valueLength;
-    into[name] = value;
   }
   return null;
 }
@@ -56,24 +39,12 @@ export function scanPairs(buf: Buffer, maxPairs: number): PairsError | null {
   let count = 0;
   const end = buf.length;
   while (pos < end) {
-    let nameLength = buf[pos]!;
-    if (nameLength & 0x80) {
-      if (pos + 4 > end) return 'malformed';
-      nameLength = ((nameLength & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
-      pos += 4;
-    } else {
-      pos += 1;
-    }
-    if (pos >= end) return 'malformed';
-    let valueLength = buf[pos]!;
-    if (valueLength & 0x80) {
-      if (pos + 4 > end) return 'malformed';
-      valueLength = ((valueLength & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
-      pos += 4;
-    } else {
-      pos += 1;
-    }
-    if (nameLength > end - pos || valueLength > end - pos - nameLength) return 'malformed';
+    const nameLength = lengthAt(buf, pos);
+    // A length field that runs past the end reads undefined bytes as 0; `after` tells.
+    if (after >= end) return 'malformed';
+    const valueLength = lengthAt(buf, after);
+    pos = after;
+    if (pos > end || nameLength > end - pos || valueLength > end - pos - nameLength) return 'malformed';
     if (++count > maxPairs) return 'too-many';
     pos += nameLength + valueLength;
   }
@@ -85,7 +56,6 @@ export function scanPairs(buf: Buffer, maxPairs: number): PairsError | null {
  * wins, as in {@link decodePairs}. Compares bytes, so no other name or value becomes a string.
  */
 export function findPair(buf: Buffer, name: string): string | undefined {
-  // Called for every param a handler reads, so lengths are decoded inline, not via helpers.
   let pos = 0;
   let found = -1;
   let foundLength = 0;
@@ -93,20 +63,9 @@ export function findPair(buf: Buffer, name: string): string | undefined {
   const wanted = name.length;
   const first = name.charCodeAt(0);
   while (pos < end) {
-    let nameLength = buf[pos]!;
-    if (nameLength & 0x80) {
-      nameLength = ((nameLength & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
-      pos += 4;
-    } else {
-      pos += 1;
-    }
-    let valueLength = buf[pos]!;
-    if (valueLength & 0x80) {
-      valueLength = ((valueLength & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
-      pos += 4;
-    } else {
-      pos += 1;
-    }
+    const nameLength = lengthAt(buf, pos);
+    const valueLength = lengthAt(buf, after);
+    pos = after;
     if (nameLength === wanted && (wanted === 0 || buf[pos] === first)) {
       let i = 1;
       while (i < wanted && buf[pos + i] === name.charCodeAt(i)) i++;
@@ -119,6 +78,21 @@ export function findPair(buf: Buffer, name: string): string | undefined {
   }
   if (found < 0) return undefined;
   return foundLength === 0 ? '' : buf.toString('utf8', found, found + foundLength);
+}
+
+// Where the length field last read by lengthAt ends. A module variable rather than a returned
+// pair: the loops above run for every request and should allocate nothing.
+let after = 0;
+
+/** A length field at `pos`: one byte under 128, else four bytes with the high bit set. */
+function lengthAt(buf: Buffer, pos: number): number {
+  const b = buf[pos]!;
+  if (b & 0x80) {
+    after = pos + 4;
+    return ((b & 0x7f) << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
+  }
+  after = pos + 1;
+  return b;
 }
 
 function lengthSize(length: number): number {

@@ -22,6 +22,9 @@ import {
   type RequestOptions,
 } from './fcgi-client.js';
 import { tempDir } from './lodestone.js';
+import { parseReport, type Report } from './diagnostic.js';
+
+export type { Report };
 
 export interface HarnessOptions {
   limits?: Partial<Limits>;
@@ -182,18 +185,7 @@ export function assertStreamsClosed(reply: Reply): void {
 }
 
 /** The JSON body of the diagnostic responder's report. */
-export interface Report {
-  role: string;
-  requestId: number;
-  keepConn: boolean;
-  connection: number;
-  sequence: number;
-  params: Record<string, string>;
-  stdinBytes: number;
-  stdinSha256: string;
-}
-
 export function report(cgi: Cgi): Report {
   assert.equal(cgi.headers['content-type'], 'application/json');
-  return JSON.parse(cgi.body.toString()) as Report;
+  return parseReport(cgi.body);
 }

@@ -6,25 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { parseCgi, type Cgi } from '../helpers/fcgi-client.js';
 import { cliPath, findProgram, run, startLodestone, tempDir } from '../helpers/lodestone.js';
 import { havePrograms, killAfter, pidsWithArg, startSocketActivate, waitFor } from '../helpers/peers.js';
+import { parseReport, sha256, type Report } from '../helpers/diagnostic.js';
 
 /** A hung peer fails its test instead of the whole run. */
 const timeout = 60_000;
-
-interface Report {
-  role: string;
-  connection: number;
-  sequence: number;
-  params: Record<string, string>;
-  stdinBytes: number;
-  stdinSha256: string;
-}
 
 interface CgiReply extends Cgi {
   raw: Buffer;
@@ -46,7 +38,7 @@ function cgiFcgi(connect: string, env: Record<string, string>, body: Buffer = Bu
 
 function report(reply: CgiReply): Report {
   assert.equal(reply.headers['content-type'], 'application/json', reply.raw.toString());
-  return JSON.parse(reply.body.toString('utf8')) as Report;
+  return parseReport(reply.body);
 }
 
 function get(connect: string, query: string): CgiReply {
@@ -91,7 +83,7 @@ function exercise(connect: string): void {
   assert.equal(posted.params.SCRIPT_FILENAME, '/srv/x.lua');
   assert.equal(posted.params.CONTENT_LENGTH, String(body.length));
   assert.equal(posted.stdinBytes, body.length);
-  assert.equal(posted.stdinSha256, createHash('sha256').update(body).digest('hex'));
+  assert.equal(posted.stdinSha256, sha256(body));
 
   const notFound = get(connect, 'status=404&header=X-Test:yes&stderr=hello-from-app');
   assert.match(notFound.raw.toString('latin1'), /^Status: 404 Not Found\r\n/);

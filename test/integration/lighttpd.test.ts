@@ -5,33 +5,17 @@
  * `--listen fd:0`.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { cliPath, startLodestone, tempDir } from '../helpers/lodestone.js';
 import { havePrograms, httpRequest, killAfter, startLighttpd, waitFor, type WebServer } from '../helpers/peers.js';
+import { parseReport, pattern, sha256, type Report } from '../helpers/diagnostic.js';
 
 /** A hung peer fails its test instead of the whole run. */
 const timeout = 60_000;
 
-interface Report {
-  role: string;
-  keepConn: boolean;
-  connection: number;
-  sequence: number;
-  params: Record<string, string>;
-  stdinBytes: number;
-  stdinSha256: string;
-}
-
-function parseReport(body: Buffer): Report {
-  return JSON.parse(body.toString('utf8')) as Report;
-}
-
-function sha256(buf: Buffer): string {
-  return createHash('sha256').update(buf).digest('hex');
-}
 
 async function getReport(lighttpd: WebServer, pathAndQuery: string, headers?: Record<string, string>): Promise<Report> {
   const reply = await httpRequest(lighttpd.url(pathAndQuery), headers ? { headers } : {});
@@ -97,7 +81,7 @@ test('lighttpd -> lodestone over TCP (host/port)', { timeout }, async (t) => {
     const reply = await httpRequest(lighttpd.url('/app/big?size=300000'));
     assert.equal(reply.status, 200);
     assert.equal(reply.body.length, 300_000);
-    const expected = Buffer.from('0123456789'.repeat(30_000));
+    const expected = pattern(300_000);
     assert.ok(reply.body.equals(expected), 'body is not "0123456789" repeated');
   });
 

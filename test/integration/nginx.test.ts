@@ -5,34 +5,16 @@
  * assertions can fail.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
 import { havePrograms, httpRequest, startNginx, type WebServer } from '../helpers/peers.js';
+import { parseReport, pattern, sha256, type Report } from '../helpers/diagnostic.js';
 
 /** A hung peer fails its test instead of the whole run. */
 const timeout = 60_000;
 
-/** The diagnostic responder's JSON report (the fields these tests read). */
-interface Report {
-  role: string;
-  keepConn: boolean;
-  connection: number;
-  sequence: number;
-  params: Record<string, string>;
-  stdinBytes: number;
-  stdinSha256: string;
-}
-
-function parseReport(body: Buffer): Report {
-  return JSON.parse(body.toString('utf8')) as Report;
-}
-
-/** What `?size=N` must produce: "0123456789" repeated, cut at N bytes. */
-function pattern(n: number): Buffer {
-  return Buffer.from('0123456789'.repeat(Math.ceil(n / 10)).slice(0, n));
-}
 
 /** Lines Lodestone logged at warn or error level: none are expected from a well-behaved nginx. */
 function complaints(lodestone: Lodestone): string[] {
@@ -88,7 +70,7 @@ async function roundTrips(t: TestContext, nginx: WebServer, lodestone: Lodestone
     assert.equal(report.params.CONTENT_LENGTH, String(body.length));
     assert.equal(report.params.CONTENT_TYPE, 'application/octet-stream');
     assert.equal(report.stdinBytes, body.length);
-    assert.equal(report.stdinSha256, createHash('sha256').update(body).digest('hex'));
+    assert.equal(report.stdinSha256, sha256(body));
   });
 
   await t.test('POST ?echo: 1 MiB comes back byte for byte', async () => {

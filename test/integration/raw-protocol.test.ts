@@ -4,7 +4,7 @@
  * unknown types and roles, and how responses are framed (STDOUT/STDERR streams, END_REQUEST).
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import type { Handler } from '../../runtime/fastcgi/connection.js';
 import { diagnostic } from '../../runtime/diagnostic.js';
@@ -28,8 +28,7 @@ import {
   sleep,
   startServer,
 } from '../helpers/raw-harness.js';
-
-const sha256 = (buf: Buffer): string => createHash('sha256').update(buf).digest('hex');
+import { sha256 } from '../helpers/diagnostic.js';
 
 test('RESPONDER round trip: params and body reach the handler, the reply is a complete CGI response', async (t) => {
   const h = await startServer(t);
