@@ -1,0 +1,91 @@
+/**
+ * The one interface both script engines implement, like hono's Router interface with several
+ * routers behind it: the pipeline (runtime/pipeline.ts) and the script store (cache/) only know
+ * this file, never fengari or QuickJS.
+ */
+import type { ScriptHost } from './host.js';
+
+export type EngineName = 'lua' | 'js';
+
+/** A script compiled by an engine, ready to run for many requests. */
+export interface CompiledScript {
+  readonly engine: EngineName;
+  /** Absolute path of the source file (for error messages). */
+  readonly path: string;
+  /** Estimated bytes the compiled form holds, for the store's byte bound. */
+  readonly size: number;
+  /** Frees what the engine holds for it (a QuickJS function handle). Idempotent. */
+  dispose(): void;
+}
+
+/** What went wrong in a script, with its place, for the log line and FCGI_STDERR. */
+export type ScriptErrorKind = 'compile' | 'runtime' | 'limit';
+
+/**
+ * A script failure. `file:line` points into the script, never into Lodestone. The message is
+ * logged and sent on FCGI_STDERR; the client only sees a 500.
+ */
+export class ScriptError extends Error {
+  constructor(
+    readonly kind: ScriptErrorKind,
+    message: string,
+    readonly file: string,
+    readonly line: number | null,
+  ) {
+    super(message);
+    this.name = 'ScriptError';
+  }
+
+  /** `file:line`, or just the file when the line is unknown. */
+  get location(): string {
+    return this.line !== null ? `${this.file}:${this.line}` : this.file;
+  }
+}
+
+/** Per-request limits; exceeding one ends the script with a ScriptError of kind 'limit'. */
+export interface ScriptLimits {
+  /** CPU time the script may spend running (not waiting), in ms. */
+  readonly cpuMs: number;
+  /** Memory the script may allocate: QuickJS memory limit; for Lua, the guarded heap growth. */
+  readonly memoryBytes: number;
+  /** Wall-clock time for the whole run, async waits included, in ms. */
+  readonly wallMs: number;
+  /** Response body bytes the script may produce. */
+  readonly outputBytes: number;
+}
+
+/** Defaults: generous for edge logic, tight enough that a runaway script cannot hurt the worker. */
+export const defaultScriptLimits: ScriptLimits = Object.freeze({
+  cpuMs: 1000,
+  memoryBytes: 64 * 1024 * 1024,
+  wallMs: 30_000,
+  outputBytes: 16 * 1024 * 1024,
+});
+
+/**
+ * A script engine: compiles source once, runs it per request in a fresh sandbox.
+ *
+ * Contract for `run`: the script sees the API of {@link ScriptHost} under the names documented
+ * in README ("Script API"); its top level runs once per request with fresh globals; async host
+ * calls (`sleep`, `request.body()`) never block the event loop; the promise resolves with the
+ * script's return value when it is an integer status code (mod_magnet style), else undefined;
+ * it rejects only with a {@link ScriptError} (runtime error or limit), and the engine stays
+ * usable for the next request whatever happened.
+ */
+export interface ScriptEngine {
+  readonly name: EngineName;
+  /** File extension this engine serves, with the dot. */
+  readonly extension: string;
+  /** Number of compilations so far: tests prove cache reuse with it, not with timings. */
+  readonly compiles: number;
+  /** Compiles source; throws ScriptError('compile') naming file:line. */
+  compile(source: string, path: string): CompiledScript;
+  /** Runs a compiled script for one request. */
+  run(script: CompiledScript, host: ScriptHost): Promise<number | undefined>;
+  /** Serialised bytecode for the on-disk cache; absent when the engine cannot serialise. */
+  dump?(script: CompiledScript): Uint8Array;
+  /** Loads what {@link dump} produced; throws when the bytes are not usable. */
+  load?(bytecode: Uint8Array, path: string): CompiledScript;
+  /** A string that changes when compiled output would (engine and its version): cache key part. */
+  readonly version: string;
+}

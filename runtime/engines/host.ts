@@ -1,0 +1,203 @@
+/**
+ * What a running script can touch, engine-neutral. The Lua and JS engines are thin adapters
+ * that expose this object under the script API names (README, "Script API"); anything not here
+ * (files, processes, modules) a script cannot reach.
+ *
+ * It also holds the run's fatal error: a limit hit or an abort is recorded once in
+ * {@link ScriptHost.fatal}, and engines must stop the script when it is set, even if the script
+ * catches errors (Lua's pcall, JS try/catch): a limit is not the script's to swallow.
+ */
+import type { Request } from '../request.js';
+import type { Response } from '../response.js';
+import { ScriptError, type ScriptLimits } from './engine.js';
+
+/** Response content type when a script sets none (mod_magnet and PHP do the same). */
+export const DEFAULT_CONTENT_TYPE = 'text/html; charset=utf-8';
+
+/** One script run for one request. */
+export class ScriptHost {
+  /** The first fatal error of this run (a limit or an abort); engines stop when it is set. */
+  fatal: ScriptError | null = null;
+  private readonly controller = new AbortController();
+  private output = 0;
+  private queryCache: Record<string, string> | null = null;
+  private headerCache: Record<string, string> | null = null;
+  private wallTimer: NodeJS.Timeout | null = null;
+  private readonly onRequestAbort = (): void => {
+    this.abort('limit', 'request aborted by the web server');
+  };
+
+  constructor(
+    readonly request: Request,
+    readonly response: Response,
+    readonly limits: ScriptLimits,
+    /** Absolute path of the script (after resolving symlinks). */
+    readonly scriptFilename: string,
+    /** The root the script was found under. */
+    readonly documentRoot: string,
+  ) {}
+
+  /** Starts the wall-clock limit and listens for the web server aborting; call before running. */
+  start(): void {
+    this.wallTimer = setTimeout(() => this.abort('limit', `wall time over ${this.limits.wallMs} ms`), this.limits.wallMs);
+    if (this.request.aborted) this.onRequestAbort();
+    else this.request.signal.addEventListener('abort', this.onRequestAbort, { once: true });
+  }
+
+  /** Stops the timers of this run; call when the run is over, however it ended. */
+  finish(): void {
+    if (this.wallTimer) clearTimeout(this.wallTimer);
+    this.wallTimer = null;
+    this.request.signal.removeEventListener('abort', this.onRequestAbort);
+  }
+
+  /** Fires when the run must stop (limit, abort); async host calls reject with {@link fatal}. */
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /**
+   * Records a fatal error (the first one wins) and aborts pending async calls. Engines call this
+   * for their own limits (CPU, memory) so every limit takes one path.
+   */
+  abort(kind: 'limit' | 'runtime', message: string, line: number | null = null): ScriptError {
+    if (!this.fatal) {
+      this.fatal = new ScriptError(kind, message, this.scriptFilename, line);
+      this.controller.abort(this.fatal);
+    }
+    return this.fatal;
+  }
+
+  // ---- request ---------------------------------------------------------------------------
+
+  /** REQUEST_METHOD. */
+  get method(): string {
+    return this.request.param('REQUEST_METHOD') ?? 'GET';
+  }
+
+  /** REQUEST_URI as the client sent it (path and query, not decoded). */
+  get uri(): string {
+    return this.request.param('REQUEST_URI') ?? '';
+  }
+
+  /** The decoded path of the URI, without the query string. */
+  get path(): string {
+    const uri = this.uri;
+    const q = uri.indexOf('?');
+    const raw = q < 0 ? uri : uri.slice(0, q);
+    try {
+      return decodeURIComponent(raw);
+    } catch {
+      return raw;
+    }
+  }
+
+  /** QUERY_STRING, not decoded. */
+  get queryString(): string {
+    return this.request.param('QUERY_STRING') ?? '';
+  }
+
+  /** The decoded query arguments; for a repeated name the last value wins (as in PHP's $_GET). */
+  get query(): Readonly<Record<string, string>> {
+    if (!this.queryCache) {
+      const out = Object.create(null) as Record<string, string>;
+      for (const [name, value] of new URLSearchParams(this.queryString)) out[name] = value;
+      this.queryCache = out;
+    }
+    return this.queryCache;
+  }
+
+  /** Request headers with lower-case names, from the HTTP_* params and CONTENT_TYPE/LENGTH. */
+  get headers(): Readonly<Record<string, string>> {
+    if (!this.headerCache) {
+      const out = Object.create(null) as Record<string, string>;
+      const params = this.request.params;
+      for (const name in params) {
+        if (name.startsWith('HTTP_')) out[name.slice(5).toLowerCase().replaceAll('_', '-')] = params[name]!;
+      }
+      if (params.CONTENT_TYPE) out['content-type'] = params.CONTENT_TYPE;
+      if (params.CONTENT_LENGTH) out['content-length'] = params.CONTENT_LENGTH;
+      this.headerCache = out;
+    }
+    return this.headerCache;
+  }
+
+  /** REMOTE_ADDR: the client's address as the web server saw it. */
+  get remoteAddr(): string {
+    return this.request.param('REMOTE_ADDR') ?? '';
+  }
+
+  /** The request body, read on demand; rejects when the run is stopped. */
+  body(): Promise<Buffer> {
+    return this.guard(this.request.readBody());
+  }
+
+  // ---- response --------------------------------------------------------------------------
+
+  /** The response status. */
+  get status(): number {
+    return this.response.status;
+  }
+
+  set status(code: number) {
+    if (!Number.isInteger(code) || code < 100 || code > 999) throw new TypeError(`invalid status ${String(code)}`);
+    this.response.status = code;
+  }
+
+  /** A response header, or undefined. */
+  getHeader(name: string): string | undefined {
+    return this.response.getHeader(name);
+  }
+
+  /** Sets a response header; null or undefined removes it. Throws TypeError on CR/LF. */
+  setHeader(name: string, value: string | number | null | undefined): void {
+    if (value === null || value === undefined) this.response.removeHeader(name);
+    else this.response.setHeader(name, value);
+  }
+
+  /** Appends to the body; past limits.outputBytes the run is stopped. */
+  write(chunk: string | Uint8Array): void {
+    const bytes = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    this.output += bytes;
+    if (this.output > this.limits.outputBytes) throw this.abort('limit', `output over ${this.limits.outputBytes} bytes`);
+    this.response.write(chunk);
+  }
+
+  /** Sends the headers and body so far (streaming), adding the default Content-Type if unset. */
+  flush(): void {
+    if (!this.response.headersSent && this.response.getHeader('Content-Type') === undefined) {
+      this.response.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
+    }
+    this.response.flush();
+  }
+
+  /** A line for the web server's error log (FCGI_STDERR). */
+  log(message: string): void {
+    this.response.log(message);
+  }
+
+  /** Waits `ms` milliseconds without blocking the event loop; rejects when the run is stopped. */
+  sleep(ms: number): Promise<void> {
+    const wait = Number.isFinite(ms) && ms > 0 ? ms : 0;
+    return this.guard(new Promise<void>((resolve) => setTimeout(resolve, wait)));
+  }
+
+  /** Rejects with the fatal error as soon as the run is stopped, whatever `work` does. */
+  private guard<T>(work: Promise<T>): Promise<T> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(this.fatal ?? new Error('aborted'));
+      this.controller.signal.addEventListener('abort', onAbort, { once: true });
+      work.then(
+        (value) => {
+          this.controller.signal.removeEventListener('abort', onAbort);
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.controller.signal.removeEventListener('abort', onAbort);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
+  }
+}
