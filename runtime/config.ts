@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LodestoneError } from './errors.js';
+import { defaultScriptLimits, type ScriptLimits } from './engines/engine.js';
 import { defaultLimits, type Limits } from './fastcgi/limits.js';
 import { parseListen, type ListenTarget } from './listen.js';
 import { levels, type Level } from './log.js';
@@ -24,7 +25,20 @@ export interface Config {
   /** Serve every request with the built-in diagnostic responder. */
   readonly diagnostic: boolean;
   readonly limits: Limits;
+  /** A front-controller script for every request (absolute), or null to follow SCRIPT_FILENAME. */
+  readonly script: string | null;
+  /** Recheck a cached script's file at most this often (ms); 0 checks every request. */
+  readonly statIntervalMs: number;
+  /** Directory for compiled Lua bytecode that survives restarts; null disables it. */
+  readonly cacheDir: string | null;
+  /** Bounds of the compiled-script cache. */
+  readonly scriptCache: { readonly maxEntries: number; readonly maxBytes: number };
+  /** Per-request script limits. */
+  readonly scriptLimits: ScriptLimits;
 }
+
+/** Defaults of the script cache: enough for a large site, bounded in memory. */
+export const defaultScriptCache = Object.freeze({ maxEntries: 1000, maxBytes: 64 * 1024 * 1024 });
 
 /** Values given on the command line; undefined means "not given". */
 export interface CliValues {
@@ -33,9 +47,24 @@ export interface CliValues {
   config?: string | undefined;
   logLevel?: string | undefined;
   diagnostic?: boolean | undefined;
+  script?: string | undefined;
+  cacheDir?: string | undefined;
 }
 
-const topFields = new Set(['listen', 'root', 'logLevel', 'socketMode', 'webServerAddrs', 'diagnostic', 'limits']);
+const topFields = new Set([
+  'listen',
+  'root',
+  'logLevel',
+  'socketMode',
+  'webServerAddrs',
+  'diagnostic',
+  'limits',
+  'script',
+  'statIntervalMs',
+  'cacheDir',
+  'scriptCache',
+  'scriptLimits',
+]);
 
 function invalid(field: string, message: string): LodestoneError {
   return new LodestoneError('LS_CONFIG_INVALID', `${field}: ${message}`);
@@ -77,9 +106,40 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     socketMode: socketMode(file.socketMode),
     webServerAddrs: webServerAddrs(file.webServerAddrs, env.FCGI_WEB_SERVER_ADDRS),
     diagnostic: cli.diagnostic ?? optionalBoolean(file, 'diagnostic') ?? false,
-    limits: limits(file.limits),
+    limits: integers('limits', file.limits, defaultLimits, 1),
+    script: scriptPath(cli.script, optionalString(file, 'script'), baseDir),
+    statIntervalMs: statInterval(file.statIntervalMs),
+    cacheDir: resolveOptional(cli.cacheDir, optionalString(file, 'cacheDir'), baseDir),
+    scriptCache: integers('scriptCache', file.scriptCache, defaultScriptCache, 1),
+    scriptLimits: integers('scriptLimits', file.scriptLimits, defaultScriptLimits, 1),
   };
   return Object.freeze(config);
+}
+
+function resolveOptional(fromCli: string | undefined, fromFile: string | undefined, baseDir: string): string | null {
+  if (fromCli !== undefined) return path.resolve(fromCli);
+  return fromFile !== undefined ? path.resolve(baseDir, fromFile) : null;
+}
+
+function scriptPath(fromCli: string | undefined, fromFile: string | undefined, baseDir: string): string | null {
+  const file = resolveOptional(fromCli, fromFile, baseDir);
+  if (file === null) return null;
+  let isFile = false;
+  try {
+    isFile = fs.statSync(file).isFile();
+  } catch {
+    // reported below
+  }
+  if (!isFile) throw invalid(fromCli !== undefined ? '--script' : 'script', `${file} is not a file`);
+  return file;
+}
+
+function statInterval(value: unknown): number {
+  if (value === undefined) return 1000;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw invalid('statIntervalMs', `must be a non-negative integer (got ${JSON.stringify(value)})`);
+  }
+  return value;
 }
 
 function readConfigFile(file: string): Record<string, unknown> {
@@ -99,18 +159,19 @@ function readConfigFile(file: string): Record<string, unknown> {
   return value;
 }
 
-function limits(value: unknown): Limits {
-  if (value === undefined) return defaultLimits;
-  if (!isObject(value)) throw invalid('limits', 'must be an object');
-  const out: Record<string, number> = { ...defaultLimits };
+/** An object of integer fields over `defaults`: unknown keys and values below `min` are errors. */
+function integers<T extends object>(field: string, value: unknown, defaults: T, min: number): T {
+  if (value === undefined) return defaults;
+  if (!isObject(value)) throw invalid(field, 'must be an object');
+  const out: Record<string, number> = { ...(defaults as Record<string, number>) };
   for (const [key, v] of Object.entries(value)) {
-    if (!(key in defaultLimits)) throw invalid(`limits.${key}`, 'unknown field');
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
-      throw invalid(`limits.${key}`, `must be a positive integer (got ${JSON.stringify(v)})`);
+    if (!(key in defaults)) throw invalid(`${field}.${key}`, 'unknown field');
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+      throw invalid(`${field}.${key}`, `must be a positive integer (got ${JSON.stringify(v)})`);
     }
     out[key] = v;
   }
-  return Object.freeze(out) as unknown as Limits;
+  return Object.freeze(out) as T;
 }
 
 function socketMode(value: unknown): number | null {

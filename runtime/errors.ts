@@ -22,6 +22,11 @@ export const codes = {
   LS_REQUEST_ABORTED: 'the web server aborted a request (ABORT_REQUEST or closed socket)',
   LS_HANDLER_FAILED: 'the request handler threw; the client got a 500',
   LS_SOCKET_ERROR: 'a socket error on a connection to the web server',
+  LS_SCRIPT_NOT_FOUND: 'SCRIPT_FILENAME names no file; 404',
+  LS_SCRIPT_FORBIDDEN: 'SCRIPT_FILENAME is outside the root, not .lua/.js, or not a regular file; 403',
+  LS_SCRIPT_COMPILE: 'a script does not compile; 500, with file:line on FCGI_STDERR',
+  LS_SCRIPT_ERROR: 'a script raised an error; 500, with file:line on FCGI_STDERR',
+  LS_SCRIPT_LIMIT: 'a script hit a limit (CPU, memory, wall time, output); 500',
 } as const;
 
 /** A stable code from {@link codes}. */

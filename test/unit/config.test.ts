@@ -59,6 +59,27 @@ test('file values, with paths relative to the file and flags winning over the fi
   assert.equal(flagged.logLevel, 'warn');
 });
 
+test('script settings: front controller relative to the file, limits, cache', (t) => {
+  const dir = tempDir(t);
+  fs.writeFileSync(path.join(dir, 'front.lua'), 'print("hi")');
+  const file = writeConfig(dir, {
+    script: 'front.lua',
+    statIntervalMs: 0,
+    cacheDir: 'bytecode',
+    scriptLimits: { cpuMs: 50 },
+    scriptCache: { maxEntries: 10 },
+  });
+  const config = loadConfig({ config: file }, {});
+  assert.equal(config.script, path.join(dir, 'front.lua'));
+  assert.equal(config.statIntervalMs, 0);
+  assert.equal(config.cacheDir, path.join(dir, 'bytecode'));
+  assert.equal(config.scriptLimits.cpuMs, 50);
+  assert.equal(config.scriptLimits.wallMs, 30_000);
+  assert.equal(config.scriptCache.maxEntries, 10);
+  assert.equal(loadConfig({}, {}).statIntervalMs, 1000);
+  assert.match(configError(() => loadConfig({ script: path.join(dir, 'nope.js') }, {})), /^--script: /);
+});
+
 test('FCGI_WEB_SERVER_ADDRS from the environment wins over the file', (t) => {
   const file = writeConfig(tempDir(t), { webServerAddrs: ['127.0.0.1'] });
   const config = loadConfig({ config: file }, { FCGI_WEB_SERVER_ADDRS: '10.0.0.1, ::1' });
@@ -81,6 +102,11 @@ test('each bad field is named in the message', (t) => {
     [{ webServerAddrs: 'x' }, /^webServerAddrs: /],
     [{ diagnostic: 'yes' }, /^diagnostic: must be true or false/],
     [{ colour: 'blue' }, /^colour: unknown field/],
+    [{ scriptLimits: { cpuMs: 0 } }, /^scriptLimits\.cpuMs: must be a positive integer/],
+    [{ scriptLimits: { heap: 1 } }, /^scriptLimits\.heap: unknown field/],
+    [{ scriptCache: { maxEntries: 'many' } }, /^scriptCache\.maxEntries: /],
+    [{ statIntervalMs: -1 }, /^statIntervalMs: must be a non-negative integer/],
+    [{ script: 'no-such-front.lua' }, /^script: .*no-such-front\.lua is not a file/],
     ['{ not json', /^--config: .* is not valid JSON/],
     [[1, 2], /^--config: .* must hold a JSON object/],
   ];

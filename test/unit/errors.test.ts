@@ -16,7 +16,7 @@ test('the README documents every error code, and only real ones', () => {
 });
 
 test('codes are used in the source', () => {
-  const sources = ['runtime/fastcgi/connection.ts', 'runtime/fastcgi/server.ts', 'runtime/config.ts']
+  const sources = ['runtime/fastcgi/connection.ts', 'runtime/fastcgi/server.ts', 'runtime/config.ts', 'runtime/pipeline.ts']
     .map((f) => fs.readFileSync(path.join(repoRoot, f), 'utf8'))
     .join('\n');
   for (const code of Object.keys(codes)) assert.ok(sources.includes(`'${code}'`), `${code} is never raised`);

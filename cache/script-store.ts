@@ -1,0 +1,206 @@
+/**
+ * The script store: SCRIPT_FILENAME -> compiled script, bounded by count and bytes (lru-cache),
+ * revalidated against the file (mtime, size, inode) at most once per stat interval, as
+ * lighttpd's mod_magnet_cache does. Lua bytecode also goes to an optional on-disk cache keyed by
+ * the source's hash and the engine's version, so a restarted worker does not re-parse.
+ *
+ * Everything that touches the disk is async (libuv's thread pool), so a slow disk never stalls
+ * the event loop; within a stat interval a hit costs one map lookup and a clock read.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { ScriptError, type CompiledScript, type ScriptEngine } from '../runtime/engines/engine.js';
+
+/** Options of a {@link ScriptStore}. */
+export interface StoreOptions {
+  /** Scripts are only served from inside this directory (after resolving symlinks). */
+  readonly root: string;
+  /** Engines by file extension ('.lua', '.js'). */
+  readonly engines: ReadonlyMap<string, ScriptEngine>;
+  /** Recheck the file at most this often; 0 checks on every request. */
+  readonly statIntervalMs: number;
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  /** Directory for Lua bytecode; null disables the on-disk cache. */
+  readonly cacheDir: string | null;
+}
+
+/** What a lookup found. */
+export type Lookup =
+  | { readonly kind: 'script'; readonly lease: Lease }
+  | { readonly kind: 'missing'; readonly file: string }
+  | { readonly kind: 'forbidden'; readonly file: string; readonly reason: string }
+  | { readonly kind: 'error'; readonly error: ScriptError };
+
+/** A compiled script held for one run; release it when the run ends. */
+export interface Lease {
+  readonly script: CompiledScript;
+  readonly engine: ScriptEngine;
+  /** The script's real path (symlinks resolved). */
+  readonly file: string;
+  release(): void;
+}
+
+interface Entry {
+  file: string;
+  engine: ScriptEngine;
+  mtimeMs: number;
+  size: number;
+  ino: number;
+  checkedAt: number;
+  script: CompiledScript | null;
+  error: ScriptError | null;
+  users: number;
+  evicted: boolean;
+}
+
+/**
+ * @example
+ *   const store = new ScriptStore({ root, engines, statIntervalMs: 1000, maxEntries: 1000,
+ *                                   maxBytes: 64 << 20, cacheDir: null });
+ *   const found = await store.get(req.param('SCRIPT_FILENAME'));
+ */
+export class ScriptStore {
+  private readonly entries: LRUCache<string, Entry>;
+  private rootReal: string | null = null;
+
+  constructor(private readonly options: StoreOptions) {
+    this.entries = new LRUCache<string, Entry>({
+      max: options.maxEntries,
+      maxSize: options.maxBytes,
+      sizeCalculation: (entry) => Math.max(1, entry.script?.size ?? 1),
+      // A run may still hold the script: free it when the last lease ends.
+      dispose: (entry) => {
+        entry.evicted = true;
+        if (entry.users === 0) entry.script?.dispose();
+      },
+    });
+  }
+
+  /** Scripts currently cached. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Looks up (and compiles when needed) the script a request names. */
+  async get(requested: string): Promise<Lookup> {
+    const now = Date.now();
+    const cached = this.entries.get(requested);
+    if (cached && now - cached.checkedAt < this.options.statIntervalMs) return this.answer(cached);
+    return this.refresh(requested, cached, now);
+  }
+
+  /** Drops every entry (tests, reload). */
+  clear(): void {
+    this.entries.clear();
+  }
+
+  private answer(entry: Entry): Lookup {
+    if (entry.error) return { kind: 'error', error: entry.error };
+    entry.users++;
+    let released = false;
+    return {
+      kind: 'script',
+      lease: {
+        script: entry.script!,
+        engine: entry.engine,
+        file: entry.file,
+        release: () => {
+          if (released) return;
+          released = true;
+          entry.users--;
+          if (entry.evicted && entry.users === 0) entry.script?.dispose();
+        },
+      },
+    };
+  }
+
+  private async refresh(requested: string, cached: Entry | undefined, now: number): Promise<Lookup> {
+    const root = await this.root();
+    let real: string;
+    try {
+      real = await fs.promises.realpath(requested);
+    } catch {
+      this.entries.delete(requested);
+      return { kind: 'missing', file: requested };
+    }
+    // realpath resolved every symlink, so a prefix check cannot be fooled by one.
+    if (real !== root && !real.startsWith(root + path.sep)) {
+      return { kind: 'forbidden', file: requested, reason: `${real} is outside the root ${root}` };
+    }
+    const engine = this.options.engines.get(path.extname(real));
+    if (!engine) return { kind: 'forbidden', file: requested, reason: `${real} is not a .lua or .js script` };
+
+    let handle: fs.promises.FileHandle;
+    try {
+      handle = await fs.promises.open(real, 'r');
+    } catch {
+      this.entries.delete(requested);
+      return { kind: 'missing', file: requested };
+    }
+    try {
+      // Stat and read through the same descriptor (lighttpd's TOCTOU rule): the bytes compiled
+      // are those of the file whose mtime/size/inode the entry records.
+      const stat = await handle.stat();
+      if (!stat.isFile()) return { kind: 'forbidden', file: requested, reason: `${real} is not a regular file` };
+      if (cached && cached.file === real && cached.mtimeMs === stat.mtimeMs && cached.size === stat.size && cached.ino === stat.ino) {
+        cached.checkedAt = now;
+        return this.answer(cached);
+      }
+      const source = await handle.readFile('utf8');
+      const entry: Entry = {
+        file: real,
+        engine,
+        mtimeMs: stat.mtimeMs,
+        size: stat.size,
+        ino: stat.ino,
+        checkedAt: now,
+        script: null,
+        error: null,
+        users: 0,
+        evicted: false,
+      };
+      try {
+        entry.script = await this.compile(engine, source, real);
+      } catch (err) {
+        // A broken script is remembered with its stat key, so it is not re-parsed per request.
+        entry.error = err instanceof ScriptError ? err : new ScriptError('compile', String(err), real, null);
+      }
+      this.entries.set(requested, entry);
+      return this.answer(entry);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async compile(engine: ScriptEngine, source: string, file: string): Promise<CompiledScript> {
+    const dir = this.options.cacheDir;
+    if (!dir || !engine.dump || !engine.load) return engine.compile(source, file);
+    const key = createHash('sha256').update(engine.version).update('\0').update(file).update('\0').update(source).digest('hex');
+    const cachePath = path.join(dir, `${key}${engine.extension}c`);
+    try {
+      const bytes = await fs.promises.readFile(cachePath);
+      return engine.load(bytes, file);
+    } catch {
+      // Not cached yet, or unusable: compile and (re)write below.
+    }
+    const script = engine.compile(source, file);
+    const tmp = `${cachePath}.${process.pid}.tmp`;
+    try {
+      await fs.promises.mkdir(dir, { recursive: true });
+      await fs.promises.writeFile(tmp, engine.dump(script));
+      // rename is atomic: another worker never reads a half-written file.
+      await fs.promises.rename(tmp, cachePath);
+    } catch {
+      await fs.promises.rm(tmp, { force: true });
+    }
+    return script;
+  }
+
+  private async root(): Promise<string> {
+    this.rootReal ??= await fs.promises.realpath(this.options.root);
+    return this.rootReal;
+  }
+}

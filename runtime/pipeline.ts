@@ -1,0 +1,102 @@
+/**
+ * The request pipeline: find the script a request names (SCRIPT_FILENAME, or the configured
+ * front controller), run it in its engine with a fresh ScriptHost, and turn the outcome into a
+ * response. Engine-neutral: it only sees the ScriptEngine interface and the script store.
+ */
+import { STATUS_CODES } from 'node:http';
+import type { ScriptStore } from '../cache/script-store.js';
+import { ScriptError, type ScriptLimits } from './engines/engine.js';
+import { DEFAULT_CONTENT_TYPE, ScriptHost } from './engines/host.js';
+import type { Code } from './errors.js';
+import type { Handler } from './fastcgi/connection.js';
+import type { Logger } from './log.js';
+import type { Response } from './response.js';
+
+/** What {@link createScriptHandler} needs. */
+export interface PipelineOptions {
+  readonly store: ScriptStore;
+  readonly root: string;
+  readonly limits: ScriptLimits;
+  readonly log: Logger;
+  /** A front-controller script that handles every request, instead of SCRIPT_FILENAME. */
+  readonly script: string | null;
+}
+
+/**
+ * Builds the handler that serves requests with scripts.
+ *
+ * @example
+ *   const handler = createScriptHandler({ store, root, limits: defaultScriptLimits, log, script: null });
+ *   new FastcgiServer({ limits: defaultLimits, handler, log });
+ */
+export function createScriptHandler(options: PipelineOptions): Handler {
+  const { store, log } = options;
+  return async (req, res) => {
+    const requested = options.script ?? req.param('SCRIPT_FILENAME');
+    if (!requested) {
+      log.warn('LS_SCRIPT_NOT_FOUND', 'request without SCRIPT_FILENAME', { request: req.id });
+      return errorPage(res, 404);
+    }
+    const found = await store.get(requested);
+    switch (found.kind) {
+      case 'missing':
+        log.info('LS_SCRIPT_NOT_FOUND', 'no such script', { script: found.file });
+        return errorPage(res, 404);
+      case 'forbidden':
+        log.warn('LS_SCRIPT_FORBIDDEN', found.reason, { script: found.file });
+        return errorPage(res, 403);
+      case 'error':
+        return scriptFailed(options, res, found.error);
+    }
+    const { lease } = found;
+    const host = new ScriptHost(req, res, options.limits, lease.file, options.root);
+    host.start();
+    try {
+      const status = await lease.engine.run(lease.script, host);
+      if (host.fatal) throw host.fatal;
+      finish(host, res, status);
+    } catch (err) {
+      const error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), lease.file, null);
+      if (req.aborted) {
+        log.info('LS_REQUEST_ABORTED', 'script stopped: request aborted', { script: lease.file });
+        return;
+      }
+      scriptFailed(options, res, error);
+    } finally {
+      host.finish();
+      lease.release();
+    }
+  };
+}
+
+function finish(host: ScriptHost, res: Response, status: number | undefined): void {
+  if (status !== undefined && !res.headersSent) host.status = status;
+  if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
+  res.end();
+}
+
+const failureCodes: Record<ScriptError['kind'], Code> = {
+  compile: 'LS_SCRIPT_COMPILE',
+  runtime: 'LS_SCRIPT_ERROR',
+  limit: 'LS_SCRIPT_LIMIT',
+};
+
+// The message goes to the log and to FCGI_STDERR (the web server's error log), never to the
+// client, who could learn file paths and code from it.
+function scriptFailed(options: PipelineOptions, res: Response, error: ScriptError): void {
+  options.log.error(failureCodes[error.kind], error.message, { script: error.location });
+  res.log(`lodestone: ${error.location}: ${error.message}`);
+  if (res.headersSent) {
+    // Output already streamed: the status cannot change any more; end what was sent.
+    res.end();
+    return;
+  }
+  errorPage(res, 500);
+}
+
+function errorPage(res: Response, status: number): void {
+  res.reset();
+  res.status = status;
+  res.setHeader('Content-Type', 'text/html; charset=utf-8');
+  res.end(`<!DOCTYPE html><title>${status} ${STATUS_CODES[status] ?? ''}</title><h1>${status} ${STATUS_CODES[status] ?? ''}</h1>\n`);
+}
