@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { ScriptError, type CompiledScript, type ScriptEngine } from '../runtime/engines/engine.js';
+import type { Logger } from '../runtime/log.js';
 
 /** Options of a {@link ScriptStore}. */
 export interface StoreOptions {
@@ -25,6 +26,8 @@ export interface StoreOptions {
   readonly maxBytes: number;
   /** Directory for Lua bytecode; null disables the on-disk cache. */
   readonly cacheDir: string | null;
+  /** Where compile and bytecode events go (debug level). */
+  readonly log?: Logger;
 }
 
 /** What a lookup found. */
@@ -177,16 +180,22 @@ export class ScriptStore {
 
   private async compile(engine: ScriptEngine, source: string, file: string): Promise<CompiledScript> {
     const dir = this.options.cacheDir;
-    if (!dir || !engine.dump || !engine.load) return engine.compile(source, file);
+    if (!dir || !engine.dump || !engine.load) {
+      this.options.log?.debug('-', 'script compiled', { script: file });
+      return engine.compile(source, file);
+    }
     const key = createHash('sha256').update(engine.version).update('\0').update(file).update('\0').update(source).digest('hex');
     const cachePath = path.join(dir, `${key}${engine.extension}c`);
     try {
       const bytes = await fs.promises.readFile(cachePath);
-      return engine.load(bytes, file);
+      const loaded = engine.load(bytes, file);
+      this.options.log?.debug('-', 'script loaded from bytecode cache', { script: file });
+      return loaded;
     } catch {
       // Not cached yet, or unusable: compile and (re)write below.
     }
     const script = engine.compile(source, file);
+    this.options.log?.debug('-', 'script compiled', { script: file });
     const tmp = `${cachePath}.${process.pid}.tmp`;
     try {
       await fs.promises.mkdir(dir, { recursive: true });

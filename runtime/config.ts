@@ -35,6 +35,11 @@ export interface Config {
   readonly scriptCache: { readonly maxEntries: number; readonly maxBytes: number };
   /** Per-request script limits. */
   readonly scriptLimits: ScriptLimits;
+  /**
+   * Raw-output mode (scripts print their own CGI header block, as lua-fastcgi-magnet's did):
+   * true for every script under the root, else the real paths of the scripts that use it.
+   */
+  readonly rawOutput: true | ReadonlySet<string>;
 }
 
 /** Defaults of the script cache: enough for a large site, bounded in memory. */
@@ -64,6 +69,7 @@ const topFields = new Set([
   'cacheDir',
   'scriptCache',
   'scriptLimits',
+  'rawOutput',
 ]);
 
 function invalid(field: string, message: string): LodestoneError {
@@ -112,6 +118,7 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     cacheDir: resolveOptional(cli.cacheDir, optionalString(file, 'cacheDir'), baseDir),
     scriptCache: integers('scriptCache', file.scriptCache, defaultScriptCache, 1),
     scriptLimits: integers('scriptLimits', file.scriptLimits, defaultScriptLimits, 1),
+    rawOutput: rawOutput(file.rawOutput, root),
   };
   return Object.freeze(config);
 }
@@ -132,6 +139,25 @@ function scriptPath(fromCli: string | undefined, fromFile: string | undefined, b
   }
   if (!isFile) throw invalid(fromCli !== undefined ? '--script' : 'script', `${file} is not a file`);
   return file;
+}
+
+function rawOutput(value: unknown, root: string): true | ReadonlySet<string> {
+  if (value === true) return true;
+  if (value === undefined || value === false) return new Set();
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) {
+    throw invalid('rawOutput', 'must be true, false, or an array of script paths relative to root');
+  }
+  // Scripts are matched by real path, as the store resolves them.
+  return new Set(
+    value.map((rel) => {
+      const file = path.resolve(root, rel);
+      try {
+        return fs.realpathSync(file);
+      } catch {
+        throw invalid('rawOutput', `${file} does not exist`);
+      }
+    }),
+  );
 }
 
 function statInterval(value: unknown): number {

@@ -20,13 +20,15 @@ export interface PipelineOptions {
   readonly log: Logger;
   /** A front-controller script that handles every request, instead of SCRIPT_FILENAME. */
   readonly script: string | null;
+  /** Whether a script (by real path) runs in raw-output mode. */
+  readonly raw: (file: string) => boolean;
 }
 
 /**
  * Builds the handler that serves requests with scripts.
  *
  * @example
- *   const handler = createScriptHandler({ store, root, limits: defaultScriptLimits, log, script: null });
+ *   const handler = createScriptHandler({ store, root, limits: defaultScriptLimits, log, script: null, raw: () => false });
  *   new FastcgiServer({ limits: defaultLimits, handler, log });
  */
 export function createScriptHandler(options: PipelineOptions): Handler {
@@ -49,10 +51,11 @@ export function createScriptHandler(options: PipelineOptions): Handler {
         return scriptFailed(options, res, found.error);
     }
     const { lease } = found;
-    const host = new ScriptHost(req, res, options.limits, lease.file, options.root);
+    const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file));
     host.start();
     try {
       const status = await lease.engine.run(lease.script, host);
+      host.endOutput();
       if (host.fatal) throw host.fatal;
       finish(host, res, status);
     } catch (err) {

@@ -7,6 +7,7 @@
  * {@link ScriptHost.fatal}, and engines must stop the script when it is set, even if the script
  * catches errors (Lua's pcall, JS try/catch): a limit is not the script's to swallow.
  */
+import { parseCgiHead } from '../cgi.js';
 import type { Request } from '../request.js';
 import type { Response } from '../response.js';
 import { ScriptError, type ScriptLimits } from './engine.js';
@@ -23,6 +24,8 @@ export class ScriptHost {
   private queryCache: Record<string, string> | null = null;
   private headerCache: Record<string, string> | null = null;
   private wallTimer: NodeJS.Timeout | null = null;
+  // Raw-output mode: what the script printed until its CGI header block is complete.
+  private rawHead: Buffer[] | null;
   private readonly onRequestAbort = (): void => {
     this.abort('limit', 'request aborted by the web server');
   };
@@ -35,7 +38,14 @@ export class ScriptHost {
     readonly scriptFilename: string,
     /** The root the script was found under. */
     readonly documentRoot: string,
-  ) {}
+    /**
+     * Raw-output mode (lua-fastcgi-magnet scripts): the script prints its own CGI header block
+     * (`Status:`, headers, blank line) before the body.
+     */
+    raw = false,
+  ) {
+    this.rawHead = raw ? [] : null;
+  }
 
   /** Starts the wall-clock limit and listens for the web server aborting; call before running. */
   start(): void {
@@ -160,11 +170,41 @@ export class ScriptHost {
     const bytes = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
     this.output += bytes;
     if (this.output > this.limits.outputBytes) throw this.abort('limit', `output over ${this.limits.outputBytes} bytes`);
-    this.response.write(chunk);
+    if (this.rawHead) this.rawHead.push(typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk));
+    else this.response.write(chunk);
+  }
+
+  /**
+   * Ends the script's output: in raw mode, applies the CGI header block it printed. A missing
+   * or malformed block is a script error (recorded in {@link fatal}).
+   */
+  endOutput(): void {
+    if (this.rawHead && !this.applyRawHead()) {
+      this.abort('runtime', 'raw output mode: the script printed no complete CGI header block');
+    }
+  }
+
+  // Moves a complete printed header block into the response; false while it is incomplete.
+  private applyRawHead(): boolean {
+    const printed = Buffer.concat(this.rawHead!);
+    const head = parseCgiHead(printed);
+    if (head === 'incomplete') return false;
+    if ('error' in head) {
+      this.abort('runtime', `raw output mode: ${head.error}`);
+      return true;
+    }
+    this.rawHead = null;
+    this.response.status = head.status;
+    for (const [name, value] of head.headers) this.response.addHeader(name, value);
+    if (head.bodyOffset < printed.length) this.response.write(printed.subarray(head.bodyOffset));
+    return true;
   }
 
   /** Sends the headers and body so far (streaming), adding the default Content-Type if unset. */
   flush(): void {
+    // In raw mode nothing can be sent before the script has printed its whole header block.
+    if (this.rawHead && !this.applyRawHead()) return;
+    if (this.fatal) return;
     if (!this.response.headersSent && this.response.getHeader('Content-Type') === undefined) {
       this.response.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
     }

@@ -72,12 +72,14 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** Config object written to a temp file and passed with --config. */
   config?: Record<string, unknown>;
+  /** Pass --diagnostic (default true); false serves scripts. */
+  diagnostic?: boolean;
 }
 
-/** Starts `lodestone serve --diagnostic` and waits for its "listening" line. */
+/** Starts `lodestone serve` (with --diagnostic unless told otherwise) and waits for its "listening" line. */
 export async function startLodestone(t: TestContext, opts: StartOptions = {}): Promise<Lodestone> {
   const listen = opts.listen ?? 'tcp:127.0.0.1:0';
-  const args = [cliPath, 'serve', '--listen', listen, '--diagnostic', ...(opts.args ?? [])];
+  const args = [cliPath, 'serve', '--listen', listen, ...(opts.diagnostic === false ? [] : ['--diagnostic']), ...(opts.args ?? [])];
   if (opts.config) {
     const dir = tempDir(t, 'lodestone-config-');
     const file = path.join(dir, 'lodestone.json');

@@ -358,6 +358,8 @@ export interface NginxOptions {
   server?: string;
   /** Extra directives inside `http`. */
   http?: string;
+  /** Directory SCRIPT_FILENAME points into (default: nginx's own document root). */
+  scriptRoot?: string;
 }
 
 /**
@@ -402,7 +404,7 @@ http {
     location = /${READY_FILE} { }
     location / {
       include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+      fastcgi_param SCRIPT_FILENAME ${opts.scriptRoot ?? '$document_root'}$fastcgi_script_name;
       fastcgi_pass lodestone;
       fastcgi_keep_conn ${keepConn ? 'on' : 'off'};
       ${opts.location ?? ''}

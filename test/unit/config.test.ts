@@ -77,6 +77,10 @@ test('script settings: front controller relative to the file, limits, cache', (t
   assert.equal(config.scriptLimits.wallMs, 30_000);
   assert.equal(config.scriptCache.maxEntries, 10);
   assert.equal(loadConfig({}, {}).statIntervalMs, 1000);
+  assert.deepEqual(loadConfig({}, {}).rawOutput, new Set());
+  const raw = loadConfig({ config: writeConfig(dir, { root: '.', rawOutput: ['front.lua'] }) }, {});
+  assert.deepEqual(raw.rawOutput, new Set([fs.realpathSync(path.join(dir, 'front.lua'))]));
+  assert.equal(loadConfig({ config: writeConfig(dir, { rawOutput: true }) }, {}).rawOutput, true);
   assert.match(configError(() => loadConfig({ script: path.join(dir, 'nope.js') }, {})), /^--script: /);
 });
 
@@ -106,6 +110,8 @@ test('each bad field is named in the message', (t) => {
     [{ scriptLimits: { heap: 1 } }, /^scriptLimits\.heap: unknown field/],
     [{ scriptCache: { maxEntries: 'many' } }, /^scriptCache\.maxEntries: /],
     [{ statIntervalMs: -1 }, /^statIntervalMs: must be a non-negative integer/],
+    [{ rawOutput: 'yes' }, /^rawOutput: must be true, false, or an array/],
+    [{ rawOutput: ['missing.lua'] }, /^rawOutput: .*missing\.lua does not exist/],
     [{ script: 'no-such-front.lua' }, /^script: .*no-such-front\.lua is not a file/],
     ['{ not json', /^--config: .* is not valid JSON/],
     [[1, 2], /^--config: .* must hold a JSON object/],
