@@ -219,7 +219,21 @@ export class ScriptHost {
   /** Waits `ms` milliseconds without blocking the event loop; rejects when the run is stopped. */
   sleep(ms: number): Promise<void> {
     const wait = Number.isFinite(ms) && ms > 0 ? ms : 0;
-    return this.guard(new Promise<void>((resolve) => setTimeout(resolve, wait)));
+    if (this.fatal) return Promise.reject(this.fatal);
+    // The timer is cleared on abort: a stopped run must not keep the process busy for the
+    // rest of a long sleep.
+    return new Promise<void>((resolve, reject) => {
+      const signal = this.controller.signal;
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        reject(this.fatal ?? new Error('aborted'));
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      }, wait);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   /** Rejects with the fatal error as soon as the run is stopped, whatever `work` does. */

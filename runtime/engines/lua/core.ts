@@ -1,0 +1,134 @@
+/**
+ * What the Lua engine's modules share: the per-run state ({@link LuaRun}), the pointer to the
+ * run whose Lua code is executing ({@link running}), and small helpers that move values and
+ * errors between JS and fengari without letting a JS exception loose inside the VM.
+ */
+import { lauxlib, lua, to_luastring, type LuaJsFunction, type LuaProxy, type LuaState, type LuaString } from 'fengari';
+import type { ScriptHost } from '../host.js';
+
+/** The outcome of an async host call, handed to the Lua side when the driver resumes it. */
+export type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** Pushes the result of an async host call; returns how many values it pushed. */
+export type PushResult = (L: LuaState, value: unknown) => number;
+
+/** One script run for one request: what the driver and the Lua-called functions share. */
+export class LuaRun {
+  /** The async host call the script is waiting for (set just before the yield). */
+  pending: Promise<unknown> | null = null;
+  /** How to push {@link pending}'s value once it settles. */
+  push: PushResult | null = null;
+  /** The settled result, consumed by the continuation of the call that yielded. */
+  settled: Settled | null = null;
+  /** CPU time (ms) spent in the slices that ended; the hook adds the running one. */
+  cpu = 0;
+  /** performance.now() when the running slice started. */
+  sliceStart = 0;
+  /** Worker heap when the run's first sample was taken; -1 before. */
+  heapBase = -1;
+  /** Heap at the last sample. */
+  heapLast = 0;
+  /** Exact heap (live array buffers) at the run's first sample. */
+  exactBase = -1;
+  /** Exact heap right after the last GC the memory guard forced; -1 before. */
+  exactAfterGc = -1;
+  /** Bytes allocated by guarded library calls since the last sample. */
+  charged = 0;
+  /** The request body, cached: the request stream can be read once only. */
+  body: Buffer | null = null;
+  /** The per-request globals table, for `_G` and `load`; set when the run starts. */
+  env: LuaProxy | null = null;
+  /** The `lighty` table when the script touched it (its `content` is read at the end). */
+  lighty: LuaProxy | null = null;
+  /** lighty.r.resp_body: written after the script ends (set() must be able to replace it). */
+  lightyBody: Uint8Array[] | null = null;
+
+  constructor(
+    readonly host: ScriptHost,
+    /** The script's path, as in its chunk name: errors elsewhere (load()) carry no line. */
+    readonly path: string,
+  ) {}
+}
+
+/**
+ * The run whose Lua code is executing right now, set by the driver around each slice. One for
+ * the whole process, not one per engine: Lua code runs synchronously inside lua_resume, so at
+ * most one slice of one engine executes at any moment, and the concat guard (limits.ts), which
+ * sits inside fengari itself, can find the run without knowing the engine.
+ */
+export const running: { current: LuaRun | null } = { current: null };
+
+/** Lua strings made once: converting a JS string to bytes costs a loop per call. */
+export const S = {
+  __index: to_luastring('__index', true),
+  __newindex: to_luastring('__newindex', true),
+  __metatable: to_luastring('__metatable', true),
+  __pairs: to_luastring('__pairs', true),
+};
+
+const { lua_concat, lua_error, lua_pushstring, lua_tolstring, lua_type, LUA_TSTRING } = lua;
+
+/** Raises a Lua error with the caller's position, like luaL_error (never returns). */
+export function raise(L: LuaState, message: string): never {
+  lauxlib.luaL_where(L, 1);
+  lua_pushstring(L, message);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+/**
+ * Wraps a function Lua calls so a JS exception (a host TypeError, an output limit) becomes a Lua
+ * error instead of unwinding through fengari. fengari's own error and yield jumps are plain
+ * objects, not Errors: those pass through untouched.
+ */
+export function jsfn(f: LuaJsFunction): LuaJsFunction {
+  return (L) => {
+    try {
+      return f(L);
+    } catch (err) {
+      if (!(err instanceof Error)) throw err;
+      return raise(L, err.message);
+    }
+  };
+}
+
+/** The run executing now; a Lua error if none (cannot happen while a script runs). */
+export function runOf(L: LuaState): LuaRun {
+  const run = running.current;
+  if (run === null) return raise(L, 'no request is running');
+  return run;
+}
+
+/** Lua bytes as a JS string (UTF-8, invalid sequences replaced). */
+export function text(s: LuaString): string {
+  return Buffer.from(s.buffer, s.byteOffset, s.length).toString('utf8');
+}
+
+/** A string key at `idx` as a JS string, or null when the key is not a string. */
+export function keyAt(L: LuaState, idx: number): string | null {
+  if (lua_type(L, idx) !== LUA_TSTRING) return null;
+  const s = lua_tolstring(L, idx)!;
+  return Buffer.from(s.buffer, s.byteOffset, s.length).toString('latin1');
+}
+
+/** Pushes a new table holding a JS record of strings. */
+export function pushRecord(L: LuaState, record: Readonly<Record<string, string>>): void {
+  lua.lua_createtable(L, 0, 0);
+  for (const name in record) {
+    lua_pushstring(L, name);
+    lua_pushstring(L, record[name]!);
+    lua.lua_rawset(L, -3);
+  }
+}
+
+/** Removes the value at `idx`, shifting the ones above down (lua_remove). */
+export function remove(L: LuaState, idx: number): void {
+  lua.lua_rotate(L, idx, -1);
+  lua.lua_pop(L, 1);
+}
+
+/** Sets a metatable field on the table at the top of the stack to a JS function. */
+export function setFunction(L: LuaState, name: LuaString | string, f: LuaJsFunction): void {
+  lua.lua_pushjsfunction(L, f);
+  lua.lua_setfield(L, -2, name);
+}

@@ -1,0 +1,181 @@
+/**
+ * CPU and memory limits for Lua runs. fengari has neither an allocator hook nor a way to
+ * interrupt the VM from outside, so both limits are checked from inside: a count hook every
+ * {@link HOOK_COUNT} VM instructions, plus a charge on the library calls and the `..` operator
+ * that can build a big string in a single instruction.
+ *
+ * Memory is the worker's heap growth (V8 heap plus array buffers, where fengari keeps string
+ * bytes) since the run's first sample. That is approximate: garbage counts until V8 collects it
+ * (so before failing a run the guard measures exactly and forces a full GC), and a concurrent
+ * run that grows its heap while this one waits between slices is counted here too.
+ */
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { lua, to_luastring, type LuaDebug, type LuaHook, type LuaState } from 'fengari';
+import lobject from 'fengari/src/lobject.js';
+import { running, text, type LuaRun } from './core.js';
+
+/**
+ * VM instructions between two hook calls. fengari runs some tens of millions of instructions a
+ * second, so this is tens of microseconds of script time; a check (clock and heap sample) costs
+ * about 1 us.
+ */
+export const HOOK_COUNT = 1000;
+
+/** Strings built by `..` from this size on are charged to the run's memory budget. */
+const BIG_STRING = 64 * 1024;
+
+/**
+ * The worker's heap in use, cheaply (about 1 us): JS heap plus V8's external memory count,
+ * where fengari's string bytes are. That count lags: it can keep freed array buffers for a
+ * while, so an apparent overrun is confirmed with {@link exactHeap}.
+ */
+export function heapUsed(): number {
+  const h = v8.getHeapStatistics();
+  return h.used_heap_size + h.external_memory;
+}
+
+/** The worker's heap in use, up to date (about 10 us): JS heap plus live array buffers. */
+function exactHeap(): number {
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}
+
+// A forced full GC, used only to confirm an apparent overrun: without it, garbage not yet
+// collected would fail runs that keep little. Node exposes gc() only with --expose-gc; the flag
+// can be set at run time and read in a fresh context. Undefined: not looked up yet.
+let forceGc: (() => void) | null | undefined;
+
+function collect(): boolean {
+  if (forceGc === undefined) {
+    const exposed = (globalThis as { gc?: () => void }).gc;
+    if (typeof exposed === 'function') forceGc = exposed;
+    else {
+      try {
+        v8.setFlagsFromString('--expose-gc');
+        forceGc = vm.runInNewContext('gc') as () => void;
+      } catch {
+        forceGc = null;
+      }
+    }
+  }
+  if (!forceGc) return false;
+  forceGc();
+  return true;
+}
+
+/**
+ * Samples the heap for `run`; returns the limit message when the run is over its budget.
+ * The first sample sets the baselines (less what was charged before it, which is the run's).
+ */
+export function sampleMemory(run: LuaRun): string | null {
+  const used = heapUsed();
+  if (run.heapBase < 0) {
+    run.heapBase = used - run.charged;
+    run.exactBase = exactHeap() - run.charged;
+  } else if (used < run.heapBase) {
+    // The baseline held garbage collected since: it would give the run that much extra room.
+    run.heapBase = used;
+  }
+  run.charged = 0;
+  run.heapLast = used;
+  if (used - run.heapBase <= run.host.limits.memoryBytes) return null;
+  return confirmOverrun(run);
+}
+
+/** The cheap sample says over: measure exactly, then after a full GC, before failing the run. */
+function confirmOverrun(run: LuaRun): string | null {
+  const limit = run.host.limits.memoryBytes;
+  let exact = exactHeap();
+  if (exact < run.exactBase) run.exactBase = exact;
+  // A forced GC just found the run under its budget: tolerate a quarter of it more before the
+  // next one, or a run that keeps close to its budget would pay a full GC (tens of ms) every
+  // hook call. So a run can overshoot by that quarter before it is stopped.
+  const tolerated = run.exactAfterGc >= 0 && exact - run.exactAfterGc < limit / 4;
+  if (exact - run.exactBase > limit && !tolerated && collect()) {
+    exact = exactHeap();
+    run.exactAfterGc = exact;
+    if (exact < run.exactBase) run.exactBase = exact;
+  }
+  const grown = exact - run.exactBase;
+  if (grown > limit && !tolerated) return `memory over ${limit} bytes`;
+  // Align the cheap sample on the exact growth, so its stale external count stops counting.
+  run.heapLast = heapUsed();
+  run.heapBase = run.heapLast - grown;
+  return null;
+}
+
+/** Stops the run for a limit: records it on the host (first one wins) and raises in Lua. */
+export function failLimit(L: LuaState, run: LuaRun, message: string, line: number | null = null): never {
+  const fatal = run.host.abort('limit', message, line);
+  lua.lua_pushstring(L, fatal.message);
+  return lua.lua_error(L);
+}
+
+/**
+ * Charges `bytes` about to be (or just) allocated by one call; checks the budget with a fresh
+ * sample when the charges since the last one could have overrun it.
+ */
+export function charge(L: LuaState, run: LuaRun, bytes: number): void {
+  const limit = run.host.limits.memoryBytes;
+  if (bytes > limit) failLimit(L, run, `memory over ${limit} bytes (one string of ${bytes} bytes)`);
+  run.charged += bytes;
+  const grown = run.heapBase < 0 ? run.charged : run.heapLast - run.heapBase + run.charged;
+  if (grown <= limit) return;
+  const over = sampleMemory(run);
+  if (over !== null) failLimit(L, run, over);
+}
+
+const lineInfo = to_luastring('Sl', true);
+
+/** The current line when the running function is the script's own chunk, else null. */
+function lineOf(L: LuaState, run: LuaRun, ar: LuaDebug): number | null {
+  if (!lua.lua_getinfo(L, lineInfo, ar) || ar.source === null || ar.currentline <= 0) return null;
+  return text(ar.source) === '@' + run.path ? ar.currentline : null;
+}
+
+/**
+ * The count hook: stops the run when the host recorded a fatal error (wall time, abort, a limit
+ * a pcall tried to swallow), when its CPU time is over, or when its heap growth is.
+ */
+export const limitHook: LuaHook = (L, ar) => {
+  const run = running.current;
+  if (run === null) return;
+  const host = run.host;
+  if (host.fatal) {
+    lua.lua_pushstring(L, host.fatal.message);
+    lua.lua_error(L);
+  }
+  if (run.cpu + performance.now() - run.sliceStart > host.limits.cpuMs) {
+    failLimit(L, run, `CPU time over ${host.limits.cpuMs} ms`, lineOf(L, run, ar));
+  }
+  const over = sampleMemory(run);
+  if (over !== null) failLimit(L, run, over, lineOf(L, run, ar));
+};
+
+let concatGuarded = false;
+
+/**
+ * Charges big results of the `..` operator. `s = s .. s` doubles a string per instruction, so
+ * thirty instructions (fewer than one hook interval) would reach gigabytes. fengari's VM stores
+ * every concatenation result through `lobject.setsvalue2s`, which it calls through the module
+ * object, so wrapping that export sees each result right after it is built: the growth stops
+ * within one doubling of the budget. Checked shape: if a fengari upgrade changes it, the guard
+ * is skipped and only the hook's sampling remains.
+ */
+export function guardConcat(): void {
+  if (concatGuarded) return;
+  concatGuarded = true;
+  const target = lobject as { setsvalue2s?: unknown };
+  const original = target.setsvalue2s;
+  if (typeof original !== 'function') return;
+  const store = original as (L: LuaState, idx: number, ts: { tsslen(): number }) => void;
+  target.setsvalue2s = (L: LuaState, idx: number, ts: { tsslen(): number }): void => {
+    store(L, idx, ts);
+    const run = running.current;
+    if (run !== null) {
+      const size = ts.tsslen();
+      if (size >= BIG_STRING) charge(L, run, size);
+    }
+  };
+}

@@ -1,0 +1,143 @@
+/**
+ * The script store with the real Lua engine: reuse within the stat interval (counted with the
+ * engine's compile counter, not timed), reload after an edit, 404 after a delete, confinement to
+ * the root, compile errors cached, and bytecode that survives a restart.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import test from 'node:test';
+import { ScriptStore, type Lookup, type StoreOptions } from '../../cache/script-store.js';
+import { LuaEngine } from '../../runtime/engines/lua.js';
+import { tempDir } from '../helpers/lodestone.js';
+import { makeHost } from '../helpers/script-host.js';
+
+function storeFor(root: string, engine: LuaEngine, opts: Partial<StoreOptions> = {}): ScriptStore {
+  return new ScriptStore({
+    root,
+    engines: new Map([['.lua', engine]]),
+    statIntervalMs: 0,
+    maxEntries: 100,
+    maxBytes: 64 << 20,
+    cacheDir: null,
+    ...opts,
+  });
+}
+
+async function runFound(found: Lookup): Promise<string> {
+  assert.equal(found.kind, 'script', found.kind === 'error' ? found.error.message : found.kind);
+  if (found.kind !== 'script') return '';
+  const t = makeHost();
+  try {
+    await found.lease.engine.run(found.lease.script, t.host);
+  } finally {
+    found.lease.release();
+  }
+  return t.result().body.toString();
+}
+
+test('a cached script is compiled once, whatever the stat interval', async (t) => {
+  const root = tempDir(t);
+  const file = path.join(root, 'a.lua');
+  fs.writeFileSync(file, 'print("one")');
+  const engine = new LuaEngine();
+  for (const statIntervalMs of [0, 60_000]) {
+    const store = storeFor(root, engine, { statIntervalMs });
+    const before = engine.compiles;
+    for (let i = 0; i < 5; i++) assert.equal(await runFound(await store.get(file)), 'one\n');
+    assert.equal(engine.compiles - before, 1);
+  }
+});
+
+test('an edit is picked up on the next check; within the interval the old code serves', async (t) => {
+  const root = tempDir(t);
+  const file = path.join(root, 'a.lua');
+  fs.writeFileSync(file, 'print("v1")');
+  const engine = new LuaEngine();
+  const eager = storeFor(root, engine, { statIntervalMs: 0 });
+  const lazy = storeFor(root, engine, { statIntervalMs: 60_000 });
+  assert.equal(await runFound(await eager.get(file)), 'v1\n');
+  assert.equal(await runFound(await lazy.get(file)), 'v1\n');
+  fs.writeFileSync(file, 'print("v2, longer")');
+  assert.equal(await runFound(await eager.get(file)), 'v2, longer\n');
+  assert.equal(await runFound(await lazy.get(file)), 'v1\n');
+});
+
+test('a deleted script is missing; a script outside the root or of another kind is forbidden', async (t) => {
+  const root = tempDir(t);
+  const outside = tempDir(t);
+  fs.writeFileSync(path.join(outside, 'evil.lua'), 'print("escaped")');
+  fs.symlinkSync(path.join(outside, 'evil.lua'), path.join(root, 'link.lua'));
+  fs.writeFileSync(path.join(root, 'notes.txt'), 'print("no")');
+  fs.mkdirSync(path.join(root, 'dir.lua'));
+  const file = path.join(root, 'a.lua');
+  fs.writeFileSync(file, 'print("here")');
+  const store = storeFor(root, new LuaEngine());
+  assert.equal(await runFound(await store.get(file)), 'here\n');
+  fs.rmSync(file);
+  assert.equal((await store.get(file)).kind, 'missing');
+  assert.equal((await store.get(path.join(root, 'link.lua'))).kind, 'forbidden');
+  assert.equal((await store.get(path.join(outside, 'evil.lua'))).kind, 'forbidden');
+  assert.equal((await store.get(path.join(root, '..', path.basename(outside), 'evil.lua'))).kind, 'forbidden');
+  assert.equal((await store.get(path.join(root, 'notes.txt'))).kind, 'forbidden');
+  assert.equal((await store.get(path.join(root, 'dir.lua'))).kind, 'forbidden');
+});
+
+test('a compile error is reported with file:line and not recompiled until the file changes', async (t) => {
+  const root = tempDir(t);
+  const file = path.join(root, 'bad.lua');
+  fs.writeFileSync(file, 'print("ok")\nlocal x = = 1\n');
+  const engine = new LuaEngine();
+  const store = storeFor(root, engine);
+  const first = await store.get(file);
+  assert.equal(first.kind, 'error');
+  if (first.kind === 'error') {
+    assert.equal(first.error.kind, 'compile');
+    assert.equal(first.error.location, `${fs.realpathSync(file)}:2`);
+  }
+  const compiles = engine.compiles;
+  assert.equal((await store.get(file)).kind, 'error');
+  assert.equal(engine.compiles, compiles);
+  fs.writeFileSync(file, 'print("fixed")\n');
+  assert.equal(await runFound(await store.get(file)), 'fixed\n');
+});
+
+test('Lua bytecode on disk survives a restart: a new engine serves without compiling', async (t) => {
+  const root = tempDir(t);
+  const cacheDir = path.join(tempDir(t), 'bytecode');
+  const file = path.join(root, 'a.lua');
+  fs.writeFileSync(file, 'local n = 0\nfor i = 1, 10 do n = n + i end\nprint(n)');
+  const first = new LuaEngine();
+  assert.equal(await runFound(await storeFor(root, first, { cacheDir }).get(file)), '55\n');
+  assert.equal(first.compiles, 1);
+  assert.equal(fs.readdirSync(cacheDir).filter((f) => f.endsWith('.luac')).length, 1);
+
+  const restarted = new LuaEngine();
+  assert.equal(await runFound(await storeFor(root, restarted, { cacheDir }).get(file)), '55\n');
+  assert.equal(restarted.compiles, 0, 'served from bytecode');
+
+  // A changed source is a different key: compiled again, not served stale.
+  fs.writeFileSync(file, 'print("changed")');
+  const third = new LuaEngine();
+  assert.equal(await runFound(await storeFor(root, third, { cacheDir }).get(file)), 'changed\n');
+  assert.equal(third.compiles, 1);
+
+  // A corrupt cache file is ignored and replaced.
+  for (const f of fs.readdirSync(cacheDir)) fs.writeFileSync(path.join(cacheDir, f), 'garbage');
+  const fourth = new LuaEngine();
+  assert.equal(await runFound(await storeFor(root, fourth, { cacheDir }).get(file)), 'changed\n');
+  assert.equal(fourth.compiles, 1);
+});
+
+test('eviction frees a script only after its last lease', async (t) => {
+  const root = tempDir(t);
+  const engine = new LuaEngine();
+  const store = storeFor(root, engine, { maxEntries: 1 });
+  for (const name of ['a', 'b']) fs.writeFileSync(path.join(root, `${name}.lua`), `print("${name}")`);
+  const a = await store.get(path.join(root, 'a.lua'));
+  assert.equal(a.kind, 'script');
+  // Loading b evicts a while a is still leased: a must still run.
+  assert.equal(await runFound(await store.get(path.join(root, 'b.lua'))), 'b\n');
+  assert.equal(await runFound(a), 'a\n');
+  assert.equal(store.size, 1);
+});
