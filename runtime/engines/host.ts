@@ -19,7 +19,10 @@ export const DEFAULT_CONTENT_TYPE = 'text/html; charset=utf-8';
 export class ScriptHost {
   /** The first fatal error of this run (a limit or an abort); engines stop when it is set. */
   fatal: ScriptError | null = null;
-  private readonly controller = new AbortController();
+  // Called once when the run is stopped. Plain functions, not an AbortController: creating
+  // one and its listeners per run cost more than a whole Lua run (measured under load).
+  private stopWaiters: Set<() => void> | null = null;
+  private offRequestAbort: (() => void) | null = null;
   private output = 0;
   private queryCache: Record<string, string> | null = null;
   private headerCache: Record<string, string> | null = null;
@@ -51,19 +54,21 @@ export class ScriptHost {
   start(): void {
     this.wallTimer = setTimeout(() => this.abort('limit', `wall time over ${this.limits.wallMs} ms`), this.limits.wallMs);
     if (this.request.aborted) this.onRequestAbort();
-    else this.request.signal.addEventListener('abort', this.onRequestAbort, { once: true });
+    else this.offRequestAbort = this.request.onAbort(this.onRequestAbort);
   }
 
   /** Stops the timers of this run; call when the run is over, however it ended. */
   finish(): void {
     if (this.wallTimer) clearTimeout(this.wallTimer);
     this.wallTimer = null;
-    this.request.signal.removeEventListener('abort', this.onRequestAbort);
+    this.offRequestAbort?.();
+    this.offRequestAbort = null;
   }
 
-  /** Fires when the run must stop (limit, abort); async host calls reject with {@link fatal}. */
-  get signal(): AbortSignal {
-    return this.controller.signal;
+  // Registers `fn` to run when the run is stopped; returns a function that unregisters it.
+  private onStop(fn: () => void): () => void {
+    (this.stopWaiters ??= new Set()).add(fn);
+    return () => this.stopWaiters?.delete(fn);
   }
 
   /**
@@ -73,7 +78,9 @@ export class ScriptHost {
   abort(kind: 'limit' | 'runtime', message: string, line: number | null = null): ScriptError {
     if (!this.fatal) {
       this.fatal = new ScriptError(kind, message, this.scriptFilename, line);
-      this.controller.abort(this.fatal);
+      const waiters = this.stopWaiters;
+      this.stopWaiters = null;
+      if (waiters) for (const fn of waiters) fn();
     }
     return this.fatal;
   }
@@ -223,16 +230,14 @@ export class ScriptHost {
     // The timer is cleared on abort: a stopped run must not keep the process busy for the
     // rest of a long sleep.
     return new Promise<void>((resolve, reject) => {
-      const signal = this.controller.signal;
-      const onAbort = (): void => {
+      const off = this.onStop(() => {
         clearTimeout(timer);
-        reject(this.fatal ?? new Error('aborted'));
-      };
+        reject(this.fatal!);
+      });
       const timer = setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
+        off();
         resolve();
       }, wait);
-      signal.addEventListener('abort', onAbort, { once: true });
     });
   }
 
@@ -240,15 +245,14 @@ export class ScriptHost {
   private guard<T>(work: Promise<T>): Promise<T> {
     if (this.fatal) return Promise.reject(this.fatal);
     return new Promise<T>((resolve, reject) => {
-      const onAbort = (): void => reject(this.fatal ?? new Error('aborted'));
-      this.controller.signal.addEventListener('abort', onAbort, { once: true });
+      const off = this.onStop(() => reject(this.fatal!));
       work.then(
         (value) => {
-          this.controller.signal.removeEventListener('abort', onAbort);
+          off();
           resolve(value);
         },
         (err: unknown) => {
-          this.controller.signal.removeEventListener('abort', onAbort);
+          off();
           reject(err instanceof Error ? err : new Error(String(err)));
         },
       );

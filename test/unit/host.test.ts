@@ -115,3 +115,19 @@ test('raw mode: flush waits for the whole head, then streams', () => {
   t.host.endOutput();
   assert.equal(t.result().body.toString(), 'first second');
 });
+
+test('the web server aborting the request stops the run and its waits', async () => {
+  const { host, request } = makeHost();
+  host.start();
+  const sleeping = host.sleep(100_000);
+  request.abort(new Error('connection closed'));
+  await assert.rejects(sleeping, /request aborted by the web server/);
+  assert.equal(host.fatal?.kind, 'limit');
+  host.finish();
+  // Unsubscribed listeners are not called: a finished run ignores a later abort.
+  const later = makeHost();
+  later.host.start();
+  later.host.finish();
+  later.request.abort(new Error('late'));
+  assert.equal(later.host.fatal, null);
+});
