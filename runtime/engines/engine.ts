@@ -46,7 +46,12 @@ export class ScriptError extends Error {
 export interface ScriptLimits {
   /** CPU time the script may spend running (not waiting), in ms. */
   readonly cpuMs: number;
-  /** Memory the script may allocate: QuickJS memory limit; for Lua, the guarded heap growth. */
+  /**
+   * Memory the script may allocate. Lua: the worker heap's growth during the run (approximate).
+   * JS: passed to QuickJS's memory limit, which in this build counts allocations rather than
+   * bytes, so it only stops single huge allocations; the real JS bound is the engine's capped
+   * wasm heap (createJsEngine's maxHeapBytes, 256 MiB by default).
+   */
   readonly memoryBytes: number;
   /** Wall-clock time for the whole run, async waits included, in ms. */
   readonly wallMs: number;

@@ -1,0 +1,253 @@
+/**
+ * JavaScript that runs inside the QuickJS sandbox once per context, not per request: it builds
+ * the script API (print, request, response...) from a few host primitives and then hardens the
+ * global object. Kept as source text here so js.ts stays about driving QuickJS.
+ *
+ * Why most of the API lives in the sandbox: every value that crosses the host boundary costs a
+ * handle, a malloc and a copy. Building `request` and `response` from private classes in here
+ * lets a request cost one host call, and each field the script reads costs one more.
+ */
+
+/** File name the prelude is evaluated under; stack frames from it are never the script's line. */
+export const PRELUDE_FILENAME = '<lodestone>';
+
+/**
+ * Order of the request string fields the `text` primitive serves (index -> field). The prelude
+ * and the host both use this table, so the two cannot drift apart.
+ */
+export const TEXT_FIELDS = [
+  'method',
+  'uri',
+  'path',
+  'query_string',
+  'remote_addr',
+  'script_filename',
+  'document_root',
+] as const;
+
+/** Order of the request record fields the `json` primitive serves. */
+export const JSON_FIELDS = ['query', 'headers', 'params'] as const;
+
+/** Names of the host primitives the prelude expects, in one object passed to it. */
+export const PRIMITIVES = [
+  'text',
+  'json',
+  'write',
+  'flush',
+  'log',
+  'sleep',
+  'body',
+  'getStatus',
+  'setStatus',
+  'getHeader',
+  'setHeader',
+] as const;
+
+const textGetters = TEXT_FIELDS.map((name, i) => `get ${name}() { return this.#text(${i}); }`).join('\n    ');
+const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#record(${i}); }`).join('\n    ');
+
+/**
+ * The prelude: an expression evaluating to `install(prim)`, which returns
+ * `{ start, takeOut, describe, probe, nul, same }`:
+ * - `start(fn)` calls the compiled wrapper `fn` with the API and returns its promise. The API
+ *   acts on the run whose CPU slice is executing (js/vm.ts): only one runs at a time, and no
+ *   job of a run outlives its slice, so no run id needs to travel with each call.
+ * - `takeOut()` returns the output buffered since the first write of the slice (see `emit`);
+ *   the host must call it at the end of every slice in which `write` reached it.
+ * - `describe(err)` turns anything thrown into JSON `[name, message, stack, line]`, never throwing.
+ * - `nul(...parts)` joins parts with NUL (the host cannot pass a string holding NUL directly).
+ * - `same(fn, text)` returns 1 when `fn`'s source text is `text`.
+ * - `probe(n)` returns 1 when an n-byte allocation currently fits the heap, else 0 (see vm.ts).
+ *
+ * Hardening, after the API exists: `eval` and the four Function constructors are disabled
+ * (they would reach the parser, the deepest native recursion in QuickJS, with the large run-time
+ * stack limit; and Cloudflare Workers make the same choice), FinalizationRegistry is removed
+ * (its callbacks would run a finished request's code inside a later request), and every object
+ * reachable from the global object or from a hidden intrinsic is frozen.
+ */
+export const PRELUDE_SOURCE = `(function install(prim) {
+  'use strict';
+  const { ${PRIMITIVES.map((p) => `${p}: h_${p}`).join(', ')} } = prim;
+  const String_ = String, Number_ = Number, TypeError_ = TypeError, isInteger = Number.isInteger;
+  const parse = JSON.parse, stringify = JSON.stringify, create = Object.create, assign = Object.assign;
+  const freeze = Object.freeze, apply = Reflect.apply, fnToString = Function.prototype.toString;
+  const TOKEN = freeze(create(null));
+
+  const show = (v) => { try { return String_(v); } catch { return typeof v; } };
+  // Strings reach the host as C strings, which end at the first NUL: a string holding NULs is
+  // sent as its NUL-separated parts (extra arguments), and the host joins them again.
+  const send = (prim, s) => (s.indexOf('\\0') < 0 ? prim(s) : prim(...s.split('\\0')));
+  const join = (args, sep) => {
+    let out = '';
+    for (let i = 0; i < args.length; i++) {
+      if (i > 0) out += sep;
+      out += String_(args[i]);
+    }
+    return out;
+  };
+
+  // Output: a host call costs ~5 us, so only the first write of a CPU slice calls the host (which
+  // then knows to collect the rest with takeOut() when the slice ends); later writes collect
+  // in 'buffered', handed over early once it grows large.
+  let buffered = null;
+  const emit = (s) => {
+    if (buffered === null) {
+      buffered = '';
+      send(h_write, s);
+      return;
+    }
+    buffered += s;
+    if (buffered.length >= 16384) {
+      const b = buffered;
+      buffered = '';
+      send(h_write, b);
+    }
+  };
+  const takeOut = () => {
+    const b = buffered;
+    buffered = null;
+    return b === null ? '' : b;
+  };
+
+  // The API functions are shared by all runs (and frozen): the host primitives act on the run
+  // whose slice is executing, so nothing here names a run.
+  const print = (...args) => { emit(join(args, '\\t') + '\\n'); };
+  const write = (...args) => { emit(join(args, '')); };
+  const flush = () => {
+    if (buffered) {
+      const b = buffered;
+      buffered = '';
+      send(h_write, b);
+    }
+    h_flush();
+  };
+  const log = (...args) => { send(h_log, join(args, '\\t')); };
+  const sleep = (ms) => h_sleep(Number_(ms));
+
+  // A Request caches what it fetched for its run, so a new one is made per run.
+  class Request {
+    #texts = null; #records = null; #body = null;
+    constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
+    #text(i) {
+      const cache = (this.#texts ??= []);
+      return cache[i] ??= h_text(i);
+    }
+    #record(i) {
+      const cache = (this.#records ??= []);
+      return cache[i] ??= assign(create(null), parse(h_json(i)));
+    }
+    ${textGetters}
+    ${jsonGetters}
+    body() { return this.#body ??= h_body(); }
+  }
+
+  const setHeader = (name, value) => {
+    // undefined asks the host to remove the header.
+    const v = value === undefined || value === null ? undefined : typeof value === 'number' ? value : String_(value);
+    if (name.indexOf('\\0') >= 0 || (typeof v === 'string' && v.indexOf('\\0') >= 0)) {
+      throw new TypeError_('invalid header ' + stringify(name) + ': NUL');
+    }
+    const err = h_setHeader(name, v);
+    if (err !== undefined) throw new TypeError_(err);
+  };
+  const headerTraps = freeze({
+    get: (t, k) => (typeof k === 'string' && k.indexOf('\\0') < 0 ? h_getHeader(k) : undefined),
+    has: (t, k) => typeof k === 'string' && k.indexOf('\\0') < 0 && h_getHeader(k) !== undefined,
+    set: (t, k, v) => { if (typeof k !== 'string') return false; setHeader(k, v); return true; },
+    deleteProperty: (t, k) => { if (typeof k === 'string') setHeader(k, undefined); return true; },
+    defineProperty: () => false,
+  });
+
+  class Response {
+    #headers = null;
+    constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
+    get status() { return h_getStatus(); }
+    set status(v) {
+      if (typeof v !== 'number' || !isInteger(v) || v < 100 || v > 999) throw new TypeError_('invalid status ' + show(v));
+      h_setStatus(v);
+    }
+    get headers() { return this.#headers ??= new Proxy(create(null), headerTraps); }
+  }
+  for (const o of [Request, Response, Request.prototype, Response.prototype, print, write, flush, log, sleep]) freeze(o);
+
+  const start = (fn) => fn(print, write, flush, log, sleep, new Request(TOKEN), new Response(TOKEN));
+
+  function field(e, name) {
+    try { const v = e[name]; return v === undefined ? '' : String_(v); } catch { return ''; }
+  }
+  function describe(e) {
+    try {
+      if (e !== null && typeof e === 'object' && 'message' in e) {
+        const line = typeof e.lineNumber === 'number' ? String_(e.lineNumber) : '';
+        return stringify([field(e, 'name') || 'Error', field(e, 'message'), field(e, 'stack'), line]);
+      }
+      return stringify(['uncaught exception', show(e), '', '']);
+    } catch {
+      return '["uncaught exception", "(unprintable value)", "", ""]';
+    }
+  }
+  const nul = (...parts) => parts.join('\\0');
+  const same = (fn, text) => { try { return apply(fnToString, fn, []) === text ? 1 : 0; } catch { return 0; } };
+  function probe(n) {
+    try { new ArrayBuffer(n); return 1; } catch { return 0; }
+  }
+
+  harden();
+  return freeze({ start, takeOut, describe, probe, nul, same });
+
+  function harden() {
+    const G = globalThis;
+    const disabled = (name) => {
+      const f = function () { throw new EvalError(name + ' is disabled in Lodestone scripts'); };
+      Object.defineProperty(f, 'name', { value: name });
+      return f;
+    };
+    const protos = [
+      Function.prototype,
+      Object.getPrototypeOf(async function () {}),
+      Object.getPrototypeOf(function* () {}),
+      Object.getPrototypeOf(async function* () {}),
+    ];
+    const names = ['Function', 'AsyncFunction', 'GeneratorFunction', 'AsyncGeneratorFunction'];
+    protos.forEach((proto, i) => {
+      const f = disabled(names[i]);
+      f.prototype = proto; // instanceof Function keeps working
+      Object.defineProperty(proto, 'constructor', { value: f, writable: false, enumerable: false, configurable: false });
+      if (i === 0) Object.defineProperty(G, 'Function', { value: f, writable: true, enumerable: false, configurable: true });
+    });
+    Object.defineProperty(G, 'eval', { value: disabled('eval'), writable: true, enumerable: false, configurable: true });
+    delete G.FinalizationRegistry;
+
+    // Intrinsics not reachable as properties of the global object.
+    const hidden = [
+      ...protos,
+      Object.getPrototypeOf([][Symbol.iterator]()),
+      Object.getPrototypeOf(new Map()[Symbol.iterator]()),
+      Object.getPrototypeOf(new Set()[Symbol.iterator]()),
+      Object.getPrototypeOf(''[Symbol.iterator]()),
+      Object.getPrototypeOf(/a/[Symbol.matchAll]('')),
+      Object.getPrototypeOf((function* () {})()),
+      Object.getPrototypeOf((async function* () {})()),
+      Object.getPrototypeOf(Int8Array),
+    ];
+    if (typeof Iterator === 'function') {
+      hidden.push(Object.getPrototypeOf([].values().map((x) => x)));
+      hidden.push(Object.getPrototypeOf(Iterator.from({ next() { return { done: true }; } })));
+    }
+    const seen = new Set();
+    const todo = [G, ...hidden];
+    while (todo.length > 0) {
+      const o = todo.pop();
+      if (o === null || (typeof o !== 'object' && typeof o !== 'function') || seen.has(o)) continue;
+      seen.add(o);
+      freeze(o);
+      todo.push(Object.getPrototypeOf(o));
+      for (const key of Reflect.ownKeys(o)) {
+        const d = Reflect.getOwnPropertyDescriptor(o, key);
+        if (d === undefined) continue;
+        if ('value' in d) todo.push(d.value);
+        else todo.push(d.get, d.set);
+      }
+    }
+  }
+})`;
