@@ -2,16 +2,22 @@
  * The `lodestone` command line. The `serve` contract is stable:
  *   lodestone serve --listen unix:/path.sock | tcp:HOST:PORT | fd:0 | systemd
  *                   [--root DIR] [--config FILE] [--log-level LEVEL] [--diagnostic]
+ *                   [--script FILE] [--cache-dir DIR]
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { ScriptStore } from '../cache/script-store.js';
 import { loadConfig, type Config } from './config.js';
 import { diagnostic } from './diagnostic.js';
+import type { ScriptEngine } from './engines/engine.js';
+import { createJsEngine } from './engines/js.js';
+import { LuaEngine } from './engines/lua.js';
 import { LodestoneError } from './errors.js';
 import type { Handler } from './fastcgi/connection.js';
 import { FastcgiServer } from './fastcgi/server.js';
 import { describeTarget, inheritedTarget, type ListenTarget } from './listen.js';
 import { Logger } from './log.js';
+import { createScriptHandler } from './pipeline.js';
 
 const VERSION = '0.1.0';
 
@@ -22,6 +28,8 @@ Options:
                      (default: an inherited socket on fd 0 or from systemd,
                      else tcp:127.0.0.1:9000)
   --root DIR         directory scripts are served from (default: .)
+  --script FILE      one front-controller script for every request
+  --cache-dir DIR    keep compiled Lua bytecode here across restarts
   --config FILE      JSON config file (see README, "Configuration")
   --log-level LEVEL  error | warn | info | debug (default: info)
   --diagnostic       answer every request with the built-in diagnostic responder
@@ -42,6 +50,8 @@ export async function main(argv: string[]): Promise<number> {
         config: { type: 'string' },
         'log-level': { type: 'string' },
         diagnostic: { type: 'boolean' },
+        script: { type: 'string' },
+        'cache-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -71,6 +81,8 @@ export async function main(argv: string[]): Promise<number> {
       config: values.config,
       logLevel: values['log-level'],
       diagnostic: values.diagnostic,
+      script: values.script,
+      cacheDir: values['cache-dir'],
     });
   } catch (err) {
     return fatal(err);
@@ -80,8 +92,7 @@ export async function main(argv: string[]): Promise<number> {
 
 async function serve(config: Config): Promise<number> {
   const log = new Logger(config.logLevel);
-  // Until the script engines land, the diagnostic responder is the only handler.
-  const handler: Handler = diagnostic;
+  const handler = config.diagnostic ? diagnostic : await scriptHandler(config, log);
   const server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
   const target: ListenTarget = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
   try {
@@ -112,6 +123,30 @@ async function serve(config: Config): Promise<number> {
     };
     // SIGUSR1 is libfcgi's graceful stop, which lighttpd's kill-signal docs rely on.
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGUSR1'] as const) process.on(signal, stop);
+  });
+}
+
+/** The script pipeline: both engines over one script store. */
+async function scriptHandler(config: Config, log: Logger): Promise<Handler> {
+  const engines = new Map<string, ScriptEngine>();
+  for (const engine of [new LuaEngine(), await createJsEngine()]) engines.set(engine.extension, engine);
+  const store = new ScriptStore({
+    root: config.root,
+    engines,
+    statIntervalMs: config.statIntervalMs,
+    maxEntries: config.scriptCache.maxEntries,
+    maxBytes: config.scriptCache.maxBytes,
+    cacheDir: config.cacheDir,
+    log,
+  });
+  const raw = config.rawOutput;
+  return createScriptHandler({
+    store,
+    root: config.root,
+    limits: config.scriptLimits,
+    log,
+    script: config.script,
+    raw: raw === true ? () => true : (file) => raw.has(file),
   });
 }
 

@@ -1,0 +1,161 @@
+/**
+ * Scripts end to end: real nginx (with FastCGI keep-alive) in front of the real `lodestone`
+ * CLI serving scripts/ and temp roots, in both languages: the shipped examples, errors with
+ * file:line in nginx's error log (never in the body), limits with the server still serving,
+ * reload after edit and delete, confinement, the front controller, and Lua bytecode that
+ * survives a restart.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import test, { type TestContext } from 'node:test';
+import { repoRoot, startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
+import { havePrograms, httpRequest, startNginx, type WebServer } from '../helpers/peers.js';
+
+const timeout = 90_000;
+const scriptsDir = path.join(repoRoot, 'scripts');
+
+async function stack(
+  t: TestContext,
+  root: string,
+  opts: { config?: Record<string, unknown>; args?: string[] } = {},
+): Promise<{ lodestone: Lodestone; nginx: WebServer }> {
+  const lodestone = await startLodestone(t, {
+    diagnostic: false,
+    args: ['--root', root, ...(opts.args ?? [])],
+    ...(opts.config ? { config: opts.config } : {}),
+  });
+  const nginx = await startNginx(t, { fastcgiPass: `127.0.0.1:${lodestone.port}`, keepalive: 4, scriptRoot: root });
+  return { lodestone, nginx };
+}
+
+for (const ext of ['lua', 'js']) {
+  test(`scripts/*.${ext} through nginx`, { timeout }, async (t) => {
+    if (!havePrograms(t, 'nginx')) return;
+    const { nginx } = await stack(t, scriptsDir);
+
+    const hello = await httpRequest(nginx.url(`/hello.${ext}`));
+    assert.equal(hello.status, 200);
+    assert.equal(hello.headers['content-type'], 'text/html; charset=utf-8');
+    assert.equal(hello.body.toString(), `Hello from ${ext === 'lua' ? 'Lua' : 'JavaScript'}\n`);
+
+    const created = await httpRequest(nginx.url(`/status.${ext}`));
+    assert.equal(created.status, 201);
+    assert.equal(created.headers['cache-control'], 'no-store');
+    assert.equal(created.body.toString(), 'created\n');
+    const missing = await httpRequest(nginx.url(`/status.${ext}?missing=1`));
+    assert.equal(missing.status, 404);
+    assert.equal(missing.body.toString(), 'nothing here\n');
+
+    const query = await httpRequest(nginx.url(`/query.${ext}?b=2&a=%C3%A9t%C3%A9&b=3`));
+    assert.equal(query.body.toString(), 'a=été\nb=3\n');
+
+    const greet = await httpRequest(nginx.url(`/api.${ext}?name=Ada`));
+    assert.equal(greet.status, 200);
+    assert.deepEqual(JSON.parse(greet.body.toString()), { greeting: 'Hello, Ada', method: 'GET' });
+    const bad = await httpRequest(nginx.url(`/api.${ext}`));
+    assert.equal(bad.status, 400);
+    const posted = await httpRequest(nginx.url(`/api.${ext}`), { method: 'POST', body: 'a "quoted" body' });
+    assert.equal(posted.status, 201);
+    assert.deepEqual(JSON.parse(posted.body.toString()), { received: 'a "quoted" body' });
+  });
+}
+
+test('errors: 500 to the client, file:line in the logs only; limits leave the server serving', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx')) return;
+  const root = tempDir(t);
+  const write = (name: string, text: string): void => fs.writeFileSync(path.join(root, name), text);
+  write('ok.lua', 'print("fine")');
+  write('ok.js', 'print("fine")');
+  write('syntax.lua', 'print("a")\nlocal = 1\n');
+  write('syntax.js', 'print("a");\nlet = ;\n');
+  write('raise.lua', 'print("a")\n\nerror("boom from lua")\n');
+  write('raise.js', 'print("a");\n\nthrow new Error("boom from js");\n');
+  write('spin.lua', 'while true do end');
+  write('spin.js', 'for (;;) {}');
+  const { nginx, lodestone } = await stack(t, root, { config: { scriptLimits: { cpuMs: 200 } } });
+
+  // [script, line, what the message says]
+  const cases: Array<[string, number, RegExp]> = [
+    ['syntax.lua', 2, /expected/],
+    ['syntax.js', 2, /SyntaxError/],
+    ['raise.lua', 3, /boom from lua/],
+    ['raise.js', 3, /boom from js/],
+    ['spin.lua', 1, /CPU/i],
+    ['spin.js', 1, /CPU/i],
+  ];
+  for (const [name, line, message] of cases) {
+    const reply = await httpRequest(nginx.url(`/${name}`));
+    assert.equal(reply.status, 500, name);
+    assert.doesNotMatch(reply.body.toString(), /boom|syntax|\.lua|\.js|CPU/i, `${name}: details must not reach the client`);
+    // FCGI_STDERR lands in nginx's error log as "file:line: message".
+    const logged = await nginx.waitForErrorLog(new RegExp(`${name.replace('.', '\\.')}(:${line})?: .*`));
+    assert.match(logged, message, name);
+    // A limit may name the line the script was on when stopped; errors must.
+    if (!name.startsWith('spin')) assert.match(logged, new RegExp(`${name.replace('.', '\\.')}:${line}: `));
+    // Lodestone's own log: the stable code, the message and file:line.
+    const own = lodestone.log().split('\n').find((l) => l.includes(`/${name}`));
+    assert.ok(own, `${name} in lodestone's log`);
+    assert.match(own, /LS_SCRIPT_(COMPILE|ERROR|LIMIT)/);
+    assert.match(own, message);
+    for (const ok of ['ok.lua', 'ok.js']) assert.equal((await httpRequest(nginx.url(`/${ok}`))).body.toString(), 'fine\n');
+  }
+});
+
+test('missing 404, outside the root or not a script 403', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx')) return;
+  const root = tempDir(t);
+  const outside = tempDir(t);
+  fs.writeFileSync(path.join(outside, 'secret.lua'), 'print("escaped")');
+  fs.symlinkSync(path.join(outside, 'secret.lua'), path.join(root, 'link.lua'));
+  fs.writeFileSync(path.join(root, 'notes.txt'), 'print("text")');
+  const { nginx } = await stack(t, root);
+  assert.equal((await httpRequest(nginx.url('/nope.lua'))).status, 404);
+  assert.equal((await httpRequest(nginx.url('/link.lua'))).status, 403);
+  assert.equal((await httpRequest(nginx.url('/notes.txt'))).status, 403);
+});
+
+test('an edited script is reloaded, a deleted one is gone', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx')) return;
+  const root = tempDir(t);
+  const file = path.join(root, 'page.js');
+  fs.writeFileSync(file, 'print("first")');
+  const { nginx } = await stack(t, root, { config: { statIntervalMs: 0 } });
+  assert.equal((await httpRequest(nginx.url('/page.js'))).body.toString(), 'first\n');
+  fs.writeFileSync(file, 'print("second version")');
+  assert.equal((await httpRequest(nginx.url('/page.js'))).body.toString(), 'second version\n');
+  fs.rmSync(file);
+  assert.equal((await httpRequest(nginx.url('/page.js'))).status, 404);
+});
+
+test('--script: one front controller answers every request', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx')) return;
+  const root = tempDir(t);
+  const front = path.join(root, 'front.lua');
+  fs.writeFileSync(front, 'print("front: " .. request.path)');
+  const { nginx } = await stack(t, root, { args: ['--script', front] });
+  assert.equal((await httpRequest(nginx.url('/any/where.php'))).body.toString(), 'front: /any/where.php\n');
+});
+
+test('Lua bytecode in cacheDir survives a restart', { timeout }, async (t) => {
+  const root = tempDir(t);
+  const cacheDir = path.join(tempDir(t), 'bytecode');
+  fs.writeFileSync(path.join(root, 'a.lua'), 'print(6 * 7)');
+  for (const [round, expect] of [
+    [1, /script compiled/],
+    [2, /script loaded from bytecode cache/],
+  ] as const) {
+    const lodestone = await startLodestone(t, {
+      diagnostic: false,
+      args: ['--root', root, '--cache-dir', cacheDir, '--log-level', 'debug'],
+    });
+    const { RawClient, parseCgi, request } = await import('../helpers/fcgi-client.js');
+    const client = await RawClient.connect({ port: lodestone.port });
+    await client.write(request(1, { SCRIPT_FILENAME: path.join(root, 'a.lua'), REQUEST_METHOD: 'GET' }));
+    assert.equal(parseCgi((await client.reply(1)).stdout).body.toString(), '42\n');
+    client.close();
+    await lodestone.waitForLog(expect);
+    if (round === 2) assert.doesNotMatch(lodestone.log(), /script compiled/);
+    assert.equal(await lodestone.stop(), 0);
+  }
+});
