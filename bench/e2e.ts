@@ -1,8 +1,14 @@
 /**
- * End-to-end benchmark: wrk → nginx (HTTP keep-alive) → FastCGI backend, comparing Lodestone's
- * built-in diagnostic responder with two peers, each with and without FastCGI keep-alive between
- * nginx and the backend:
+ * End-to-end benchmark: wrk → nginx (HTTP keep-alive) → FastCGI backend, comparing three
+ * Lodestone backends with two peers, each with and without FastCGI keep-alive between nginx and
+ * the backend. Every backend answers 200 `text/plain` "123":
  *
+ * - Lodestone (diagnostic): the built-in diagnostic responder (`--diagnostic`, `?hello`), the
+ *   server without any script engine.
+ * - Lodestone Lua hello / JS hello: `lodestone serve --root DIR` running DIR/hello.lua or
+ *   DIR/hello.js (set Content-Type, `write("123")`): a real script request, with the script
+ *   cache, the sandbox and the limits. Each has its own Lodestone process. The goal set for
+ *   them: Lua hello at least as fast as libfcgi with FastCGI keep-alive.
  * - libfcgi: the canonical C program (bench/peers/hello-libfcgi.c), the usual yardstick.
  * - Node floor: the least a Node FastCGI responder can do per request, a canned reply after
  *   parsing record headers (bench/peers/node-floor.mjs). libfcgi in this setup runs at about
@@ -12,17 +18,19 @@
  *
  *   npm run bench
  *   BENCH_DURATION=2 BENCH_ROUNDS=1 npm run bench     # a quick look
+ *   BENCH_BACKENDS=lodestone-lua,libfcgi npm run bench
  *
- * Environment: BENCH_DURATION (s per run, default 10), BENCH_ROUNDS (default 3),
- * BENCH_CONNECTIONS (wrk connections and upstream keep-alive pool size, default 16),
- * BENCH_WARMUP (s per backend and mode, default 2), BENCH_NOISE (% of a CPU of other load that
+ * Environment: BENCH_BACKENDS (comma-separated subset of lodestone-diagnostic, lodestone-lua,
+ * lodestone-js, libfcgi, node-floor; default all), BENCH_DURATION (s per run, default 10),
+ * BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (wrk connections and upstream keep-alive pool
+ * size, default 16), BENCH_WARMUP (s per backend and mode, default 2), BENCH_NOISE (% of a CPU of other load that
  * flags a run as noisy, default 10), BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs).
  *
  * Method: one nginx (worker_processes 1) with a server block per backend and mode. nginx and
  * the backend share CPU 0 and wrk has CPU 1, so the numbers compare what one core of server
- * does per request. Rounds interleave the backends (Lodestone, libfcgi, Node floor, then again)
- * so that drift in the machine hits all alike; the Lodestone/libfcgi and Lodestone/Node floor
- * ratios are taken per round, then their medians.
+ * does per request. Rounds interleave the backends (each Lodestone backend, libfcgi, Node floor,
+ * then again) so that drift in the machine hits all alike; each Lodestone backend's ratios to
+ * libfcgi and to the Node floor are taken per round, then their medians (and range).
  *
  * Prints a markdown report on stdout and writes it to bench/results/e2e-latest.md. Exit code: 0
  * when valid, 1 on errors, missing programs or wrk errors in a run, 2 on bad settings.
@@ -33,24 +41,45 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { idleLoad, groupRssKiB, rssKiB, sample, usage, type Sample } from './lib/cpu.js';
+import { idleLoad, groupRssKiB, sample, usage, type Sample } from './lib/cpu.js';
 import { nginxConfig, type Site } from './lib/nginx.js';
 import { checkPrerequisites } from './lib/prereq.js';
 import { freePorts, killAllSync, start, stop, tail, waitForPort, type Managed } from './lib/procs.js';
 import { Progress, type Step } from './lib/progress.js';
-import { BACKEND_LABEL, MODE_LABEL, renderReport, type BackendId, type Measurement, type ModeId } from './lib/report.js';
+import {
+  BACKEND_IDS,
+  BACKEND_LABEL,
+  MODE_LABEL,
+  renderReport,
+  type BackendId,
+  type Measurement,
+  type ModeId,
+  type ReportHeader,
+} from './lib/report.js';
 import { runWrk, wrkProblems } from './lib/wrk.js';
 
 /** The repository root (this file runs from dist/bench). */
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const BACKENDS: readonly BackendId[] = ['lodestone', 'libfcgi', 'node-floor'];
 const MODES: readonly ModeId[] = ['close', 'keepalive'];
-const REQUEST_PATH = '/hello.lua?hello';
+// The diagnostic responder answers `?hello` with "123"; the peers answer anything with it.
+const REQUEST_PATH: Record<BackendId, string> = {
+  'lodestone-diagnostic': '/hello.lua?hello',
+  'lodestone-lua': '/hello.lua?hello',
+  'lodestone-js': '/hello.js?hello',
+  libfcgi: '/hello.lua?hello',
+  'node-floor': '/hello.lua?hello',
+};
+// The script backends' pages: the same bytes as the others (the default type would be text/html).
+const HELLO_SCRIPTS: Record<string, string> = {
+  'hello.lua': '-- bench/e2e.ts: the benchmark page, the same bytes as the other backends send.\nresponse.headers["Content-Type"] = "text/plain"\nwrite("123")\n',
+  'hello.js': "// bench/e2e.ts: the benchmark page, the same bytes as the other backends send.\nresponse.headers['Content-Type'] = 'text/plain';\nwrite('123');\n",
+};
 // nginx and every backend process on one core, wrk on the other.
 const SERVER_CPU = '0';
 const CLIENT_CPU = '1';
 
 interface Settings {
+  backends: BackendId[];
   seconds: number;
   rounds: number;
   connections: number;
@@ -70,8 +99,21 @@ function envInt(name: string, fallback: number, min: number): number {
   return n;
 }
 
+/** BENCH_BACKENDS: names from {@link BACKEND_IDS}, comma-separated; run in the canonical order. */
+function envBackends(): BackendId[] {
+  const raw = process.env.BENCH_BACKENDS;
+  if (raw === undefined || raw.trim() === '') return [...BACKEND_IDS];
+  const names = raw.split(',').map((n) => n.trim()).filter((n) => n !== '');
+  const unknown = names.filter((n) => !(BACKEND_IDS as readonly string[]).includes(n));
+  if (unknown.length > 0 || names.length === 0) {
+    throw new SettingsError(`BENCH_BACKENDS: unknown backend(s) ${JSON.stringify(unknown)}; choose from ${BACKEND_IDS.join(', ')}`);
+  }
+  return BACKEND_IDS.filter((b) => names.includes(b));
+}
+
 function readSettings(): Settings {
   return {
+    backends: envBackends(),
     seconds: envInt('BENCH_DURATION', 10, 1),
     rounds: envInt('BENCH_ROUNDS', 3, 1),
     connections: envInt('BENCH_CONNECTIONS', 16, 1),
@@ -156,44 +198,54 @@ async function main(): Promise<number> {
 
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lodestone-bench-'));
   const tmp = tmpDir;
-  const { seconds, rounds, connections, warmup, noiseThreshold } = settings;
+  const { backends: BACKENDS, seconds, rounds, connections, warmup, noiseThreshold } = settings;
 
   // --- the libfcgi peer, built fresh so that it matches this machine's libfcgi ---
   const peerBin = path.join(tmp, 'hello-libfcgi');
-  const build = spawnSync(programs.gcc, ['-O2', '-o', peerBin, path.join(repoRoot, 'bench/peers/hello-libfcgi.c'), '-lfcgi'], {
-    encoding: 'utf8',
-  });
-  if (build.status !== 0) {
-    process.stderr.write(`bench: building the libfcgi peer failed:\n${build.stderr}${build.error?.message ?? ''}\n`);
-    return 1;
+  if (BACKENDS.includes('libfcgi')) {
+    const build = spawnSync(programs.gcc, ['-O2', '-o', peerBin, path.join(repoRoot, 'bench/peers/hello-libfcgi.c'), '-lfcgi'], {
+      encoding: 'utf8',
+    });
+    if (build.status !== 0) {
+      process.stderr.write(`bench: building the libfcgi peer failed:\n${build.stderr}${build.error?.message ?? ''}\n`);
+      return 1;
+    }
   }
+  // --- the script backends' root ---
+  const scriptRoot = path.join(tmp, 'scripts');
+  fs.mkdirSync(scriptRoot);
+  for (const [name, source] of Object.entries(HELLO_SCRIPTS)) fs.writeFileSync(path.join(scriptRoot, name), source);
   // Each kept connection pins a libfcgi process, and nginx may keep a full pool open to this
   // backend (from the keep-alive runs) while the other server block opens new connections.
   const libfcgiProcesses = 2 * connections + 2;
 
   // --- backends ---
-  const [lodPort, libPort, floorPort, ...sitePorts] = await freePorts(BACKENDS.length + BACKENDS.length * MODES.length);
-  const backends: Record<BackendId, Managed> = {
-    lodestone: start(
-      'lodestone',
-      process.execPath,
-      [path.join(repoRoot, 'bin/lodestone.js'), 'serve', '--diagnostic', '--listen', `tcp:127.0.0.1:${lodPort}`, '--log-level', 'warn'],
-      path.join(tmp, 'lodestone.log'),
-      { cpus: SERVER_CPU, cwd: repoRoot },
-    ),
-    libfcgi: start('libfcgi', peerBin, [String(libPort), String(libfcgiProcesses)], path.join(tmp, 'libfcgi.log'), {
-      cpus: SERVER_CPU,
-      cwd: tmp,
-    }),
-    'node-floor': start(
-      'node-floor',
-      process.execPath,
-      [path.join(repoRoot, 'bench/peers/node-floor.mjs'), String(floorPort)],
-      path.join(tmp, 'node-floor.log'),
-      { cpus: SERVER_CPU, cwd: repoRoot },
-    ),
+  const ports = await freePorts(BACKENDS.length + BACKENDS.length * MODES.length);
+  const backendPort = {} as Record<BackendId, number>;
+  for (const b of BACKENDS) backendPort[b] = ports.shift()!;
+  const sitePorts = ports;
+  const lodestone = (port: number, ...args: string[]): [string, string[]] => [
+    process.execPath,
+    [path.join(repoRoot, 'bin/lodestone.js'), 'serve', '--listen', `tcp:127.0.0.1:${port}`, '--log-level', 'warn', ...args],
+  ];
+  const commandOf = (b: BackendId, port: number): [string, string[]] => {
+    switch (b) {
+      case 'lodestone-diagnostic':
+        return lodestone(port, '--diagnostic');
+      case 'lodestone-lua':
+      case 'lodestone-js':
+        return lodestone(port, '--root', scriptRoot);
+      case 'libfcgi':
+        return [peerBin, [String(port), String(libfcgiProcesses)]];
+      case 'node-floor':
+        return [process.execPath, [path.join(repoRoot, 'bench/peers/node-floor.mjs'), String(port)]];
+    }
   };
-  const backendPort: Record<BackendId, number> = { lodestone: lodPort!, libfcgi: libPort!, 'node-floor': floorPort! };
+  const backends = {} as Record<BackendId, Managed>;
+  for (const b of BACKENDS) {
+    const [command, args] = commandOf(b, backendPort[b]);
+    backends[b] = start(b, command, args, path.join(tmp, `${b}.log`), { cpus: SERVER_CPU, cwd: b === 'libfcgi' ? tmp : repoRoot });
+  }
   let nginx: Managed | null = null;
 
   try {
@@ -211,6 +263,7 @@ async function main(): Promise<number> {
           backend: backendPort[b],
           keepalive: mode === 'keepalive' ? connections : null,
           name: `${b.replace(/-/g, '_')}_${mode}`,
+          root: b === 'lodestone-lua' || b === 'lodestone-js' ? scriptRoot : undefined,
           backendId: b,
           mode,
         });
@@ -227,7 +280,7 @@ async function main(): Promise<number> {
     const nginxRunning = nginx;
     for (const s of sites.values()) await waitForPort(s.listen, nginxRunning);
 
-    const url = (b: BackendId, mode: ModeId): string => `http://127.0.0.1:${site(b, mode).listen}${REQUEST_PATH}`;
+    const url = (b: BackendId, mode: ModeId): string => `http://127.0.0.1:${site(b, mode).listen}${REQUEST_PATH[b]}`;
     const logsOf = (b: BackendId): string =>
       `--- nginx error.log ---\n${tail(errorLog)}\n--- ${b} log ---\n${tail(backends[b].logFile)}`;
 
@@ -328,9 +381,10 @@ async function main(): Promise<number> {
     prog.done();
 
     // Memory after all the load: what a long-running worker settles at.
-    const lodestoneRssKiB = rssKiB(backends.lodestone.pid);
-    const libfcgiRss = groupRssKiB(backends.libfcgi.pid);
-    const nodeFloorRssKiB = rssKiB(backends['node-floor'].pid);
+    const rss: ReportHeader['rss'] = {};
+    for (const b of BACKENDS) rss[b] = groupRssKiB(backends[b].pid);
+    const paths: ReportHeader['paths'] = {};
+    for (const b of BACKENDS) paths[b] = REQUEST_PATH[b];
 
     const report = renderReport(
       {
@@ -346,9 +400,8 @@ async function main(): Promise<number> {
         libfcgiProcesses,
         loadBefore,
         loadavg,
-        lodestoneRssKiB,
-        nodeFloorRssKiB,
-        libfcgiRss,
+        rss,
+        paths,
         noiseThreshold,
       },
       measurements,

@@ -10,10 +10,17 @@ export interface Site {
   keepalive: number | null;
   /** Unique name, used for the upstream block. */
   name: string;
+  /**
+   * Document root of this server block (default: the http block's `dir/www`). A script backend
+   * gets its script directory here, so SCRIPT_FILENAME (`$document_root$fastcgi_script_name`)
+   * names the file to run. Not a `fastcgi_param SCRIPT_FILENAME` in the server block: nginx
+   * would then inherit none of the http block's fastcgi_param lines.
+   */
+  root?: string;
 }
 
 // Debian's /etc/nginx/fastcgi_params plus SCRIPT_FILENAME, inlined so the benchmark does not
-// depend on the distribution's files: what a typical site sends, the same to both backends.
+// depend on the distribution's files: what a typical site sends, the same to every backend.
 const FASTCGI_PARAMS = `
   fastcgi_param QUERY_STRING      $query_string;
   fastcgi_param REQUEST_METHOD    $request_method;
@@ -59,7 +66,7 @@ export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean
           : `fastcgi_pass 127.0.0.1:${s.backend};`;
       return `
   server {
-    listen 127.0.0.1:${s.listen};
+    listen 127.0.0.1:${s.listen};${s.root !== undefined ? `\n    root ${s.root};` : ''}
     location / {
       ${pass}
     }

@@ -1,0 +1,99 @@
+/**
+ * One script request without a socket, for bench/engines.ts: a real Request (params set the way
+ * the connection sets them), a real Response whose channel counts and drops the framed bytes,
+ * and a ScriptHost, run the way runtime/pipeline.ts runs a script (start, run, endOutput, the
+ * default Content-Type, end, finish). The same idea as test/helpers/script-host.ts, kept apart
+ * so that the benchmark does not depend on test code.
+ */
+import type { CompiledScript, ScriptEngine } from '../../runtime/engines/engine.js';
+import { defaultScriptLimits } from '../../runtime/engines/engine.js';
+import { DEFAULT_CONTENT_TYPE, ScriptHost } from '../../runtime/engines/host.js';
+import { encodePairs } from '../../runtime/fastcgi/pairs.js';
+import { Request } from '../../runtime/request.js';
+import { Response, type ResponseChannel } from '../../runtime/response.js';
+
+const noFlow = { pauseFor(): void {}, resumeFor(): void {} };
+
+/** What a request sends: a typical nginx param set for `GET /<name>?x=1`, encoded once. */
+export function nginxParams(scriptFilename: string, documentRoot: string): Buffer {
+  const uri = scriptFilename.slice(documentRoot.length);
+  return encodePairs(
+    Object.entries({
+      QUERY_STRING: 'x=1',
+      REQUEST_METHOD: 'GET',
+      CONTENT_TYPE: '',
+      CONTENT_LENGTH: '',
+      SCRIPT_NAME: uri,
+      SCRIPT_FILENAME: scriptFilename,
+      REQUEST_URI: `${uri}?x=1`,
+      DOCUMENT_URI: uri,
+      DOCUMENT_ROOT: documentRoot,
+      SERVER_PROTOCOL: 'HTTP/1.1',
+      REQUEST_SCHEME: 'http',
+      GATEWAY_INTERFACE: 'CGI/1.1',
+      SERVER_SOFTWARE: 'nginx/1.22.1',
+      REMOTE_ADDR: '127.0.0.1',
+      REMOTE_PORT: '40000',
+      SERVER_ADDR: '127.0.0.1',
+      SERVER_PORT: '8080',
+      SERVER_NAME: 'localhost',
+      REDIRECT_STATUS: '200',
+      HTTP_HOST: 'localhost:8080',
+      HTTP_USER_AGENT: 'bench',
+    }),
+  );
+}
+
+/** Where the framed response bytes of the requests go. */
+export class Sink implements ResponseChannel {
+  readonly requestId = 1;
+  readonly open = true;
+  /** Bytes sent so far, all requests together. */
+  bytes = 0;
+  /** When set, the bytes are kept too (for a correctness check before timing). */
+  kept: Buffer[] | null = null;
+
+  send(data: Buffer | Buffer[], _last: boolean): boolean {
+    const chunks = Buffer.isBuffer(data) ? [data] : data;
+    for (const c of chunks) {
+      this.bytes += c.length;
+      this.kept?.push(Buffer.from(c));
+    }
+    return true;
+  }
+}
+
+/** A fresh Request + Response + ScriptHost for one run, as the pipeline builds them. */
+export function makeHost(params: Buffer, sink: Sink, scriptFilename: string, documentRoot: string): ScriptHost {
+  const request = new Request(1, 'RESPONDER', true, { id: 1, peer: undefined }, 1, noFlow);
+  request.setParams(params);
+  request.stdin.end();
+  return new ScriptHost(request, new Response(sink), defaultScriptLimits, scriptFilename, documentRoot);
+}
+
+/**
+ * Serves one request with `script` the way runtime/pipeline.ts does; throws the script's error.
+ * With `engine` null only the host is built, started, ended and finished (the baseline).
+ */
+export async function serveOnce(
+  engine: ScriptEngine | null,
+  script: CompiledScript | null,
+  params: Buffer,
+  sink: Sink,
+  scriptFilename: string,
+  documentRoot: string,
+): Promise<void> {
+  const host = makeHost(params, sink, scriptFilename, documentRoot);
+  const res = host.response;
+  host.start();
+  try {
+    const status = engine && script ? await engine.run(script, host) : undefined;
+    host.endOutput();
+    if (host.fatal) throw host.fatal;
+    if (status !== undefined && !res.headersSent) host.status = status;
+    if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
+    res.end();
+  } finally {
+    host.finish();
+  }
+}
