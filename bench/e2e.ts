@@ -57,6 +57,7 @@ import {
   type ReportHeader,
 } from './lib/report.js';
 import { runWrk, wrkProblems } from './lib/wrk.js';
+import { SettingsError, envInt } from './lib/settings.js';
 
 /** The repository root (this file runs from dist/bench). */
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -86,17 +87,6 @@ interface Settings {
   warmup: number;
   noiseThreshold: number;
   keepTmp: boolean;
-}
-
-class SettingsError extends Error {}
-
-function envInt(name: string, fallback: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  // wrk takes whole seconds only, so durations are integers like the rest.
-  if (!Number.isSafeInteger(n) || n < min) throw new SettingsError(`${name} must be an integer >= ${min} (got ${JSON.stringify(raw)})`);
-  return n;
 }
 
 /** BENCH_BACKENDS: names from {@link BACKEND_IDS}, comma-separated; run in the canonical order. */

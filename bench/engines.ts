@@ -38,20 +38,11 @@ import { BIG_OUTPUT, bigJsScript, bigLuaScript } from './lib/big-script.js';
 import { idleLoad } from './lib/cpu.js';
 import { median } from './lib/report.js';
 import { nginxParams, serveOnce, Sink } from './lib/script-host.js';
+import { SettingsError, envInt } from './lib/settings.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 // Scripts are compiled from memory: the path is for error messages and request params only.
 const DOCUMENT_ROOT = '/srv/bench';
-
-class SettingsError extends Error {}
-
-function envInt(name: string, fallback: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < min) throw new SettingsError(`${name} must be an integer >= ${min} (got ${JSON.stringify(raw)})`);
-  return n;
-}
 
 type Mode = 'host' | 'cached' | 'parse';
 
