@@ -455,21 +455,28 @@ test('wall-time limit ends a script waiting on sleep promptly', async () => {
 test('a native stack overflow inside wasm restarts the engine on a fresh module', async () => {
   const spare = await createJsEngine();
   const script = spare.compile('function f() { return f() + 1 }\nf()', PATH);
-  const probe = (n: number): number => {
-    try {
-      return probe(n + 1);
-    } catch {
-      return n;
+  // One recursive function both measures how deep the native stack goes and descends to a
+  // chosen depth, so the depth measured and the depth used are counted in the same frames.
+  let deepest = 0;
+  const dive = (n: number, f: (() => Promise<number | undefined>) | null): Promise<number | undefined> => {
+    if (f === null) {
+      deepest = n;
+      return dive(n + 1, null);
     }
+    return n === 0 ? f() : dive(n - 1, f);
   };
-  const atDepth = (n: number, f: () => Promise<number | undefined>): Promise<number | undefined> => (n === 0 ? f() : atDepth(n - 1, f));
   // Call the engine with little native stack left, closer each time, until the wasm code
   // overflows V8's stack before QuickJS's own limit fires.
-  for (const margin of [1500, 1000, 700, 500, 350, 250, 180, 120]) {
+  for (let margin = 1500; margin >= 20; margin = Math.floor(margin * 0.9)) {
     const t = makeHost({ scriptFilename: PATH });
     let running: Promise<number | undefined>;
     try {
-      running = atDepth(probe(0) - margin, () => spare.run(script, t.host));
+      void dive(0, null);
+    } catch {
+      // deepest now holds the depth at which dive overflowed
+    }
+    try {
+      running = dive(deepest - margin, () => spare.run(script, t.host));
     } catch {
       continue; // the overflow hit this test's own frames
     }
