@@ -159,3 +159,39 @@ test('Lua bytecode in cacheDir survives a restart', { timeout }, async (t) => {
     assert.equal(await lodestone.stop(), 0);
   }
 });
+
+test('compatibility through nginx: a lua-fastcgi-magnet script (raw output) and a mod_magnet script', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx')) return;
+  const root = tempDir(t);
+  // lua-fastcgi-magnet style: the script prints its own CGI header block.
+  fs.writeFileSync(
+    path.join(root, 'legacy.lua'),
+    'print("Status: 404 Not Found")\nprint("Content-Type: text/plain")\nprint("X-Legacy: yes")\nprint("")\nwrite("gone")\n',
+  );
+  fs.writeFileSync(path.join(root, 'moved.lua'), 'print("Location: /elsewhere")\nprint("")\n');
+  // mod_magnet style: the lighty table and a returned status.
+  fs.writeFileSync(
+    path.join(root, 'magnet.lua'),
+    [
+      'if lighty.r.req_attr["uri.path"] == "/magnet.lua" and lighty.r.req_header["X-Key"] == "open" then',
+      '  lighty.r.resp_header["Content-Type"] = "text/plain"',
+      '  lighty.r.resp_body.set({ "welcome ", lighty.r.req_attr["request.method"], "\\n" })',
+      '  return 200',
+      'end',
+      'return 403',
+    ].join('\n'),
+  );
+  const { nginx } = await stack(t, root, { config: { rawOutput: ['legacy.lua', 'moved.lua'] } });
+  const legacy = await httpRequest(nginx.url('/legacy.lua'));
+  assert.equal(legacy.status, 404);
+  assert.equal(legacy.headers['content-type'], 'text/plain');
+  assert.equal(legacy.headers['x-legacy'], 'yes');
+  assert.equal(legacy.body.toString(), 'gone');
+  const moved = await httpRequest(nginx.url('/moved.lua'));
+  assert.equal(moved.status, 302);
+  assert.equal(moved.headers.location, '/elsewhere');
+  const open = await httpRequest(nginx.url('/magnet.lua'), { headers: { 'X-Key': 'open' } });
+  assert.equal(open.status, 200);
+  assert.equal(open.body.toString(), 'welcome GET\n');
+  assert.equal((await httpRequest(nginx.url('/magnet.lua'))).status, 403);
+});
