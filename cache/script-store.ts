@@ -87,12 +87,18 @@ export class ScriptStore {
     return this.entries.size;
   }
 
+  /**
+   * The answer for a script checked within the stat interval, or null when the disk must be
+   * asked ({@link get}). Synchronous, so the common hit costs no promise or microtask.
+   */
+  peek(requested: string): Lookup | null {
+    const cached = this.entries.get(requested);
+    return cached && Date.now() - cached.checkedAt < this.options.statIntervalMs ? this.answer(cached) : null;
+  }
+
   /** Looks up (and compiles when needed) the script a request names. */
   async get(requested: string): Promise<Lookup> {
-    const now = Date.now();
-    const cached = this.entries.get(requested);
-    if (cached && now - cached.checkedAt < this.options.statIntervalMs) return this.answer(cached);
-    return this.refresh(requested, cached, now);
+    return this.peek(requested) ?? this.refresh(requested, this.entries.get(requested), Date.now());
   }
 
   /** Drops every entry (tests, reload). */

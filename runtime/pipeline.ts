@@ -39,7 +39,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
       log.warn('LS_SCRIPT_NOT_FOUND', 'request without SCRIPT_FILENAME', { request: req.id });
       return errorPage(res, 404);
     }
-    const found = await store.get(requested);
+    const found = store.peek(requested) ?? (await store.get(requested));
     switch (found.kind) {
       case 'missing':
         log.info('LS_SCRIPT_NOT_FOUND', 'no such script', { script: found.file });
