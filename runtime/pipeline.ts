@@ -6,7 +6,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { ScriptStore } from '../cache/script-store.js';
 import { ScriptError, type ScriptLimits } from './engines/engine.js';
-import { DEFAULT_CONTENT_TYPE, ScriptHost } from './engines/host.js';
+import { ScriptHost } from './engines/host.js';
 import type { Code } from './errors.js';
 import type { Handler } from './fastcgi/connection.js';
 import type { Logger } from './log.js';
@@ -57,7 +57,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
       const status = await lease.engine.run(lease.script, host);
       host.endOutput();
       if (host.fatal) throw host.fatal;
-      finish(host, res, status);
+      host.end(status);
     } catch (err) {
       const error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), lease.file, null);
       if (req.aborted) {
@@ -70,12 +70,6 @@ export function createScriptHandler(options: PipelineOptions): Handler {
       lease.release();
     }
   };
-}
-
-function finish(host: ScriptHost, res: Response, status: number | undefined): void {
-  if (status !== undefined && !res.headersSent) host.status = status;
-  if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
-  res.end();
 }
 
 const failureCodes: Record<ScriptError['kind'], Code> = {

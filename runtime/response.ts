@@ -57,11 +57,6 @@ export class Response {
 
   constructor(private readonly channel: ResponseChannel) {}
 
-  /** Body bytes buffered and not yet sent. */
-  get pendingBytes(): number {
-    return this.outLength;
-  }
-
   /** Sets a header, replacing any of the same name (case-insensitive). */
   setHeader(name: string, value: string | number): this {
     this.removeHeader(name);

@@ -245,10 +245,24 @@ export class ScriptHost {
     // In raw mode nothing can be sent before the script has printed its whole header block.
     if (this.rawHead && !this.applyRawHead()) return;
     if (this.fatal) return;
+    this.defaultContentType();
+    this.response.flush();
+  }
+
+  /**
+   * Ends a run that succeeded: a returned status applies (unless headers were already sent),
+   * the default Content-Type is added if unset, and the response is sent.
+   */
+  end(status: number | undefined): void {
+    if (status !== undefined && !this.response.headersSent) this.status = status;
+    this.defaultContentType();
+    this.response.end();
+  }
+
+  private defaultContentType(): void {
     if (!this.response.headersSent && this.response.getHeader('Content-Type') === undefined) {
       this.response.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
     }
-    this.response.flush();
   }
 
   /** A line for the web server's error log (FCGI_STDERR). */
