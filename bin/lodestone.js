@@ -1,11 +1,40 @@
 #!/usr/bin/env node
 // Thin launcher: the code lives in dist/, built by `npm install` (the prepare script).
-import { main } from '../dist/runtime/cli.js';
+//
+// CommonJS on purpose (bin/package.json): libuv sizes its thread pool from UV_THREADPOOL_SIZE
+// once, when the pool starts, and Node's ES module loader starts it before an ESM entry's first
+// line runs. Here nothing has touched the pool yet, so --stat-threads (or files.statThreads in
+// the --config file) can still take effect. The real validation happens in dist/runtime/config.js.
+'use strict';
+const fs = require('node:fs');
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err) => {
-    process.stderr.write(`lodestone: ${err?.stack ?? err}\n`);
-    process.exit(1);
-  },
+function statThreads(argv) {
+  let config;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--stat-threads') return argv[i + 1];
+    if (arg.startsWith('--stat-threads=')) return arg.slice('--stat-threads='.length);
+    if (arg === '--config') config = argv[i + 1];
+    else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
+  }
+  if (config === undefined) return undefined;
+  try {
+    const value = JSON.parse(fs.readFileSync(config, 'utf8'))?.files?.statThreads;
+    return value === undefined ? undefined : String(value);
+  } catch {
+    return undefined; // the config loader reports a bad file
+  }
+}
+
+const threads = statThreads(process.argv.slice(2));
+if (threads !== undefined && /^\d+$/.test(threads)) process.env.UV_THREADPOOL_SIZE = threads;
+
+import('../dist/runtime/cli.js').then(({ main }) =>
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      process.stderr.write(`lodestone: ${err?.stack ?? err}\n`);
+      process.exit(1);
+    },
+  ),
 );

@@ -2,7 +2,8 @@
  * The `lodestone` command line. The `serve` contract is stable:
  *   lodestone serve --listen unix:/path.sock | tcp:HOST:PORT | fd:0 | systemd
  *                   [--root DIR] [--config FILE] [--log-level LEVEL] [--diagnostic]
- *                   [--script FILE] [--cache-dir DIR]
+ *                   [--script FILE] [--cache-dir DIR] [--stat-accel] [--stat-threads N]
+ *                   [--file-root DIR]... [--sendfile MODE]
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -17,7 +18,9 @@ import type { Handler } from './fastcgi/connection.js';
 import { FastcgiServer } from './fastcgi/server.js';
 import { describeTarget, inheritedTarget, type ListenTarget } from './listen.js';
 import { Logger } from './log.js';
+import { Files } from './files/files.js';
 import { createScriptHandler } from './pipeline.js';
+import { createStatAccelHandler } from './stat-accel.js';
 
 const VERSION = '0.1.0';
 
@@ -33,6 +36,11 @@ Options:
   --config FILE      JSON config file (see README, "Configuration")
   --log-level LEVEL  error | warn | info | debug (default: info)
   --diagnostic       answer every request with the built-in diagnostic responder
+  --stat-accel       answer every request as fcgi-stat-accel: stat SCRIPT_FILENAME,
+                     then let the web server send it (X-Sendfile / X-Accel-Redirect)
+  --stat-threads N   threads that stat files (libuv's pool, UV_THREADPOOL_SIZE; default 4)
+  --file-root DIR    a directory stat()/sendfile() may reach (repeatable; default: --root)
+  --sendfile MODE    auto | x-sendfile | x-sendfile2 | x-lighttpd-send-file | x-accel-redirect
   -h, --help         show this help
   -v, --version      print the version
 `;
@@ -52,6 +60,10 @@ export async function main(argv: string[]): Promise<number> {
         diagnostic: { type: 'boolean' },
         script: { type: 'string' },
         'cache-dir': { type: 'string' },
+        'stat-accel': { type: 'boolean' },
+        'stat-threads': { type: 'string' },
+        'file-root': { type: 'string', multiple: true },
+        sendfile: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -83,6 +95,10 @@ export async function main(argv: string[]): Promise<number> {
       diagnostic: values.diagnostic,
       script: values.script,
       cacheDir: values['cache-dir'],
+      statAccel: values['stat-accel'],
+      statThreads: values['stat-threads'],
+      fileRoots: values['file-root'],
+      sendfile: values.sendfile,
     });
   } catch (err) {
     return fatal(err);
@@ -92,7 +108,13 @@ export async function main(argv: string[]): Promise<number> {
 
 async function serve(config: Config): Promise<number> {
   const log = new Logger(config.logLevel);
-  const handler = config.diagnostic ? diagnostic : await scriptHandler(config, log);
+  checkThreadPool(config, log);
+  const files = new Files(config.files);
+  const handler = config.diagnostic
+    ? diagnostic
+    : config.statAccel
+      ? createStatAccelHandler(files, log)
+      : await scriptHandler(config, log, files);
   const server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
   const target: ListenTarget = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
   try {
@@ -127,7 +149,7 @@ async function serve(config: Config): Promise<number> {
 }
 
 /** The script pipeline: both engines over one script store. */
-async function scriptHandler(config: Config, log: Logger): Promise<Handler> {
+async function scriptHandler(config: Config, log: Logger, files: Files): Promise<Handler> {
   const engines = new Map<string, ScriptEngine>();
   for (const engine of [new LuaEngine(), await createJsEngine()]) engines.set(engine.extension, engine);
   const store = new ScriptStore({
@@ -147,7 +169,24 @@ async function scriptHandler(config: Config, log: Logger): Promise<Handler> {
     log,
     script: config.script,
     raw: raw === true ? () => true : (file) => raw.has(file),
+    files,
   });
+}
+
+/**
+ * libuv sizes its thread pool once, from UV_THREADPOOL_SIZE, when the pool first starts; in
+ * an ES module entry Node's loader has started it before any of our code runs, so
+ * bin/lodestone.js (CommonJS) sets the variable from --stat-threads / files.statThreads first.
+ * Started some other way, the setting cannot take effect: say so rather than pretend.
+ */
+function checkThreadPool(config: Config, log: Logger): void {
+  const actual = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  if (actual !== config.files.statThreads) {
+    log.warn('LS_CONFIG_INVALID', 'files.statThreads cannot take effect: the thread pool already started; run bin/lodestone.js', {
+      statThreads: config.files.statThreads,
+      threads: actual,
+    });
+  }
 }
 
 function fatal(err: unknown): number {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { LodestoneError } from './errors.js';
 import { defaultScriptLimits, type ScriptLimits } from './engines/engine.js';
 import { defaultLimits, type Limits } from './fastcgi/limits.js';
+import { defaultFiles, type FilesConfig, type SendfileMode } from './files/files.js';
 import { parseListen, type ListenTarget } from './listen.js';
 import { levels, type Level } from './log.js';
 
@@ -40,6 +41,10 @@ export interface Config {
    * true for every script under the root, else the real paths of the scripts that use it.
    */
   readonly rawOutput: true | ReadonlySet<string>;
+  /** File access: roots, stat threads and cache, escalation header, prefetch. */
+  readonly files: FilesConfig;
+  /** Answer every request as fcgi-stat-accel did: stat SCRIPT_FILENAME, then escalate. */
+  readonly statAccel: boolean;
 }
 
 /** Defaults of the script cache: enough for a large site, bounded in memory. */
@@ -54,6 +59,10 @@ export interface CliValues {
   diagnostic?: boolean | undefined;
   script?: string | undefined;
   cacheDir?: string | undefined;
+  statAccel?: boolean | undefined;
+  statThreads?: string | undefined;
+  fileRoots?: string[] | undefined;
+  sendfile?: string | undefined;
 }
 
 const topFields = new Set([
@@ -70,7 +79,12 @@ const topFields = new Set([
   'scriptCache',
   'scriptLimits',
   'rawOutput',
+  'files',
+  'statAccel',
 ]);
+
+const sendfileModes: readonly SendfileMode[] = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'];
+const filesFields = new Set(['roots', 'statThreads', 'statCacheMs', 'statCacheEntries', 'sendfile', 'accel', 'prefetch']);
 
 function invalid(field: string, message: string): LodestoneError {
   return new LodestoneError('LS_CONFIG_INVALID', `${field}: ${message}`);
@@ -119,8 +133,100 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     scriptCache: integers('scriptCache', file.scriptCache, defaultScriptCache, 1),
     scriptLimits: integers('scriptLimits', file.scriptLimits, defaultScriptLimits, 1),
     rawOutput: rawOutput(file.rawOutput, root),
+    files: files(file.files, cli, root, baseDir, env),
+    statAccel: cli.statAccel ?? optionalBoolean(file, 'statAccel') ?? false,
   };
   return Object.freeze(config);
+}
+
+function files(value: unknown, cli: CliValues, root: string, baseDir: string, env: NodeJS.ProcessEnv): FilesConfig {
+  if (value !== undefined && !isObject(value)) throw invalid('files', 'must be an object');
+  const f: Record<string, unknown> = value ?? {};
+  for (const key of Object.keys(f)) {
+    if (!filesFields.has(key)) throw invalid(`files.${key}`, 'unknown field');
+  }
+  let roots: string[];
+  if (cli.fileRoots !== undefined && cli.fileRoots.length > 0) {
+    roots = cli.fileRoots.map((dir) => realDirectory('--file-root', path.resolve(dir)));
+  } else if (f.roots !== undefined) {
+    if (!Array.isArray(f.roots) || f.roots.length === 0 || !f.roots.every((r) => typeof r === 'string')) {
+      throw invalid('files.roots', 'must be a non-empty array of directories');
+    }
+    roots = f.roots.map((dir: string) => realDirectory('files.roots', path.resolve(baseDir, dir)));
+  } else {
+    roots = [realDirectory('--root', root)];
+  }
+  const threads = cli.statThreads !== undefined ? cliInteger('--stat-threads', cli.statThreads) : f.statThreads;
+  const sendfile = cli.sendfile ?? f.sendfile ?? defaultFiles.sendfile;
+  if (typeof sendfile !== 'string' || !(sendfileModes as readonly string[]).includes(sendfile)) {
+    throw invalid(cli.sendfile !== undefined ? '--sendfile' : 'files.sendfile', `must be one of ${sendfileModes.join(', ')}`);
+  }
+  return Object.freeze({
+    roots: Object.freeze(roots),
+    statThreads: bounded(cli.statThreads !== undefined ? '--stat-threads' : 'files.statThreads', threads, poolSize(env), 1, 1024),
+    statCacheMs: bounded('files.statCacheMs', f.statCacheMs, defaultFiles.statCacheMs, 0, 86_400_000),
+    statCacheEntries: bounded('files.statCacheEntries', f.statCacheEntries, defaultFiles.statCacheEntries, 1, 10_000_000),
+    sendfile: sendfile as SendfileMode,
+    accel: accelMap(f.accel, baseDir),
+    prefetch: prefetch(f.prefetch),
+  });
+}
+
+// The pool libuv starts with when nothing sets statThreads: its own default, or the variable.
+function poolSize(env: NodeJS.ProcessEnv): number {
+  const n = Number(env.UV_THREADPOOL_SIZE);
+  return Number.isSafeInteger(n) && n >= 1 && n <= 1024 ? n : defaultFiles.statThreads;
+}
+
+function cliInteger(field: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw invalid(field, `must be an integer (got ${JSON.stringify(text)})`);
+  return Number(text);
+}
+
+function bounded(field: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw invalid(field, `must be an integer from ${min} to ${max} (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+function realDirectory(field: string, dir: string): string {
+  try {
+    const real = fs.realpathSync(dir);
+    if (fs.statSync(real).isDirectory()) return real;
+  } catch {
+    // reported below
+  }
+  throw invalid(field, `${dir} is not a directory`);
+}
+
+// { "/srv/files": "/protected" }: the filesystem root (resolved like roots) and the internal
+// URI prefix nginx maps back to it with `alias`.
+function accelMap(value: unknown, baseDir: string): ReadonlyArray<readonly [string, string]> {
+  if (value === undefined) return Object.freeze([]);
+  if (!isObject(value)) throw invalid('files.accel', 'must be an object of filesystem root -> internal URI prefix');
+  const out: Array<readonly [string, string]> = [];
+  for (const [dir, prefix] of Object.entries(value)) {
+    if (typeof prefix !== 'string' || !prefix.startsWith('/')) {
+      throw invalid(`files.accel.${dir}`, 'must be an internal URI prefix starting with /');
+    }
+    out.push(Object.freeze([realDirectory(`files.accel.${dir}`, path.resolve(baseDir, dir)), prefix] as const));
+  }
+  return Object.freeze(out);
+}
+
+function prefetch(value: unknown): FilesConfig['prefetch'] {
+  if (value === undefined || value === null) return null;
+  if (!isObject(value)) throw invalid('files.prefetch', 'must be an object { "param": NAME, "read": BOOLEAN } or null');
+  for (const key of Object.keys(value)) {
+    if (key !== 'param' && key !== 'read') throw invalid(`files.prefetch.${key}`, 'unknown field');
+  }
+  const param = value.param ?? 'SCRIPT_FILENAME';
+  if (typeof param !== 'string' || param === '') throw invalid('files.prefetch.param', 'must be a FastCGI param name');
+  const read = value.read ?? false;
+  if (typeof read !== 'boolean') throw invalid('files.prefetch.read', 'must be true or false');
+  return Object.freeze({ param, read });
 }
 
 function resolveOptional(fromCli: string | undefined, fromFile: string | undefined, baseDir: string): string | null {

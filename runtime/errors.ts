@@ -27,6 +27,9 @@ export const codes = {
   LS_SCRIPT_COMPILE: 'a script does not compile; 500, with file:line on FCGI_STDERR',
   LS_SCRIPT_ERROR: 'a script raised an error; 500, with file:line on FCGI_STDERR',
   LS_SCRIPT_LIMIT: 'a script hit a limit (CPU, memory, wall time, output); 500',
+  LS_FILE_FORBIDDEN: 'stat(), sendfile() or stat-accel named a path outside files.roots, or a directory; 403',
+  LS_FILE_NOT_FOUND: 'sendfile() or stat-accel named a missing file; 404',
+  LS_SENDFILE_NO_MAPPING: 'X-Accel-Redirect was needed but no files.accel entry covers the file; 500',
 } as const;
 
 /** A stable code from {@link codes}. */

@@ -9,6 +9,7 @@ import { ScriptError, type ScriptLimits } from './engines/engine.js';
 import { ScriptHost } from './engines/host.js';
 import type { Code } from './errors.js';
 import type { Handler } from './fastcgi/connection.js';
+import type { Files } from './files/files.js';
 import type { Logger } from './log.js';
 import type { Response } from './response.js';
 
@@ -22,6 +23,8 @@ export interface PipelineOptions {
   readonly script: string | null;
   /** Whether a script (by real path) runs in raw-output mode. */
   readonly raw: (file: string) => boolean;
+  /** File access for stat() and sendfile(); null leaves scripts without them. */
+  readonly files?: Files | null;
 }
 
 /**
@@ -33,7 +36,10 @@ export interface PipelineOptions {
  */
 export function createScriptHandler(options: PipelineOptions): Handler {
   const { store, log } = options;
+  const files = options.files ?? null;
+  const prefetch = files?.config.prefetch ? files : null;
   return async (req, res) => {
+    prefetch?.prefetch(req);
     const requested = options.script ?? req.param('SCRIPT_FILENAME');
     if (!requested) {
       log.warn('LS_SCRIPT_NOT_FOUND', 'request without SCRIPT_FILENAME', { request: req.id });
@@ -51,7 +57,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
         return scriptFailed(options, res, found.error);
     }
     const { lease } = found;
-    const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file));
+    const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file), files);
     host.start();
     try {
       const status = await lease.engine.run(lease.script, host);
@@ -60,6 +66,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
       host.end(status);
     } catch (err) {
       const error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), lease.file, null);
+      if (error.exit) return exited(options, host, res, error);
       if (req.aborted) {
         log.info('LS_REQUEST_ABORTED', 'script stopped: request aborted', { script: lease.file });
         return;
@@ -72,10 +79,23 @@ export function createScriptHandler(options: PipelineOptions): Handler {
   };
 }
 
+// The run ended itself (sendfile(), a refused file access): its response stands.
+function exited(options: PipelineOptions, host: ScriptHost, res: Response, error: ScriptError): void {
+  const { status, page, code } = error.exit!;
+  if (code) {
+    const level = status === 404 ? 'info' : status >= 500 ? 'error' : 'warn';
+    options.log[level](code, error.message, { script: error.location });
+    if (status !== 404) res.log(`lodestone: ${error.location}: ${error.message}`);
+  }
+  if (page && !res.headersSent) errorPage(res, status);
+  else host.end(undefined);
+}
+
 const failureCodes: Record<ScriptError['kind'], Code> = {
   compile: 'LS_SCRIPT_COMPILE',
   runtime: 'LS_SCRIPT_ERROR',
   limit: 'LS_SCRIPT_LIMIT',
+  exit: 'LS_SCRIPT_ERROR',
 };
 
 // The message goes to the log and to FCGI_STDERR (the web server's error log), never to the
@@ -91,7 +111,8 @@ function scriptFailed(options: PipelineOptions, res: Response, error: ScriptErro
   errorPage(res, 500);
 }
 
-function errorPage(res: Response, status: number): void {
+/** Replaces whatever `res` holds with the standard error page for `status`. */
+export function errorPage(res: Response, status: number): void {
   res.reset();
   res.status = status;
   res.setHeader('Content-Type', 'text/html; charset=utf-8');

@@ -124,6 +124,13 @@ export class Response {
     this.outLength = 0;
   }
 
+  /** Discards the buffered body but keeps status and headers (a sendfile() replaces the body). */
+  resetBody(): void {
+    if (this.headersSent) return;
+    this.out = [];
+    this.outLength = 0;
+  }
+
   /** Sends the headers and the body so far, for streaming; later writes follow. */
   flush(): void {
     if (this.finished) return;

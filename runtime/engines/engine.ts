@@ -3,6 +3,7 @@
  * routers behind it: the pipeline (runtime/pipeline.ts) and the script store (cache/) only know
  * this file, never fengari or QuickJS.
  */
+import type { Code } from '../errors.js';
 import type { ScriptHost } from './host.js';
 
 export type EngineName = 'lua' | 'js';
@@ -18,8 +19,22 @@ export interface CompiledScript {
   dispose(): void;
 }
 
-/** What went wrong in a script, with its place, for the log line and FCGI_STDERR. */
-export type ScriptErrorKind = 'compile' | 'runtime' | 'limit';
+/**
+ * What went wrong in a script, with its place, for the log line and FCGI_STDERR. `exit` is not
+ * a failure: the run ended itself through the host (sendfile(), a refused file access), and the
+ * response it prepared stands; it travels the same path as a limit so no pcall or try can
+ * swallow it.
+ */
+export type ScriptErrorKind = 'compile' | 'runtime' | 'limit' | 'exit';
+
+/** How an `exit` ends the response: its status, and an error page and log code when it is a refusal. */
+export interface ScriptExit {
+  readonly status: number;
+  /** Replace the response with the standard error page for `status`. */
+  readonly page: boolean;
+  /** The log code when the exit is a refusal worth a log line (403, 404, 500). */
+  readonly code: Code | null;
+}
 
 /**
  * A script failure. `file:line` points into the script, never into Lodestone. The message is
@@ -31,6 +46,8 @@ export class ScriptError extends Error {
     message: string,
     readonly file: string,
     readonly line: number | null,
+    /** Set for kind `exit`. */
+    readonly exit: ScriptExit | null = null,
   ) {
     super(message);
     this.name = 'ScriptError';

@@ -7,7 +7,10 @@
  * {@link ScriptHost.fatal}, and engines must stop the script when it is set, even if the script
  * catches errors (Lua's pcall, JS try/catch): a limit is not the script's to swallow.
  */
+import fs from 'node:fs/promises';
 import { parseCgiHead } from '../cgi.js';
+import type { Code } from '../errors.js';
+import type { FileInfo, Files, SendOptions } from '../files/files.js';
 import type { Request } from '../request.js';
 import type { Response } from '../response.js';
 import { ScriptError, type ScriptLimits } from './engine.js';
@@ -74,6 +77,8 @@ export class ScriptHost {
      * (`Status:`, headers, blank line) before the body.
      */
     raw = false,
+    /** File access (stat, sendfile); null when the server has none configured. */
+    readonly files: Files | null = null,
   ) {
     this.rawHead = raw ? [] : null;
   }
@@ -109,13 +114,27 @@ export class ScriptHost {
    * for their own limits (CPU, memory) so every limit takes one path.
    */
   abort(kind: 'limit' | 'runtime', message: string, line: number | null = null): ScriptError {
+    return this.stop(new ScriptError(kind, message, this.scriptFilename, line));
+  }
+
+  // Records the run's end (the first one wins) and wakes whatever waits on it.
+  private stop(error: ScriptError): ScriptError {
     if (!this.fatal) {
-      this.fatal = new ScriptError(kind, message, this.scriptFilename, line);
+      this.fatal = error;
       const waiters = this.stopWaiters;
       this.stopWaiters = null;
       if (waiters) for (const fn of waiters) fn();
     }
     return this.fatal;
+  }
+
+  /**
+   * Ends the run from the host side (see ScriptErrorKind `exit`): the response keeps what was
+   * prepared, or becomes the error page for `status` when `page` is set. Returns the error to
+   * throw at the script, which cannot catch it.
+   */
+  exit(status: number, page: boolean, code: Code | null = null, message = 'exit'): ScriptError {
+    return this.stop(new ScriptError('exit', message, this.scriptFilename, null, { status, page, code }));
   }
 
   // ---- request ---------------------------------------------------------------------------
@@ -288,6 +307,54 @@ export class ScriptHost {
     });
   }
 
+  // ---- files -----------------------------------------------------------------------------
+
+  private get fileAccess(): Files {
+    if (!this.files) throw new Error('file access is not configured on this server');
+    return this.files;
+  }
+
+  /**
+   * stat(path): null when missing. A path outside the configured roots ends the run with 403
+   * (a script probing the filesystem is refused, not answered).
+   */
+  async stat(path: string): Promise<FileInfo | null> {
+    const found = await this.guard(this.fileAccess.lookup(path));
+    if (found.kind === 'refused') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `stat(${JSON.stringify(path)}): ${found.reason}`);
+    return found.kind === 'missing' ? null : found.info;
+  }
+
+  /**
+   * sendfile(path[, offset, length]): ends the run with the web server sending the file (an
+   * escalation header), or with Lodestone sending a range the web server cannot take. Missing
+   * gives 404; a directory or a path outside the roots 403. Never resolves: the run ends.
+   */
+  async sendfile(path: string, options: SendOptions = {}): Promise<never> {
+    const files = this.fileAccess;
+    for (const [name, v] of [['offset', options.offset], ['length', options.length]] as const) {
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) throw new TypeError(`sendfile(): ${name} must be a non-negative integer`);
+    }
+    if (this.response.headersSent) throw new Error('sendfile() after flush(): the headers are already sent');
+    const found = await this.guard(files.lookup(path));
+    const what = `sendfile(${JSON.stringify(path)})`;
+    if (found.kind === 'refused') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: ${found.reason}`);
+    if (found.kind === 'missing') throw this.exit(404, true, 'LS_FILE_NOT_FOUND', `${what}: no such file`);
+    if (found.kind === 'dir') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: a directory`);
+    // Raw-output mode: a header block half printed before sendfile() is dropped with the body.
+    this.rawHead = null;
+    const delivery = files.deliver(this.request, this.response, found, options);
+    if (delivery.kind === 'no-mapping') {
+      throw this.exit(500, true, 'LS_SENDFILE_NO_MAPPING', `${what}: no files.accel mapping covers ${found.path}`);
+    }
+    if (delivery.kind === 'direct') {
+      const size = delivery.end - delivery.start + 1;
+      if (this.output + size > this.limits.outputBytes) throw this.abort('limit', `output over ${this.limits.outputBytes} bytes`);
+      this.output += size;
+      this.response.write(await this.guard(readRange(found.path, delivery.start, size)));
+    }
+    throw this.exit(this.response.status, false);
+  }
+
   /** Rejects with the fatal error as soon as the run is stopped, whatever `work` does. */
   private guard<T>(work: Promise<T>): Promise<T> {
     if (this.fatal) return Promise.reject(this.fatal);
@@ -304,5 +371,22 @@ export class ScriptHost {
         },
       );
     });
+  }
+}
+
+// Reads `size` bytes at `start`; fewer if the file shrank meanwhile.
+async function readRange(file: string, start: number, size: number): Promise<Buffer> {
+  const handle = await fs.open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(size);
+    let got = 0;
+    while (got < size) {
+      const { bytesRead } = await handle.read(buf, got, size - got, start + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return got === size ? buf : buf.subarray(0, got);
+  } finally {
+    await handle.close();
   }
 }

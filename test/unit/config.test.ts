@@ -155,3 +155,68 @@ test('the CLI rejects unknown options and commands with exit code 2', () => {
   assert.equal(version.status, 0);
   assert.match(version.stdout.toString(), /^lodestone \d+\.\d+\.\d+\n$/);
 });
+
+test('files: roots and accel resolved to real paths, defaults, flags winning, env pool size', (t) => {
+  const dir = tempDir(t);
+  for (const d of ['www', 'files', 'more']) fs.mkdirSync(path.join(dir, d));
+  fs.symlinkSync(path.join(dir, 'files'), path.join(dir, 'files-link'));
+  const defaults = loadConfig({ root: path.join(dir, 'www') }, {});
+  assert.deepEqual(defaults.files.roots, [path.join(dir, 'www')]);
+  assert.equal(defaults.files.statThreads, 4);
+  assert.equal(defaults.files.statCacheMs, 1000);
+  assert.equal(defaults.files.sendfile, 'auto');
+  assert.equal(defaults.files.prefetch, null);
+  assert.equal(defaults.statAccel, false);
+  assert.equal(loadConfig({ root: dir }, { UV_THREADPOOL_SIZE: '12' }).files.statThreads, 12);
+
+  const file = writeConfig(dir, {
+    root: 'www',
+    statAccel: true,
+    files: {
+      roots: ['files-link', 'more'],
+      statThreads: 20,
+      statCacheMs: 0,
+      sendfile: 'x-accel-redirect',
+      accel: { 'files-link': '/protected/' },
+      prefetch: { read: true },
+    },
+  });
+  const config = loadConfig({ config: file }, {});
+  assert.deepEqual(config.files.roots, [path.join(dir, 'files'), path.join(dir, 'more')]);
+  assert.deepEqual(config.files.accel, [[path.join(dir, 'files'), '/protected/']]);
+  assert.deepEqual(config.files.prefetch, { param: 'SCRIPT_FILENAME', read: true });
+  assert.equal(config.files.statThreads, 20);
+  assert.equal(config.statAccel, true);
+  const flagged = loadConfig({ config: file, statThreads: '3', fileRoots: [path.join(dir, 'www')], sendfile: 'x-sendfile2' }, {});
+  assert.equal(flagged.files.statThreads, 3);
+  assert.deepEqual(flagged.files.roots, [path.join(dir, 'www')]);
+  assert.equal(flagged.files.sendfile, 'x-sendfile2');
+  assert.ok(Object.isFrozen(config.files) && Object.isFrozen(config.files.roots));
+});
+
+test('files: each bad field is named', (t) => {
+  const dir = tempDir(t);
+  const cases: Array<[unknown, RegExp]> = [
+    [{ files: [] }, /^files: must be an object/],
+    [{ files: { nope: 1 } }, /^files\.nope: unknown field/],
+    [{ files: { roots: [] } }, /^files\.roots: must be a non-empty array/],
+    [{ files: { roots: ['missing-dir'] } }, /^files\.roots: .*missing-dir is not a directory/],
+    [{ files: { statThreads: 0 } }, /^files\.statThreads: must be an integer from 1 to 1024/],
+    [{ files: { statThreads: 2000 } }, /^files\.statThreads: /],
+    [{ files: { statCacheMs: -1 } }, /^files\.statCacheMs: /],
+    [{ files: { sendfile: 'x-send' } }, /^files\.sendfile: must be one of auto, /],
+    [{ files: { accel: ['/x'] } }, /^files\.accel: must be an object/],
+    [{ files: { accel: { '.': 'protected' } } }, /^files\.accel\..: must be an internal URI prefix/],
+    [{ files: { prefetch: { param: '' } } }, /^files\.prefetch\.param: /],
+    [{ files: { prefetch: { read: 'yes' } } }, /^files\.prefetch\.read: /],
+    [{ files: { prefetch: { when: 1 } } }, /^files\.prefetch\.when: unknown field/],
+    [{ statAccel: 1 }, /^statAccel: must be true or false/],
+  ];
+  for (const [value, pattern] of cases) {
+    const file = writeConfig(dir, value);
+    assert.match(configError(() => loadConfig({ config: file }, {})), pattern, JSON.stringify(value));
+  }
+  assert.match(configError(() => loadConfig({ statThreads: 'many' }, {})), /^--stat-threads: must be an integer/);
+  assert.match(configError(() => loadConfig({ sendfile: 'nope' }, {})), /^--sendfile: must be one of/);
+  assert.match(configError(() => loadConfig({ fileRoots: [path.join(dir, 'nope')] }, {})), /^--file-root: /);
+});

@@ -37,6 +37,8 @@ export const PRIMITIVES = [
   'log',
   'sleep',
   'body',
+  'stat',
+  'sendfile',
   'getStatus',
   'setStatus',
   'getHeader',
@@ -123,6 +125,29 @@ export const PRELUDE_SOURCE = `(function install(prim) {
   };
   const log = (...args) => { send(h_log, join(args, '\\t')); };
   const sleep = (ms) => h_sleep(Number_(ms));
+  // Paths go last, as NUL-separated parts (see send): a NUL must reach the host, which
+  // refuses such a path, rather than cut it short.
+  const stat = async (path) => {
+    const json = await h_stat(...String_(path).split('\0'));
+    return json === '' ? null : freeze(parse(json));
+  };
+  // sendfile(path[, offset, length][, options]); the run ends inside it.
+  const sendfile = (path, a, b, c) => {
+    const ranged = !(a !== null && typeof a === 'object');
+    const options = ranged ? c : a;
+    if (options !== undefined && options !== null && typeof options !== 'object') throw new TypeError_('sendfile(): options must be an object');
+    const type = options?.content_type, name = options?.filename;
+    if ((type !== undefined && typeof type !== 'string') || (name !== undefined && typeof name !== 'string')) {
+      throw new TypeError_('sendfile(): content_type and filename must be strings');
+    }
+    if (buffered) {
+      const out = buffered;
+      buffered = '';
+      send(h_write, out);
+    }
+    const offset = ranged && a != null ? Number_(a) : undefined, length = ranged && b != null ? Number_(b) : undefined;
+    return h_sendfile(offset, length, type, name, ...String_(path).split('\0'));
+  };
 
   // A Request caches what it fetched for its run, so a new one is made per run.
   class Request {
@@ -168,9 +193,9 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     }
     get headers() { return this.#headers ??= new Proxy(create(null), headerTraps); }
   }
-  for (const o of [Request, Response, Request.prototype, Response.prototype, print, write, flush, log, sleep]) freeze(o);
+  for (const o of [Request, Response, Request.prototype, Response.prototype, print, write, flush, log, sleep, stat, sendfile]) freeze(o);
 
-  const start = (fn) => fn(print, write, flush, log, sleep, new Request(TOKEN), new Response(TOKEN));
+  const start = (fn) => fn(print, write, flush, log, sleep, stat, sendfile, new Request(TOKEN), new Response(TOKEN));
 
   function field(e, name) {
     try { const v = e[name]; return v === undefined ? '' : String_(v); } catch { return ''; }

@@ -58,7 +58,7 @@ const KILL_BUDGET_MS = 50;
 const ESCAPED = 'SyntaxError: unbalanced braces: the script closes its own function';
 
 /** The parameter list of every compiled wrapper: the script API. */
-const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, request, response) {"use strict"; ';
+const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, request, response) {"use strict"; ';
 
 // The package's types describe its CommonJS build (default under `.default`); Node's ESM
 // import gives the variant itself.
@@ -276,6 +276,8 @@ export class Vm {
     const ctx = this.context;
     const str = (h: QuickJSHandle | undefined): string => ctx.getString(h!);
     const num = (h: QuickJSHandle | undefined): number => ctx.getNumber(h!);
+    const optNum = (h: QuickJSHandle | undefined): number | undefined => (h && ctx.typeof(h) === 'number' ? num(h) : undefined);
+    const optStr = (h: QuickJSHandle | undefined): string | undefined => (h && ctx.typeof(h) === 'string' ? str(h) : undefined);
     // The prelude passes a string holding NULs as its parts (see `send` there).
     const parts = (args: QuickJSHandle[]): string => (args.length === 1 ? str(args[0]) : args.map(str).join('\0'));
     return {
@@ -290,6 +292,14 @@ export class Vm {
       log: (run, args) => void run.host.log(parts(args)),
       sleep: (run, [ms]) => this.hostCall(run, run.host.sleep(num(ms)), () => ctx.undefined),
       body: (run) => this.hostCall(run, run.host.body(), (buf) => this.newString(buf.toString('utf8'))),
+      // The prelude parses the JSON; '' stands for a missing file.
+      stat: (run, args) => this.hostCall(run, run.host.stat(parts(args)), (info) => this.newString(info ? JSON.stringify(info) : '')),
+      sendfile: (run, [offset, length, type, name, ...path]) =>
+        this.hostCall(
+          run,
+          run.host.sendfile(parts(path), { offset: optNum(offset), length: optNum(length), contentType: optStr(type), filename: optStr(name) }),
+          () => ctx.undefined,
+        ),
       getStatus: (run) => ctx.newNumber(run.host.status),
       setStatus: (run, [n]) => {
         run.host.status = num(n);

@@ -1,11 +1,12 @@
 /**
- * The script API (README, "Script API"): print, write, flush, log, sleep, and the `request` and
+ * The script API (README, "Script API"): print, write, flush, log, sleep, stat, sendfile, and the `request` and
  * `response` tables, as thin adapters over the run's ScriptHost. The request and response
  * tables are empty per-request tables over shared metatables whose __index functions fill in
  * fields on first read, since most scripts read a few fields and decoding every param costs.
  */
 import { lauxlib, lua, to_luastring, type LuaJsFunction, type LuaProxy, type LuaState, type LuaString } from 'fengari';
 import { S, jsfn, keyAt, pushRecord, raise, runOf, setFunction, text } from './core.js';
+import type { FileInfo } from '../../files/files.js';
 import { checkCanWait, hostWait } from './control.js';
 
 const {
@@ -134,6 +135,70 @@ const body: LuaJsFunction = (L) => {
 
 const bodyFunction = jsfn(body);
 
+const pushFileInfo = (L: LuaState, value: unknown): number => {
+  const info = value as FileInfo | null;
+  if (info === null) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_createtable(L, 0, 6);
+  lua_pushboolean(L, info.is_file);
+  lua_setfield(L, -2, 'is_file');
+  lua_pushboolean(L, info.is_dir);
+  lua_setfield(L, -2, 'is_dir');
+  lua_pushinteger(L, info.size);
+  lua_setfield(L, -2, 'size');
+  lua_pushinteger(L, info.mtime);
+  lua_setfield(L, -2, 'mtime');
+  lua_pushstring(L, info.etag);
+  lua_setfield(L, -2, 'etag');
+  lua_pushstring(L, info.content_type);
+  lua_setfield(L, -2, 'content_type');
+  return 1;
+};
+
+/** stat(path): a table of the file's facts, or nil when it does not exist. */
+const stat: LuaJsFunction = (L) => {
+  const path = text(lauxlib.luaL_checklstring(L, 1));
+  const run = runOf(L);
+  checkCanWait(L, 'stat()');
+  return hostWait(L, run, run.host.stat(path), pushFileInfo);
+};
+
+/** A string field of the options table at `idx`, or undefined. */
+function optionField(L: LuaState, idx: number, name: string): string | undefined {
+  const t = lua.lua_getfield(L, idx, name);
+  const value = t === LUA_TNIL ? undefined : t === LUA_TSTRING ? text(lua_tolstring(L, -1)!) : raise(L, `sendfile(): ${name} must be a string`);
+  lua_pop(L, 1);
+  return value;
+}
+
+/** sendfile(path[, offset, length][, options]): ends the run; the web server sends the file. */
+const sendfile: LuaJsFunction = (L) => {
+  const path = text(lauxlib.luaL_checklstring(L, 1));
+  let offset: number | undefined;
+  let length: number | undefined;
+  let at = 2;
+  if (lua_type(L, 2) !== lua.LUA_TTABLE) {
+    offset = lua_type(L, 2) <= LUA_TNIL ? undefined : lauxlib.luaL_checkinteger(L, 2);
+    length = lua_type(L, 3) <= LUA_TNIL ? undefined : lauxlib.luaL_checkinteger(L, 3);
+    at = 4;
+  }
+  let contentType: string | undefined;
+  let filename: string | undefined;
+  const t = lua_type(L, at);
+  if (t === lua.LUA_TTABLE) {
+    contentType = optionField(L, at, 'content_type');
+    filename = optionField(L, at, 'filename');
+  } else if (t > LUA_TNIL) {
+    // (LUA_TNONE, -1, is an argument not given at all.)
+    return raise(L, 'sendfile(path[, offset, length][, options]): options must be a table');
+  }
+  const run = runOf(L);
+  checkCanWait(L, 'sendfile()');
+  return hostWait(L, run, run.host.sendfile(path, { offset, length, contentType, filename }), null);
+};
+
 /** Pushes request field `key`; false when there is no such field. */
 function pushRequestField(L: LuaState, key: string): boolean {
   const host = runOf(L).host;
@@ -246,9 +311,9 @@ export function makeApiMetatables(L: LuaState): ApiMetatables {
   };
 }
 
-/** Adds print, write, flush, log and sleep to the table at the top of the stack. */
+/** Adds print, write, flush, log, sleep, stat and sendfile to the table at the top of the stack. */
 export function registerFunctions(L: LuaState): void {
-  const functions: Record<string, LuaJsFunction> = { print, write, flush, log, sleep };
+  const functions: Record<string, LuaJsFunction> = { print, write, flush, log, sleep, stat, sendfile };
   for (const name in functions) {
     lua_pushjsfunction(L, jsfn(functions[name]!));
     lua_setfield(L, -2, name);
