@@ -413,10 +413,13 @@ test('memory limit: a single allocation over memoryBytes fails the run', async (
 
 test('memory: a script filling the heap hits the engine cap; the next run works', async () => {
   const small = await createJsEngine({ maxHeapBytes: 24 * 2 ** 20 });
-  const err = await fails('const a = []; for (;;) a.push("x".repeat(1000) + a.length)', 'limit', {}, small);
+  // Generous CPU and wall limits: on a loaded machine the 1 s default CPU limit (measured per
+  // slice in wall time) could stop the loop before the heap fills, which is not what this tests.
+  const slow = { limits: { cpuMs: 600_000, wallMs: 600_000 } };
+  const err = await fails('const a = []; for (;;) a.push("x".repeat(1000) + a.length)', 'limit', slow, small);
   assert.match(err.message, /out of memory/);
   // Catching the failed allocation does not help: the run is stopped.
-  await fails('const a = []; for (;;) { try { a.push({ n: a.length, s: "y".repeat(500) }) } catch (e) {} }', 'limit', {}, small);
+  await fails('const a = []; for (;;) { try { a.push({ n: a.length, s: "y".repeat(500) }) } catch (e) {} }', 'limit', slow, small);
   await stillServes(small);
   const big = await ok('const a = []; for (let i = 0; i < 10000; i++) a.push("z".repeat(1000) + i); print(a.length)', {}, small);
   assert.equal(big.text, '10000\n');

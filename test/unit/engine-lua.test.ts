@@ -346,7 +346,9 @@ test('limit: one-instruction amplifiers (string.rep, .. doubling, table.concat, 
 });
 
 test('deep recursion ends cleanly (stack overflow or memory), and the engine serves afterwards', async () => {
-  const out = await runLua('local function f() return f() + 1 end f()');
+  // Generous CPU and wall limits: on a loaded machine the default CPU limit could end the run
+  // first, which is not what this tests.
+  const out = await runLua('local function f() return f() + 1 end f()', { limits: { cpuMs: 600_000, wallMs: 600_000 } });
   assert.ok(out.error);
   assert.ok(
     (out.error.kind === 'runtime' && /stack overflow/.test(out.error.message)) || (out.error.kind === 'limit' && /memory/.test(out.error.message)),
