@@ -8,15 +8,18 @@
  * - the older API: `lighty.env` (= req_attr), `lighty.request` (= req_header), `lighty.header`
  *   (= resp_header) and `lighty.content` (a table of strings, sent at the end).
  * A script returning 200..599 sets the status as in mod_magnet (the engine returns the code).
- * Absent: lighty.RESTART_REQUEST and other return constants, lighty.stat, lighty.c, and writing
+ * - `lighty.stat(path)`: mod_magnet's field names over stat() (confined to files.roots).
+ * Absent: lighty.RESTART_REQUEST and other return constants, lighty.c, and writing
  * request attributes (rewriting uri.path and the like).
  *
  * The body set with resp_body is kept by the engine and written when the script ends, after
  * anything it printed: set() can then replace it, which appending to the response could not.
  */
-import { lua, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
+import { lauxlib, lua, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
+import type { FileInfo } from '../../files/files.js';
 import type { ScriptHost } from '../host.js';
-import { jsfn, keyAt, raise, runOf, type LuaRun } from './core.js';
+import { checkCanWait, hostWait } from './control.js';
+import { jsfn, keyAt, raise, runOf, text, type LuaRun } from './core.js';
 import { makeMetatable, pushProxyTable } from './api.js';
 
 const {
@@ -123,6 +126,37 @@ const bodyGet: LuaJsFunction = jsfn((L) => {
   return 1;
 });
 
+/**
+ * lighty.stat(path): mod_magnet's names for the facts stat() gives (st_size, st_mtime, etag,
+ * content-type, is_file, is_dir), confined to files.roots like stat().
+ */
+const lightyStat: LuaJsFunction = jsfn((L) => {
+  const path = text(lauxlib.luaL_checklstring(L, 1));
+  const run = runOf(L);
+  checkCanWait(L, 'lighty.stat()');
+  return hostWait(L, run, run.host.stat(path), (L1, value) => {
+    const info = value as FileInfo | null;
+    if (info === null) {
+      lua.lua_pushnil(L1);
+      return 1;
+    }
+    lua_createtable(L1, 0, 6);
+    lua.lua_pushboolean(L1, info.is_file);
+    lua_setfield(L1, -2, 'is_file');
+    lua.lua_pushboolean(L1, info.is_dir);
+    lua_setfield(L1, -2, 'is_dir');
+    lua.lua_pushinteger(L1, info.size);
+    lua_setfield(L1, -2, 'st_size');
+    lua.lua_pushinteger(L1, info.mtime);
+    lua_setfield(L1, -2, 'st_mtime');
+    lua_pushstring(L1, info.etag);
+    lua_setfield(L1, -2, 'etag');
+    lua_pushstring(L1, info.content_type);
+    lua_setfield(L1, -2, 'content-type');
+    return 1;
+  });
+});
+
 /** Builds `lighty` tables for one lua_State. */
 export class Lighty {
   private readonly reqHeader: LuaProxy;
@@ -161,6 +195,8 @@ export class Lighty {
     }
     lua_setfield(L, r, 'resp_body');
     lua_setfield(L, lighty, 'r');
+    lua_pushjsfunction(L, lightyStat);
+    lua_setfield(L, lighty, 'stat');
     run.lighty = lua_toproxy(L, lighty);
   }
 
