@@ -9,8 +9,9 @@ import { ScriptError, type ScriptLimits } from './engines/engine.js';
 import { ScriptHost } from './engines/host.js';
 import type { Code } from './errors.js';
 import type { Handler } from './fastcgi/connection.js';
-import type { Files } from './files/files.js';
+import { sendRange, type Files } from './files/files.js';
 import type { Logger } from './log.js';
+import type { Request } from './request.js';
 import type { Response } from './response.js';
 
 /** What {@link createScriptHandler} needs. */
@@ -66,7 +67,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
       host.end(status);
     } catch (err) {
       const error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), lease.file, null);
-      if (error.exit) return exited(options, host, res, error);
+      if (error.exit) return await exited(options, host, req, res, error);
       if (req.aborted) {
         log.info('LS_REQUEST_ABORTED', 'script stopped: request aborted', { script: lease.file });
         return;
@@ -80,15 +81,24 @@ export function createScriptHandler(options: PipelineOptions): Handler {
 }
 
 // The run ended itself (sendfile(), a refused file access): its response stands.
-function exited(options: PipelineOptions, host: ScriptHost, res: Response, error: ScriptError): void {
+async function exited(options: PipelineOptions, host: ScriptHost, req: Request, res: Response, error: ScriptError): Promise<void> {
   const { status, page, code } = error.exit!;
   if (code) {
     const level = status === 404 ? 'info' : status >= 500 ? 'error' : 'warn';
     options.log[level](code, error.message, { script: error.location });
     if (status !== 404) res.log(`lodestone: ${error.location}: ${error.message}`);
   }
-  if (page && !res.headersSent) errorPage(res, status);
-  else host.end(undefined);
+  if (page && !res.headersSent) return errorPage(res, status);
+  const direct = host.direct;
+  if (!direct) return host.end(undefined);
+  try {
+    await sendRange(res, req, direct.path, direct.start, direct.end);
+  } catch (err) {
+    // Opening or reading failed after the headers may have gone: end what was sent.
+    options.log.error('LS_HANDLER_FAILED', `sending ${direct.path}: ${(err as Error).message}`, { script: error.location });
+    if (res.headersSent) res.end();
+    else errorPage(res, 500);
+  }
 }
 
 const failureCodes: Record<ScriptError['kind'], Code> = {

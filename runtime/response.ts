@@ -17,6 +17,8 @@ export interface ResponseChannel {
    * Returns false when the request is gone (aborted, connection closed): the bytes were dropped.
    */
   send(data: Buffer | Buffer[], last: boolean): boolean;
+  /** Resolves once the peer has taken what was sent (the socket drained) or is gone. */
+  drain?(): Promise<void>;
 }
 
 // Responses up to this size are copied into one buffer; larger ones go out as a corked writev
@@ -136,6 +138,14 @@ export class Response {
     if (this.finished) return;
     if (this.headersSent && this.outLength === 0 && this.errLength === 0) return;
     this.send(false);
+  }
+
+  /**
+   * Resolves when what was flushed has left for the peer (or the request is gone): a large
+   * streamed body waits here between chunks instead of piling up in the socket's buffer.
+   */
+  drain(): Promise<void> {
+    return this.finished || !this.channel.drain ? Promise.resolve() : this.channel.drain();
   }
 
   /** Appends `chunk`, then sends everything left and ends the request. */

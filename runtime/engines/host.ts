@@ -7,7 +7,6 @@
  * {@link ScriptHost.fatal}, and engines must stop the script when it is set, even if the script
  * catches errors (Lua's pcall, JS try/catch): a limit is not the script's to swallow.
  */
-import fs from 'node:fs/promises';
 import { parseCgiHead } from '../cgi.js';
 import type { Code } from '../errors.js';
 import type { FileInfo, Files, SendOptions } from '../files/files.js';
@@ -48,6 +47,8 @@ export const DEFAULT_CONTENT_TYPE = 'text/html; charset=utf-8';
 
 /** One script run for one request. */
 export class ScriptHost {
+  /** A file range sendfile() left for the server to send after the run (nginx cannot take ranges). */
+  direct: { readonly path: string; readonly start: number; readonly end: number } | null = null;
   /** The first fatal error of this run (a limit or an abort); engines stop when it is set. */
   fatal: ScriptError | null = null;
   // Called once when the run is stopped. Plain functions, not an AbortController: creating
@@ -346,12 +347,9 @@ export class ScriptHost {
     if (delivery.kind === 'no-mapping') {
       throw this.exit(500, true, 'LS_SENDFILE_NO_MAPPING', `${what}: no files.accel mapping covers ${found.path}`);
     }
-    if (delivery.kind === 'direct') {
-      const size = delivery.end - delivery.start + 1;
-      if (this.output + size > this.limits.outputBytes) throw this.abort('limit', `output over ${this.limits.outputBytes} bytes`);
-      this.output += size;
-      this.response.write(await this.guard(readRange(found.path, delivery.start, size)));
-    }
+    // The bytes are the server's to send, after the run: the script's limits (wall time,
+    // output) cover the script, not a large range streaming out to a slow client.
+    if (delivery.kind === 'direct') this.direct = { path: found.path, start: delivery.start, end: delivery.end };
     throw this.exit(this.response.status, false);
   }
 
@@ -371,22 +369,5 @@ export class ScriptHost {
         },
       );
     });
-  }
-}
-
-// Reads `size` bytes at `start`; fewer if the file shrank meanwhile.
-async function readRange(file: string, start: number, size: number): Promise<Buffer> {
-  const handle = await fs.open(file, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(size);
-    let got = 0;
-    while (got < size) {
-      const { bytesRead } = await handle.read(buf, got, size - got, start + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return got === size ? buf : buf.subarray(0, got);
-  } finally {
-    await handle.close();
   }
 }

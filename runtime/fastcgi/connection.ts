@@ -113,6 +113,10 @@ class Exchange implements ResponseChannel {
   send(data: Buffer | Buffer[], last: boolean): boolean {
     return this.conn.send(this, data, last);
   }
+
+  drain(): Promise<void> {
+    return this.conn.drain();
+  }
 }
 
 /** Serves the FastCGI protocol on one accepted socket. */
@@ -186,6 +190,21 @@ export class Connection implements FlowControl, ConnectionInfo {
     }
     if (last) this.complete(ex);
     return true;
+  }
+
+  /** Resolves when the socket's write buffer has drained, or the connection is gone. */
+  drain(): Promise<void> {
+    const socket = this.socket;
+    if (this.closed || !socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        socket.off('drain', done);
+        socket.off('close', done);
+        resolve();
+      };
+      socket.on('drain', done);
+      socket.on('close', done);
+    });
   }
 
   pauseFor(input: Input): void {
