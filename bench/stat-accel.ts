@@ -47,7 +47,7 @@ import { freePorts, killAllSync, sleep, start, stop, tail, waitForPort, type Man
 import { Progress, type Step } from './lib/progress.js';
 import { median } from './lib/report.js';
 import { SettingsError, envInt } from './lib/settings.js';
-import { parseWrk, wrkProblems, type WrkResult } from './lib/wrk.js';
+import { runWrk, wrkProblems, type WrkResult } from './lib/wrk.js';
 
 /** The repository root (this file runs from dist/bench). */
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -283,25 +283,6 @@ interface Run {
   problems: string[];
 }
 
-/** Runs `wrk -t1 -cN -dS --latency -s script url` on CPU 1 and parses the report. */
-async function runWrk(url: string, script: string, connections: number, seconds: number, logFile: string, onStart?: (m: Managed) => void): Promise<WrkResult> {
-  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-s', script, url];
-  const m = start('wrk', 'wrk', args, logFile, { cpus: CLIENT_CPU, captureStdout: true });
-  let out = '';
-  m.child.stdout!.setEncoding('utf8');
-  m.child.stdout!.on('data', (s: string) => (out += s));
-  try {
-    onStart?.(m);
-    const timeout = new Promise<'timeout'>((resolve) => setTimeout(resolve, (seconds + 30) * 1000, 'timeout').unref());
-    if ((await Promise.race([m.exited, timeout])) === 'timeout') throw new Error(`wrk did not finish:\n${out}`);
-    if (m.child.stdout!.readable) await new Promise((resolve) => m.child.stdout!.once('close', resolve));
-  } finally {
-    await stop(m, 'SIGKILL', 0);
-  }
-  if (m.exitInfo() !== 'code 0') throw new Error(`wrk failed (${m.exitInfo() ?? '?'}):\n${out}`);
-  return parseWrk(out);
-}
-
 const fmt = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—');
 const ms = (n: number): string => (n < 10 ? `${n.toFixed(2)} ms` : `${n.toFixed(1)} ms`);
 const pct = (n: number): string => (Number.isFinite(n) ? `${Math.round(n)}%` : '—');
@@ -434,7 +415,7 @@ async function main(): Promise<number> {
     if (warmup > 0) {
       for (const c of configs) {
         prog.begin(step++);
-        const r = await runWrk(url(c), script, connections, warmup, wrkLog);
+        const r = await runWrk({ url: url(c), script, connections, seconds: warmup, cpus: CLIENT_CPU, logFile: wrkLog });
         const problems = wrkProblems(r);
         if (problems.length > 0) prog.note(`bench: warm-up of ${c.label}: ${problems.join('; ')}`);
       }
@@ -452,12 +433,12 @@ async function main(): Promise<number> {
         const timers: NodeJS.Timeout[] = [];
         let r: WrkResult;
         try {
-          r = await runWrk(url(c), script, connections, seconds, wrkLog, (w) => {
+          r = await runWrk({ url: url(c), script, connections, seconds, cpus: CLIENT_CPU, logFile: wrkLog, onStart: (w) => {
             wrkPid = w.pid;
             const pgids = [lighttpdPid, w.pid, ...(backendPid !== undefined ? [backendPid] : [])];
             timers.push(setTimeout(() => (window.first = sample(pgids)), marginMs));
             timers.push(setTimeout(() => (window.last = sample(pgids)), seconds * 1000 - marginMs));
-          });
+          } });
         } finally {
           for (const t of timers) clearTimeout(t);
         }

@@ -22,6 +22,8 @@ export interface WrkOptions {
   /** CPU list to pin wrk to. */
   cpus: string;
   logFile: string;
+  /** A wrk Lua script (`-s`), e.g. to vary the URL per request. */
+  script?: string;
   /** Called with the running wrk, e.g. to sample CPU use while it runs. */
   onStart?: (m: Managed) => void;
 }
@@ -76,9 +78,9 @@ export function wrkProblems(r: WrkResult): string[] {
   return out;
 }
 
-/** Runs `wrk -t1 -cN -dS --latency URL` pinned to `cpus` and parses its report. */
+/** Runs `wrk -t1 -cN -dS --latency [-s SCRIPT] URL` pinned to `cpus` and parses its report. */
 export async function runWrk(opts: WrkOptions): Promise<WrkResult> {
-  const args = ['-t1', `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', opts.url];
+  const args = ['-t1', `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', ...(opts.script ? ['-s', opts.script] : []), opts.url];
   const m = start('wrk', 'wrk', args, opts.logFile, { cpus: opts.cpus, captureStdout: true });
   let out = '';
   m.child.stdout!.setEncoding('utf8');

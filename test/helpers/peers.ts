@@ -145,7 +145,8 @@ function spawnInGroup(program: string, args: string[]): Spawned {
   return { child, output: () => output, stop };
 }
 
-function signalPid(pid: number, signal: NodeJS.Signals): void {
+/** Sends `signal` to `pid` (negative: a process group), ignoring one that is already gone. */
+export function signalPid(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(pid, signal);
   } catch {
@@ -153,7 +154,8 @@ function signalPid(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-async function within(promise: Promise<void>, ms: number): Promise<boolean> {
+/** True when `promise` settles within `ms`, false on timeout. */
+export async function within(promise: Promise<void>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
   try {

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { cliPath, tempDir } from './lodestone.js';
+import { signalPid, within } from './peers.js';
 
 export interface TracedLodestone {
   /** The strace process (leader of its own process group). */
@@ -50,12 +51,12 @@ export async function startTracedLodestone(t: TestContext, opts: TracedOptions):
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      if (pid > 0) signal(pid, 'SIGTERM');
-      else if (child.pid !== undefined) signal(child.pid, 'SIGTERM');
-      if (!(await within(exited, 8000)) && child.pid !== undefined) signal(-child.pid, 'SIGKILL');
+      if (pid > 0) signalPid(pid, 'SIGTERM');
+      else if (child.pid !== undefined) signalPid(child.pid, 'SIGTERM');
+      if (!(await within(exited, 8000)) && child.pid !== undefined) signalPid(-child.pid, 'SIGKILL');
       await exited;
       // strace is gone; a tracee it left behind (detached) would still be in the group.
-      if (child.pid !== undefined) signal(-child.pid, 'SIGKILL');
+      if (child.pid !== undefined) signalPid(-child.pid, 'SIGKILL');
     })();
     return stopping;
   };
@@ -106,20 +107,3 @@ export function threadCount(pid: number): number {
   return fs.readdirSync(`/proc/${pid}/task`).length;
 }
 
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // already gone
-  }
-}
-
-async function within(promise: Promise<void>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  try {
-    return await Promise.race([promise.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
