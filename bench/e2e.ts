@@ -10,6 +10,8 @@
  *   cache, the sandbox and the limits. Each has its own Lodestone process. The goal set for
  *   them: Lua hello at least as fast as libfcgi with FastCGI keep-alive.
  * - libfcgi: the canonical C program (bench/peers/hello-libfcgi.c), the usual yardstick.
+ * - PHP-FPM: `php-fpm -F` with a one-pool config written for the run, serving
+ *   bench/peers/hello.php: what the edge logic Lodestone runs usually sits in front of.
  * - Node floor: the least a Node FastCGI responder can do per request, a canned reply after
  *   parsing record headers (bench/peers/node-floor.mjs). libfcgi in this setup runs at about
  *   the speed of a Node server that does nothing but read and write, so Lodestone / libfcgi
@@ -21,16 +23,16 @@
  *   BENCH_BACKENDS=lodestone-lua,libfcgi npm run bench
  *
  * Environment: BENCH_BACKENDS (comma-separated subset of lodestone-diagnostic, lodestone-lua,
- * lodestone-js, libfcgi, node-floor; default all), BENCH_DURATION (s per run, default 10),
+ * lodestone-js, libfcgi, php-fpm, node-floor; default all), BENCH_DURATION (s per run, default 10),
  * BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (wrk connections and upstream keep-alive pool
  * size, default 16), BENCH_WARMUP (s per backend and mode, default 2), BENCH_NOISE (% of a CPU of other load that
  * flags a run as noisy, default 10), BENCH_KEEP_TMP=1 (keep the temp dir with configs and logs).
  *
  * Method: one nginx (worker_processes 1) with a server block per backend and mode. nginx and
  * the backend share CPU 0 and wrk has CPU 1, so the numbers compare what one core of server
- * does per request. Rounds interleave the backends (each Lodestone backend, libfcgi, Node floor,
- * then again) so that drift in the machine hits all alike; each Lodestone backend's ratios to
- * libfcgi and to the Node floor are taken per round, then their medians (and range).
+ * does per request. Rounds interleave the backends (each Lodestone backend, libfcgi, PHP-FPM,
+ * Node floor, then again) so that drift in the machine hits all alike; each Lodestone backend's
+ * ratios to libfcgi, PHP-FPM and the Node floor are taken per round, then their medians (and range).
  *
  * Prints a markdown report on stdout and writes it to bench/results/e2e-latest.md. Exit code: 0
  * when valid, 1 on errors, missing programs or wrk errors in a run, 2 on bad settings.
@@ -68,6 +70,7 @@ const REQUEST_PATH: Record<BackendId, string> = {
   'lodestone-lua': '/hello.lua?hello',
   'lodestone-js': '/hello.js?hello',
   libfcgi: '/hello.lua?hello',
+  'php-fpm': '/hello.php?hello',
   'node-floor': '/hello.lua?hello',
 };
 // The script backends' pages: the same bytes as the others (the default type would be text/html).
@@ -159,6 +162,35 @@ function programVersion(program: string, args: string[]): string {
   return `${r.stdout}${r.stderr}`.trim().split('\n')[0] ?? '?';
 }
 
+/**
+ * `php-fpm -F` (foreground, so it stays in the process group the benchmark stops) with a config
+ * written to `dir`: one pool on 127.0.0.1:`port`, `children` children from the start. The
+ * system's php.ini applies (OPcache as installed); expose_php off, so the response carries no
+ * X-Powered-By header the other backends do not send.
+ */
+function phpFpmCommand(program: string, dir: string, port: number, children: number): [string, string[]] {
+  const conf = path.join(dir, 'php-fpm.conf');
+  const root = process.getuid?.() === 0;
+  fs.writeFileSync(
+    conf,
+    [
+      '; Written by bench/e2e.ts for one run.',
+      '[global]',
+      `pid = ${path.join(dir, 'php-fpm.pid')}`,
+      `error_log = ${path.join(dir, 'php-fpm-error.log')}`,
+      'daemonize = no',
+      '[bench]',
+      // As root, php-fpm wants a user for its children and -R to accept root itself.
+      ...(root ? ['user = root'] : []),
+      `listen = 127.0.0.1:${port}`,
+      'pm = static',
+      `pm.max_children = ${children}`,
+      '',
+    ].join('\n'),
+  );
+  return [program, ['-F', ...(root ? ['-R'] : []), '-y', conf, '-d', 'expose_php=0']];
+}
+
 function cpuModel(): string {
   const m = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
   return m?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
@@ -175,7 +207,7 @@ async function main(): Promise<number> {
     return 2;
   }
   keepTmp = settings.keepTmp;
-  const programs = checkPrerequisites();
+  const programs = checkPrerequisites(settings.backends.includes('php-fpm'));
   if (programs === null) return 1;
   if (os.cpus().length < 2) {
     process.stderr.write('bench: needs 2 CPUs (server on CPU 0, wrk on CPU 1)\n');
@@ -205,9 +237,14 @@ async function main(): Promise<number> {
   const scriptRoot = path.join(tmp, 'scripts');
   fs.mkdirSync(scriptRoot);
   for (const [name, source] of Object.entries(HELLO_SCRIPTS)) fs.writeFileSync(path.join(scriptRoot, name), source);
+  fs.copyFileSync(path.join(repoRoot, 'bench/peers/hello.php'), path.join(scriptRoot, 'hello.php'));
   // Each kept connection pins a libfcgi process, and nginx may keep a full pool open to this
   // backend (from the keep-alive runs) while the other server block opens new connections.
   const libfcgiProcesses = 2 * connections + 2;
+  // The same holds for a PHP-FPM child, which serves a kept connection until nginx closes it:
+  // with one child (pm.max_children = 1), 15 of nginx's 16 kept connections wait in the listen
+  // queue forever, and wrk measures the one connection that is served.
+  const phpFpmChildren = libfcgiProcesses;
 
   // --- backends ---
   const ports = await freePorts(BACKENDS.length + BACKENDS.length * MODES.length);
@@ -227,6 +264,8 @@ async function main(): Promise<number> {
         return lodestone(port, '--root', scriptRoot);
       case 'libfcgi':
         return [peerBin, [String(port), String(libfcgiProcesses)]];
+      case 'php-fpm':
+        return phpFpmCommand(programs.phpFpm!, tmp, port, phpFpmChildren);
       case 'node-floor':
         return [process.execPath, [path.join(repoRoot, 'bench/peers/node-floor.mjs'), String(port)]];
     }
@@ -253,7 +292,7 @@ async function main(): Promise<number> {
           backend: backendPort[b],
           keepalive: mode === 'keepalive' ? connections : null,
           name: `${b.replace(/-/g, '_')}_${mode}`,
-          root: b === 'lodestone-lua' || b === 'lodestone-js' ? scriptRoot : undefined,
+          root: b === 'lodestone-lua' || b === 'lodestone-js' || b === 'php-fpm' ? scriptRoot : undefined,
           backendId: b,
           mode,
         });
@@ -388,6 +427,9 @@ async function main(): Promise<number> {
         warmup,
         connections,
         libfcgiProcesses,
+        phpFpm: BACKENDS.includes('php-fpm')
+          ? { version: programVersion(programs.phpFpm!, ['-v']).replace(/\s*\(built:.*$/, ''), children: phpFpmChildren }
+          : null,
         loadBefore,
         loadavg,
         rss,

@@ -4,7 +4,7 @@
  * response. Engine-neutral: it only sees the ScriptEngine interface and the script store.
  */
 import { STATUS_CODES } from 'node:http';
-import type { ScriptStore } from '../cache/script-store.js';
+import type { Lease, Lookup, ScriptStore } from '../cache/script-store.js';
 import { ScriptError, type ScriptLimits } from './engines/engine.js';
 import { ScriptHost } from './engines/host.js';
 import type { Code } from './errors.js';
@@ -31,6 +31,11 @@ export interface PipelineOptions {
 /**
  * Builds the handler that serves requests with scripts.
  *
+ * A cached script whose run never waits (the common request) is served synchronously: the
+ * store's peek, the engine's runNow and the response all happen in the socket's data event,
+ * with no promise or microtask turn in between (they cost more than a small Lua run). Only a
+ * store miss or a run that waits goes async.
+ *
  * @example
  *   const handler = createScriptHandler({ store, root, limits: defaultScriptLimits, log, script: null, raw: () => false });
  *   new FastcgiServer({ limits: defaultLimits, handler, log });
@@ -39,49 +44,83 @@ export function createScriptHandler(options: PipelineOptions): Handler {
   const { store, log } = options;
   const files = options.files ?? null;
   const prefetch = files?.config.prefetch ? files : null;
-  return async (req, res) => {
+  return (req, res) => {
     prefetch?.prefetch(req);
     const requested = options.script ?? req.param('SCRIPT_FILENAME');
     if (!requested) {
       log.warn('LS_SCRIPT_NOT_FOUND', 'request without SCRIPT_FILENAME', { request: req.id });
       return errorPage(res, 404);
     }
-    const found = store.peek(requested) ?? (await store.get(requested));
-    switch (found.kind) {
-      case 'missing':
-        log.info('LS_SCRIPT_NOT_FOUND', 'no such script', { script: found.file });
-        return errorPage(res, 404);
-      case 'forbidden':
-        log.warn('LS_SCRIPT_FORBIDDEN', found.reason, { script: found.file });
-        return errorPage(res, 403);
-      case 'error':
-        return scriptFailed(options, res, found.error);
-    }
-    const { lease } = found;
-    const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file), files);
-    host.start();
-    try {
-      const status = await lease.engine.run(lease.script, host);
-      host.endOutput();
-      if (host.fatal) throw host.fatal;
-      host.end(status);
-    } catch (err) {
-      const error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), lease.file, null);
-      if (error.exit) return await exited(options, host, req, res, error);
-      if (req.aborted) {
-        log.info('LS_REQUEST_ABORTED', 'script stopped: request aborted', { script: lease.file });
-        return;
-      }
-      scriptFailed(options, res, error);
-    } finally {
-      host.finish();
-      lease.release();
-    }
+    const found = store.peek(requested);
+    if (found) return serve(options, files, req, res, found);
+    return store.get(requested).then((lookup) => serve(options, files, req, res, lookup));
   };
 }
 
+/** Answers a request with what the store found: an error page, or the script's run. */
+function serve(options: PipelineOptions, files: Files | null, req: Request, res: Response, found: Lookup): void | Promise<void> {
+  const log = options.log;
+  switch (found.kind) {
+    case 'missing':
+      log.info('LS_SCRIPT_NOT_FOUND', 'no such script', { script: found.file });
+      return errorPage(res, 404);
+    case 'forbidden':
+      log.warn('LS_SCRIPT_FORBIDDEN', found.reason, { script: found.file });
+      return errorPage(res, 403);
+    case 'error':
+      return scriptFailed(options, res, found.error);
+  }
+  const { lease } = found;
+  const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file), files);
+  host.start();
+  let later: Promise<void> | void;
+  try {
+    const engine = lease.engine;
+    const outcome = engine.runNow ? engine.runNow(lease.script, host) : engine.run(lease.script, host);
+    later = typeof outcome === 'object' ? finishLater(options, lease, host, outcome) : succeeded(host, outcome);
+  } catch (err) {
+    later = failed(options, lease, host, err);
+  }
+  if (later) {
+    return later.finally(() => {
+      host.finish();
+      lease.release();
+    });
+  }
+  host.finish();
+  lease.release();
+}
+
+/** The end of a run that waited. */
+async function finishLater(options: PipelineOptions, lease: Lease, host: ScriptHost, outcome: Promise<number | undefined>): Promise<void> {
+  try {
+    succeeded(host, await outcome);
+  } catch (err) {
+    await failed(options, lease, host, err);
+  }
+}
+
+/** The script returned: its output ends (raw mode's head applied), then the response is sent. */
+function succeeded(host: ScriptHost, status: number | undefined): void {
+  host.endOutput();
+  if (host.fatal) throw host.fatal;
+  host.end(status);
+}
+
+/** The run failed or ended itself; only an exit that streams a range returns a promise. */
+function failed(options: PipelineOptions, lease: Lease, host: ScriptHost, err: unknown): void | Promise<void> {
+  const error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), lease.file, null);
+  if (error.exit) return exited(options, host, error);
+  if (host.request.aborted) {
+    options.log.info('LS_REQUEST_ABORTED', 'script stopped: request aborted', { script: lease.file });
+    return;
+  }
+  scriptFailed(options, host.response, error);
+}
+
 // The run ended itself (sendfile(), a refused file access): its response stands.
-async function exited(options: PipelineOptions, host: ScriptHost, req: Request, res: Response, error: ScriptError): Promise<void> {
+function exited(options: PipelineOptions, host: ScriptHost, error: ScriptError): void | Promise<void> {
+  const res = host.response;
   const { status, page, code } = error.exit!;
   if (code) {
     const level = status === 404 ? 'info' : status >= 500 ? 'error' : 'warn';
@@ -91,14 +130,12 @@ async function exited(options: PipelineOptions, host: ScriptHost, req: Request, 
   if (page && !res.headersSent) return errorPage(res, status);
   const direct = host.direct;
   if (!direct) return host.end(undefined);
-  try {
-    await sendRange(res, req, direct.path, direct.start, direct.end);
-  } catch (err) {
+  return sendRange(res, host.request, direct.path, direct.start, direct.end).catch((err: unknown) => {
     // Opening or reading failed after the headers may have gone: end what was sent.
     options.log.error('LS_HANDLER_FAILED', `sending ${direct.path}: ${(err as Error).message}`, { script: error.location });
     if (res.headersSent) res.end();
     else errorPage(res, 500);
-  }
+  });
 }
 
 const failureCodes: Record<ScriptError['kind'], Code> = {

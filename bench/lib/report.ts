@@ -2,7 +2,7 @@
 import type { WrkResult } from './wrk.js';
 
 /** Every backend, in the order rounds run them; `BENCH_BACKENDS` names a subset. */
-export const BACKEND_IDS = ['lodestone-diagnostic', 'lodestone-lua', 'lodestone-js', 'libfcgi', 'node-floor'] as const;
+export const BACKEND_IDS = ['lodestone-diagnostic', 'lodestone-lua', 'lodestone-js', 'libfcgi', 'php-fpm', 'node-floor'] as const;
 export type BackendId = (typeof BACKEND_IDS)[number];
 export type ModeId = 'close' | 'keepalive';
 
@@ -11,6 +11,7 @@ export const BACKEND_LABEL: Record<BackendId, string> = {
   'lodestone-lua': 'Lodestone Lua hello',
   'lodestone-js': 'Lodestone JS hello',
   libfcgi: 'libfcgi (C, fcgi_stdio)',
+  'php-fpm': 'PHP-FPM (hello.php)',
   'node-floor': 'Node floor (canned reply)',
 };
 export const MODE_LABEL: Record<ModeId, string> = {
@@ -21,8 +22,8 @@ export const MODE_LABEL: Record<ModeId, string> = {
 /** The backends that are Lodestone: their rows get the ratio columns. */
 export const isLodestone = (b: BackendId): boolean => b.startsWith('lodestone');
 /** The yardsticks every Lodestone backend is divided by, one ratio column each. */
-export const PEERS: readonly BackendId[] = ['libfcgi', 'node-floor'];
-const PEER_SHORT: Partial<Record<BackendId, string>> = { libfcgi: 'libfcgi', 'node-floor': 'Node floor' };
+export const PEERS: readonly BackendId[] = ['libfcgi', 'php-fpm', 'node-floor'];
+const PEER_SHORT: Partial<Record<BackendId, string>> = { libfcgi: 'libfcgi', 'php-fpm': 'PHP-FPM', 'node-floor': 'Node floor' };
 
 /** One wrk run. CPU figures are percent of one CPU over the middle of the run. */
 export interface Measurement {
@@ -53,6 +54,8 @@ export interface ReportHeader {
   warmup: number;
   connections: number;
   libfcgiProcesses: number;
+  /** PHP-FPM's version line and its pool's pm.max_children, when it ran. */
+  phpFpm: { version: string; children: number } | null;
   /** Load from other processes just before the run, percent of one CPU (all CPUs summed). */
   loadBefore: number;
   loadavg: string;
@@ -124,6 +127,13 @@ export function renderReport(h: ReportHeader, measurements: readonly Measurement
     );
   }
   if (present.has('libfcgi')) lines.push(`- libfcgi: ${h.libfcgiProcesses} pre-forked processes (FCGI_Accept loop, gcc -O2)`);
+  if (present.has('php-fpm') && h.phpFpm) {
+    lines.push(
+      `- PHP-FPM: ${h.phpFpm.version}, \`php-fpm -F\` with one pool, \`pm = static\`, \`pm.max_children = ${h.phpFpm.children}\` ` +
+        "(a child serves one kept connection at a time, like a libfcgi process), the system's php.ini (OPcache as installed), " +
+        '`hello.php` (bench/peers) setting `Content-Type: text/plain` and echoing "123"',
+    );
+  }
   if (present.has('node-floor')) {
     lines.push(
       '- Node floor: one Node process that parses record headers and answers the end of each PARAMS stream with a canned ' +

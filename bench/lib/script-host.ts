@@ -87,7 +87,9 @@ export async function serveOnce(
   const res = host.response;
   host.start();
   try {
-    const status = engine && script ? await engine.run(script, host) : undefined;
+    // As the pipeline does: the engine's synchronous form when it has one.
+    const outcome = engine && script ? (engine.runNow ? engine.runNow(script, host) : engine.run(script, host)) : undefined;
+    const status = typeof outcome === 'object' ? await outcome : outcome;
     host.endOutput();
     if (host.fatal) throw host.fatal;
     if (status !== undefined && !res.headersSent) host.status = status;

@@ -104,6 +104,13 @@ export interface ScriptEngine {
   compile(source: string, path: string): CompiledScript;
   /** Runs a compiled script for one request. */
   run(script: CompiledScript, host: ScriptHost): Promise<number | undefined>;
+  /**
+   * Optional fast form of {@link run}, same contract, for engines that can run a script
+   * synchronously until it ends or first waits: a run that never waits returns its status (or
+   * throws its ScriptError) at once, so the request is answered without a promise or a
+   * microtask turn; a run that waits returns the promise `run` would.
+   */
+  runNow?(script: CompiledScript, host: ScriptHost): number | undefined | Promise<number | undefined>;
   /** Serialised bytecode for the on-disk cache; absent when the engine cannot serialise. */
   dump?(script: CompiledScript): Uint8Array;
   /** Loads what {@link dump} produced; throws when the bytes are not usable. */

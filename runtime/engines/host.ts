@@ -59,11 +59,10 @@ export class ScriptHost {
   private queryCache: Record<string, string> | null = null;
   private headerCache: Record<string, string> | null = null;
   private deadline = Infinity;
+  // 0: not started; 1: started, not watched yet; 2: watched (wall clock and abort listener).
+  private watch = 0;
   // Raw-output mode: what the script printed until its CGI header block is complete.
   private rawHead: Buffer[] | null;
-  private readonly onRequestAbort = (): void => {
-    this.abort('limit', 'request aborted by the web server');
-  };
 
   constructor(
     readonly request: Request,
@@ -84,19 +83,39 @@ export class ScriptHost {
     this.rawHead = raw ? [] : null;
   }
 
-  /** Starts the wall-clock limit and listens for the web server aborting; call before running. */
+  /**
+   * Starts the wall-clock limit and the watch for the web server aborting; call before running.
+   * Both only matter once the run waits (sleep, body): while a script runs synchronously no
+   * timer and no socket event can fire, and the CPU limit bounds it. So the run is registered
+   * with the wall clock and the request's abort listeners at its first wait ({@link sleep}, {@link body}),
+   * and most requests, which never wait, skip both (a Set entry, a listener array, a closure).
+   */
   start(): void {
     this.deadline = Date.now() + this.limits.wallMs;
-    watchWallTime(this);
-    if (this.request.aborted) this.onRequestAbort();
-    else this.offRequestAbort = this.request.onAbort(this.onRequestAbort);
+    this.watch = 1;
+    if (this.request.aborted) this.abortedByWebServer();
   }
 
   /** Stops the timers of this run; call when the run is over, however it ended. */
   finish(): void {
-    running.delete(this);
-    this.offRequestAbort?.();
-    this.offRequestAbort = null;
+    if (this.watch === 2) {
+      running.delete(this);
+      this.offRequestAbort?.();
+      this.offRequestAbort = null;
+    }
+    this.watch = 0;
+  }
+
+  // At the run's first wait: from now on the wall clock and an abort can stop it.
+  private watchWaits(): void {
+    this.watch = 2;
+    watchWallTime(this);
+    if (this.request.aborted) this.abortedByWebServer();
+    else this.offRequestAbort = this.request.onAbort(() => this.abortedByWebServer());
+  }
+
+  private abortedByWebServer(): void {
+    this.abort('limit', 'request aborted by the web server');
   }
 
   /** Stops the run when its wall-time limit has passed; called by the process-wide clock. */
@@ -293,6 +312,7 @@ export class ScriptHost {
   /** Waits `ms` milliseconds without blocking the event loop; rejects when the run is stopped. */
   sleep(ms: number): Promise<void> {
     const wait = Number.isFinite(ms) && ms > 0 ? ms : 0;
+    if (this.watch === 1) this.watchWaits();
     if (this.fatal) return Promise.reject(this.fatal);
     // The timer is cleared on abort: a stopped run must not keep the process busy for the
     // rest of a long sleep.
@@ -355,6 +375,7 @@ export class ScriptHost {
 
   /** Rejects with the fatal error as soon as the run is stopped, whatever `work` does. */
   private guard<T>(work: Promise<T>): Promise<T> {
+    if (this.watch === 1) this.watchWaits();
     if (this.fatal) return Promise.reject(this.fatal);
     return new Promise<T>((resolve, reject) => {
       const off = this.onStop(() => reject(this.fatal!));

@@ -3,10 +3,11 @@
  *
  * A script is compiled once as `local _ENV = ...; <source>` (on the source's first line, so
  * line numbers stay right) and runs per request in a new coroutine with a fresh globals table
- * over read-only shared globals (lua/sandbox.ts). The coroutine is what makes host calls async:
- * `sleep()` and `request.body()` start a promise and yield; the driver in {@link LuaEngine.run}
- * awaits it and resumes the script with the result. Limits (lua/limits.ts) are checked by a
- * count hook and by guards on the few operations that allocate a lot at once.
+ * over read-only shared globals (lua/sandbox.ts). The coroutine is what makes host calls async: `sleep()` and `request.body()` start a promise and yield; the
+ * driver ({@link LuaEngine.runNow}) then awaits it and resumes the script with the result. A
+ * script that never waits runs and ends synchronously, with no promise at all. Limits
+ * (lua/limits.ts) are checked by a count hook and by guards on the few operations that
+ * allocate a lot at once.
  *
  * Known limits: a pathological pattern (`string.find(("a"):rep(1500), ".-.-.-b")`) runs inside
  * one library call the hook cannot interrupt (the master's watchdog is for that); so can a
@@ -26,10 +27,14 @@ const {
   LUA_TNUMBER,
   LUA_TSTRING,
   LUA_YIELD,
+  LUA_REGISTRYINDEX,
   lua_createtable,
   lua_gettop,
   lua_newthread,
   lua_pop,
+  lua_pushboolean,
+  lua_pushvalue,
+  lua_rawseti,
   lua_resume,
   lua_setmetatable,
   lua_settop,
@@ -120,6 +125,9 @@ async function settle(run: LuaRun): Promise<void> {
   }
 }
 
+/** What {@link LuaEngine.afterSlice} returns while the run waits for the host. */
+const WAITING = Symbol('waiting');
+
 /**
  * Lua 5.3 on fengari.
  *
@@ -135,6 +143,9 @@ export class LuaEngine implements ScriptEngine {
   readonly version = `${FENGARI_RELEASE} ${lua.LUA_RELEASE} sandbox:${SANDBOX_REVISION}${confTag()}`;
   private compileCount = 0;
   private readonly box: Sandbox = createSandbox();
+  /** Registry keys for request envs: negative, since luaL_ref only hands out positive ones. */
+  private readonly freeRefs: number[] = [];
+  private lastRef = 0;
 
   get compiles(): number {
     return this.compileCount;
@@ -163,33 +174,77 @@ export class LuaEngine implements ScriptEngine {
   }
 
   async run(script: CompiledScript, host: ScriptHost): Promise<number | undefined> {
+    return this.runNow(script, host);
+  }
+
+  /**
+   * {@link run} without a promise for a script that ends without waiting (most requests): the
+   * pipeline then answers in the same tick. A script that waits gets the promise `run` gives.
+   */
+  runNow(script: CompiledScript, host: ScriptHost): number | undefined | Promise<number | undefined> {
     const fn = this.own(script);
-    const L = this.box.L;
     const run = new LuaRun(host, script.path);
+    const L = this.box.L;
     const T = lua_newthread(L);
     lua_pop(L, 1);
+    run.envRef = this.freeRefs.pop() ?? --this.lastRef;
     fn(T);
     lua_createtable(T, 0, 0);
     this.box.envMeta(T);
     lua_setmetatable(T, -2);
-    run.env = lua_toproxy(T, -1);
-    let nargs = 1;
-    for (;;) {
-      // Before a slice too: a wait can end with one (wall time, abort), and the run must not go on.
+    lua_pushvalue(T, -1);
+    lua_rawseti(T, LUA_REGISTRYINDEX, run.envRef);
+    let result: number | undefined | typeof WAITING;
+    try {
+      // Before a slice too: the run may be stopped already (the request was aborted).
       checkFatal(host);
-      const status = this.slice(run, T, nargs);
-      checkFatal(host);
-      if (status === LUA_OK) return this.finish(run, T);
-      if (status !== LUA_YIELD) {
-        const { message, line } = locate(errorText(T), script.path);
-        throw new ScriptError('runtime', message, script.path, line);
-      }
-      if (run.pending === null) {
-        throw new ScriptError('runtime', 'attempt to yield from outside a coroutine', script.path, null);
-      }
-      await settle(run);
-      nargs = 0;
+      result = this.afterSlice(run, T, this.slice(run, T, 1));
+    } catch (err) {
+      this.release(run);
+      throw err;
     }
+    if (result === WAITING) return this.resumeAfterWaits(run, T);
+    this.release(run);
+    return result;
+  }
+
+  /** The rest of a run that waits for the host: await, resume, until it ends. */
+  private async resumeAfterWaits(run: LuaRun, T: LuaState): Promise<number | undefined> {
+    try {
+      for (;;) {
+        await settle(run);
+        // A wait can end with a fatal error (wall time, abort): the run must not go on.
+        checkFatal(run.host);
+        const result = this.afterSlice(run, T, this.slice(run, T, 0));
+        if (result !== WAITING) return result;
+      }
+    } finally {
+      this.release(run);
+    }
+  }
+
+  /** After a slice: the run's result, or WAITING when it waits for the host; throws its error. */
+  private afterSlice(run: LuaRun, T: LuaState, status: number): number | undefined | typeof WAITING {
+    checkFatal(run.host);
+    if (status === LUA_OK) return this.finish(run, T);
+    if (status !== LUA_YIELD) {
+      const { message, line } = locate(errorText(T), run.path);
+      throw new ScriptError('runtime', message, run.path, line);
+    }
+    if (run.pending === null) {
+      throw new ScriptError('runtime', 'attempt to yield from outside a coroutine', run.path, null);
+    }
+    return WAITING;
+  }
+
+  /** Frees the run's registry slot for the next run. */
+  private release(run: LuaRun): void {
+    const L = this.box.L;
+    // `false`, not nil: removing a key costs fengari about 1 us (its tables keep dead entries
+    // for `next`), replacing a value almost nothing. The slot holds nothing of the request.
+    lua_pushboolean(L, false);
+    lua_rawseti(L, LUA_REGISTRYINDEX, run.envRef);
+    this.freeRefs.push(run.envRef);
   }
 
   /** Runs the script until it ends, fails or waits; its time counts towards the CPU limit. */

@@ -139,6 +139,70 @@ test('response status and headers: set, read, remove, case-insensitive', async (
   assert.equal(out.headers['x-gone'], undefined);
 });
 
+test('response and response.headers are shared read-only tables: raw writes are refused', async () => {
+  const out = await ok(
+    [
+      'print(response.headers == response.headers, rawget(response, "headers"), next(response), next(response.headers))',
+      'print(pcall(rawset, response, "x", 1)) print(pcall(rawset, response.headers, "X-Raw", "1"))',
+      'print(pcall(function() response.headers = {} end))',
+      'response.headers["X-Set"] = "yes" print(response.headers["x-set"], rawget(response.headers, "X-Set"))',
+    ].join('\n'),
+  );
+  const lines = out.text.split('\n');
+  assert.equal(lines[0], 'true\tnil\tnil\tnil');
+  assert.match(lines[1]!, /^false\t.*read-only table/);
+  assert.match(lines[2]!, /^false\t.*read-only table/);
+  assert.match(lines[3]!, /^false\t.*response\.headers cannot be set/);
+  assert.equal(lines[4], 'yes\tnil');
+  assert.equal(out.headers['x-set'], 'yes');
+  assert.equal(out.headers['x-raw'], undefined);
+  // The next request sees none of it.
+  const next = await ok('print(response.headers["X-Set"], response.status)');
+  assert.equal(next.text, 'nil\t200\n');
+});
+
+test('tostring: strings as they are, numbers as Lua writes them, __tostring honoured', async () => {
+  const out = await ok(
+    [
+      'local t = setmetatable({}, { __tostring = function() return "custom" end })',
+      'print(tostring("s"), tostring("s", "extra"), tostring(1), tostring(1.5), tostring(true), tostring(nil))',
+      'print(tostring(t), tostring(print):match("^builtin") or tostring(print):match("^function"), select("#", tostring("a", "b")))',
+      'print(pcall(tostring))',
+    ].join('\n'),
+  );
+  const lines = out.text.split('\n');
+  assert.equal(lines[0], 's\ts\t1\t1.5\ttrue\tnil');
+  assert.equal(lines[1], 'custom\tfunction\t1');
+  assert.match(lines[2]!, /^false\t.*bad argument #1 to 'tostring' \(value expected\)/);
+});
+
+test('runNow: a run that never waits ends synchronously, one that waits returns a promise', async () => {
+  const quick = makeHost({ scriptFilename: PATH });
+  quick.host.start();
+  assert.equal(engine.runNow(engine.compile('write("x") return 201', PATH), quick.host), 201);
+  quick.host.finish();
+  const slow = makeHost({ scriptFilename: PATH });
+  slow.host.start();
+  const waiting = engine.runNow(engine.compile('sleep(1) return 202', PATH), slow.host);
+  assert.ok(waiting instanceof Promise);
+  assert.equal(await waiting, 202);
+  slow.host.finish();
+  const failing = makeHost({ scriptFilename: PATH });
+  failing.host.start();
+  assert.throws(() => engine.runNow(engine.compile('error("boom")', PATH), failing.host), (err: unknown) => err instanceof ScriptError && err.line === 1);
+  failing.host.finish();
+});
+
+test('the limits hold after many short runs and a deeper one: the CPU hook, through pcall', async () => {
+  for (let i = 0; i < 50; i++) await ok('x = 1 print(x)');
+  const err = await fails('pcall(error, "x") local n = 0 while true do n = n + 1 end', 'limit', { limits: { cpuMs: 40 } });
+  assert.match(err.message, /CPU time over 40 ms/);
+  for (let i = 0; i < 5; i++) await ok('local function f(n) if n == 0 then return 0 end return 1 + f(n - 1) end print(f(200))');
+  const again = await fails('while true do end', 'limit', { limits: { cpuMs: 40 } });
+  assert.match(again.message, /CPU time over 40 ms/);
+  await stillServes();
+});
+
 test('an invalid status or header is a Lua error the script can catch', async () => {
   const out = await ok(
     'print(pcall(function() response.status = 1000 end)) print(pcall(function() response.headers["X"] = "a\\r\\nb" end)) print(pcall(function() response.foo = 1 end))',

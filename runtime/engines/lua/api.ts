@@ -1,13 +1,15 @@
 /**
  * The script API (README, "Script API"): print, write, flush, log, sleep, stat, sendfile, and the `request` and
- * `response` tables, as thin adapters over the run's ScriptHost. The request and response
- * tables are empty per-request tables over shared metatables whose __index functions fill in
- * fields on first read, since most scripts read a few fields and decoding every param costs.
+ * `response` tables, as thin adapters over the run's ScriptHost. `request` is an empty
+ * per-request table over a shared metatable whose __index fills in fields on first read, since
+ * most scripts read a few fields and decoding every param costs. `response` holds nothing per
+ * request, so one read-only table serves every request ({@link pushResponse}).
  */
 import { lauxlib, lua, to_luastring, type LuaJsFunction, type LuaProxy, type LuaState, type LuaString } from 'fengari';
 import { S, jsfn, keyAt, pushRecord, raise, runOf, setFunction, text } from './core.js';
 import type { FileInfo } from '../../files/files.js';
 import { checkCanWait, hostWait } from './control.js';
+import { readOnlyTables } from './libs.js';
 
 const {
   LUA_TBOOLEAN,
@@ -25,7 +27,10 @@ const {
   lua_pushvalue,
   lua_rawset,
   lua_setfield,
+  lua_insert,
+  lua_rotate,
   lua_setmetatable,
+  lua_topointer,
   lua_toproxy,
   lua_tolstring,
   lua_type,
@@ -262,7 +267,6 @@ const headerNewindex: LuaJsFunction = (L) => {
 /** The shared metatables, one set per lua_State (proxies are bound to their state). */
 export interface ApiMetatables {
   request: LuaProxy;
-  response: LuaProxy;
   headers: LuaProxy;
 }
 
@@ -286,29 +290,55 @@ export function pushProxyTable(L: LuaState, meta: LuaProxy): void {
   lua_setmetatable(L, -2);
 }
 
+/** response's fields other than `headers`: `status` (read), anything else nil. */
+const responseIndex: LuaJsFunction = (L) => {
+  if (keyAt(L, 2) === 'status') lua_pushinteger(L, runOf(L).host.status);
+  else lua_pushnil(L);
+  return 1;
+};
+
+/** response's __newindex: only `status` can be set. */
+const responseNewindex: LuaJsFunction = (L) => {
+  const key = keyAt(L, 2);
+  if (key !== 'status') return raise(L, `response.${key ?? '?'} cannot be set (only response.status and response.headers[name])`);
+  const code = lua.lua_tonumberx(L, 3);
+  if (code === false) return raise(L, 'response.status must be a number');
+  runOf(L).host.status = code;
+  return 0;
+};
+
 /** Builds the API's shared metatables in L. */
 export function makeApiMetatables(L: LuaState): ApiMetatables {
-  const headers = makeMetatable(L, headerIndex, headerNewindex);
-  const responseIndex: LuaJsFunction = (L1) => {
-    const key = keyAt(L1, 2);
-    if (key === 'status') lua_pushinteger(L1, runOf(L1).host.status);
-    else if (key === 'headers') pushProxyTable(L1, headers);
-    else lua_pushnil(L1);
-    return 1;
-  };
-  const responseNewindex: LuaJsFunction = (L1) => {
-    const key = keyAt(L1, 2);
-    if (key !== 'status') return raise(L1, `response.${key ?? '?'} cannot be set (only response.status and response.headers[name])`);
-    const code = lua.lua_tonumberx(L1, 3);
-    if (code === false) return raise(L1, 'response.status must be a number');
-    runOf(L1).host.status = code;
-    return 0;
-  };
   return {
     request: makeMetatable(L, requestIndex, null),
-    response: makeMetatable(L, responseIndex, responseNewindex),
-    headers,
+    headers: makeMetatable(L, headerIndex, headerNewindex),
   };
+}
+
+/**
+ * Pushes the `response` table, one for every request: it holds nothing per request (status and
+ * headers live in the run's host), so building it per request, and `response.headers` per
+ * read, cost a table and a JS call each for nothing. It is an empty read-only table: reads go
+ * to a hidden table whose `headers` field is the shared, read-only headers table (no JS call),
+ * and from there to a function for `status`; writes go to a function that allows only `status`.
+ */
+export function pushResponse(L: LuaState, metas: ApiMetatables): void {
+  pushProxyTable(L, metas.headers);
+  readOnlyTables.add(lua_topointer(L, -1)!);
+  lua_createtable(L, 0, 1);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, 'headers');
+  makeMetatable(L, responseIndex, null)(L);
+  lua_setmetatable(L, -2);
+  lua_createtable(L, 0, 0);
+  readOnlyTables.add(lua_topointer(L, -1)!);
+  lua_createtable(L, 0, 3);
+  lua_rotate(L, -3, -1);
+  lua_setfield(L, -2, S.__index);
+  setFunction(L, S.__newindex, jsfn(responseNewindex));
+  lua_pushboolean(L, false);
+  lua_setfield(L, -2, S.__metatable);
+  lua_setmetatable(L, -2);
 }
 
 /** Adds print, write, flush, log, sleep, stat and sendfile to the table at the top of the stack. */

@@ -6,11 +6,12 @@
  * require, collectgarbage, io, debug, package, fengari's `js`), the script API, and the safe
  * libraries as read-only proxies. G itself is out of reach (the env metatable is hidden), so
  * what a request assigns lands in its own table and dies with it. G's own __index makes the
- * per-request `request`, `response`, `lighty` and `_G` on first read.
+ * per-request `request`, `lighty` and `_G` on first read; `response` is one read-only table
+ * for all requests (lua/api.ts).
  */
 import { lauxlib, lua, lualib, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
-import { S, jsfn, keyAt, raise, running, runOf, setFunction } from './core.js';
-import { makeApiMetatables, pushProxyTable, registerFunctions } from './api.js';
+import { S, jsfn, keyAt, pushEnv, raise, running, runOf, setFunction } from './core.js';
+import { makeApiMetatables, pushProxyTable, pushResponse, registerFunctions } from './api.js';
 import { pcall, xpcall } from './control.js';
 import { Lighty } from './lighty.js';
 import { HOOK_COUNT, guardConcat, limitHook } from './limits.js';
@@ -42,11 +43,26 @@ const {
   lua_type,
 } = lua;
 
-/** Base functions scripts get unchanged. pcall, xpcall, rawset and load are replaced below. */
+/** Base functions scripts get unchanged. pcall, xpcall, rawset, load and tostring are replaced below. */
 const BASE = [
   'assert', 'error', 'getmetatable', 'ipairs', 'next', 'pairs', 'rawequal', 'rawget', 'rawlen',
-  'select', 'setmetatable', 'tonumber', 'tostring', 'type', '_VERSION',
+  'select', 'setmetatable', 'tonumber', 'type', '_VERSION',
 ];
+
+/**
+ * tostring, with a fast path for strings. fengari's looks for a __tostring metamethod first,
+ * and for a string that means making and hashing the Lua string "__tostring" on every call
+ * (strings have a metatable; numbers, booleans and nil have none, so they are cheap already):
+ * a third of the cost of a `sort(keys, function(a, b) return tostring(a) < tostring(b) end)`.
+ * The answer is the string itself either way: the string metatable is protected
+ * (`__metatable`), so no script can give it a __tostring.
+ */
+const tostring: LuaJsFunction = (L) => {
+  lauxlib.luaL_checkany(L, 1);
+  if (lua_type(L, 1) === LUA_TSTRING) lua_settop(L, 1);
+  else lauxlib.luaL_tolstring(L, 1);
+  return 1;
+};
 
 /** rawset, refusing the shared read-only library tables. */
 const rawset: LuaJsFunction = (L) => {
@@ -74,7 +90,7 @@ const load: LuaJsFunction = (L) => {
     return 2;
   }
   if (lua_type(L, 4) !== LUA_TNONE) lua_pushvalue(L, 4);
-  else runOf(L).env!(L);
+  else pushEnv(L, runOf(L));
   if (!lua.lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
   return 1;
 };
@@ -106,6 +122,12 @@ function addBase(L: LuaState): void {
   }
   const own: Record<string, LuaJsFunction> = { pcall, xpcall, rawset, load: jsfn(load) };
   for (const name in own) setFunction(L, name, own[name]!);
+  // tostring also replaces the base library's own, where Lua finds a function's name for an
+  // error raised through pcall ("bad argument #1 to 'tostring'"), so messages stay the same.
+  lua.lua_pushjsfunction(L, tostring);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, 'tostring');
+  lua_setfield(L, -2, 'tostring');
 }
 
 /** Creates the state, the shared globals and the metatables requests use. */
@@ -123,6 +145,8 @@ export function createSandbox(): Sandbox {
   openLibraries(L);
   const metas = makeApiMetatables(L);
   const lighty = new Lighty(L, metas.headers);
+  pushResponse(L, metas);
+  lua_setfield(L, -2, 'response');
 
   const lazyGlobal: LuaJsFunction = (L1) => {
     const key = keyAt(L1, 2);
@@ -131,16 +155,15 @@ export function createSandbox(): Sandbox {
       lua_pushnil(L1);
       return 1;
     }
-    if (key === '_G') run.env!(L1);
+    if (key === '_G') pushEnv(L1, run);
     else if (key === 'request') pushProxyTable(L1, metas.request);
-    else if (key === 'response') pushProxyTable(L1, metas.response);
     else if (key === 'lighty') lighty.push(L1, run);
     else {
       lua_pushnil(L1);
       return 1;
     }
     // Keep it in the request's env: later reads are plain table reads.
-    run.env!(L1);
+    pushEnv(L1, run);
     lua_pushvalue(L1, 2);
     lua_pushvalue(L1, -3);
     lua_rawset(L1, -3);
