@@ -46,6 +46,7 @@ import { fileURLToPath } from 'node:url';
 import { idleLoad, groupRssKiB, sample, usage, type Sample } from './lib/cpu.js';
 import { nginxConfig, type Site } from './lib/nginx.js';
 import { checkPrerequisites } from './lib/prereq.js';
+import { phpFpmCommand } from './lib/php-fpm.js';
 import { freePorts, killAllSync, start, stop, tail, waitForPort, type Managed } from './lib/procs.js';
 import { Progress, type Step } from './lib/progress.js';
 import {
@@ -160,35 +161,6 @@ function fetchOnce(url: string): Promise<HttpAnswer> {
 function programVersion(program: string, args: string[]): string {
   const r = spawnSync(program, args, { encoding: 'utf8' });
   return `${r.stdout}${r.stderr}`.trim().split('\n')[0] ?? '?';
-}
-
-/**
- * `php-fpm -F` (foreground, so it stays in the process group the benchmark stops) with a config
- * written to `dir`: one pool on 127.0.0.1:`port`, `children` children from the start. The
- * system's php.ini applies (OPcache as installed); expose_php off, so the response carries no
- * X-Powered-By header the other backends do not send.
- */
-function phpFpmCommand(program: string, dir: string, port: number, children: number): [string, string[]] {
-  const conf = path.join(dir, 'php-fpm.conf');
-  const root = process.getuid?.() === 0;
-  fs.writeFileSync(
-    conf,
-    [
-      '; Written by bench/e2e.ts for one run.',
-      '[global]',
-      `pid = ${path.join(dir, 'php-fpm.pid')}`,
-      `error_log = ${path.join(dir, 'php-fpm-error.log')}`,
-      'daemonize = no',
-      '[bench]',
-      // As root, php-fpm wants a user for its children and -R to accept root itself.
-      ...(root ? ['user = root'] : []),
-      `listen = 127.0.0.1:${port}`,
-      'pm = static',
-      `pm.max_children = ${children}`,
-      '',
-    ].join('\n'),
-  );
-  return [program, ['-F', ...(root ? ['-R'] : []), '-y', conf, '-d', 'expose_php=0']];
 }
 
 function cpuModel(): string {

@@ -18,6 +18,9 @@ import type { Handler } from './fastcgi/connection.js';
 import { FastcgiServer } from './fastcgi/server.js';
 import { describeTarget, inheritedTarget, type ListenTarget } from './listen.js';
 import { Logger } from './log.js';
+import { createContentCache } from '../cache/content-cache.js';
+import type { HostServices } from './engines/host.js';
+import { BackendPool } from './fastcgi/pool.js';
 import { Files } from './files/files.js';
 import { createScriptHandler } from './pipeline.js';
 import { createStatAccelHandler } from './stat-accel.js';
@@ -41,6 +44,11 @@ Options:
   --stat-threads N   threads that stat files (libuv's pool, UV_THREADPOOL_SIZE; default 4)
   --file-root DIR    a directory stat()/sendfile() may reach (repeatable; default: --root)
   --sendfile MODE    auto | x-sendfile | x-sendfile2 | x-lighttpd-send-file | x-accel-redirect
+  --cache SPEC       the scripts' content cache: memory (default, per worker),
+                     redis://HOST:PORT[/DB] or unix:/path/to/redis.sock (shared)
+  --backend NAME=SERVER[,SERVER...]
+                     a FastCGI pool for pass(NAME), e.g. php=unix:/run/php/php-fpm.sock
+                     (repeatable; servers are unix:/path or HOST:PORT)
   -h, --help         show this help
   -v, --version      print the version
 `;
@@ -64,6 +72,8 @@ export async function main(argv: string[]): Promise<number> {
         'stat-threads': { type: 'string' },
         'file-root': { type: 'string', multiple: true },
         sendfile: { type: 'string' },
+        cache: { type: 'string' },
+        backend: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -99,6 +109,8 @@ export async function main(argv: string[]): Promise<number> {
       statThreads: values['stat-threads'],
       fileRoots: values['file-root'],
       sendfile: values.sendfile,
+      cache: values.cache,
+      backends: values.backend,
     });
   } catch (err) {
     return fatal(err);
@@ -110,11 +122,16 @@ async function serve(config: Config): Promise<number> {
   const log = new Logger(config.logLevel);
   checkThreadPool(config, log);
   const files = new Files(config.files);
+  const scripts = !config.diagnostic && !config.statAccel;
+  // Created only where scripts run: a Redis client reconnects in the background forever.
+  const cache = scripts ? createContentCache(config.cache, log) : null;
+  const backends = new Map<string, BackendPool>();
+  if (scripts) for (const [name, options] of config.backends) backends.set(name, new BackendPool(options, log));
   const handler = config.diagnostic
     ? diagnostic
     : config.statAccel
       ? createStatAccelHandler(files, log)
-      : await scriptHandler(config, log, files);
+      : await scriptHandler(config, log, { files, cache, backends });
   const server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
   const target: ListenTarget = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
   try {
@@ -141,7 +158,10 @@ async function serve(config: Config): Promise<number> {
       }
       stopping = true;
       log.info('-', 'stopping gracefully', { signal, inFlight: server.activeRequests });
-      void server.close().then(() => resolve(0));
+      void server
+        .close()
+        .then(() => Promise.allSettled([cache?.close(), ...[...backends.values()].map((pool) => pool.close())]))
+        .then(() => resolve(0));
     };
     // SIGUSR1 is libfcgi's graceful stop, which lighttpd's kill-signal docs rely on.
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGUSR1'] as const) process.on(signal, stop);
@@ -149,7 +169,7 @@ async function serve(config: Config): Promise<number> {
 }
 
 /** The script pipeline: both engines over one script store. */
-async function scriptHandler(config: Config, log: Logger, files: Files): Promise<Handler> {
+async function scriptHandler(config: Config, log: Logger, services: HostServices): Promise<Handler> {
   const engines = new Map<string, ScriptEngine>();
   for (const engine of [new LuaEngine(), await createJsEngine()]) engines.set(engine.extension, engine);
   const store = new ScriptStore({
@@ -169,7 +189,7 @@ async function scriptHandler(config: Config, log: Logger, files: Files): Promise
     log,
     script: config.script,
     raw: raw === true ? () => true : (file) => raw.has(file),
-    files,
+    ...services,
   });
 }
 

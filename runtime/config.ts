@@ -8,6 +8,8 @@ import path from 'node:path';
 import { LodestoneError } from './errors.js';
 import { defaultScriptLimits, type ScriptLimits } from './engines/engine.js';
 import { defaultLimits, type Limits } from './fastcgi/limits.js';
+import { defaultContentCacheConfig, type ContentCacheConfig } from '../cache/content-cache.js';
+import { defaultPoolOptions, parseServer, type PoolOptions } from './fastcgi/pool.js';
 import { defaultFiles, type FilesConfig, type SendfileMode } from './files/files.js';
 import { parseListen, type ListenTarget } from './listen.js';
 import { levels, type Level } from './log.js';
@@ -45,6 +47,10 @@ export interface Config {
   readonly files: FilesConfig;
   /** Answer every request as fcgi-stat-accel did: stat SCRIPT_FILENAME, then escalate. */
   readonly statAccel: boolean;
+  /** The content cache behind the script API's `cache` (embedded per worker, or Redis). */
+  readonly cache: ContentCacheConfig;
+  /** FastCGI backend pools scripts can pass() requests to, by name. */
+  readonly backends: ReadonlyMap<string, PoolOptions>;
 }
 
 /** Defaults of the script cache: enough for a large site, bounded in memory. */
@@ -63,6 +69,10 @@ export interface CliValues {
   statThreads?: string | undefined;
   fileRoots?: string[] | undefined;
   sendfile?: string | undefined;
+  /** `--cache`: "memory", a redis:// URL, or unix:/path to a Redis socket. */
+  cache?: string | undefined;
+  /** `--backend NAME=SERVER[,SERVER...]`, repeatable. */
+  backends?: string[] | undefined;
 }
 
 const topFields = new Set([
@@ -81,6 +91,8 @@ const topFields = new Set([
   'rawOutput',
   'files',
   'statAccel',
+  'cache',
+  'backends',
 ]);
 
 const sendfileModes: readonly SendfileMode[] = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'];
@@ -135,8 +147,108 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     rawOutput: rawOutput(file.rawOutput, root),
     files: files(file.files, cli, root, baseDir, env),
     statAccel: cli.statAccel ?? optionalBoolean(file, 'statAccel') ?? false,
+    cache: contentCache(file.cache, cli.cache, baseDir),
+    backends: backends(file.backends, cli.backends, baseDir),
   };
   return Object.freeze(config);
+}
+
+const cacheFields = new Set(['backend', 'maxBytes', 'maxValueBytes', 'redis']);
+const redisFields = new Set(['url', 'socket', 'prefix', 'timeoutMs']);
+
+function contentCache(value: unknown, fromCli: string | undefined, baseDir: string): ContentCacheConfig {
+  if (value !== undefined && !isObject(value)) throw invalid('cache', 'must be an object');
+  const c: Record<string, unknown> = value ?? {};
+  for (const key of Object.keys(c)) {
+    if (!cacheFields.has(key)) throw invalid(`cache.${key}`, 'unknown field');
+  }
+  const d = defaultContentCacheConfig;
+  if (c.redis !== undefined && !isObject(c.redis)) throw invalid('cache.redis', 'must be an object');
+  const r: Record<string, unknown> = c.redis ?? {};
+  for (const key of Object.keys(r)) {
+    if (!redisFields.has(key)) throw invalid(`cache.redis.${key}`, 'unknown field');
+  }
+  let backend: unknown = c.backend ?? d.backend;
+  let url = r.url ?? null;
+  let socket = r.socket ?? null;
+  if (backend !== 'memory' && backend !== 'redis') throw invalid('cache.backend', 'must be "memory" or "redis"');
+  if (url !== null && (typeof url !== 'string' || !/^rediss?:\/\//.test(url))) throw invalid('cache.redis.url', 'must be a redis:// or rediss:// URL');
+  if (socket !== null && (typeof socket !== 'string' || socket === '')) throw invalid('cache.redis.socket', 'must be a unix socket path');
+  if (fromCli !== undefined) {
+    if (fromCli === 'memory') backend = 'memory';
+    else if (/^rediss?:\/\//.test(fromCli)) [backend, url, socket] = ['redis', fromCli, null];
+    else if (fromCli.startsWith('unix:') && fromCli.length > 5) [backend, url, socket] = ['redis', null, fromCli.slice(5)];
+    else throw invalid('--cache', 'must be "memory", a redis:// URL or unix:/path/to/redis.sock');
+  }
+  if (backend === 'redis' && (url === null) === (socket === null)) {
+    throw invalid('cache.redis', 'give exactly one of url and socket for the redis backend');
+  }
+  const prefix = r.prefix ?? d.redis.prefix;
+  if (typeof prefix !== 'string') throw invalid('cache.redis.prefix', 'must be a string');
+  return Object.freeze({
+    backend: backend as ContentCacheConfig['backend'],
+    maxBytes: bounded('cache.maxBytes', c.maxBytes, d.maxBytes, 1024, Number.MAX_SAFE_INTEGER),
+    maxValueBytes: bounded('cache.maxValueBytes', c.maxValueBytes, d.maxValueBytes, 1, 512 * 1024 * 1024),
+    redis: Object.freeze({
+      url: url as string | null,
+      socket: socket === null ? null : path.resolve(baseDir, socket as string),
+      prefix,
+      timeoutMs: bounded('cache.redis.timeoutMs', r.timeoutMs, d.redis.timeoutMs, 1, 60_000),
+    }),
+  });
+}
+
+const poolFields = new Set(['servers', 'connectTimeoutMs', 'responseTimeoutMs', 'disableTimeMs', 'maxConnections', 'keepAlive', 'idleTimeoutMs']);
+
+function backends(value: unknown, fromCli: string[] | undefined, baseDir: string): ReadonlyMap<string, PoolOptions> {
+  const out = new Map<string, PoolOptions>();
+  if (value !== undefined && !isObject(value)) throw invalid('backends', 'must be an object of pool name -> { servers: [...] }');
+  for (const [name, spec] of Object.entries(value ?? {})) {
+    const field = `backends.${name}`;
+    if (!isObject(spec)) throw invalid(field, 'must be an object with "servers"');
+    for (const key of Object.keys(spec)) {
+      if (!poolFields.has(key)) throw invalid(`${field}.${key}`, 'unknown field');
+    }
+    const d = defaultPoolOptions;
+    const keepAlive = spec.keepAlive ?? d.keepAlive;
+    if (typeof keepAlive !== 'boolean') throw invalid(`${field}.keepAlive`, 'must be true or false');
+    out.set(
+      name,
+      Object.freeze({
+        name,
+        servers: servers(`${field}.servers`, spec.servers, baseDir),
+        connectTimeoutMs: bounded(`${field}.connectTimeoutMs`, spec.connectTimeoutMs, d.connectTimeoutMs, 1, 600_000),
+        responseTimeoutMs: bounded(`${field}.responseTimeoutMs`, spec.responseTimeoutMs, d.responseTimeoutMs, 1, 86_400_000),
+        disableTimeMs: bounded(`${field}.disableTimeMs`, spec.disableTimeMs, d.disableTimeMs, 0, 86_400_000),
+        maxConnections: bounded(`${field}.maxConnections`, spec.maxConnections, d.maxConnections, 1, 100_000),
+        keepAlive,
+        idleTimeoutMs: bounded(`${field}.idleTimeoutMs`, spec.idleTimeoutMs, d.idleTimeoutMs, 1, 86_400_000),
+      }),
+    );
+  }
+  for (const arg of fromCli ?? []) {
+    const eq = arg.indexOf('=');
+    if (eq <= 0) throw invalid('--backend', `expected NAME=SERVER[,SERVER...] (got ${JSON.stringify(arg)})`);
+    const name = arg.slice(0, eq);
+    const list = servers('--backend', arg.slice(eq + 1).split(','), process.cwd());
+    out.set(name, Object.freeze({ ...(out.get(name) ?? defaultPoolOptions), name, servers: list }));
+  }
+  return out;
+}
+
+// "unix:relative/path" resolves against the config file's directory, as other paths do.
+function servers(field: string, value: unknown, baseDir: string): readonly string[] {
+  if (!Array.isArray(value) || value.length === 0 || !value.every((v) => typeof v === 'string')) {
+    throw invalid(field, 'must be a non-empty array of "unix:/path" or "host:port"');
+  }
+  return Object.freeze(
+    value.map((given: string) => {
+      const spec = given.startsWith('unix:') && given.length > 5 ? `unix:${path.resolve(baseDir, given.slice(5))}` : given;
+      const parsed = parseServer(spec);
+      if (typeof parsed === 'string') throw invalid(field, `${JSON.stringify(given)}: ${parsed}`);
+      return spec;
+    }),
+  );
 }
 
 function files(value: unknown, cli: CliValues, root: string, baseDir: string, env: NodeJS.ProcessEnv): FilesConfig {

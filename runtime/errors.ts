@@ -30,6 +30,13 @@ export const codes = {
   LS_FILE_FORBIDDEN: 'stat(), sendfile() or stat-accel named a path outside files.roots, or a directory; 403',
   LS_FILE_NOT_FOUND: 'sendfile() or stat-accel named a missing file; 404',
   LS_SENDFILE_NO_MAPPING: 'X-Accel-Redirect was needed but no files.accel entry covers the file; 500',
+  LS_BACKEND_UNAVAILABLE: 'no server of a backend pool could be reached (refused, connect timeout, closed, disabled); 502',
+  LS_BACKEND_TIMEOUT: 'a backend did not answer within its pool\'s responseTimeoutMs; 504',
+  LS_BACKEND_PROTOCOL: 'a backend sent a malformed FastCGI stream or CGI header block; its connection closed, 502',
+  LS_BACKEND_DISABLED: 'a backend server failed and is left out for its pool\'s disableTimeMs',
+  LS_BACKEND_STDERR: 'a backend wrote to FCGI_STDERR (like nginx\'s "FastCGI sent in stderr")',
+  LS_CACHE_UNAVAILABLE: 'the shared cache (Redis) cannot be reached or timed out; cache calls miss until it is back',
+  LS_CACHE_RECOVERED: 'the shared cache is reachable again',
 } as const;
 
 /** A stable code from {@link codes}. */

@@ -4,11 +4,13 @@
  * response. Engine-neutral: it only sees the ScriptEngine interface and the script store.
  */
 import { STATUS_CODES } from 'node:http';
+import type { ContentCache } from '../cache/content-cache.js';
 import type { Lease, Lookup, ScriptStore } from '../cache/script-store.js';
 import { ScriptError, type ScriptLimits } from './engines/engine.js';
-import { ScriptHost } from './engines/host.js';
+import { ScriptHost, noServices, type HostServices } from './engines/host.js';
 import type { Code } from './errors.js';
 import type { Handler } from './fastcgi/connection.js';
+import type { BackendPool, BackendResponse } from './fastcgi/pool.js';
 import { sendRange, type Files } from './files/files.js';
 import type { Logger } from './log.js';
 import type { Request } from './request.js';
@@ -26,6 +28,10 @@ export interface PipelineOptions {
   readonly raw: (file: string) => boolean;
   /** File access for stat() and sendfile(); null leaves scripts without them. */
   readonly files?: Files | null;
+  /** The content cache behind the script API's `cache`; null leaves scripts without it. */
+  readonly cache?: ContentCache | null;
+  /** FastCGI backend pools for pass(), by name. */
+  readonly backends?: ReadonlyMap<string, BackendPool>;
 }
 
 /**
@@ -44,6 +50,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
   const { store, log } = options;
   const files = options.files ?? null;
   const prefetch = files?.config.prefetch ? files : null;
+  const services: HostServices = { files, cache: options.cache ?? null, backends: options.backends ?? noServices.backends };
   return (req, res) => {
     prefetch?.prefetch(req);
     const requested = options.script ?? req.param('SCRIPT_FILENAME');
@@ -52,13 +59,13 @@ export function createScriptHandler(options: PipelineOptions): Handler {
       return errorPage(res, 404);
     }
     const found = store.peek(requested);
-    if (found) return serve(options, files, req, res, found);
-    return store.get(requested).then((lookup) => serve(options, files, req, res, lookup));
+    if (found) return serve(options, services, req, res, found);
+    return store.get(requested).then((lookup) => serve(options, services, req, res, lookup));
   };
 }
 
 /** Answers a request with what the store found: an error page, or the script's run. */
-function serve(options: PipelineOptions, files: Files | null, req: Request, res: Response, found: Lookup): void | Promise<void> {
+function serve(options: PipelineOptions, services: HostServices, req: Request, res: Response, found: Lookup): void | Promise<void> {
   const log = options.log;
   switch (found.kind) {
     case 'missing':
@@ -71,7 +78,7 @@ function serve(options: PipelineOptions, files: Files | null, req: Request, res:
       return scriptFailed(options, res, found.error);
   }
   const { lease } = found;
-  const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file), files);
+  const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file), services);
   host.start();
   let later: Promise<void> | void;
   try {
@@ -128,6 +135,7 @@ function exited(options: PipelineOptions, host: ScriptHost, error: ScriptError):
     if (status !== 404) res.log(`lodestone: ${error.location}: ${error.message}`);
   }
   if (page && !res.headersSent) return errorPage(res, status);
+  if (host.relay) return relay(options, host, host.relay.pool, host.relay.response);
   const direct = host.direct;
   if (!direct) return host.end(undefined);
   return sendRange(res, host.request, direct.path, direct.start, direct.end).catch((err: unknown) => {
@@ -136,6 +144,31 @@ function exited(options: PipelineOptions, host: ScriptHost, error: ScriptError):
     if (res.headersSent) res.end();
     else errorPage(res, 500);
   });
+}
+
+/**
+ * Streams a backend's response to the client as it arrives: headers first, then each chunk,
+ * waiting for the web server to take it (socket backpressure) before reading more.
+ */
+async function relay(options: PipelineOptions, host: ScriptHost, pool: string, got: BackendResponse): Promise<void> {
+  const res = host.response;
+  res.status = got.status;
+  for (const [name, value] of got.headers) res.addHeader(name, value);
+  try {
+    for await (const chunk of got.body) {
+      res.write(chunk as Buffer);
+      res.flush();
+      await res.drain();
+      if (host.request.aborted) break;
+    }
+  } catch (err) {
+    // The backend failed after its headers: end what was sent, as nginx does.
+    options.log.error('LS_BACKEND_PROTOCOL', `pass(${JSON.stringify(pool)}): ${(err as Error).message}`, { script: host.scriptFilename });
+  } finally {
+    got.body.destroy();
+  }
+  if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', 'text/html; charset=utf-8');
+  res.end();
 }
 
 const failureCodes: Record<ScriptError['kind'], Code> = {

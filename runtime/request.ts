@@ -201,6 +201,11 @@ export class Request {
     return this.rawParams ? findPair(this.rawParams, name) : undefined;
   }
 
+  /** The PARAMS block as received (encoded name-value pairs), e.g. to forward it unchanged. */
+  get paramsBlock(): Buffer | null {
+    return this.rawParams;
+  }
+
   /** Sets the PARAMS block, already checked by `scanPairs`. Called by the connection. */
   setParams(block: Buffer): void {
     this.rawParams = block;

@@ -71,6 +71,7 @@ declare module 'fengari' {
     function lua_getinfo(L: LuaState, what: LuaString | string, ar: LuaDebug): boolean;
     function lua_getstack(L: LuaState, level: number, ar: LuaDebug): boolean;
     function lua_gettop(L: LuaState): number;
+    function lua_absindex(L: LuaState, idx: number): number;
     function lua_insert(L: LuaState, idx: number): void;
     function lua_isinteger(L: LuaState, idx: number): boolean;
     function lua_isproxy(p: unknown, L: LuaState | null): boolean;
@@ -105,6 +106,7 @@ declare module 'fengari' {
     function lua_tocfunction(L: LuaState, idx: number): LuaJsFunction | null;
     function lua_toboolean(L: LuaState, idx: number): boolean;
     function lua_tointegerx(L: LuaState, idx: number): number | false;
+    function lua_tointeger(L: LuaState, idx: number): number;
     function lua_tojsstring(L: LuaState, idx: number): string | null;
     function lua_tolstring(L: LuaState, idx: number): LuaString | null;
     function lua_tonumberx(L: LuaState, idx: number): number | false;

@@ -7,8 +7,11 @@
  * {@link ScriptHost.fatal}, and engines must stop the script when it is set, even if the script
  * catches errors (Lua's pcall, JS try/catch): a limit is not the script's to swallow.
  */
+import { CacheValueError, type CacheValue, type ContentCache } from '../../cache/content-cache.js';
 import { parseCgiHead } from '../cgi.js';
 import type { Code } from '../errors.js';
+import { encodePairs, decodePairs } from '../fastcgi/pairs.js';
+import { BackendError, readBody, type BackendPool, type BackendResponse } from '../fastcgi/pool.js';
 import type { FileInfo, Files, SendOptions } from '../files/files.js';
 import type { Request } from '../request.js';
 import type { Response } from '../response.js';
@@ -42,6 +45,37 @@ function watchWallTime(host: ScriptHost): void {
   wallClock.unref();
 }
 
+/** What the server lends a run beyond the request itself; each part may be absent. */
+export interface HostServices {
+  /** File access for stat() and sendfile(). */
+  readonly files: Files | null;
+  /** The content cache behind cache.get/set/delete/incr. */
+  readonly cache: ContentCache | null;
+  /** FastCGI backend pools by name, for pass(). */
+  readonly backends: ReadonlyMap<string, BackendPool>;
+}
+
+/** No files, no cache, no backends: what a bare host (tests, benches) gets. */
+export const noServices: HostServices = Object.freeze({ files: null, cache: null, backends: new Map<string, BackendPool>() });
+
+/** A response as scripts build, cache and emit it (storedAt is set when it is cached). */
+export interface ScriptResponse {
+  readonly status: number;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  readonly body: Buffer;
+}
+
+/** How pass() forwards the request. */
+export interface PassOptions {
+  /** Params to set (a string) or remove (null) before forwarding, e.g. SCRIPT_FILENAME for PHP. */
+  readonly params?: Readonly<Record<string, string | null>>;
+  /** A body to send instead of the request's own. */
+  readonly body?: Buffer;
+}
+
+/** Longest cache key accepted from a script (Redis allows more; a long key is a script bug). */
+export const MAX_CACHE_KEY = 1024;
+
 /** Response content type when a script sets none (mod_magnet and PHP do the same). */
 export const DEFAULT_CONTENT_TYPE = 'text/html; charset=utf-8';
 
@@ -49,6 +83,8 @@ export const DEFAULT_CONTENT_TYPE = 'text/html; charset=utf-8';
 export class ScriptHost {
   /** A file range sendfile() left for the server to send after the run (nginx cannot take ranges). */
   direct: { readonly path: string; readonly start: number; readonly end: number } | null = null;
+  /** A backend response pass(..., emit) left for the server to stream to the client after the run. */
+  relay: { readonly pool: string; readonly response: BackendResponse } | null = null;
   /** The first fatal error of this run (a limit or an abort); engines stop when it is set. */
   fatal: ScriptError | null = null;
   // Called once when the run is stopped. Plain functions, not an AbortController: creating
@@ -63,6 +99,7 @@ export class ScriptHost {
   private watch = 0;
   // Raw-output mode: what the script printed until its CGI header block is complete.
   private rawHead: Buffer[] | null;
+  private bodyRead: Promise<Buffer> | null = null;
 
   constructor(
     readonly request: Request,
@@ -77,8 +114,8 @@ export class ScriptHost {
      * (`Status:`, headers, blank line) before the body.
      */
     raw = false,
-    /** File access (stat, sendfile); null when the server has none configured. */
-    readonly files: Files | null = null,
+    /** Files, cache and backends this run may use. */
+    readonly services: HostServices = noServices,
   ) {
     this.rawHead = raw ? [] : null;
   }
@@ -216,9 +253,9 @@ export class ScriptHost {
     return this.request.param('REMOTE_ADDR') ?? '';
   }
 
-  /** The request body, read on demand; rejects when the run is stopped. */
+  /** The request body, read on demand (once; pass() reuses it); rejects when the run is stopped. */
   body(): Promise<Buffer> {
-    return this.guard(this.request.readBody());
+    return this.guard((this.bodyRead ??= this.request.readBody()));
   }
 
   // ---- response --------------------------------------------------------------------------
@@ -331,8 +368,8 @@ export class ScriptHost {
   // ---- files -----------------------------------------------------------------------------
 
   private get fileAccess(): Files {
-    if (!this.files) throw new Error('file access is not configured on this server');
-    return this.files;
+    if (!this.services.files) throw new Error('file access is not configured on this server');
+    return this.services.files;
   }
 
   /**
@@ -373,6 +410,152 @@ export class ScriptHost {
     throw this.exit(this.response.status, false);
   }
 
+  // ---- cache -----------------------------------------------------------------------------
+
+  private get contentCache(): ContentCache {
+    if (!this.services.cache) throw new Error('the content cache is not configured on this server');
+    return this.services.cache;
+  }
+
+  private static checkKey(key: string): void {
+    if (key.length === 0 || Buffer.byteLength(key) > MAX_CACHE_KEY) throw new TypeError(`cache key must be 1 to ${MAX_CACHE_KEY} bytes`);
+  }
+
+  private static checkTtl(ttl: number): void {
+    if (!Number.isFinite(ttl) || ttl < 0) throw new TypeError('cache ttl must be a number of seconds >= 0');
+  }
+
+  /**
+   * cache.get(key): the value, or null on a miss (or when a shared cache is down). The
+   * embedded cache answers at once (a value, not a promise), so the script need not wait.
+   */
+  cacheGet(key: string): CacheValue | null | Promise<CacheValue | null> {
+    ScriptHost.checkKey(key);
+    const cache = this.contentCache;
+    return cache.now ? cache.now.get(key) : this.guard(cache.get(key));
+  }
+
+  /** cache.set(key, value, ttl): false when not stored (too large, shared cache down). */
+  cacheSet(key: string, value: Buffer | ScriptResponse, ttl: number): boolean | Promise<boolean> {
+    ScriptHost.checkKey(key);
+    ScriptHost.checkTtl(ttl);
+    const stored: CacheValue = Buffer.isBuffer(value) ? value : { ...checkResponse(value), storedAt: Date.now() };
+    const cache = this.contentCache;
+    return cache.now ? cache.now.set(key, stored, ttl) : this.guard(cache.set(key, stored, ttl));
+  }
+
+  /** cache.delete(key): whether a value was removed. */
+  cacheDelete(key: string): boolean | Promise<boolean> {
+    ScriptHost.checkKey(key);
+    const cache = this.contentCache;
+    return cache.now ? cache.now.delete(key) : this.guard(cache.delete(key));
+  }
+
+  /** cache.incr(key, by[, ttl]): the new value, or null when a shared cache is down. */
+  cacheIncr(key: string, by: number, ttl?: number): number | null | Promise<number | null> {
+    ScriptHost.checkKey(key);
+    if (!Number.isSafeInteger(by)) throw new TypeError('cache.incr(): the increment must be an integer');
+    if (ttl !== undefined) ScriptHost.checkTtl(ttl);
+    const cache = this.contentCache;
+    try {
+      return cache.now ? cache.now.incr(key, by, ttl) : this.guard(cache.incr(key, by, ttl)).catch(scriptError);
+    } catch (err) {
+      return scriptError(err);
+    }
+  }
+
+  // ---- pass ------------------------------------------------------------------------------
+
+  /**
+   * pass(backend): forwards this request (params as received, with `options.params` applied,
+   * and the body) to a FastCGI pool and returns the whole response, bounded by the output
+   * limit. A backend failure ends the run with 502/504 and a log line: the script cannot
+   * serve a half answer, and the pool already tried every server it could.
+   */
+  async pass(name: string, options: PassOptions = {}): Promise<ScriptResponse> {
+    const got = await this.forward(name, options);
+    try {
+      const body = await this.guard(readBody(got, this.limits.outputBytes));
+      return { status: got.status, headers: got.headers, body };
+    } catch (err) {
+      got.body.destroy();
+      if (err instanceof BackendError) throw this.backendFailed(name, err);
+      throw err;
+    }
+  }
+
+  /**
+   * pass(backend, { emit = true }): the backend's response goes to the client as it arrives
+   * (after the run, outside the script's limits), without buffering the body. Ends the run.
+   */
+  async passThrough(name: string, options: PassOptions = {}): Promise<never> {
+    if (this.response.headersSent) throw new Error('pass() with emit after flush(): the headers are already sent');
+    const got = await this.forward(name, options);
+    this.rawHead = null;
+    this.relay = { pool: name, response: got };
+    throw this.exit(got.status, false);
+  }
+
+  private async forward(name: string, options: PassOptions): Promise<BackendResponse> {
+    const pool = this.services.backends.get(name);
+    if (!pool) throw new Error(`pass(): no backend named ${JSON.stringify(name)} (see config "backends")`);
+    const body = options.body ?? (await this.body());
+    // A replaced body needs its own CONTENT_LENGTH, or PHP reads the wrong number of bytes.
+    const changes = options.body ? { ...options.params, CONTENT_LENGTH: String(options.body.length) } : options.params;
+    const params = changes ? this.paramsWith(changes) : (this.request.paramsBlock ?? Buffer.alloc(0));
+    const asked = pool.request({ params, body, signal: this.request.signal });
+    try {
+      return await this.guard(asked);
+    } catch (err) {
+      if (err instanceof BackendError) throw this.backendFailed(name, err);
+      // The run was stopped (a limit, an abort) while waiting: nobody will read the answer, so
+      // it must not hold its backend connection.
+      asked.then((late) => late.body.destroy(), () => undefined);
+      throw err;
+    }
+  }
+
+  // The params block with the script's changes; CONTENT_LENGTH follows a replaced body.
+  private paramsWith(changes: Readonly<Record<string, string | null>>): Buffer {
+    const params = Object.create(null) as Record<string, string>;
+    const block = this.request.paramsBlock;
+    if (block) decodePairs(block, Infinity, params);
+    for (const name of Object.keys(changes)) {
+      const value = changes[name];
+      if (value === null || value === undefined) delete params[name];
+      else params[name] = value;
+    }
+    return encodePairs(Object.entries(params));
+  }
+
+  // The pool has logged the failure (once per request, with its LS_BACKEND_* code); the run
+  // ends with the error page, and the web server's error log gets the line too.
+  private backendFailed(name: string, err: BackendError): ScriptError {
+    this.response.log(`lodestone: ${this.scriptFilename}: pass(${JSON.stringify(name)}): ${err.message}`);
+    return this.exit(err.kind === 'timeout' ? 504 : 502, true, null, `pass(${JSON.stringify(name)}): ${err.message}`);
+  }
+
+  /**
+   * emit(response): the response a script got from pass() or the cache becomes this request's:
+   * its status, its headers (replacing any of the same name set so far) and its body.
+   */
+  emit(value: ScriptResponse): void {
+    const checked = checkResponse(value, false);
+    if (this.response.headersSent) throw new Error('emit() after flush(): the headers are already sent');
+    this.status = checked.status;
+    const seen = new Set<string>();
+    for (const [name, v] of checked.headers) {
+      const lower = name.toLowerCase();
+      if (lower === 'status') continue;
+      if (seen.has(lower)) this.response.addHeader(name, v);
+      else {
+        seen.add(lower);
+        this.response.setHeader(name, v);
+      }
+    }
+    this.write(checked.body);
+  }
+
   /** Rejects with the fatal error as soon as the run is stopped, whatever `work` does. */
   private guard<T>(work: Promise<T>): Promise<T> {
     if (this.watch === 1) this.watchWaits();
@@ -390,5 +573,30 @@ export class ScriptHost {
         },
       );
     });
+  }
+}
+
+// A counter holding text is the script's mistake: a TypeError it sees, not a cache failure.
+function scriptError(err: unknown): never {
+  if (err instanceof CacheValueError) throw new TypeError(err.message, { cause: err });
+  throw err;
+}
+
+/**
+ * Validates a response a script built: the status, and with `headers` its header names and
+ * values (emit() leaves those to the Response, which checks every header it is given).
+ */
+function checkResponse(value: ScriptResponse, headers = true): ScriptResponse {
+  const { status, body } = value;
+  if (!Number.isInteger(status) || status < 100 || status > 999) throw new TypeError(`invalid response status ${String(status)}`);
+  if (headers) checkHeaders(value.headers);
+  if (!Buffer.isBuffer(body)) throw new TypeError('response body must be bytes');
+  return value;
+}
+
+function checkHeaders(headers: ScriptResponse['headers']): void {
+  for (const [name, v] of headers) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw new TypeError(`invalid response header name ${JSON.stringify(name)}`);
+    if (/[\r\n\0]/.test(v)) throw new TypeError(`invalid value for response header ${name}`);
   }
 }

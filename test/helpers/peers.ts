@@ -207,6 +207,11 @@ async function groupEmpty(pgid: number, timeoutMs: number): Promise<boolean> {
   }
 }
 
+/** True while a process of group `pgid` is alive (not a zombie). */
+export function groupAlive(pgid: number): boolean {
+  return processes().some((p) => p.pgid === pgid && !p.zombie);
+}
+
 /**
  * Pids of live processes (not this one) with an argument containing `marker`; give them a unique
  * temp path as an argument to find them again. For processes a peer started on our behalf.

@@ -5,7 +5,7 @@
  */
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
 import { defaultScriptLimits, type ScriptLimits } from '../../runtime/engines/engine.js';
-import { ScriptHost } from '../../runtime/engines/host.js';
+import { ScriptHost, type HostServices } from '../../runtime/engines/host.js';
 import { Request } from '../../runtime/request.js';
 import { Response, type ResponseChannel } from '../../runtime/response.js';
 import { Decoder, T, parseCgi, type Cgi } from './fcgi-client.js';
@@ -16,6 +16,8 @@ export interface HostOptions {
   limits?: Partial<ScriptLimits>;
   scriptFilename?: string;
   documentRoot?: string;
+  /** Cache, backends, files for the run (none by default). */
+  services?: HostServices;
 }
 
 export interface TestHost {
@@ -59,6 +61,8 @@ export function makeHost(opts: HostOptions = {}): TestHost {
     { ...defaultScriptLimits, ...opts.limits },
     opts.scriptFilename ?? '/srv/test.script',
     opts.documentRoot ?? '/srv',
+    false,
+    opts.services,
   );
   return {
     host,

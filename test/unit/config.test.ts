@@ -220,3 +220,58 @@ test('files: each bad field is named', (t) => {
   assert.match(configError(() => loadConfig({ sendfile: 'nope' }, {})), /^--sendfile: must be one of/);
   assert.match(configError(() => loadConfig({ fileRoots: [path.join(dir, 'nope')] }, {})), /^--file-root: /);
 });
+
+test('cache and backends: defaults, file values, flags winning, paths relative to the file', (t) => {
+  const defaults = loadConfig({}, {});
+  assert.equal(defaults.cache.backend, 'memory');
+  assert.equal(defaults.backends.size, 0);
+
+  const dir = tempDir(t);
+  const file = writeConfig(dir, {
+    cache: { backend: 'redis', maxBytes: 4096, redis: { socket: 'run/redis.sock', prefix: 'site:', timeoutMs: 100 } },
+    backends: { php: { servers: ['unix:php.sock', '127.0.0.1:9001'], maxConnections: 4, keepAlive: false } },
+  });
+  const c = loadConfig({ config: file }, {});
+  assert.deepEqual(c.cache.redis, { url: null, socket: path.join(dir, 'run/redis.sock'), prefix: 'site:', timeoutMs: 100 });
+  assert.equal(c.cache.maxBytes, 4096);
+  const php = c.backends.get('php')!;
+  assert.deepEqual(php.servers, [`unix:${path.join(dir, 'php.sock')}`, '127.0.0.1:9001']);
+  assert.equal(php.maxConnections, 4);
+  assert.equal(php.keepAlive, false);
+  assert.equal(php.disableTimeMs, 1000, 'unset fields keep their defaults');
+
+  const flags = loadConfig({ config: file, cache: 'redis://127.0.0.1:6390/2', backends: ['php=127.0.0.1:9100', 'api=unix:/run/api.sock'] }, {});
+  assert.deepEqual([flags.cache.backend, flags.cache.redis.url, flags.cache.redis.socket], ['redis', 'redis://127.0.0.1:6390/2', null]);
+  assert.deepEqual(flags.backends.get('php')!.servers, ['127.0.0.1:9100']);
+  assert.equal(flags.backends.get('php')!.maxConnections, 4, 'the flag replaces servers, not the pool settings');
+  assert.deepEqual(flags.backends.get('api')!.servers, ['unix:/run/api.sock']);
+  assert.equal(loadConfig({ config: file, cache: 'memory' }, {}).cache.backend, 'memory');
+});
+
+test('cache and backends: each bad field is named', (t) => {
+  const dir = tempDir(t);
+  const cases: Array<[unknown, RegExp]> = [
+    [{ cache: 1 }, /^cache: must be an object/],
+    [{ cache: { backend: 'memcached' } }, /^cache\.backend: must be "memory" or "redis"/],
+    [{ cache: { size: 1 } }, /^cache\.size: unknown field/],
+    [{ cache: { maxBytes: 10 } }, /^cache\.maxBytes: must be an integer from 1024/],
+    [{ cache: { backend: 'redis' } }, /^cache\.redis: give exactly one of url and socket/],
+    [{ cache: { backend: 'redis', redis: { url: 'http://x' } } }, /^cache\.redis\.url: must be a redis:\/\//],
+    [{ cache: { redis: { host: 'x' } } }, /^cache\.redis\.host: unknown field/],
+    [{ cache: { redis: { timeoutMs: 0 } } }, /^cache\.redis\.timeoutMs: /],
+    [{ backends: [] }, /^backends: must be an object/],
+    [{ backends: { php: 'unix:/x' } }, /^backends\.php: must be an object with "servers"/],
+    [{ backends: { php: { servers: [] } } }, /^backends\.php\.servers: must be a non-empty array/],
+    [{ backends: { php: { servers: ['nonsense'] } } }, /^backends\.php\.servers: "nonsense": /],
+    [{ backends: { php: { servers: ['unix:/x'], retries: 2 } } }, /^backends\.php\.retries: unknown field/],
+    [{ backends: { php: { servers: ['unix:/x'], keepAlive: 'yes' } } }, /^backends\.php\.keepAlive: must be true or false/],
+    [{ backends: { php: { servers: ['unix:/x'], maxConnections: 0 } } }, /^backends\.php\.maxConnections: /],
+  ];
+  for (const [value, pattern] of cases) {
+    const file = writeConfig(dir, value);
+    assert.match(configError(() => loadConfig({ config: file }, {})), pattern);
+  }
+  assert.match(configError(() => loadConfig({ cache: 'memcached://x' }, {})), /^--cache: must be "memory", a redis:\/\/ URL/);
+  assert.match(configError(() => loadConfig({ backends: ['php'] }, {})), /^--backend: expected NAME=SERVER/);
+  assert.match(configError(() => loadConfig({ backends: ['php=nonsense'] }, {})), /^--backend: "nonsense": /);
+});

@@ -16,11 +16,13 @@ test('the README documents every error code, and only real ones', () => {
 });
 
 test('codes are used in the source', () => {
-  const runtime = path.join(repoRoot, 'runtime');
-  const sources = fs
-    .readdirSync(runtime, { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.ts') && f !== 'errors.ts')
-    .map((f) => fs.readFileSync(path.join(runtime, f), 'utf8'))
+  const sources = ['runtime', 'cache']
+    .flatMap((dir) =>
+      fs
+        .readdirSync(path.join(repoRoot, dir), { recursive: true, encoding: 'utf8' })
+        .filter((f) => f.endsWith('.ts') && f !== 'errors.ts')
+        .map((f) => fs.readFileSync(path.join(repoRoot, dir, f), 'utf8')),
+    )
     .join('\n');
   for (const code of Object.keys(codes)) assert.ok(sources.includes(`'${code}'`), `${code} is never raised`);
 });

@@ -39,6 +39,13 @@ export const PRIMITIVES = [
   'body',
   'stat',
   'sendfile',
+  'cacheGet',
+  'cacheSet',
+  'cacheDelete',
+  'cacheIncr',
+  'pass',
+  'emit',
+  'held',
   'getStatus',
   'setStatus',
   'getHeader',
@@ -58,6 +65,7 @@ const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#r
  *   the host must call it at the end of every slice in which `write` reached it.
  * - `describe(err)` turns anything thrown into JSON `[name, message, stack, line]`, never throwing.
  * - `nul(...parts)` joins parts with NUL (the host cannot pass a string holding NUL directly).
+ * - `error(name, message)` makes the Error (TypeError, RangeError) a host call rejects or throws with.
  * - `same(fn, text)` returns 1 when `fn`'s source text is `text`.
  * - `probe(n)` returns 1 when an n-byte allocation currently fits the heap, else 0 (see vm.ts).
  *
@@ -105,6 +113,14 @@ export const PRELUDE_SOURCE = `(function install(prim) {
       send(h_write, b);
     }
   };
+  // Hands buffered output to the host before a call that acts on the response.
+  const flushBuffered = () => {
+    if (buffered) {
+      const out = buffered;
+      buffered = '';
+      send(h_write, out);
+    }
+  };
   const takeOut = () => {
     const b = buffered;
     buffered = null;
@@ -140,13 +156,85 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     if ((type !== undefined && typeof type !== 'string') || (name !== undefined && typeof name !== 'string')) {
       throw new TypeError_('sendfile(): content_type and filename must be strings');
     }
-    if (buffered) {
-      const out = buffered;
-      buffered = '';
-      send(h_write, out);
-    }
+    flushBuffered();
     const offset = ranged && a != null ? Number_(a) : undefined, length = ranged && b != null ? Number_(b) : undefined;
     return h_sendfile(offset, length, type, name, ...String_(path).split('\0'));
+  };
+
+  // Cache values, pass() and emit(): everything crosses the host boundary as JSON (which
+  // escapes NUL). A response from the host carries a hidden handle, so caching or emitting it
+  // unchanged sends the backend's exact bytes, whatever their encoding; its body string is UTF-8.
+  const HANDLE = Symbol('response');
+  const defineProperty = Object.defineProperty;
+  // A response's headers and body are fetched from the host when first read: emitting a
+  // cached page (the common case) never needs them in here.
+  const fromHost = (json) => {
+    if (json === '') return null;
+    const o = parse(json);
+    if (o.r === undefined) return o.s;
+    const h = o.h;
+    let headers = null, body = null;
+    const res = {
+      status: o.r.status,
+      get headers() {
+        if (headers === null) {
+          headers = create(null);
+          for (const [n, v] of parse(h_held(h, 0))) {
+            const k = n.toLowerCase();
+            headers[k] = k in headers ? headers[k] + '\\n' + v : v;
+          }
+          freeze(headers);
+        }
+        return headers;
+      },
+      get body() { return body ??= h_held(h, 1); },
+    };
+    if (o.r.age !== undefined) res.age = o.r.age;
+    defineProperty(res, HANDLE, { value: h });
+    return freeze(res);
+  };
+  const toHost = (what, v) => {
+    if (typeof v === 'string' || typeof v === 'number') return { s: String_(v) };
+    if (v !== null && typeof v === 'object') {
+      if (typeof v[HANDLE] === 'number') return { h: v[HANDLE] };
+      const headers = [];
+      const h = v.headers;
+      if (h !== undefined && h !== null) {
+        if (typeof h !== 'object') throw new TypeError_(what + ': headers must be an object');
+        for (const name of Object.keys(h)) {
+          for (const line of String_(h[name]).split('\\n')) headers.push([name, line]);
+        }
+      }
+      const status = v.status === undefined ? 200 : v.status;
+      if (typeof status !== 'number') throw new TypeError_(what + ': status must be a number');
+      return { r: { status, headers, body: v.body === undefined || v.body === null ? '' : String_(v.body) } };
+    }
+    throw new TypeError_(what + ': value must be a string or a response object');
+  };
+  const cache = {
+    get: async (key) => fromHost(await h_cacheGet(stringify(String_(key)))),
+    set: async (key, value, ttl) => parse(await h_cacheSet(stringify({ k: String_(key), v: toHost('cache.set()', value), t: ttl === undefined ? 0 : Number_(ttl) }))),
+    delete: async (key) => parse(await h_cacheDelete(stringify(String_(key)))),
+    incr: async (key, by, ttl) => parse(await h_cacheIncr(stringify({ k: String_(key), by: by === undefined ? 1 : Number_(by), t: ttl === undefined ? null : Number_(ttl) }))),
+  };
+  const pass = async (name, options) => {
+    if (options !== undefined && options !== null && typeof options !== 'object') throw new TypeError_('pass(): options must be an object');
+    const o = options ?? {};
+    let params;
+    if (o.params !== undefined && o.params !== null) {
+      params = create(null);
+      for (const k of Object.keys(o.params)) {
+        const v = o.params[k];
+        params[k] = v === false || v === null || v === undefined ? null : String_(v);
+      }
+    }
+    const body = o.body === undefined || o.body === null ? undefined : String_(o.body);
+    if (o.emit) flushBuffered();
+    return fromHost(await h_pass(stringify({ n: String_(name), p: params, b: body, e: !!o.emit })));
+  };
+  const emitResponse = (res) => {
+    flushBuffered();
+    h_emit(stringify(toHost('emit()', res)));
   };
 
   // A Request caches what it fetched for its run, so a new one is made per run.
@@ -193,9 +281,9 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     }
     get headers() { return this.#headers ??= new Proxy(create(null), headerTraps); }
   }
-  for (const o of [Request, Response, Request.prototype, Response.prototype, print, write, flush, log, sleep, stat, sendfile]) freeze(o);
+  for (const o of [Request, Response, Request.prototype, Response.prototype, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse]) freeze(o);
 
-  const start = (fn) => fn(print, write, flush, log, sleep, stat, sendfile, new Request(TOKEN), new Response(TOKEN));
+  const start = (fn) => fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, new Request(TOKEN), new Response(TOKEN));
 
   function field(e, name) {
     try { const v = e[name]; return v === undefined ? '' : String_(v); } catch { return ''; }
@@ -212,13 +300,16 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     }
   }
   const nul = (...parts) => parts.join('\\0');
+  // Host errors are made in here: the host's own newError sets message and name by assignment,
+  // which the frozen Error.prototype turns into silent no-ops (the override mistake).
+  const error = (name, message) => new (name === 'TypeError' ? TypeError_ : name === 'RangeError' ? RangeError : Error)(message);
   const same = (fn, text) => { try { return apply(fnToString, fn, []) === text ? 1 : 0; } catch { return 0; } };
   function probe(n) {
     try { new ArrayBuffer(n); return 1; } catch { return 0; }
   }
 
   harden();
-  return freeze({ start, takeOut, describe, probe, nul, same });
+  return freeze({ start, takeOut, describe, probe, nul, same, error });
 
   function harden() {
     const G = globalThis;

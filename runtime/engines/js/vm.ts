@@ -32,7 +32,8 @@ import releaseSyncImport from '@jitl/quickjs-wasmfile-release-sync';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ScriptError } from '../engine.js';
-import type { ScriptHost } from '../host.js';
+import type { CacheValue } from '../../../cache/content-cache.js';
+import type { ScriptHost, ScriptResponse } from '../host.js';
 import { JSON_FIELDS, PRELUDE_FILENAME, PRELUDE_SOURCE, PRIMITIVES, TEXT_FIELDS } from './prelude.js';
 
 /** Compile-mode evaluation allowed before the interrupt handler stops it (escaped code). */
@@ -58,7 +59,7 @@ const KILL_BUDGET_MS = 50;
 const ESCAPED = 'SyntaxError: unbalanced braces: the script closes its own function';
 
 /** The parameter list of every compiled wrapper: the script API. */
-const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, request, response) {"use strict"; ';
+const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, cache, pass, emit, request, response) {"use strict"; ';
 
 // The package's types describe its CommonJS build (default under `.default`); Node's ESM
 // import gives the variant itself.
@@ -110,6 +111,33 @@ function compiledWasm(): Promise<unknown> {
   return compiled;
 }
 
+/** A cache value or response as the prelude sends it (see its toHost). */
+type FromScript = { s: string } | { h: number } | { r: { status: number; headers: Array<[string, string]>; body: string } };
+
+/**
+ * A cache value or response for the prelude (its fromHost): a string, or a response's status
+ * and age with a handle: its headers and bytes stay on the host side for the run, fetched by
+ * the `held` primitive only if the script reads them.
+ */
+function toScript(run: Run, value: CacheValue | ScriptResponse | null): string {
+  if (value === null) return '';
+  if (Buffer.isBuffer(value)) return JSON.stringify({ s: value.toString('utf8') });
+  const held = (run.held ??= []);
+  held.push(value);
+  const age = 'storedAt' in value ? Math.max(0, Math.floor((Date.now() - value.storedAt) / 1000)) : undefined;
+  return JSON.stringify({ r: { status: value.status, age }, h: held.length - 1 });
+}
+
+function fromScript(run: Run, v: FromScript): Buffer | ScriptResponse {
+  if ('s' in v) return Buffer.from(v.s);
+  if ('h' in v) {
+    const held = run.held?.[v.h];
+    if (!held) throw new TypeError('not a response of this request');
+    return held;
+  }
+  return { status: v.r.status, headers: v.r.headers, body: Buffer.from(v.r.body) };
+}
+
 /** True for errors that mean the wasm module's state can no longer be trusted. */
 export function isModuleFault(err: unknown): boolean {
   if (err instanceof wasm.RuntimeError) return true;
@@ -126,6 +154,8 @@ export class Run {
   promise: QuickJSHandle | null = null;
   /** QuickJS promises handed out for host calls that have not settled yet. */
   readonly deferreds = new Set<QuickJSDeferredPromise>();
+  /** Responses handed to the script (from pass() or the cache), by handle, for exact bytes. */
+  held: ScriptResponse[] | null = null;
   finished = false;
   readonly done: Promise<number | undefined>;
   private settleDone!: (status: number | undefined) => void;
@@ -189,6 +219,7 @@ export class Vm {
   private readonly probeFn: QuickJSHandle;
   private readonly nulFn: QuickJSHandle;
   private readonly sameFn: QuickJSHandle;
+  private readonly errorFn: QuickJSHandle;
 
   constructor(
     private readonly loaded: LoadedModule,
@@ -207,6 +238,7 @@ export class Vm {
     this.probeFn = this.context.getProp(api, 'probe');
     this.nulFn = this.context.getProp(api, 'nul');
     this.sameFn = this.context.getProp(api, 'same');
+    this.errorFn = this.context.getProp(api, 'error');
     api.dispose();
   }
 
@@ -266,8 +298,13 @@ export class Vm {
         if (isModuleFault(err)) {
           this.suspect = true;
           run.host.abort('limit', 'stack overflow');
+          throw err;
         }
-        throw err;
+        // A host TypeError (a bad argument) reaches the script as a catchable error with its message.
+        if (run.host.fatal || !(err instanceof Error)) throw err;
+        // quickjs-emscripten throws a handle into the VM as it is (its errorToHandle).
+        // eslint-disable-next-line @typescript-eslint/only-throw-error
+        throw this.vmError(err);
       }
     });
   }
@@ -300,6 +337,31 @@ export class Vm {
           run.host.sendfile(parts(path), { offset: optNum(offset), length: optNum(length), contentType: optStr(type), filename: optStr(name) }),
           () => ctx.undefined,
         ),
+      cacheGet: (run, [key]) => this.answer(run, run.host.cacheGet(JSON.parse(str(key)) as string), (v) => this.newString(toScript(run, v))),
+      cacheSet: (run, [json]) => {
+        const { k, v, t } = JSON.parse(str(json)) as { k: string; v: FromScript; t: number };
+        return this.answer(run, run.host.cacheSet(k, fromScript(run, v), t), (ok) => this.newString(JSON.stringify(ok)));
+      },
+      cacheDelete: (run, [key]) => this.answer(run, run.host.cacheDelete(JSON.parse(str(key)) as string), (ok) => this.newString(JSON.stringify(ok))),
+      cacheIncr: (run, [json]) => {
+        const { k, by, t } = JSON.parse(str(json)) as { k: string; by: number; t: number | null };
+        return this.answer(run, run.host.cacheIncr(k, by, t ?? undefined), (n) => this.newString(JSON.stringify(n)));
+      },
+      pass: (run, [json]) => {
+        const { n, p, b, e } = JSON.parse(str(json)) as { n: string; p?: Record<string, string | null>; b?: string; e: boolean };
+        const options = { ...(p ? { params: p } : {}), ...(b !== undefined ? { body: Buffer.from(b) } : {}) };
+        if (e) return this.hostCall(run, run.host.passThrough(n, options), () => ctx.undefined);
+        return this.hostCall(run, run.host.pass(n, options), (r) => this.newString(toScript(run, r)));
+      },
+      held: (run, [handle, which]) => {
+        const value = run.held?.[num(handle)];
+        if (!value) throw new TypeError('not a response of this request');
+        return this.newString(num(which) === 0 ? JSON.stringify(value.headers) : value.body.toString('utf8'));
+      },
+      emit: (run, [json]) => {
+        run.host.emit(fromScript(run, JSON.parse(str(json)) as FromScript) as ScriptResponse);
+        return undefined;
+      },
       getStatus: (run) => ctx.newNumber(run.host.status),
       setStatus: (run, [n]) => {
         run.host.status = num(n);
@@ -630,12 +692,17 @@ export class Vm {
   }
 
   /** Hands the script a QuickJS promise settled by `work`; each settlement is a new slice. */
+  /** A host call's result: at once when the host has it (the embedded cache), else a promise. */
+  private answer<T>(run: Run, result: T | Promise<T>, toHandle: (value: T) => QuickJSHandle): QuickJSHandle {
+    return result instanceof Promise ? this.hostCall(run, result, toHandle) : toHandle(result);
+  }
+
   private hostCall<T>(run: Run, work: Promise<T>, toHandle: (value: T) => QuickJSHandle): QuickJSHandle {
     const deferred = this.context.newPromise();
     run.deferreds.add(deferred);
     void work.then(
       (value) => this.settle(run, deferred, () => toHandle(value), false),
-      (err: unknown) => this.settle(run, deferred, () => this.context.newError(errorText(err)), true),
+      (err: unknown) => this.settle(run, deferred, () => this.vmError(err), true),
     );
     return deferred.handle;
   }
@@ -654,6 +721,23 @@ export class Vm {
       else deferred.resolve(value);
       value.dispose();
     });
+  }
+
+  /** A QuickJS Error for a host error, with its name and message (see `error` in the prelude). */
+  private vmError(err: unknown): QuickJSHandle {
+    const ctx = this.context;
+    const { name, message } = errorText(err);
+    const args = [ctx.newString(name), ctx.newString(message)];
+    try {
+      const made = ctx.callFunction(this.errorFn, ctx.undefined, ...args);
+      if (made.error) {
+        made.error.dispose();
+        return ctx.newError({ name, message });
+      }
+      return made.value;
+    } finally {
+      for (const h of args) h.dispose();
+    }
   }
 
   /** Asks the prelude to describe a thrown value; never throws. */
@@ -683,7 +767,7 @@ export class Vm {
   dispose(): boolean {
     if (this.dead) return false;
     try {
-      for (const h of [this.start, this.takeOutFn, this.describeFn, this.probeFn, this.nulFn, this.sameFn]) h.dispose();
+      for (const h of [this.start, this.takeOutFn, this.describeFn, this.probeFn, this.nulFn, this.sameFn, this.errorFn]) h.dispose();
       this.context.dispose();
       this.runtime.dispose();
       return true;

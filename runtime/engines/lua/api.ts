@@ -1,15 +1,17 @@
 /**
- * The script API (README, "Script API"): print, write, flush, log, sleep, stat, sendfile, and the `request` and
+ * The script API (README, "Script API"): print, write, flush, log, sleep, stat, sendfile, pass, emit, cache, and the `request` and
  * `response` tables, as thin adapters over the run's ScriptHost. `request` is an empty
  * per-request table over a shared metatable whose __index fills in fields on first read, since
  * most scripts read a few fields and decoding every param costs. `response` holds nothing per
  * request, so one read-only table serves every request ({@link pushResponse}).
  */
 import { lauxlib, lua, to_luastring, type LuaJsFunction, type LuaProxy, type LuaState, type LuaString } from 'fengari';
-import { S, jsfn, keyAt, pushRecord, raise, runOf, setFunction, text } from './core.js';
+import { S, jsfn, keyAt, pushRecord, raise, runOf, setFunction, text, type LuaRun, type PushResult } from './core.js';
 import type { FileInfo } from '../../files/files.js';
 import { checkCanWait, hostWait } from './control.js';
-import { readOnlyTables } from './libs.js';
+import { readOnly, readOnlyTables } from './libs.js';
+import type { CacheValue } from '../../../cache/content-cache.js';
+import type { PassOptions, ScriptResponse } from '../host.js';
 
 const {
   LUA_TBOOLEAN,
@@ -204,6 +206,198 @@ const sendfile: LuaJsFunction = (L) => {
   return hostWait(L, run, run.host.sendfile(path, { offset, length, contentType, filename }), null);
 };
 
+// ---- cache, pass, emit -------------------------------------------------------------------
+
+/**
+ * Pushes a response as a table: status, headers (lower-case names; a header sent several
+ * times has its values joined by "\n", which emit() splits again), body, and `age` in seconds
+ * for a cached one.
+ */
+function pushResponseTable(L: LuaState, r: ScriptResponse, storedAt: number | null): void {
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, r.status);
+  lua_setfield(L, -2, 'status');
+  const headers = Object.create(null) as Record<string, string>;
+  for (const [name, value] of r.headers) {
+    const lower = name.toLowerCase();
+    headers[lower] = lower in headers ? `${headers[lower]}\n${value}` : value;
+  }
+  pushRecord(L, headers);
+  lua_setfield(L, -2, 'headers');
+  lua_pushstring(L, r.body);
+  lua_setfield(L, -2, 'body');
+  if (storedAt !== null) {
+    lua_pushinteger(L, Math.max(0, Math.floor((Date.now() - storedAt) / 1000)));
+    lua_setfield(L, -2, 'age');
+  }
+}
+
+/** Reads a response table at `idx` (status defaults to 200, body to ""). */
+function toResponse(L: LuaState, idx: number, what: string): ScriptResponse {
+  const at = lua.lua_absindex(L, idx);
+  let status = 200;
+  if (lua.lua_getfield(L, at, 'status') !== LUA_TNIL) {
+    if (!lua.lua_isinteger(L, -1)) raise(L, `${what}: status must be an integer`);
+    status = lua.lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+  const headers: Array<[string, string]> = [];
+  const t = lua.lua_getfield(L, at, 'headers');
+  if (t === lua.LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua.lua_next(L, -2) !== 0) {
+      if (lua_type(L, -2) !== LUA_TSTRING || (lua_type(L, -1) !== LUA_TSTRING && lua_type(L, -1) !== LUA_TNUMBER)) {
+        raise(L, `${what}: headers must map names to strings`);
+      }
+      // lua_tolstring on a number would change the key during lua_next: copy the value first.
+      lua_pushvalue(L, -1);
+      const value = text(lua_tolstring(L, -1)!);
+      lua_pop(L, 1);
+      const name = text(lua_tolstring(L, -2)!);
+      for (const line of value.split('\n')) headers.push([name, line]);
+      lua_pop(L, 1);
+    }
+  } else if (t !== LUA_TNIL) {
+    raise(L, `${what}: headers must be a table`);
+  }
+  lua_pop(L, 1);
+  let body: Buffer = Buffer.alloc(0);
+  const b = lua.lua_getfield(L, at, 'body');
+  if (b === LUA_TSTRING || b === LUA_TNUMBER) body = Buffer.from(lua_tolstring(L, -1)!);
+  else if (b !== LUA_TNIL) raise(L, `${what}: body must be a string`);
+  lua_pop(L, 1);
+  return { status, headers, body };
+}
+
+const pushCacheValue = (L: LuaState, value: unknown): number => {
+  const v = value as CacheValue | null;
+  if (v === null) lua_pushnil(L);
+  else if (Buffer.isBuffer(v)) lua_pushstring(L, v);
+  else pushResponseTable(L, v, v.storedAt);
+  return 1;
+};
+
+const pushBoolean = (L: LuaState, value: unknown): number => {
+  lua_pushboolean(L, value === true);
+  return 1;
+};
+
+const pushCount = (L: LuaState, value: unknown): number => {
+  if (value === null) lua_pushnil(L);
+  else lua_pushinteger(L, value as number);
+  return 1;
+};
+
+const pushResponseResult = (L: LuaState, value: unknown): number => {
+  pushResponseTable(L, value as ScriptResponse, null);
+  return 1;
+};
+
+/**
+ * Pushes a host call's result, waiting first when it is a promise. The embedded cache answers
+ * at once, and not yielding keeps the whole run synchronous (see LuaEngine.runNow).
+ */
+function answer<T>(L: LuaState, run: LuaRun, result: T | Promise<T>, push: PushResult): number {
+  return result instanceof Promise ? hostWait(L, run, result, push) : push(L, result);
+}
+
+// Keys are text: UTF-8, as a PHP application sharing the same Redis would write them.
+const keyArg = (L: LuaState): string => text(lauxlib.luaL_checklstring(L, 1));
+
+/** cache.get(key): a string, a response table, or nil. */
+const cacheGet: LuaJsFunction = (L) => {
+  const key = keyArg(L);
+  const run = runOf(L);
+  checkCanWait(L, 'cache.get()');
+  return answer(L, run, run.host.cacheGet(key), pushCacheValue);
+};
+
+/** cache.set(key, value[, ttl]): value a string (or number) or a response table; true when stored. */
+const cacheSet: LuaJsFunction = (L) => {
+  const key = keyArg(L);
+  const t = lua_type(L, 2);
+  let value: Buffer | ScriptResponse;
+  if (t === LUA_TSTRING || t === LUA_TNUMBER) value = Buffer.from(lua_tolstring(L, 2)!);
+  else if (t === lua.LUA_TTABLE) value = toResponse(L, 2, 'cache.set()');
+  else return raise(L, 'cache.set(key, value[, ttl]): value must be a string or a response table');
+  const ttl = lua_type(L, 3) <= LUA_TNIL ? 0 : lauxlib.luaL_checknumber(L, 3);
+  const run = runOf(L);
+  checkCanWait(L, 'cache.set()');
+  return answer(L, run, run.host.cacheSet(key, value, ttl), pushBoolean);
+};
+
+/** cache.delete(key): true when a value was removed. */
+const cacheDelete: LuaJsFunction = (L) => {
+  const key = keyArg(L);
+  const run = runOf(L);
+  checkCanWait(L, 'cache.delete()');
+  return answer(L, run, run.host.cacheDelete(key), pushBoolean);
+};
+
+/** cache.incr(key[, n[, ttl]]): the new value (a missing key counts from 0), nil when the cache is down. */
+const cacheIncr: LuaJsFunction = (L) => {
+  const key = keyArg(L);
+  const by = lua_type(L, 2) <= LUA_TNIL ? 1 : lauxlib.luaL_checkinteger(L, 2);
+  const ttl = lua_type(L, 3) <= LUA_TNIL ? undefined : lauxlib.luaL_checknumber(L, 3);
+  const run = runOf(L);
+  checkCanWait(L, 'cache.incr()');
+  return answer(L, run, run.host.cacheIncr(key, by, ttl), pushCount);
+};
+
+/** The options table of pass() at `idx`: params (false removes one), body, emit. */
+function passOptions(L: LuaState, idx: number): { options: PassOptions; emit: boolean } {
+  const t = lua_type(L, idx);
+  if (t <= LUA_TNIL) return { options: {}, emit: false };
+  if (t !== lua.LUA_TTABLE) return raise(L, 'pass(backend[, options]): options must be a table');
+  let params: Record<string, string | null> | undefined;
+  if (lua.lua_getfield(L, idx, 'params') === lua.LUA_TTABLE) {
+    params = {};
+    lua_pushnil(L);
+    while (lua.lua_next(L, -2) !== 0) {
+      if (lua_type(L, -2) !== LUA_TSTRING) raise(L, 'pass(): params must map names to strings or false');
+      const name = text(lua_tolstring(L, -2)!);
+      const vt = lua_type(L, -1);
+      if (vt === LUA_TBOOLEAN && !lua.lua_toboolean(L, -1)) params[name] = null;
+      else if (vt === LUA_TSTRING || vt === LUA_TNUMBER) {
+        lua_pushvalue(L, -1);
+        params[name] = text(lua_tolstring(L, -1)!);
+        lua_pop(L, 1);
+      } else raise(L, 'pass(): params must map names to strings or false');
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  let body: Buffer | undefined;
+  const bt = lua.lua_getfield(L, idx, 'body');
+  if (bt === LUA_TSTRING) body = Buffer.from(lua_tolstring(L, -1)!);
+  else if (bt !== LUA_TNIL) raise(L, 'pass(): body must be a string');
+  lua_pop(L, 1);
+  lua.lua_getfield(L, idx, 'emit');
+  const emit = lua.lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return { options: { ...(params ? { params } : {}), ...(body ? { body } : {}) }, emit };
+}
+
+/**
+ * pass(backend[, options]): the backend's response as a table; with `emit = true` the response
+ * goes to the client as it arrives and the run ends.
+ */
+const pass: LuaJsFunction = (L) => {
+  const name = text(lauxlib.luaL_checklstring(L, 1));
+  const { options, emit: direct } = passOptions(L, 2);
+  const run = runOf(L);
+  checkCanWait(L, 'pass()');
+  if (direct) return hostWait(L, run, run.host.passThrough(name, options), null);
+  return hostWait(L, run, run.host.pass(name, options), pushResponseResult);
+};
+
+/** emit(response): a response table (from pass() or the cache) becomes this request's response. */
+const emit: LuaJsFunction = (L) => {
+  lauxlib.luaL_checktype(L, 1, lua.LUA_TTABLE);
+  runOf(L).host.emit(toResponse(L, 1, 'emit()'));
+  return 0;
+};
+
 /** Pushes request field `key`; false when there is no such field. */
 function pushRequestField(L: LuaState, key: string): boolean {
   const host = runOf(L).host;
@@ -341,11 +535,20 @@ export function pushResponse(L: LuaState, metas: ApiMetatables): void {
   lua_setmetatable(L, -2);
 }
 
-/** Adds print, write, flush, log, sleep, stat and sendfile to the table at the top of the stack. */
+/** Adds print, write, flush, log, sleep, stat, sendfile, pass, emit and the `cache` table to the table at the top of the stack. */
 export function registerFunctions(L: LuaState): void {
-  const functions: Record<string, LuaJsFunction> = { print, write, flush, log, sleep, stat, sendfile };
+  const functions: Record<string, LuaJsFunction> = { print, write, flush, log, sleep, stat, sendfile, pass, emit };
   for (const name in functions) {
     lua_pushjsfunction(L, jsfn(functions[name]!));
     lua_setfield(L, -2, name);
   }
+  // `cache` is a shared library table like `string`: read-only, the same for every request.
+  const cache: Record<string, LuaJsFunction> = { get: cacheGet, set: cacheSet, delete: cacheDelete, incr: cacheIncr };
+  lua_createtable(L, 0, 4);
+  for (const name in cache) {
+    lua_pushjsfunction(L, jsfn(cache[name]!));
+    lua_setfield(L, -2, name);
+  }
+  readOnly(L, 'cache');
+  lua_setfield(L, -2, 'cache');
 }

@@ -1,0 +1,152 @@
+/**
+ * scripts/cache-front.lua and .js end to end: real nginx -> the real `lodestone` CLI running the
+ * front script for every request -> a real php-fpm pool over FastCGI, with the embedded cache
+ * and with a real Redis shared by two Lodestone processes. Hits, misses, bypasses, expiry,
+ * HEAD, streaming pass-through, backend down (502), Redis down (still served).
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import test, { type TestContext } from 'node:test';
+import { repoRoot, startLodestone, type Lodestone } from '../helpers/lodestone.js';
+import { havePrograms, httpRequest, startNginx, type WebServer } from '../helpers/peers.js';
+import { requirePhpFpm, startPhpFpm, type PhpFpm } from '../helpers/php-fpm.js';
+import { startRedis } from '../helpers/redis.js';
+
+const timeout = 120_000;
+const scriptsDir = path.join(repoRoot, 'scripts');
+
+const PHP = {
+  'page.php': `<?php header('Cache-Control: public, max-age=60'); echo 'page ', uniqid('', true), ' ', $_SERVER['REQUEST_METHOD'], ' ', $_SERVER['SCRIPT_NAME'];`,
+  'short.php': `<?php header('Cache-Control: max-age=1'); echo uniqid('', true);`,
+  'cookie.php': `<?php setcookie('flavour', 'oat'); header('Cache-Control: max-age=60'); echo uniqid('', true);`,
+  'private.php': `<?php header('Cache-Control: private, max-age=60'); echo uniqid('', true);`,
+  'accel.php': `<?php header('X-Accel-Expires: 60'); echo uniqid('', true);`,
+  'post.php': `<?php echo 'got ', $_SERVER['REQUEST_METHOD'], ' ', file_get_contents('php://input');`,
+  'big.php': `<?php header('Content-Type: application/octet-stream'); for ($i = 0; $i < 48; $i++) echo str_repeat(chr(65 + $i % 26), 65536);`,
+};
+
+async function stack(
+  t: TestContext,
+  ext: 'lua' | 'js',
+  php: PhpFpm,
+  opts: { args?: string[]; servers?: string[] } = {},
+): Promise<{ lodestone: Lodestone; nginx: WebServer }> {
+  const lodestone = await startLodestone(t, {
+    diagnostic: false,
+    args: ['--root', scriptsDir, '--script', path.join(scriptsDir, `cache-front.${ext}`), ...(opts.args ?? [])],
+    config: { backends: { php: { servers: opts.servers ?? [php.address], maxConnections: 2 } } },
+  });
+  const nginx = await startNginx(t, { fastcgiPass: `127.0.0.1:${lodestone.port}`, keepalive: 4, scriptRoot: php.docRoot });
+  return { lodestone, nginx };
+}
+
+for (const ext of ['lua', 'js'] as const) {
+  test(`cache-front.${ext}: hit, miss, bypass, expiry, HEAD and streaming through nginx and php-fpm`, { timeout }, async (t) => {
+    if (!havePrograms(t, 'nginx') || !requirePhpFpm(t)) return;
+    const php = await startPhpFpm(t, { maxChildren: 4, scripts: PHP });
+    const { nginx, lodestone } = await stack(t, ext, php);
+
+    const miss = await httpRequest(nginx.url('/page.php'));
+    assert.equal(miss.status, 200, miss.body.toString());
+    assert.equal(miss.headers['x-cache'], 'MISS');
+    assert.match(miss.body.toString(), /^page \S+ GET \/page\.php$/, 'PHP ran its own file from the forwarded params');
+    const hit = await httpRequest(nginx.url('/page.php'));
+    assert.equal(hit.headers['x-cache'], 'HIT');
+    assert.equal(hit.body.toString(), miss.body.toString());
+    assert.equal(hit.headers['cache-control'], 'public, max-age=60', "the backend's headers are kept");
+    assert.match(String(hit.headers.age), /^\d+$/);
+    const otherQuery = await httpRequest(nginx.url('/page.php?v=2'));
+    assert.equal(otherQuery.headers['x-cache'], 'MISS', 'the key includes the query');
+
+    const session = await httpRequest(nginx.url('/page.php'), { headers: { Cookie: 'PHPSESSID=abc' } });
+    assert.equal(session.headers['x-cache'], 'BYPASS');
+    assert.notEqual(session.body.toString(), miss.body.toString());
+
+    const posted = await httpRequest(nginx.url('/post.php'), { method: 'POST', body: 'hello php' });
+    assert.equal(posted.headers['x-cache'], 'BYPASS');
+    assert.equal(posted.body.toString(), 'got POST hello php');
+
+    for (const page of ['/cookie.php', '/private.php']) {
+      const a = await httpRequest(nginx.url(page));
+      const b = await httpRequest(nginx.url(page));
+      assert.deepEqual([a.headers['x-cache'], b.headers['x-cache']], ['MISS', 'MISS'], `${page} is not cacheable`);
+      assert.notEqual(a.body.toString(), b.body.toString());
+    }
+    const cookie = await httpRequest(nginx.url('/cookie.php'));
+    assert.match(String(cookie.headers['set-cookie']), /flavour=oat/);
+    const accel = [await httpRequest(nginx.url('/accel.php')), await httpRequest(nginx.url('/accel.php'))];
+    assert.deepEqual(
+      accel.map((r) => r.headers['x-cache']),
+      ['MISS', 'HIT'],
+      'X-Accel-Expires gives a TTL',
+    );
+
+    const short = await httpRequest(nginx.url('/short.php'));
+    assert.equal((await httpRequest(nginx.url('/short.php'))).body.toString(), short.body.toString());
+    await new Promise((resolve) => setTimeout(resolve, 1300));
+    const expired = await httpRequest(nginx.url('/short.php'));
+    assert.equal(expired.headers['x-cache'], 'MISS', 'expired after its max-age');
+    assert.notEqual(expired.body.toString(), short.body.toString());
+
+    const head = await httpRequest(nginx.url('/page.php?head=1'), { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers['x-cache'], 'MISS');
+    const afterHead = await httpRequest(nginx.url('/page.php?head=1'));
+    assert.equal(afterHead.headers['x-cache'], 'MISS', 'a HEAD response (no body) is not cached');
+    assert.match(afterHead.body.toString(), /^page \S+ GET/);
+
+    // POST goes through pass(..., emit): streamed, 3 MiB, every byte in order.
+    const big = await httpRequest(nginx.url('/big.php'), { method: 'POST', body: 'x' });
+    assert.equal(big.status, 200);
+    assert.equal(big.headers['content-type'], 'application/octet-stream');
+    assert.equal(big.body.length, 48 * 65536);
+    for (let i = 0; i < 48; i++) assert.equal(big.body[i * 65536 + 100], 65 + (i % 26), `chunk ${i}`);
+
+    assert.doesNotMatch(lodestone.log(), /LS_SCRIPT_ERROR|LS_BACKEND/);
+  });
+}
+
+test('backend down: 502 with a log line, and the next server of the pool takes over', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx') || !requirePhpFpm(t)) return;
+  const php = await startPhpFpm(t, { maxChildren: 2, scripts: PHP });
+  const dead = `unix:${path.join(php.dir, 'nobody-listens.sock')}`;
+  const failover = await stack(t, 'lua', php, { servers: [dead, php.address] });
+  for (let i = 0; i < 4; i++) {
+    const r = await httpRequest(failover.nginx.url(`/page.php?i=${i}`));
+    assert.equal(r.status, 200, `request ${i} served by the live server`);
+  }
+  await failover.lodestone.waitForLog(/LS_BACKEND_DISABLED/);
+
+  const down = await stack(t, 'lua', php, { servers: [dead] });
+  const r = await httpRequest(down.nginx.url('/page.php'));
+  assert.equal(r.status, 502);
+  assert.doesNotMatch(r.body.toString(), /nobody-listens/, 'no backend detail for the client');
+  await down.lodestone.waitForLog(/LS_BACKEND_UNAVAILABLE/);
+  const stillUp = await httpRequest(failover.nginx.url('/page.php?after'));
+  assert.equal(stillUp.status, 200);
+});
+
+test('Redis shared by two Lodestone processes; Redis down: requests still served', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx') || !requirePhpFpm(t)) return;
+  const php = await startPhpFpm(t, { maxChildren: 4, scripts: PHP });
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const args = ['--cache', `unix:${redis.socket}`];
+  const one = await stack(t, 'lua', php, { args });
+  const two = await stack(t, 'js', php, { args });
+
+  const filled = await httpRequest(one.nginx.url('/page.php?shared'));
+  assert.equal(filled.headers['x-cache'], 'MISS');
+  const fromOther = await httpRequest(two.nginx.url('/page.php?shared'));
+  assert.equal(fromOther.headers['x-cache'], 'HIT', 'the other process (and engine) sees the cached page');
+  assert.equal(fromOther.body.toString(), filled.body.toString());
+
+  await redis.stop();
+  for (const stackUp of [one, two]) {
+    const r = await httpRequest(stackUp.nginx.url('/page.php?while-down'));
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-cache'], 'MISS');
+    await stackUp.lodestone.waitForLog(/LS_CACHE_UNAVAILABLE/);
+  }
+  assert.doesNotMatch(one.lodestone.log() + two.lodestone.log(), /LS_SCRIPT_ERROR/);
+});
