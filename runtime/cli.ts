@@ -131,7 +131,7 @@ async function serve(config: Config): Promise<number> {
     ? diagnostic
     : config.statAccel
       ? createStatAccelHandler(files, log)
-      : await scriptHandler(config, log, { files, cache, backends });
+      : await scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles });
   const server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
   const target: ListenTarget = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
   try {

@@ -9,6 +9,7 @@ import { LodestoneError } from './errors.js';
 import { defaultScriptLimits, type ScriptLimits } from './engines/engine.js';
 import { defaultLimits, type Limits } from './fastcgi/limits.js';
 import { defaultContentCacheConfig, type ContentCacheConfig } from '../cache/content-cache.js';
+import type { CacheFiles } from './engines/host.js';
 import { defaultPoolOptions, parseServer, type PoolOptions } from './fastcgi/pool.js';
 import { defaultFiles, type FilesConfig, type SendfileMode } from './files/files.js';
 import { parseListen, type ListenTarget } from './listen.js';
@@ -49,6 +50,8 @@ export interface Config {
   readonly statAccel: boolean;
   /** The content cache behind the script API's `cache` (embedded per worker, or Redis). */
   readonly cache: ContentCacheConfig;
+  /** Large cached response bodies go to files here (inside files.roots), sent with sendfile. */
+  readonly cacheFiles: CacheFiles | null;
   /** FastCGI backend pools scripts can pass() requests to, by name. */
   readonly backends: ReadonlyMap<string, PoolOptions>;
 }
@@ -131,6 +134,7 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     throw invalid(cli.logLevel !== undefined ? '--log-level' : 'logLevel', `must be one of ${levels.join(', ')}`);
   }
 
+  const filesConfig = files(file.files, cli, root, baseDir, env);
   const config: Config = {
     listen,
     root,
@@ -145,15 +149,16 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     scriptCache: integers('scriptCache', file.scriptCache, defaultScriptCache, 1),
     scriptLimits: integers('scriptLimits', file.scriptLimits, defaultScriptLimits, 1),
     rawOutput: rawOutput(file.rawOutput, root),
-    files: files(file.files, cli, root, baseDir, env),
+    files: filesConfig,
     statAccel: cli.statAccel ?? optionalBoolean(file, 'statAccel') ?? false,
     cache: contentCache(file.cache, cli.cache, baseDir),
+    cacheFiles: cacheFiles(file.cache, filesConfig, baseDir),
     backends: backends(file.backends, cli.backends, baseDir),
   };
   return Object.freeze(config);
 }
 
-const cacheFields = new Set(['backend', 'maxBytes', 'maxValueBytes', 'redis']);
+const cacheFields = new Set(['backend', 'maxBytes', 'maxValueBytes', 'redis', 'fileDir', 'fileMinBytes']);
 const redisFields = new Set(['url', 'socket', 'prefix', 'timeoutMs']);
 
 function contentCache(value: unknown, fromCli: string | undefined, baseDir: string): ContentCacheConfig {
@@ -196,6 +201,20 @@ function contentCache(value: unknown, fromCli: string | undefined, baseDir: stri
       timeoutMs: bounded('cache.redis.timeoutMs', r.timeoutMs, d.redis.timeoutMs, 1, 60_000),
     }),
   });
+}
+
+// cache.fileDir must be a directory the web server may send from: inside files.roots.
+function cacheFiles(value: unknown, filesConfig: FilesConfig, baseDir: string): CacheFiles | null {
+  if (!isObject(value) || value.fileDir === undefined || value.fileDir === null) {
+    if (isObject(value) && value.fileMinBytes !== undefined) throw invalid('cache.fileMinBytes', 'needs cache.fileDir');
+    return null;
+  }
+  if (typeof value.fileDir !== 'string') throw invalid('cache.fileDir', 'must be a directory path');
+  const dir = realDirectory('cache.fileDir', path.resolve(baseDir, value.fileDir));
+  if (!filesConfig.roots.some((root) => dir === root || dir.startsWith(root.endsWith('/') ? root : `${root}/`))) {
+    throw invalid('cache.fileDir', `${dir} is not inside files.roots (${filesConfig.roots.join(', ')}): the web server could not be asked to send its files`);
+  }
+  return Object.freeze({ dir, minBytes: bounded('cache.fileMinBytes', value.fileMinBytes, 256 * 1024, 1, Number.MAX_SAFE_INTEGER) });
 }
 
 const poolFields = new Set(['servers', 'connectTimeoutMs', 'responseTimeoutMs', 'disableTimeMs', 'maxConnections', 'keepAlive', 'idleTimeoutMs']);

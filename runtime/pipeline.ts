@@ -7,7 +7,7 @@ import { STATUS_CODES } from 'node:http';
 import type { ContentCache } from '../cache/content-cache.js';
 import type { Lease, Lookup, ScriptStore } from '../cache/script-store.js';
 import { ScriptError, type ScriptLimits } from './engines/engine.js';
-import { ScriptHost, noServices, type HostServices } from './engines/host.js';
+import { ScriptHost, noServices, type CacheFiles, type HostServices } from './engines/host.js';
 import type { Code } from './errors.js';
 import type { Handler } from './fastcgi/connection.js';
 import type { BackendPool, BackendResponse } from './fastcgi/pool.js';
@@ -32,6 +32,8 @@ export interface PipelineOptions {
   readonly cache?: ContentCache | null;
   /** FastCGI backend pools for pass(), by name. */
   readonly backends?: ReadonlyMap<string, BackendPool>;
+  /** Where cache.set() puts large response bodies (sent with sendfile on a hit). */
+  readonly cacheFiles?: CacheFiles | null;
 }
 
 /**
@@ -50,7 +52,12 @@ export function createScriptHandler(options: PipelineOptions): Handler {
   const { store, log } = options;
   const files = options.files ?? null;
   const prefetch = files?.config.prefetch ? files : null;
-  const services: HostServices = { files, cache: options.cache ?? null, backends: options.backends ?? noServices.backends };
+  const services: HostServices = {
+    files,
+    cache: options.cache ?? null,
+    backends: options.backends ?? noServices.backends,
+    cacheFiles: options.cacheFiles ?? null,
+  };
   return (req, res) => {
     prefetch?.prefetch(req);
     const requested = options.script ?? req.param('SCRIPT_FILENAME');

@@ -36,9 +36,10 @@ if ((method !== 'GET' && method !== 'HEAD') || cookie.includes(SESSION_COOKIE + 
 const key = 'page:' + (request.headers['host'] ?? '') + request.uri;
 const hit = await cache.get(key);
 if (hit !== null && typeof hit === 'object') {
-  emit(hit);
+  // Before emit(): a large body cached as a file ends the run there, sent by the web server.
   response.headers['Age'] = hit.age;
   response.headers['X-Cache'] = 'HIT';
+  await emit(hit);
   return;
 }
 

@@ -37,9 +37,10 @@ end
 local key = "page:" .. (request.headers["host"] or "") .. request.uri
 local hit = cache.get(key)
 if type(hit) == "table" then
-  emit(hit)
+  -- Before emit(): a large body cached as a file ends the run there, sent by the web server.
   response.headers["Age"] = hit.age
   response.headers["X-Cache"] = "HIT"
+  emit(hit)
   return
 end
 

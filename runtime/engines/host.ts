@@ -7,7 +7,10 @@
  * {@link ScriptHost.fatal}, and engines must stop the script when it is set, even if the script
  * catches errors (Lua's pcall, JS try/catch): a limit is not the script's to swallow.
  */
-import { CacheValueError, type CacheValue, type ContentCache } from '../../cache/content-cache.js';
+import { createHash, randomBytes } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import nodePath from 'node:path';
+import { CacheValueError, type CachedResponse, type CacheValue, type ContentCache } from '../../cache/content-cache.js';
 import { parseCgiHead } from '../cgi.js';
 import type { Code } from '../errors.js';
 import { encodePairs, decodePairs } from '../fastcgi/pairs.js';
@@ -53,7 +56,23 @@ export interface HostServices {
   readonly cache: ContentCache | null;
   /** FastCGI backend pools by name, for pass(). */
   readonly backends: ReadonlyMap<string, BackendPool>;
+  /** Where cache.set() writes large response bodies, to be sent with sendfile; null: kept inline. */
+  readonly cacheFiles?: CacheFiles | null;
 }
+
+/** Large cached bodies go to files (seed 001's trick: tmpfs, then X-Sendfile / X-Accel-Redirect). */
+export interface CacheFiles {
+  /** A directory inside files.roots (real path), ideally on tmpfs. */
+  readonly dir: string;
+  /** Bodies of at least this many bytes are written there. */
+  readonly minBytes: number;
+}
+
+/**
+ * The pseudo-header under which a cached response keeps the path of its body file. Not an HTTP
+ * token (the colon), so no real header can collide with it; scripts see it as `res.file`.
+ */
+export const BODY_FILE = ':file';
 
 /** No files, no cache, no backends: what a bare host (tests, benches) gets. */
 export const noServices: HostServices = Object.freeze({ files: null, cache: null, backends: new Map<string, BackendPool>() });
@@ -63,6 +82,16 @@ export interface ScriptResponse {
   readonly status: number;
   readonly headers: ReadonlyArray<readonly [string, string]>;
   readonly body: Buffer;
+  /** The body is this file (a large cached body): emit() sends it with sendfile(). */
+  readonly file?: string;
+}
+
+/** Splits a cached response's body-file pseudo-header off its real headers. */
+export function bodyFile(value: ScriptResponse): { headers: ScriptResponse['headers']; file: string | undefined } {
+  let file = value.file;
+  if (!value.headers.some(([name]) => name === BODY_FILE)) return { headers: value.headers, file };
+  const headers = value.headers.filter(([name, v]) => (name === BODY_FILE ? ((file ??= v), false) : true));
+  return { headers, file };
 }
 
 /** How pass() forwards the request. */
@@ -432,16 +461,65 @@ export class ScriptHost {
   cacheGet(key: string): CacheValue | null | Promise<CacheValue | null> {
     ScriptHost.checkKey(key);
     const cache = this.contentCache;
-    return cache.now ? cache.now.get(key) : this.guard(cache.get(key));
+    const found = cache.now ? cache.now.get(key) : this.guard(cache.get(key));
+    if (found instanceof Promise) return found.then((value) => this.checkBodyFile(value));
+    return found !== null && !Buffer.isBuffer(found) && bodyFile(found).file !== undefined ? this.checkBodyFile(found) : found;
   }
 
-  /** cache.set(key, value, ttl): false when not stored (too large, shared cache down). */
+  // A response whose body file is gone (tmpfs after a reboot, another host's file in a shared
+  // Redis) is a miss, not a hit that sends nothing.
+  private async checkBodyFile(value: CacheValue | null): Promise<CacheValue | null> {
+    if (value === null || Buffer.isBuffer(value)) return value;
+    const file = bodyFile(value).file;
+    if (file === undefined) return value;
+    try {
+      await this.guard(fsp.access(file));
+      return value;
+    } catch {
+      if (this.fatal) throw this.fatal;
+      return null;
+    }
+  }
+
+  /**
+   * cache.set(key, value, ttl): false when not stored (too large, shared cache down). A response
+   * body of at least cacheFiles.minBytes is written to a file in cacheFiles.dir and cached as a
+   * reference, so a hit is sent by the web server (sendfile) instead of through Lodestone.
+   */
   cacheSet(key: string, value: Buffer | ScriptResponse, ttl: number): boolean | Promise<boolean> {
     ScriptHost.checkKey(key);
     ScriptHost.checkTtl(ttl);
-    const stored: CacheValue = Buffer.isBuffer(value) ? value : { ...checkResponse(value), storedAt: Date.now() };
     const cache = this.contentCache;
+    let stored: CacheValue;
+    if (Buffer.isBuffer(value)) stored = value;
+    else {
+      const checked = checkResponse(value);
+      const { headers, file } = bodyFile(checked);
+      const files = this.services.cacheFiles;
+      if (file === undefined && files && checked.body.length >= files.minBytes) {
+        return this.guard(this.storeBodyFile(files, key, checked, ttl));
+      }
+      stored = { status: checked.status, headers: file === undefined ? headers : [...headers, [BODY_FILE, file]], body: checked.body, storedAt: Date.now() };
+    }
     return cache.now ? cache.now.set(key, stored, ttl) : this.guard(cache.set(key, stored, ttl));
+  }
+
+  // One file per key (a hash of it), replaced atomically: a web server still sending the old
+  // one keeps its open file. Expired entries leave their file until the key is stored again.
+  private async storeBodyFile(files: CacheFiles, key: string, value: ScriptResponse, ttl: number): Promise<boolean> {
+    const final = nodePath.join(files.dir, `${createHash('sha256').update(key).digest('hex')}.body`);
+    const temp = `${final}.${process.pid}.${randomBytes(6).toString('hex')}`;
+    try {
+      await fsp.writeFile(temp, value.body, { mode: 0o644 });
+      await fsp.rename(temp, final);
+    } catch (err) {
+      await fsp.rm(temp, { force: true }).catch(() => undefined);
+      this.log(`lodestone: cache.set(${JSON.stringify(key)}): cannot write ${final}: ${(err as Error).message}`);
+      return false;
+    }
+    const stored: CachedResponse = { status: value.status, headers: [...value.headers, [BODY_FILE, final]], body: Buffer.alloc(0), storedAt: Date.now() };
+    const cache = this.contentCache;
+    return cache.now ? cache.now.set(key, stored, ttl) : cache.set(key, stored, ttl);
   }
 
   /** cache.delete(key): whether a value was removed. */
@@ -539,12 +617,13 @@ export class ScriptHost {
    * emit(response): the response a script got from pass() or the cache becomes this request's:
    * its status, its headers (replacing any of the same name set so far) and its body.
    */
-  emit(value: ScriptResponse): void {
+  emit(value: ScriptResponse): void | Promise<never> {
     const checked = checkResponse(value, false);
     if (this.response.headersSent) throw new Error('emit() after flush(): the headers are already sent');
+    const { headers, file } = bodyFile(checked);
     this.status = checked.status;
     const seen = new Set<string>();
-    for (const [name, v] of checked.headers) {
+    for (const [name, v] of headers) {
       const lower = name.toLowerCase();
       if (lower === 'status') continue;
       if (seen.has(lower)) this.response.addHeader(name, v);
@@ -553,6 +632,8 @@ export class ScriptHost {
         this.response.setHeader(name, v);
       }
     }
+    // A body in a file: the web server sends it (and handles Range); the run ends there.
+    if (file !== undefined) return this.sendfile(file);
     this.write(checked.body);
   }
 
@@ -596,6 +677,7 @@ function checkResponse(value: ScriptResponse, headers = true): ScriptResponse {
 
 function checkHeaders(headers: ScriptResponse['headers']): void {
   for (const [name, v] of headers) {
+    if (name === BODY_FILE) continue;
     if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw new TypeError(`invalid response header name ${JSON.stringify(name)}`);
     if (/[\r\n\0]/.test(v)) throw new TypeError(`invalid value for response header ${name}`);
   }

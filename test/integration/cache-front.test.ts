@@ -5,9 +5,10 @@
  * HEAD, streaming pass-through, backend down (502), Redis down (still served).
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
-import { repoRoot, startLodestone, type Lodestone } from '../helpers/lodestone.js';
+import { repoRoot, startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
 import { havePrograms, httpRequest, startNginx, type WebServer } from '../helpers/peers.js';
 import { requirePhpFpm, startPhpFpm, type PhpFpm } from '../helpers/php-fpm.js';
 import { startRedis } from '../helpers/redis.js';
@@ -22,6 +23,7 @@ const PHP = {
   'private.php': `<?php header('Cache-Control: private, max-age=60'); echo uniqid('', true);`,
   'accel.php': `<?php header('X-Accel-Expires: 60'); echo uniqid('', true);`,
   'post.php': `<?php echo 'got ', $_SERVER['REQUEST_METHOD'], ' ', file_get_contents('php://input');`,
+  'large.php': `<?php header('Cache-Control: max-age=60'); header('Content-Type: text/plain'); echo uniqid('', true), "\\n", str_repeat("0123456789abcdef\\n", 100000);`,
   'big.php': `<?php header('Content-Type: application/octet-stream'); for ($i = 0; $i < 48; $i++) echo str_repeat(chr(65 + $i % 26), 65536);`,
 };
 
@@ -149,4 +151,50 @@ test('Redis shared by two Lodestone processes; Redis down: requests still served
     await stackUp.lodestone.waitForLog(/LS_CACHE_UNAVAILABLE/);
   }
   assert.doesNotMatch(one.lodestone.log() + two.lodestone.log(), /LS_SCRIPT_ERROR/);
+});
+
+test('large bodies are cached as files and sent by nginx (X-Accel-Redirect); a lost file is a miss', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx') || !requirePhpFpm(t)) return;
+  const php = await startPhpFpm(t, { maxChildren: 2, scripts: PHP });
+  const filesRoot = fs.realpathSync(tempDir(t, 'lodestone-cachefiles-'));
+  const fileDir = path.join(filesRoot, 'bodies');
+  fs.mkdirSync(fileDir);
+  const lodestone = await startLodestone(t, {
+    diagnostic: false,
+    args: ['--root', scriptsDir, '--script', path.join(scriptsDir, 'cache-front.lua')],
+    config: {
+      backends: { php: { servers: [php.address] } },
+      files: { roots: [filesRoot], accel: { [filesRoot]: '/cached' } },
+      cache: { fileDir, fileMinBytes: 100_000 },
+    },
+  });
+  const nginx = await startNginx(t, {
+    fastcgiPass: `127.0.0.1:${lodestone.port}`,
+    keepalive: 2,
+    scriptRoot: php.docRoot,
+    server: `location /cached/ { internal; alias ${filesRoot}/; }`,
+  });
+
+  const miss = await httpRequest(nginx.url('/large.php'));
+  assert.equal(miss.status, 200);
+  assert.equal(miss.headers['x-cache'], 'MISS');
+  assert.ok(miss.body.length > 1_600_000);
+  const stored = fs.readdirSync(fileDir);
+  assert.equal(stored.length, 1, 'one body file, no temp files left');
+  assert.deepEqual(fs.readFileSync(path.join(fileDir, stored[0]!)), miss.body);
+
+  const hit = await httpRequest(nginx.url('/large.php'));
+  assert.equal(hit.status, 200);
+  assert.deepEqual(hit.body, miss.body, 'the same page, from the file, not from PHP again');
+  assert.equal(hit.headers['content-type'], miss.headers['content-type'], 'the cached Content-Type, kept by nginx');
+  assert.equal(hit.headers['cache-control'], 'max-age=60');
+  const range = await httpRequest(nginx.url('/large.php'), { headers: { Range: 'bytes=0-9' } });
+  assert.equal(range.status, 206, 'nginx serves ranges of the cached file');
+  assert.deepEqual(range.body, miss.body.subarray(0, 10));
+
+  fs.rmSync(path.join(fileDir, stored[0]!));
+  const lost = await httpRequest(nginx.url('/large.php'));
+  assert.equal(lost.headers['x-cache'], 'MISS', 'a cached reference to a missing file is a miss');
+  assert.notDeepEqual(lost.body, miss.body, 'PHP rendered it again');
+  assert.doesNotMatch(lodestone.log(), /LS_SCRIPT_ERROR|LS_FILE/);
 });

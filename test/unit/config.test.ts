@@ -275,3 +275,18 @@ test('cache and backends: each bad field is named', (t) => {
   assert.match(configError(() => loadConfig({ backends: ['php'] }, {})), /^--backend: expected NAME=SERVER/);
   assert.match(configError(() => loadConfig({ backends: ['php=nonsense'] }, {})), /^--backend: "nonsense": /);
 });
+
+test('cache.fileDir: inside files.roots, resolved; outside or without a dir: named errors', (t) => {
+  const dir = fs.realpathSync(tempDir(t));
+  fs.mkdirSync(path.join(dir, 'files/bodies'), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'elsewhere'));
+  const ok = loadConfig({ config: writeConfig(dir, { files: { roots: ['files'] }, cache: { fileDir: 'files/bodies' } }) }, {});
+  assert.deepEqual(ok.cacheFiles, { dir: path.join(dir, 'files/bodies'), minBytes: 256 * 1024 });
+  assert.equal(loadConfig({}, {}).cacheFiles, null);
+  const outside = writeConfig(dir, { files: { roots: ['files'] }, cache: { fileDir: 'elsewhere' } });
+  assert.match(configError(() => loadConfig({ config: outside }, {})), /^cache\.fileDir: .*elsewhere is not inside files\.roots/);
+  const lonely = writeConfig(dir, { cache: { fileMinBytes: 10 } });
+  assert.match(configError(() => loadConfig({ config: lonely }, {})), /^cache\.fileMinBytes: needs cache\.fileDir/);
+  const missing = writeConfig(dir, { files: { roots: ['files'] }, cache: { fileDir: 'files/nope' } });
+  assert.match(configError(() => loadConfig({ config: missing }, {})), /^cache\.fileDir: .* is not a directory/);
+});

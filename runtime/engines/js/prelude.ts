@@ -190,6 +190,7 @@ export const PRELUDE_SOURCE = `(function install(prim) {
       get body() { return body ??= h_held(h, 1); },
     };
     if (o.r.age !== undefined) res.age = o.r.age;
+    if (o.r.file !== undefined) res.file = o.r.file;
     defineProperty(res, HANDLE, { value: h });
     return freeze(res);
   };
@@ -207,7 +208,9 @@ export const PRELUDE_SOURCE = `(function install(prim) {
       }
       const status = v.status === undefined ? 200 : v.status;
       if (typeof status !== 'number') throw new TypeError_(what + ': status must be a number');
-      return { r: { status, headers, body: v.body === undefined || v.body === null ? '' : String_(v.body) } };
+      const r = { status, headers, body: v.body === undefined || v.body === null ? '' : String_(v.body) };
+      if (typeof v.file === 'string') r.file = v.file;
+      return { r };
     }
     throw new TypeError_(what + ': value must be a string or a response object');
   };
@@ -232,9 +235,10 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     if (o.emit) flushBuffered();
     return fromHost(await h_pass(stringify({ n: String_(name), p: params, b: body, e: !!o.emit })));
   };
+  // Returns a promise when the body is a file (the run ends in sendfile): await it.
   const emitResponse = (res) => {
     flushBuffered();
-    h_emit(stringify(toHost('emit()', res)));
+    return h_emit(stringify(toHost('emit()', res)));
   };
 
   // A Request caches what it fetched for its run, so a new one is made per run.

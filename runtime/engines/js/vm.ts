@@ -33,7 +33,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ScriptError } from '../engine.js';
 import type { CacheValue } from '../../../cache/content-cache.js';
-import type { ScriptHost, ScriptResponse } from '../host.js';
+import { bodyFile, type ScriptHost, type ScriptResponse } from '../host.js';
 import { JSON_FIELDS, PRELUDE_FILENAME, PRELUDE_SOURCE, PRIMITIVES, TEXT_FIELDS } from './prelude.js';
 
 /** Compile-mode evaluation allowed before the interrupt handler stops it (escaped code). */
@@ -112,7 +112,7 @@ function compiledWasm(): Promise<unknown> {
 }
 
 /** A cache value or response as the prelude sends it (see its toHost). */
-type FromScript = { s: string } | { h: number } | { r: { status: number; headers: Array<[string, string]>; body: string } };
+type FromScript = { s: string } | { h: number } | { r: { status: number; headers: Array<[string, string]>; body: string; file?: string } };
 
 /**
  * A cache value or response for the prelude (its fromHost): a string, or a response's status
@@ -125,7 +125,7 @@ function toScript(run: Run, value: CacheValue | ScriptResponse | null): string {
   const held = (run.held ??= []);
   held.push(value);
   const age = 'storedAt' in value ? Math.max(0, Math.floor((Date.now() - value.storedAt) / 1000)) : undefined;
-  return JSON.stringify({ r: { status: value.status, age }, h: held.length - 1 });
+  return JSON.stringify({ r: { status: value.status, age, file: bodyFile(value).file }, h: held.length - 1 });
 }
 
 function fromScript(run: Run, v: FromScript): Buffer | ScriptResponse {
@@ -135,7 +135,8 @@ function fromScript(run: Run, v: FromScript): Buffer | ScriptResponse {
     if (!held) throw new TypeError('not a response of this request');
     return held;
   }
-  return { status: v.r.status, headers: v.r.headers, body: Buffer.from(v.r.body) };
+  const { status, headers, body, file } = v.r;
+  return file === undefined ? { status, headers, body: Buffer.from(body) } : { status, headers, body: Buffer.from(body), file };
 }
 
 /** True for errors that mean the wasm module's state can no longer be trusted. */
@@ -356,11 +357,12 @@ export class Vm {
       held: (run, [handle, which]) => {
         const value = run.held?.[num(handle)];
         if (!value) throw new TypeError('not a response of this request');
-        return this.newString(num(which) === 0 ? JSON.stringify(value.headers) : value.body.toString('utf8'));
+        return this.newString(num(which) === 0 ? JSON.stringify(bodyFile(value).headers) : value.body.toString('utf8'));
       },
       emit: (run, [json]) => {
-        run.host.emit(fromScript(run, JSON.parse(str(json)) as FromScript) as ScriptResponse);
-        return undefined;
+        // A body in a file ends the run with sendfile(): the script gets a promise to await.
+        const sent = run.host.emit(fromScript(run, JSON.parse(str(json)) as FromScript) as ScriptResponse);
+        return sent ? this.hostCall(run, sent, () => ctx.undefined) : undefined;
       },
       getStatus: (run) => ctx.newNumber(run.host.status),
       setStatus: (run, [n]) => {

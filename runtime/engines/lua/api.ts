@@ -11,7 +11,7 @@ import type { FileInfo } from '../../files/files.js';
 import { checkCanWait, hostWait } from './control.js';
 import { readOnly, readOnlyTables } from './libs.js';
 import type { CacheValue } from '../../../cache/content-cache.js';
-import type { PassOptions, ScriptResponse } from '../host.js';
+import { bodyFile, type PassOptions, type ScriptResponse } from '../host.js';
 
 const {
   LUA_TBOOLEAN,
@@ -217,8 +217,13 @@ function pushResponseTable(L: LuaState, r: ScriptResponse, storedAt: number | nu
   lua_createtable(L, 0, 4);
   lua_pushinteger(L, r.status);
   lua_setfield(L, -2, 'status');
+  const split = bodyFile(r);
+  if (split.file !== undefined) {
+    lua_pushstring(L, split.file);
+    lua_setfield(L, -2, 'file');
+  }
   const headers = Object.create(null) as Record<string, string>;
-  for (const [name, value] of r.headers) {
+  for (const [name, value] of split.headers) {
     const lower = name.toLowerCase();
     headers[lower] = lower in headers ? `${headers[lower]}\n${value}` : value;
   }
@@ -266,7 +271,10 @@ function toResponse(L: LuaState, idx: number, what: string): ScriptResponse {
   if (b === LUA_TSTRING || b === LUA_TNUMBER) body = Buffer.from(lua_tolstring(L, -1)!);
   else if (b !== LUA_TNIL) raise(L, `${what}: body must be a string`);
   lua_pop(L, 1);
-  return { status, headers, body };
+  const f = lua.lua_getfield(L, at, 'file');
+  const file = f === LUA_TSTRING ? text(lua_tolstring(L, -1)!) : f === LUA_TNIL ? undefined : raise(L, `${what}: file must be a string`);
+  lua_pop(L, 1);
+  return file === undefined ? { status, headers, body } : { status, headers, body, file };
 }
 
 const pushCacheValue = (L: LuaState, value: unknown): number => {
@@ -394,8 +402,12 @@ const pass: LuaJsFunction = (L) => {
 /** emit(response): a response table (from pass() or the cache) becomes this request's response. */
 const emit: LuaJsFunction = (L) => {
   lauxlib.luaL_checktype(L, 1, lua.LUA_TTABLE);
-  runOf(L).host.emit(toResponse(L, 1, 'emit()'));
-  return 0;
+  const res = toResponse(L, 1, 'emit()');
+  const run = runOf(L);
+  // A body in a file ends the run with sendfile(), which waits for a stat.
+  if (res.file !== undefined) checkCanWait(L, 'emit()');
+  const sent = run.host.emit(res);
+  return sent ? hostWait(L, run, sent, null) : 0;
 };
 
 /** Pushes request field `key`; false when there is no such field. */
