@@ -108,24 +108,37 @@ for (const ext of ['lua', 'js'] as const) {
   });
 }
 
-test('backend down: 502 with a log line, and the next server of the pool takes over', { timeout }, async (t) => {
+test('failover between two php-fpm pools when one stops; both down: 502 with a log line', { timeout }, async (t) => {
   if (!havePrograms(t, 'nginx') || !requirePhpFpm(t)) return;
-  const php = await startPhpFpm(t, { maxChildren: 2, scripts: PHP });
-  const dead = `unix:${path.join(php.dir, 'nobody-listens.sock')}`;
-  const failover = await stack(t, 'lua', php, { servers: [dead, php.address] });
-  for (let i = 0; i < 4; i++) {
-    const r = await httpRequest(failover.nginx.url(`/page.php?i=${i}`));
-    assert.equal(r.status, 200, `request ${i} served by the live server`);
+  const pid = { 'pid.php': `<?php echo getmypid();` };
+  const first = await startPhpFpm(t, { maxChildren: 2, scripts: { ...PHP, ...pid } });
+  const second = await startPhpFpm(t, { maxChildren: 2, scripts: { ...PHP, ...pid } });
+  // Both php-fpm serve the same docroot paths: SCRIPT_FILENAME is the first one's.
+  const { nginx, lodestone } = await stack(t, 'lua', first, { servers: [first.address, second.address] });
+  const served = new Set<string>();
+  for (let i = 0; i < 6; i++) {
+    const r = await httpRequest(nginx.url(`/pid.php?i=${i}`));
+    assert.equal(r.status, 200);
+    served.add(r.body.toString());
   }
-  await failover.lodestone.waitForLog(/LS_BACKEND_DISABLED/);
+  assert.ok(served.size >= 2, 'least-load with round-robin ties spreads over both pools');
 
-  const down = await stack(t, 'lua', php, { servers: [dead] });
-  const r = await httpRequest(down.nginx.url('/page.php'));
-  assert.equal(r.status, 502);
-  assert.doesNotMatch(r.body.toString(), /nobody-listens/, 'no backend detail for the client');
-  await down.lodestone.waitForLog(/LS_BACKEND_UNAVAILABLE/);
-  const stillUp = await httpRequest(failover.nginx.url('/page.php?after'));
-  assert.equal(stillUp.status, 200);
+  await first.stop();
+  for (let i = 0; i < 6; i++) {
+    const r = await httpRequest(nginx.url(`/page.php?after-stop=${i}`));
+    assert.equal(r.status, 200, `request ${i} after one pool stopped`);
+  }
+  await lodestone.waitForLog(/LS_BACKEND_DISABLED/);
+
+  await second.stop();
+  const down = await httpRequest(nginx.url('/page.php?all-down'));
+  assert.equal(down.status, 502);
+  assert.doesNotMatch(down.body.toString(), /php|sock/i, 'no backend detail for the client');
+  await lodestone.waitForLog(/LS_BACKEND_UNAVAILABLE/);
+  await first.start();
+  await new Promise((resolve) => setTimeout(resolve, 1100)); // past disableTimeMs
+  const back = await httpRequest(nginx.url('/page.php?back'));
+  assert.equal(back.status, 200, 'a restarted pool serves again');
 });
 
 test('Redis shared by two Lodestone processes; Redis down: requests still served', { timeout }, async (t) => {
