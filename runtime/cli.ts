@@ -22,6 +22,7 @@ import { createContentCache } from '../cache/content-cache.js';
 import type { HostServices } from './engines/host.js';
 import { BackendPool } from './fastcgi/pool.js';
 import { Files } from './files/files.js';
+import { createStatusHandler, type RunCounters } from './status.js';
 import { createScriptHandler } from './pipeline.js';
 import { createStatAccelHandler } from './stat-accel.js';
 
@@ -127,12 +128,18 @@ async function serve(config: Config): Promise<number> {
   const cache = scripts ? createContentCache(config.cache, log) : null;
   const backends = new Map<string, BackendPool>();
   if (scripts) for (const [name, options] of config.backends) backends.set(name, new BackendPool(options, log));
-  const handler = config.diagnostic
+  const counters: RunCounters = { limitHits: 0, scriptErrors: 0 };
+  const inner = config.diagnostic
     ? diagnostic
     : config.statAccel
       ? createStatAccelHandler(files, log)
-      : await scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles });
-  const server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
+      : await scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles }, counters);
+  let server: FastcgiServer | null = null;
+  const handler =
+    config.statusPath === null && config.slowRequestMs === 0
+      ? inner
+      : createStatusHandler({ path: config.statusPath, slowMs: config.slowRequestMs, log, inner, server: () => server!, counters });
+  server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
   const target: ListenTarget = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
   try {
     await server.listen(target);
@@ -169,7 +176,7 @@ async function serve(config: Config): Promise<number> {
 }
 
 /** The script pipeline: both engines over one script store. */
-async function scriptHandler(config: Config, log: Logger, services: HostServices): Promise<Handler> {
+async function scriptHandler(config: Config, log: Logger, services: HostServices, counters: RunCounters): Promise<Handler> {
   const engines = new Map<string, ScriptEngine>();
   for (const engine of [new LuaEngine(), await createJsEngine()]) engines.set(engine.extension, engine);
   const store = new ScriptStore({
@@ -190,6 +197,7 @@ async function scriptHandler(config: Config, log: Logger, services: HostServices
     script: config.script,
     raw: raw === true ? () => true : (file) => raw.has(file),
     ...services,
+    counters,
   });
 }
 

@@ -54,6 +54,10 @@ export interface Config {
   readonly cacheFiles: CacheFiles | null;
   /** FastCGI backend pools scripts can pass() requests to, by name. */
   readonly backends: ReadonlyMap<string, PoolOptions>;
+  /** SCRIPT_NAME answered with the status page (php-fpm's pm.status_path); null: none. */
+  readonly statusPath: string | null;
+  /** Requests slower than this (ms) are counted and logged (LS_SLOW_REQUEST); 0: off. */
+  readonly slowRequestMs: number;
 }
 
 /** Defaults of the script cache: enough for a large site, bounded in memory. */
@@ -96,6 +100,8 @@ const topFields = new Set([
   'statAccel',
   'cache',
   'backends',
+  'statusPath',
+  'slowRequestMs',
 ]);
 
 const sendfileModes: readonly SendfileMode[] = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'];
@@ -153,6 +159,8 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     statAccel: cli.statAccel ?? optionalBoolean(file, 'statAccel') ?? false,
     cache: contentCache(file.cache, cli.cache, baseDir),
     cacheFiles: cacheFiles(file.cache, filesConfig, baseDir),
+    statusPath: statusPath(file.statusPath),
+    slowRequestMs: bounded('slowRequestMs', file.slowRequestMs, 0, 0, 86_400_000),
     backends: backends(file.backends, cli.backends, baseDir),
   };
   return Object.freeze(config);
@@ -201,6 +209,12 @@ function contentCache(value: unknown, fromCli: string | undefined, baseDir: stri
       timeoutMs: bounded('cache.redis.timeoutMs', r.timeoutMs, d.redis.timeoutMs, 1, 60_000),
     }),
   });
+}
+
+function statusPath(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string' || !value.startsWith('/')) throw invalid('statusPath', 'must be a path starting with / (matched against SCRIPT_NAME)');
+  return value;
 }
 
 // cache.fileDir must be a directory the web server may send from: inside files.roots.

@@ -36,6 +36,7 @@ export const codes = {
   LS_BACKEND_DISABLED: 'a backend server failed and is left out for its pool\'s disableTimeMs',
   LS_BACKEND_STDERR: 'a backend wrote to FCGI_STDERR (like nginx\'s "FastCGI sent in stderr")',
   LS_CACHE_UNAVAILABLE: 'the shared cache (Redis) cannot be reached or timed out; cache calls miss until it is back',
+  LS_SLOW_REQUEST: 'a request took longer than slowRequestMs (the slow log: script, URI and time)',
   LS_CACHE_RECOVERED: 'the shared cache is reachable again',
 } as const;
 

@@ -14,6 +14,7 @@ import type { BackendPool, BackendResponse } from './fastcgi/pool.js';
 import { sendRange, type Files } from './files/files.js';
 import type { Logger } from './log.js';
 import type { Request } from './request.js';
+import type { RunCounters } from './status.js';
 import type { Response } from './response.js';
 
 /** What {@link createScriptHandler} needs. */
@@ -34,6 +35,8 @@ export interface PipelineOptions {
   readonly backends?: ReadonlyMap<string, BackendPool>;
   /** Where cache.set() puts large response bodies (sent with sendfile on a hit). */
   readonly cacheFiles?: CacheFiles | null;
+  /** Counts limit hits and script errors for the status page. */
+  readonly counters?: RunCounters;
 }
 
 /**
@@ -188,6 +191,10 @@ const failureCodes: Record<ScriptError['kind'], Code> = {
 // The message goes to the log and to FCGI_STDERR (the web server's error log), never to the
 // client, who could learn file paths and code from it.
 function scriptFailed(options: PipelineOptions, res: Response, error: ScriptError): void {
+  if (options.counters) {
+    if (error.kind === 'limit') options.counters.limitHits++;
+    else options.counters.scriptErrors++;
+  }
   options.log.error(failureCodes[error.kind], error.message, { script: error.location });
   res.log(`lodestone: ${error.location}: ${error.message}`);
   if (res.headersSent) {

@@ -106,6 +106,8 @@ test('each bad field is named in the message', (t) => {
     [{ webServerAddrs: 'x' }, /^webServerAddrs: /],
     [{ diagnostic: 'yes' }, /^diagnostic: must be true or false/],
     [{ colour: 'blue' }, /^colour: unknown field/],
+    [{ statusPath: 'status' }, /^statusPath: must be a path starting with \//],
+    [{ slowRequestMs: -5 }, /^slowRequestMs: must be an integer from 0/],
     [{ scriptLimits: { cpuMs: 0 } }, /^scriptLimits\.cpuMs: must be a positive integer/],
     [{ scriptLimits: { heap: 1 } }, /^scriptLimits\.heap: unknown field/],
     [{ scriptCache: { maxEntries: 'many' } }, /^scriptCache\.maxEntries: /],
