@@ -4,10 +4,12 @@
  *                   [--root DIR] [--config FILE] [--log-level LEVEL] [--diagnostic]
  *                   [--script FILE] [--cache-dir DIR] [--stat-accel] [--stat-threads N]
  *                   [--file-root DIR]... [--sendfile MODE]
+ * `check` and `config SERVER` take the same options and load the same configuration.
  */
 import fs from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ScriptStore } from '../cache/script-store.js';
+import { runCheck } from './check.js';
 import { loadConfig, type Config } from './config.js';
 import { diagnostic } from './diagnostic.js';
 import type { ScriptEngine } from './engines/engine.js';
@@ -25,10 +27,15 @@ import { Files } from './files/files.js';
 import { createStatusHandler, type RunCounters } from './status.js';
 import { createScriptHandler } from './pipeline.js';
 import { createStatAccelHandler } from './stat-accel.js';
+import { frontEnds, frontendConfig, isFrontEnd } from './frontend-config.js';
 
 const VERSION = '0.1.0';
 
 const USAGE = `Usage: lodestone serve [options]
+       lodestone check [options]      load the configuration and compile every script under
+                                      --root (and --script); exit 0 when all compile, 1 if not
+       lodestone config nginx|lighttpd|apache|caddy [options]
+                                      print a front-end config snippet for these options
 
 Options:
   --listen SPEC      unix:/path.sock | tcp:HOST:PORT | fd:0 | systemd
@@ -54,31 +61,35 @@ Options:
   -v, --version      print the version
 `;
 
+/**
+ * The options of `serve`, shared by `check` and `config` so they load the very configuration
+ * serve would.
+ */
+const serveOptions = {
+  listen: { type: 'string' },
+  root: { type: 'string' },
+  config: { type: 'string' },
+  'log-level': { type: 'string' },
+  diagnostic: { type: 'boolean' },
+  script: { type: 'string' },
+  'cache-dir': { type: 'string' },
+  'stat-accel': { type: 'boolean' },
+  'stat-threads': { type: 'string' },
+  'file-root': { type: 'string', multiple: true },
+  sendfile: { type: 'string' },
+  cache: { type: 'string' },
+  backend: { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+} as const satisfies ParseArgsConfig['options'];
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof serveOptions; allowPositionals: true }>>['values'];
+
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        listen: { type: 'string' },
-        root: { type: 'string' },
-        config: { type: 'string' },
-        'log-level': { type: 'string' },
-        diagnostic: { type: 'boolean' },
-        script: { type: 'string' },
-        'cache-dir': { type: 'string' },
-        'stat-accel': { type: 'boolean' },
-        'stat-threads': { type: 'string' },
-        'file-root': { type: 'string', multiple: true },
-        sendfile: { type: 'string' },
-        cache: { type: 'string' },
-        backend: { type: 'string', multiple: true },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'v' },
-      },
-    });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: serveOptions });
   } catch (err) {
     process.stderr.write(`lodestone: ${(err as Error).message}\n`);
     return 2;
@@ -92,31 +103,47 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return values.help ? 0 : 2;
   }
-  if (positionals[0] !== 'serve' || positionals.length > 1) {
+  const [command, ...rest] = positionals;
+  const known = (command === 'serve' || command === 'check') ? rest.length === 0 : command === 'config' && rest.length === 1;
+  if (!known) {
     process.stderr.write(`lodestone: unknown command ${JSON.stringify(positionals.join(' '))}; try --help\n`);
+    return 2;
+  }
+  const frontEnd = rest[0];
+  if (frontEnd !== undefined && !isFrontEnd(frontEnd)) {
+    process.stderr.write(`lodestone: config: unknown web server ${JSON.stringify(frontEnd)}; use ${frontEnds.join(', ')}\n`);
     return 2;
   }
   let config: Config;
   try {
-    config = loadConfig({
-      listen: values.listen,
-      root: values.root,
-      config: values.config,
-      logLevel: values['log-level'],
-      diagnostic: values.diagnostic,
-      script: values.script,
-      cacheDir: values['cache-dir'],
-      statAccel: values['stat-accel'],
-      statThreads: values['stat-threads'],
-      fileRoots: values['file-root'],
-      sendfile: values.sendfile,
-      cache: values.cache,
-      backends: values.backend,
-    });
+    config = configFrom(values);
   } catch (err) {
     return fatal(err);
   }
+  if (command === 'check') return runCheck(config, process.stdout, process.stderr);
+  if (frontEnd !== undefined) {
+    process.stdout.write(frontendConfig(frontEnd, config));
+    return 0;
+  }
   return serve(config);
+}
+
+function configFrom(values: Values): Config {
+  return loadConfig({
+    listen: values.listen,
+    root: values.root,
+    config: values.config,
+    logLevel: values['log-level'],
+    diagnostic: values.diagnostic,
+    script: values.script,
+    cacheDir: values['cache-dir'],
+    statAccel: values['stat-accel'],
+    statThreads: values['stat-threads'],
+    fileRoots: values['file-root'],
+    sendfile: values.sendfile,
+    cache: values.cache,
+    backends: values.backend,
+  });
 }
 
 async function serve(config: Config): Promise<number> {
