@@ -62,8 +62,9 @@ export async function findScripts(root: string, extensions: ReadonlySet<string>)
 }
 
 /**
- * Compiles every script under `config.root`, plus `config.script`, with the real Lua and JS
- * engines. Each compiled script is freed at once, and the JS engine closed, so the process
+ * Compiles every script under `config.root` with the real Lua and JS engines, or with a front
+ * controller (`--script`) that script alone: then nothing else under the root ever runs (the
+ * root may well be a PHP document root full of browser JavaScript). Each compiled script is freed at once, and the JS engine closed, so the process
  * has nothing left to wait for.
  */
 export async function checkScripts(config: Config): Promise<CheckResult> {
@@ -74,12 +75,8 @@ export async function checkScripts(config: Config): Promise<CheckResult> {
     [js.extension, js],
   ]);
   try {
-    const files = await findScripts(config.root, new Set(engines.keys()));
+    const files = config.script !== null ? [await fs.promises.realpath(config.script)] : await findScripts(config.root, new Set(engines.keys()));
     const failures: ScriptError[] = [];
-    if (config.script !== null) {
-      const real = await fs.promises.realpath(config.script);
-      if (!files.includes(real)) files.unshift(real);
-    }
     for (const file of files) {
       const engine = engines.get(path.extname(file));
       if (!engine) {

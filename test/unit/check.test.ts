@@ -55,14 +55,15 @@ test('all scripts compile: exit 0 and a summary on stdout', (t) => {
   assert.equal(r.stdout, 'lodestone: configuration ok, 2 scripts compile\n');
 });
 
-test('--script outside the walk is compiled too', (t) => {
+test('with --script only the front controller is compiled (nothing else under the root runs)', (t) => {
   const root = tempDir(t);
-  write(root, 'ok.lua', 'print(1)\n');
+  write(root, 'browser.js', 'this is not a script for Lodestone {\n');
   const front = write(tempDir(t), 'front.lua', 'print(1)\nprint(\n');
   const r = check(['--root', root, '--script', front]);
   assert.equal(r.status, 1, r.stderr);
   assert.match(r.stderr, new RegExp(`^${front.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+: `));
-  assert.equal(r.stdout, 'lodestone: 2 scripts checked, 1 error\n');
+  assert.doesNotMatch(r.stderr, /browser\.js/);
+  assert.equal(r.stdout, 'lodestone: 1 script checked, 1 error\n');
 });
 
 test('a bad config: one LS_CONFIG_INVALID line, exit 2', (t) => {
