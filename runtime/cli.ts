@@ -7,6 +7,8 @@
  * `check` and `config SERVER` take the same options and load the same configuration.
  */
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ScriptStore } from '../cache/script-store.js';
 import { runCheck } from './check.js';
@@ -23,6 +25,7 @@ import { Logger } from './log.js';
 import { createContentCache } from '../cache/content-cache.js';
 import type { HostServices } from './engines/host.js';
 import { BackendPool } from './fastcgi/pool.js';
+import { startDevHttp, type DevHttp } from './dev-http.js';
 import { Files } from './files/files.js';
 import { createStatusHandler, type RunCounters } from './status.js';
 import { createScriptHandler } from './pipeline.js';
@@ -33,7 +36,7 @@ const VERSION = '0.1.0';
 
 const USAGE = `Usage: lodestone serve [options]
        lodestone check [options]      load the configuration and compile every script under
-                                      --root (and --script); exit 0 when all compile, 1 if not
+                                      --root (or only --script); exit 0 when all compile, 1 if not
        lodestone config nginx|lighttpd|apache|caddy [options]
                                       print a front-end config snippet for these options
 
@@ -57,6 +60,8 @@ Options:
   --backend NAME=SERVER[,SERVER...]
                      a FastCGI pool for pass(NAME), e.g. php=unix:/run/php/php-fpm.sock
                      (repeatable; servers are unix:/path or HOST:PORT)
+  --http HOST:PORT   development HTTP front end (like php -S): serves --root over HTTP,
+                     scripts through FastCGI on a private socket, X-Sendfile done itself
   -h, --help         show this help
   -v, --version      print the version
 `;
@@ -79,6 +84,7 @@ const serveOptions = {
   sendfile: { type: 'string' },
   cache: { type: 'string' },
   backend: { type: 'string', multiple: true },
+  http: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const satisfies ParseArgsConfig['options'];
@@ -143,6 +149,7 @@ function configFrom(values: Values): Config {
     sendfile: values.sendfile,
     cache: values.cache,
     backends: values.backend,
+    http: values.http,
   });
 }
 
@@ -167,7 +174,11 @@ async function serve(config: Config): Promise<number> {
       ? inner
       : createStatusHandler({ path: config.statusPath, slowMs: config.slowRequestMs, log, inner, server: () => server!, counters });
   server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
-  const target: ListenTarget = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
+  // With --http and no --listen, FastCGI is only the dev front end's: a private unix socket.
+  const devDir = config.http !== null && config.listen === null ? fs.mkdtempSync(path.join(os.tmpdir(), 'lodestone-dev-')) : null;
+  const target: ListenTarget = devDir
+    ? { kind: 'unix', path: path.join(devDir, 'fastcgi.sock') }
+    : (config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 });
   try {
     await server.listen(target);
   } catch (err) {
@@ -181,6 +192,18 @@ async function serve(config: Config): Promise<number> {
   const listening: ListenTarget =
     target.kind === 'tcp' && bound !== null && typeof bound === 'object' ? { ...target, port: bound.port } : target;
   log.info('-', 'lodestone listening', { listen: describeTarget(listening), root: config.root, pid: process.pid });
+  let dev: DevHttp | null = null;
+  if (config.http !== null) {
+    // (config.ts has made sure the target is a unix socket.)
+    const socket = target.kind === 'unix' ? target.path : '';
+    try {
+      dev = await startDevHttp({ ...config.http, socket, root: config.root, fileRoots: config.files.roots, log });
+    } catch (err) {
+      await server.close();
+      return fatal(new LodestoneError('LS_LISTEN_FAILED', `--http ${config.http.host}:${config.http.port}: ${(err as Error).message}`));
+    }
+    process.stdout.write(`Lodestone development server: ${dev.url}/ (scripts from ${config.root}); Ctrl-C stops it\n`);
+  }
 
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -192,8 +215,11 @@ async function serve(config: Config): Promise<number> {
       }
       stopping = true;
       log.info('-', 'stopping gracefully', { signal, inFlight: server.activeRequests });
-      void server
-        .close()
+      void (dev ? dev.close() : Promise.resolve())
+        .then(() => server.close())
+        .then(() => {
+          if (devDir) fs.rmSync(devDir, { recursive: true, force: true });
+        })
         .then(() => Promise.allSettled([cache?.close(), ...[...backends.values()].map((pool) => pool.close())]))
         .then(() => resolve(0));
     };

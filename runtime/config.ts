@@ -58,6 +58,8 @@ export interface Config {
   readonly statusPath: string | null;
   /** Requests slower than this (ms) are counted and logged (LS_SLOW_REQUEST); 0: off. */
   readonly slowRequestMs: number;
+  /** The development HTTP front end (`--http`, like `php -S`); null: FastCGI only. */
+  readonly http: { readonly host: string; readonly port: number } | null;
 }
 
 /** Defaults of the script cache: enough for a large site, bounded in memory. */
@@ -80,6 +82,8 @@ export interface CliValues {
   cache?: string | undefined;
   /** `--backend NAME=SERVER[,SERVER...]`, repeatable. */
   backends?: string[] | undefined;
+  /** `--http HOST:PORT`: the development HTTP front end. */
+  http?: string | undefined;
 }
 
 const topFields = new Set([
@@ -102,6 +106,7 @@ const topFields = new Set([
   'backends',
   'statusPath',
   'slowRequestMs',
+  'http',
 ]);
 
 const sendfileModes: readonly SendfileMode[] = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'];
@@ -161,8 +166,15 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     cacheFiles: cacheFiles(file.cache, filesConfig, baseDir),
     statusPath: statusPath(file.statusPath),
     slowRequestMs: bounded('slowRequestMs', file.slowRequestMs, 0, 0, 86_400_000),
+    http: httpListen(cli.http, optionalString(file, 'http'), env),
     backends: backends(file.backends, cli.backends, baseDir),
   };
+  if (config.http !== null && config.files.sendfile === 'x-accel-redirect') {
+    throw invalid(cli.http !== undefined ? '--http' : 'http', 'the development server sends X-Sendfile files itself; files.sendfile x-accel-redirect is nginx only');
+  }
+  if (config.http !== null && config.listen !== null && config.listen.kind !== 'unix') {
+    throw invalid(cli.http !== undefined ? '--http' : 'http', 'needs FastCGI on a unix socket (omit --listen, or give --listen unix:PATH)');
+  }
   return Object.freeze(config);
 }
 
@@ -209,6 +221,17 @@ function contentCache(value: unknown, fromCli: string | undefined, baseDir: stri
       timeoutMs: bounded('cache.redis.timeoutMs', r.timeoutMs, d.redis.timeoutMs, 1, 60_000),
     }),
   });
+}
+
+// HOST:PORT as for --listen tcp:, so [::1]:8080 and port 0 work the same way.
+function httpListen(fromCli: string | undefined, fromFile: string | undefined, env: NodeJS.ProcessEnv): Config['http'] {
+  const spec = fromCli ?? fromFile;
+  if (spec === undefined) return null;
+  const parsed = parseListen(`tcp:${spec}`, env);
+  if (typeof parsed === 'string' || parsed.kind !== 'tcp') {
+    throw invalid(fromCli !== undefined ? '--http' : 'http', `expected HOST:PORT, e.g. 127.0.0.1:8080 (got ${JSON.stringify(spec)})`);
+  }
+  return Object.freeze({ host: parsed.host, port: parsed.port });
 }
 
 function statusPath(value: unknown): string | null {

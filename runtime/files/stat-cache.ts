@@ -159,7 +159,7 @@ async function statFile(realPath: string): Promise<FileInfo | null> {
 }
 
 /** The Content-Type for a file name: mime's guess, `; charset=utf-8` on text types, else octet-stream. */
-function contentType(file: string): string {
+export function contentType(file: string): string {
   const type = mime.getType(file);
   if (type === null) return 'application/octet-stream';
   return type.startsWith('text/') ? `${type}; charset=utf-8` : type;

@@ -292,3 +292,18 @@ test('cache.fileDir: inside files.roots, resolved; outside or without a dir: nam
   const missing = writeConfig(dir, { files: { roots: ['files'] }, cache: { fileDir: 'files/nope' } });
   assert.match(configError(() => loadConfig({ config: missing }, {})), /^cache\.fileDir: .* is not a directory/);
 });
+
+test('http: HOST:PORT from the flag or the file; a bad one is named', (t) => {
+  assert.equal(loadConfig({}, {}).http, null);
+  assert.deepEqual(loadConfig({ http: '127.0.0.1:8080' }, {}).http, { host: '127.0.0.1', port: 8080 });
+  assert.deepEqual(loadConfig({ http: '[::1]:0' }, {}).http, { host: '::1', port: 0 });
+  const file = writeConfig(tempDir(t), { http: 'localhost:9090' });
+  assert.deepEqual(loadConfig({ config: file }, {}).http, { host: 'localhost', port: 9090 });
+  assert.match(configError(() => loadConfig({ http: '8080' }, {})), /^--http: expected HOST:PORT/);
+  assert.match(configError(() => loadConfig({ config: writeConfig(tempDir(t), { http: 'x:99999' }) }, {})), /^http: expected HOST:PORT/);
+});
+
+test('http with x-accel-redirect or a TCP listen: named errors', () => {
+  assert.match(configError(() => loadConfig({ http: '127.0.0.1:0', sendfile: 'x-accel-redirect' }, {})), /^--http: .*x-accel-redirect is nginx only/);
+  assert.match(configError(() => loadConfig({ http: '127.0.0.1:0', listen: 'tcp:127.0.0.1:0' }, {})), /^--http: needs FastCGI on a unix socket/);
+});
