@@ -467,18 +467,15 @@ export class ScriptHost {
   }
 
   // A response whose body file is gone (tmpfs after a reboot, another host's file in a shared
-  // Redis) is a miss, not a hit that sends nothing.
+  // Redis) is a miss, not a hit that sends nothing. The check is the confined lookup sendfile()
+  // uses, so a reference planted in a shared cache cannot probe outside files.roots.
   private async checkBodyFile(value: CacheValue | null): Promise<CacheValue | null> {
     if (value === null || Buffer.isBuffer(value)) return value;
     const file = bodyFile(value).file;
     if (file === undefined) return value;
-    try {
-      await this.guard(fsp.access(file));
-      return value;
-    } catch {
-      if (this.fatal) throw this.fatal;
-      return null;
-    }
+    if (!this.services.files) return null;
+    const found = await this.guard(this.services.files.lookup(file));
+    return found.kind === 'file' ? value : null;
   }
 
   /**
@@ -498,6 +495,10 @@ export class ScriptHost {
       const files = this.services.cacheFiles;
       if (file === undefined && files && checked.body.length >= files.minBytes) {
         return this.guard(this.storeBodyFile(files, key, checked, ttl));
+      }
+      // Only a reference this server made (re-caching a hit) may name a file.
+      if (file !== undefined && !(files && nodePath.dirname(file) === files.dir)) {
+        throw new TypeError('cache.set(): a response file must be one cache.set() wrote into cache.fileDir');
       }
       stored = { status: checked.status, headers: file === undefined ? headers : [...headers, [BODY_FILE, file]], body: checked.body, storedAt: Date.now() };
     }

@@ -175,6 +175,8 @@ test('bad cache arguments and incr on text are script errors, not crashes', asyn
     ['js', `await cache.set('k', true)`, /value must be a string or a response object/],
     ['lua', `cache.incr("n", 1.5)`, /number has no integer representation|integer/],
     ['lua', `cache.x = 1`, /read-only table 'cache'/],
+    ['lua', `cache.set("k", { file = "/etc/passwd" })`, /a response file must be one cache.set\(\) wrote into cache.fileDir/],
+    ['js', `await cache.set('k', { file: '/etc/passwd' })`, /a response file must be one cache.set\(\) wrote into cache.fileDir/],
   ];
   for (const [ext, source, message] of cases) {
     const out = await run(ext, source, cache);
