@@ -11,6 +11,7 @@ import { defaultLimits, type Limits } from './fastcgi/limits.js';
 import { defaultContentCacheConfig, type ContentCacheConfig } from '../cache/content-cache.js';
 import type { CacheFiles } from './engines/host.js';
 import { defaultPoolOptions, parseServer, type PoolOptions } from './fastcgi/pool.js';
+import { insideRoots } from './files/confine.js';
 import { defaultFiles, type FilesConfig, type SendfileMode } from './files/files.js';
 import { parseListen, type ListenTarget } from './listen.js';
 import { levels, type Level } from './log.js';
@@ -248,7 +249,7 @@ function cacheFiles(value: unknown, filesConfig: FilesConfig, baseDir: string): 
   }
   if (typeof value.fileDir !== 'string') throw invalid('cache.fileDir', 'must be a directory path');
   const dir = realDirectory('cache.fileDir', path.resolve(baseDir, value.fileDir));
-  if (!filesConfig.roots.some((root) => dir === root || dir.startsWith(root.endsWith('/') ? root : `${root}/`))) {
+  if (!insideRoots(dir, filesConfig.roots)) {
     throw invalid('cache.fileDir', `${dir} is not inside files.roots (${filesConfig.roots.join(', ')}): the web server could not be asked to send its files`);
   }
   return Object.freeze({ dir, minBytes: bounded('cache.fileMinBytes', value.fileMinBytes, 256 * 1024, 1, Number.MAX_SAFE_INTEGER) });

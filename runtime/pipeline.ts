@@ -177,8 +177,7 @@ async function relay(options: PipelineOptions, host: ScriptHost, pool: string, g
   } finally {
     got.body.destroy();
   }
-  if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', 'text/html; charset=utf-8');
-  res.end();
+  host.end(undefined);
 }
 
 const failureCodes: Record<ScriptError['kind'], Code> = {

@@ -36,6 +36,18 @@ for (const code of Object.keys(STATUS_CODES)) {
 }
 
 /**
+ * Throws a TypeError unless `name` is an HTTP token and `value` holds no CR, LF or NUL (which
+ * would split or end the CGI header block). Also for headers stored to be sent later (the cache).
+ */
+export function checkHeader(name: string, value: string): void {
+  if (!validNames.has(name)) {
+    if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
+    if (validNames.size < 1024) validNames.add(name);
+  }
+  if (BAD_VALUE.test(value)) throw new TypeError(`invalid value for header ${name}: CR, LF or NUL`);
+}
+
+/**
  * A CGI response built by a handler.
  *
  * @example
@@ -68,11 +80,7 @@ export class Response {
   /** Adds a header line, keeping earlier ones of the same name (Set-Cookie). */
   addHeader(name: string, value: string | number): this {
     const text = String(value);
-    if (!validNames.has(name)) {
-      if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
-      if (validNames.size < 1024) validNames.add(name);
-    }
-    if (BAD_VALUE.test(text)) throw new TypeError(`invalid value for header ${name}: CR, LF or NUL`);
+    checkHeader(name, text);
     if (this.headersSent) throw new Error(`header ${name} set after the headers were sent`);
     this.headerList.push(name, text);
     return this;

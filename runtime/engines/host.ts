@@ -17,7 +17,7 @@ import { encodePairs, decodePairs } from '../fastcgi/pairs.js';
 import { BackendError, readBody, type BackendPool, type BackendResponse } from '../fastcgi/pool.js';
 import type { FileInfo, Files, SendOptions } from '../files/files.js';
 import type { Request } from '../request.js';
-import type { Response } from '../response.js';
+import { checkHeader, type Response } from '../response.js';
 import { ScriptError, type ScriptLimits } from './engine.js';
 
 /**
@@ -678,8 +678,6 @@ function checkResponse(value: ScriptResponse, headers = true): ScriptResponse {
 
 function checkHeaders(headers: ScriptResponse['headers']): void {
   for (const [name, v] of headers) {
-    if (name === BODY_FILE) continue;
-    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw new TypeError(`invalid response header name ${JSON.stringify(name)}`);
-    if (/[\r\n\0]/.test(v)) throw new TypeError(`invalid value for response header ${name}`);
+    if (name !== BODY_FILE) checkHeader(name, v);
   }
 }

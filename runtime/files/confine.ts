@@ -83,7 +83,7 @@ async function missingOrRefused(lexical: string, roots: readonly string[]): Prom
 }
 
 /** True when `p` is one of `roots` or below one, on a segment boundary (`/srv/files2` is not in `/srv/files`). */
-function insideRoots(p: string, roots: readonly string[]): boolean {
+export function insideRoots(p: string, roots: readonly string[]): boolean {
   for (const root of roots) {
     if (p === root) return true;
     // '/' as a root already ends in the separator; every other root gets one appended.
