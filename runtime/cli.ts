@@ -31,6 +31,9 @@ import { createStatusHandler, type RunCounters } from './status.js';
 import { createScriptHandler } from './pipeline.js';
 import { createStatAccelHandler } from './stat-accel.js';
 import { frontEnds, frontendConfig, isFrontEnd } from './frontend-config.js';
+import { startWatchdog } from './watchdog.js';
+import { accessLogged, logSink, reopenLogFiles } from './log-files.js';
+import { gatherStatus, isManagedWorker, onPrimary, provideStatus, reportListening, reportRetiring, runPrimary } from './manager.js';
 
 const VERSION = '0.1.0';
 
@@ -47,8 +50,11 @@ Options:
   --root DIR         directory scripts are served from (default: .)
   --script FILE      one front-controller script for every request
   --cache-dir DIR    keep compiled Lua bytecode here across restarts
-  --config FILE      JSON config file (see README, "Configuration")
+  --config FILE      TOML config file (JSON if it ends in .json; see README, "Configuration")
   --log-level LEVEL  error | warn | info | debug (default: info)
+  --log-file PATH    write log lines to PATH instead of stderr (reopened on SIGUSR2)
+  --access-log PATH  one line per request (nginx's combined format + time and script) to
+                     PATH or stderr; default off
   --diagnostic       answer every request with the built-in diagnostic responder
   --stat-accel       answer every request as fcgi-stat-accel: stat SCRIPT_FILENAME,
                      then let the web server send it (X-Sendfile / X-Accel-Redirect)
@@ -60,6 +66,9 @@ Options:
   --backend NAME=SERVER[,SERVER...]
                      a FastCGI pool for pass(NAME), e.g. php=unix:/run/php/php-fpm.sock
                      (repeatable; servers are unix:/path or HOST:PORT)
+  --workers N        worker processes under the process manager, sharing the socket
+                     (default: one per core, or PHP_FCGI_CHILDREN); 0: one process, no manager
+  --max-requests N   a worker retires after N requests and is replaced (PHP_FCGI_MAX_REQUESTS)
   --http HOST:PORT   development HTTP front end (like php -S): serves --root over HTTP,
                      scripts through FastCGI on a private socket, X-Sendfile done itself
   -h, --help         show this help
@@ -85,6 +94,10 @@ const serveOptions = {
   cache: { type: 'string' },
   backend: { type: 'string', multiple: true },
   http: { type: 'string' },
+  workers: { type: 'string' },
+  'log-file': { type: 'string' },
+  'access-log': { type: 'string' },
+  'max-requests': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const satisfies ParseArgsConfig['options'];
@@ -150,12 +163,30 @@ function configFrom(values: Values): Config {
     cache: values.cache,
     backends: values.backend,
     http: values.http,
+    workers: values.workers,
+    logFile: values['log-file'],
+    accessLog: values['access-log'],
+    maxRequests: values['max-requests'],
   });
 }
 
 async function serve(config: Config): Promise<number> {
-  const log = new Logger(config.logLevel);
+  let log: Logger;
+  try {
+    log = new Logger(config.logLevel, logSink(config.logFile));
+  } catch (err) {
+    return fatal(new LodestoneError('LS_CONFIG_INVALID', `logFile: cannot open ${config.logFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`));
+  }
+  if (config.workers > 0 && !isManagedWorker()) {
+    const target = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
+    try {
+      return await runPrimary({ workers: config.workers, target, socketMode: config.socketMode, log, reopenLogs: reopenLogFiles });
+    } catch (err) {
+      return fatal(err);
+    }
+  }
   checkThreadPool(config, log);
+  const stopWatchdog = config.watchdogMs > 0 ? startWatchdog(config.watchdogMs, log, config.logFile === 'stderr' ? null : config.logFile) : null;
   const files = new Files(config.files);
   const scripts = !config.diagnostic && !config.statAccel;
   // Created only where scripts run: a Redis client reconnects in the background forever.
@@ -169,10 +200,26 @@ async function serve(config: Config): Promise<number> {
       ? createStatAccelHandler(files, log)
       : await scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles }, counters);
   let server: FastcgiServer | null = null;
-  const handler =
+  const measured =
     config.statusPath === null && config.slowRequestMs === 0
       ? inner
-      : createStatusHandler({ path: config.statusPath, slowMs: config.slowRequestMs, log, inner, server: () => server!, counters });
+      : createStatusHandler({
+          path: config.statusPath,
+          slowMs: config.slowRequestMs,
+          log,
+          inner,
+          server: () => server!,
+          counters,
+          ...(isManagedWorker() ? { gather: gatherStatus, provide: provideStatus } : {}),
+        })
+  // Outermost, so status page requests count too.
+  let logged: Handler;
+  try {
+    logged = config.accessLog === null ? measured : accessLogged(measured, config.accessLog);
+  } catch (err) {
+    return fatal(new LodestoneError('LS_CONFIG_INVALID', `accessLog: cannot open ${config.accessLog}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`));
+  }
+  const handler = config.workerMaxRequests > 0 && isManagedWorker() ? retireAfter(logged, config.workerMaxRequests) : logged;
   server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
   // With --http and no --listen, FastCGI is only the dev front end's: a private unix socket.
   const devDir = config.http !== null && config.listen === null ? fs.mkdtempSync(path.join(os.tmpdir(), 'lodestone-dev-')) : null;
@@ -184,14 +231,19 @@ async function serve(config: Config): Promise<number> {
   } catch (err) {
     return fatal(err);
   }
-  if (target.kind === 'unix' && config.socketMode !== null) fs.chmodSync(target.path, config.socketMode);
+  if (target.kind === 'unix' && config.socketMode !== null && !isManagedWorker()) fs.chmodSync(target.path, config.socketMode);
   // systemd's convention: the fds are ours; do not pass the variables on to children.
   delete process.env.LISTEN_FDS;
   delete process.env.LISTEN_PID;
   const bound = server.address();
   const listening: ListenTarget =
     target.kind === 'tcp' && bound !== null && typeof bound === 'object' ? { ...target, port: bound.port } : target;
-  log.info('-', 'lodestone listening', { listen: describeTarget(listening), root: config.root, pid: process.pid });
+  if (isManagedWorker()) {
+    log.info('-', 'worker listening', { listen: describeTarget(listening), pid: process.pid });
+    reportListening(listening);
+  } else {
+    log.info('-', 'lodestone listening', { listen: describeTarget(listening), root: config.root, pid: process.pid });
+  }
   let dev: DevHttp | null = null;
   if (config.http !== null) {
     // (config.ts has made sure the target is a unix socket.)
@@ -221,11 +273,36 @@ async function serve(config: Config): Promise<number> {
           if (devDir) fs.rmSync(devDir, { recursive: true, force: true });
         })
         .then(() => Promise.allSettled([cache?.close(), ...[...backends.values()].map((pool) => pool.close())]))
+        .then(() => stopWatchdog?.())
         .then(() => resolve(0));
     };
     // SIGUSR1 is libfcgi's graceful stop, which lighttpd's kill-signal docs rely on.
-    for (const signal of ['SIGTERM', 'SIGINT', 'SIGUSR1'] as const) process.on(signal, stop);
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGUSR1', 'SIGQUIT'] as const) process.on(signal, stop);
+    // Reload is the manager's (a HUP sent to the whole process group must not kill a worker);
+    // without a manager there is nothing to reload, so HUP reopens the log files as USR2 does.
+    process.on('SIGHUP', isManagedWorker() ? () => {} : reopenLogFiles);
+    process.on('SIGUSR2', reopenLogFiles);
+    if (isManagedWorker()) {
+      onPrimary({
+        stop: () => {
+          if (!stopping) stop('SIGTERM');
+        },
+        reopenLogs: reopenLogFiles,
+      });
+    }
   });
+}
+
+/**
+ * Counts requests as they start; at `max` tells the primary, which forks the replacement and,
+ * once that listens, asks this worker to stop (so a few requests past `max` may still arrive).
+ */
+function retireAfter(inner: Handler, max: number): Handler {
+  let served = 0;
+  return (req, res) => {
+    if (++served === max) reportRetiring(served);
+    return inner(req, res);
+  };
 }
 
 /** The script pipeline: both engines over one script store. */

@@ -1,10 +1,12 @@
 /**
- * Configuration: defaults, then the config file (JSON), then the environment (libfcgi's
+ * Configuration: defaults, then the config file (TOML, or JSON for a .json file), then the environment (libfcgi's
  * FCGI_WEB_SERVER_ADDRS), then CLI flags. Validated once at start, field by field, and frozen;
  * an error names the field in one line (`LS_CONFIG_INVALID`), never a stack trace.
  */
 import fs from 'node:fs';
+import { parse as parseToml } from 'smol-toml';
 import path from 'node:path';
+import os from 'node:os';
 import { LodestoneError } from './errors.js';
 import { defaultScriptLimits, type ScriptLimits } from './engines/engine.js';
 import { defaultLimits, type Limits } from './fastcgi/limits.js';
@@ -15,6 +17,7 @@ import { insideRoots } from './files/confine.js';
 import { defaultFiles, type FilesConfig, type SendfileMode } from './files/files.js';
 import { parseListen, type ListenTarget } from './listen.js';
 import { levels, type Level } from './log.js';
+import { WORKER_LISTEN_ENV } from './manager.js';
 
 /** The validated, frozen configuration of a `serve` run. */
 export interface Config {
@@ -61,6 +64,23 @@ export interface Config {
   readonly slowRequestMs: number;
   /** The development HTTP front end (`--http`, like `php -S`); null: FastCGI only. */
   readonly http: { readonly host: string; readonly port: number } | null;
+  /**
+   * Worker processes under the process manager (`--workers`, PHP_FCGI_CHILDREN; default: one per
+   * core); 0 serves in this one process without a manager.
+   */
+  readonly workers: number;
+  /** Requests a worker serves before it retires and is replaced (PHP_FCGI_MAX_REQUESTS); 0: no limit. */
+  readonly workerMaxRequests: number;
+  /**
+   * A process whose event loop is stuck this long (ms) is killed by its watchdog thread and,
+   * under the manager, replaced; 0: off. Must exceed scriptLimits.cpuMs, which stops ordinary
+   * runaway scripts from inside.
+   */
+  readonly watchdogMs: number;
+  /** Where log lines go: a file path, or "stderr". */
+  readonly logFile: string;
+  /** The access log: a file path, "stderr", or null (off). */
+  readonly accessLog: string | null;
 }
 
 /** Defaults of the script cache: enough for a large site, bounded in memory. */
@@ -85,6 +105,14 @@ export interface CliValues {
   backends?: string[] | undefined;
   /** `--http HOST:PORT`: the development HTTP front end. */
   http?: string | undefined;
+  /** `--workers N`. */
+  workers?: string | undefined;
+  /** `--max-requests N`. */
+  maxRequests?: string | undefined;
+  /** `--log-file PATH|stderr`. */
+  logFile?: string | undefined;
+  /** `--access-log PATH|stderr`. */
+  accessLog?: string | undefined;
 }
 
 const topFields = new Set([
@@ -108,6 +136,11 @@ const topFields = new Set([
   'statusPath',
   'slowRequestMs',
   'http',
+  'workers',
+  'workerMaxRequests',
+  'watchdogMs',
+  'logFile',
+  'accessLog',
 ]);
 
 const sendfileModes: readonly SendfileMode[] = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'];
@@ -130,7 +163,13 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
 
   const listenSpec = cli.listen ?? optionalString(file, 'listen');
   let listen: ListenTarget | null = null;
-  if (listenSpec !== undefined) {
+  const shared = env[WORKER_LISTEN_ENV];
+  if (shared !== undefined) {
+    // A managed worker: it accepts on the socket its primary passed it, whatever --listen said
+    // (the primary has checked that; `systemd` could not even be parsed again here, as
+    // LISTEN_PID names the primary).
+    listen = JSON.parse(shared) as ListenTarget;
+  } else if (listenSpec !== undefined) {
     const parsed = parseListen(listenSpec, env);
     if (typeof parsed === 'string') throw invalid(cli.listen !== undefined ? '--listen' : 'listen', parsed);
     listen = parsed;
@@ -169,7 +208,21 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     slowRequestMs: bounded('slowRequestMs', file.slowRequestMs, 0, 0, 86_400_000),
     http: httpListen(cli.http, optionalString(file, 'http'), env),
     backends: backends(file.backends, cli.backends, baseDir),
+    workers: workerCount(cli.workers, file.workers, env.PHP_FCGI_CHILDREN, cli.http !== undefined || file.http !== undefined),
+    workerMaxRequests: maxRequestsPerWorker(cli.maxRequests, file.workerMaxRequests, env.PHP_FCGI_MAX_REQUESTS),
+    watchdogMs: bounded('watchdogMs', file.watchdogMs, DEFAULT_WATCHDOG_MS, 0, 86_400_000),
+    logFile: logPath(cli.logFile !== undefined ? '--log-file' : 'logFile', cli.logFile ?? optionalString(file, 'logFile'), cli.logFile !== undefined ? process.cwd() : baseDir) ?? 'stderr',
+    accessLog: logPath(cli.accessLog !== undefined ? '--access-log' : 'accessLog', cli.accessLog ?? optionalString(file, 'accessLog'), cli.accessLog !== undefined ? process.cwd() : baseDir),
   };
+  if (config.watchdogMs !== 0 && config.watchdogMs <= config.scriptLimits.cpuMs) {
+    throw invalid('watchdogMs', `must be 0 (off) or more than scriptLimits.cpuMs (${config.scriptLimits.cpuMs})`);
+  }
+  if (config.http !== null && config.workers > 0) {
+    throw invalid(cli.http !== undefined ? '--http' : 'http', 'the development server runs one process; drop --workers / PHP_FCGI_CHILDREN');
+  }
+  if (config.workers === 0 && config.workerMaxRequests > 0) {
+    throw invalid(cli.maxRequests !== undefined ? '--max-requests' : 'workerMaxRequests', 'retiring workers needs the process manager: workers must be at least 1');
+  }
   if (config.http !== null && config.files.sendfile === 'x-accel-redirect') {
     throw invalid(cli.http !== undefined ? '--http' : 'http', 'the development server sends X-Sendfile files itself; files.sendfile x-accel-redirect is nginx only');
   }
@@ -222,6 +275,43 @@ function contentCache(value: unknown, fromCli: string | undefined, baseDir: stri
       timeoutMs: bounded('cache.redis.timeoutMs', r.timeoutMs, d.redis.timeoutMs, 1, 60_000),
     }),
   });
+}
+
+const MAX_WORKERS = 1024;
+/** Ten times the default CPU limit: only a run no hook can stop gets this far. */
+const DEFAULT_WATCHDOG_MS = 10_000;
+
+// CLI, then the environment (spawn-fcgi -C and lighttpd's bin-environment set PHP_FCGI_CHILDREN
+// for the child they start; as with FCGI_WEB_SERVER_ADDRS the variable wins over the file), then
+// the file, then one worker per core (php-fpm's static pool sized to the machine). 0 is one
+// process without a manager: php-cgi's meaning of PHP_FCGI_CHILDREN=0, Puma's single mode; the
+// development server (--http) defaults to it.
+function workerCount(fromCli: string | undefined, fromFile: unknown, fromEnv: string | undefined, dev: boolean): number {
+  if (fromCli !== undefined) return bounded('--workers', cliInteger('--workers', fromCli), 0, 0, MAX_WORKERS);
+  if (fromEnv !== undefined && fromEnv !== '') {
+    return bounded('PHP_FCGI_CHILDREN', cliInteger('PHP_FCGI_CHILDREN', fromEnv), 0, 0, MAX_WORKERS);
+  }
+  return bounded('workers', fromFile, dev ? 0 : os.availableParallelism(), 0, MAX_WORKERS);
+}
+
+// A log path: "stderr", or a file (relative to the config file) whose directory exists; the
+// file itself is opened (created) by each process at start.
+function logPath(field: string, value: string | undefined, baseDir: string): string | null {
+  if (value === undefined || value === '') return null;
+  if (value === 'stderr') return value;
+  const file = path.resolve(baseDir, value);
+  if (!isDirectory(path.dirname(file))) throw invalid(field, `directory ${path.dirname(file)} does not exist`);
+  if (isDirectory(file)) throw invalid(field, `${file} is a directory`);
+  return file;
+}
+
+function maxRequestsPerWorker(fromCli: string | undefined, fromFile: unknown, fromEnv: string | undefined): number {
+  const max = Number.MAX_SAFE_INTEGER;
+  if (fromCli !== undefined) return bounded('--max-requests', cliInteger('--max-requests', fromCli), 0, 0, max);
+  if (fromEnv !== undefined && fromEnv !== '') {
+    return bounded('PHP_FCGI_MAX_REQUESTS', cliInteger('PHP_FCGI_MAX_REQUESTS', fromEnv), 0, 0, max);
+  }
+  return bounded('workerMaxRequests', fromFile, 0, 0, max);
 }
 
 // HOST:PORT as for --listen tcp:, so [::1]:8080 and port 0 work the same way.
@@ -451,10 +541,21 @@ function readConfigFile(file: string): Record<string, unknown> {
     throw invalid('--config', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
   let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw invalid('--config', `${file} is not valid JSON: ${(err as Error).message}`);
+  if (file.endsWith('.json')) {
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw invalid('--config', `${file} is not valid JSON: ${(err as Error).message}`);
+    }
+  } else {
+    try {
+      value = parseToml(text);
+    } catch (err) {
+      // smol-toml's message carries a code frame over several lines: keep the first and say where.
+      const e = err as Error & { line?: number; column?: number };
+      const what = e.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+      throw invalid('--config', `${file}:${e.line ?? '?'}:${e.column ?? '?'}: ${what}`);
+    }
   }
   if (!isObject(value)) throw invalid('--config', `${file} must hold a JSON object`);
   return value;

@@ -13,7 +13,7 @@
  *   echo             body = the request body, verbatim
  *   flush            send the headers before waiting/producing the body (streaming)
  *   throw            the handler throws (the client gets a 500)
- * With no body command the body is a JSON report: role, request id, keep-conn, connection id,
+ * With no body command the body is a JSON report: role, pid of the answering process, request id, keep-conn, connection id,
  * the request's sequence number on its connection, params, and the body's length and SHA-256.
  *
  * AUTHORIZER: 403 when the HTTP_X_LODESTONE_DENY param is present, else 200 with
@@ -78,6 +78,8 @@ async function respond(req: Request, res: Response): Promise<void> {
 function report(req: Request, body: Buffer): Record<string, unknown> {
   return {
     role: req.role,
+    // Which process answered: under the process manager, which worker.
+    pid: process.pid,
     requestId: req.id,
     keepConn: req.keepConn,
     connection: req.connection.id,

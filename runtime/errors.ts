@@ -38,6 +38,7 @@ export const codes = {
   LS_CACHE_UNAVAILABLE: 'the shared cache (Redis) cannot be reached or timed out; cache calls miss until it is back',
   LS_SLOW_REQUEST: 'a request took longer than slowRequestMs (the slow log: script, URI and time)',
   LS_CACHE_RECOVERED: 'the shared cache is reachable again',
+  LS_WATCHDOG: 'a worker\'s event loop was stuck longer than watchdogMs (a script in an uninterruptible call); the worker was killed and replaced',
 } as const;
 
 /** A stable code from {@link codes}. */

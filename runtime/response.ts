@@ -62,6 +62,8 @@ export class Response {
   headersSent = false;
   /** True once END_REQUEST has been sent or the request went away. */
   finished = false;
+  /** Body bytes written through this response (the access log's size; streamed relays not counted). */
+  bodyBytes = 0;
   private headerList: string[] = [];
   private out: Array<Buffer | string> = [];
   private outLength = 0;
@@ -109,12 +111,15 @@ export class Response {
     if (typeof chunk === 'string') {
       if (chunk.length === 0) return;
       this.out.push(chunk);
-      this.outLength += Buffer.byteLength(chunk);
+      const n = Buffer.byteLength(chunk);
+      this.outLength += n;
+      this.bodyBytes += n;
     } else {
       if (chunk.length === 0) return;
       const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
       this.out.push(buf);
       this.outLength += buf.length;
+      this.bodyBytes += buf.length;
     }
   }
 

@@ -3,8 +3,8 @@
  * configured path is answered with the server's counters instead of running a script, as text
  * (default), JSON (`?json`) or Prometheus/OpenMetrics text (`?openmetrics`, `?prometheus`).
  *
- * The counters are this process's. With several workers (the process manager) each worker
- * answers for itself and the master sums them: {@link StatusSnapshot} is what travels.
+ * Under the process manager the worker that gets the request asks the primary for every
+ * worker's {@link StatusSnapshot} (over IPC) and shows their sum.
  */
 import type { Handler, Stats } from './fastcgi/connection.js';
 import type { Logger } from './log.js';
@@ -47,6 +47,13 @@ export interface StatusOptions {
   readonly server: () => { readonly stats: Stats; readonly activeRequests: number };
   readonly counters: RunCounters;
   readonly pool?: string;
+  /**
+   * Under the process manager: every worker's snapshot, asked of the primary; the page shows
+   * their sum. Absent: this process alone.
+   */
+  readonly gather?: () => Promise<StatusSnapshot[]>;
+  /** Receives this process's snapshot function (the manager's workers answer the primary with it). */
+  readonly provide?: (snapshot: () => StatusSnapshot) => void;
 }
 
 /**
@@ -65,7 +72,7 @@ export function createStatusHandler(options: StatusOptions): Handler {
     const s = server();
     return {
       pool: options.pool ?? 'lodestone',
-      processManager: 'single',
+      processManager: options.gather ? 'static' : 'single',
       startTime,
       acceptedRequests: s.stats.requestsAccepted,
       activeRequests: s.activeRequests,
@@ -79,17 +86,25 @@ export function createStatusHandler(options: StatusOptions): Handler {
       workers: [{ pid: process.pid, requests: s.stats.requestsAccepted, active: s.activeRequests }],
     };
   };
+  options.provide?.(snapshot);
   return (req, res) => {
     const active = server().activeRequests;
     if (active > maxActive) maxActive = active;
     if (path !== null && req.param('SCRIPT_NAME') === path) {
       const query = req.param('QUERY_STRING') ?? '';
       const format = /(^|&)json(=|&|$)/.test(query) ? 'json' : /(^|&)(openmetrics|prometheus)(=|&|$)/.test(query) ? 'metrics' : 'text';
-      const body = render(snapshot(), format);
-      res.setHeader('Content-Type', format === 'json' ? 'application/json' : format === 'metrics' ? 'text/plain; version=0.0.4' : 'text/plain');
-      res.setHeader('Cache-Control', 'no-store');
-      res.end(body);
-      return;
+      const answer = (s: StatusSnapshot): void => {
+        res.setHeader('Content-Type', format === 'json' ? 'application/json' : format === 'metrics' ? 'text/plain; version=0.0.4' : 'text/plain');
+        res.setHeader('Cache-Control', 'no-store');
+        res.end(render(s, format));
+      };
+      const own = snapshot();
+      if (!options.gather) return answer(own);
+      return options.gather().then(
+        (all) => answer(sum(all)),
+        // The primary did not answer (it is stopping): this worker's numbers are still true.
+        () => answer(own),
+      );
     }
     if (slowMs === 0) return inner(req, res);
     const started = performance.now();
@@ -109,6 +124,31 @@ export function createStatusHandler(options: StatusOptions): Handler {
       ms: Math.round(ms),
     });
   }
+}
+
+/**
+ * Sums worker snapshots into one page: counters and gauges add up, the start time is the
+ * earliest, the worker rows are listed. (The max of requests in flight is the sum of each
+ * worker's max, an upper bound: the workers' peaks need not have coincided.)
+ */
+export function sum(all: readonly StatusSnapshot[]): StatusSnapshot {
+  const first = all[0]!;
+  const add = (f: (s: StatusSnapshot) => number): number => all.reduce((n, s) => n + f(s), 0);
+  return {
+    pool: first.pool,
+    processManager: first.processManager,
+    startTime: Math.min(...all.map((s) => s.startTime)),
+    acceptedRequests: add((s) => s.acceptedRequests),
+    activeRequests: add((s) => s.activeRequests),
+    maxActiveRequests: add((s) => s.maxActiveRequests),
+    slowRequests: add((s) => s.slowRequests),
+    limitHits: add((s) => s.limitHits),
+    scriptErrors: add((s) => s.scriptErrors),
+    connectionsAccepted: add((s) => s.connectionsAccepted),
+    protocolErrors: add((s) => s.protocolErrors),
+    listenQueue: null,
+    workers: all.flatMap((s) => s.workers).sort((a, b) => a.pid - b.pid),
+  };
 }
 
 /** The snapshot in one of the page's formats. */

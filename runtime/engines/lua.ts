@@ -19,6 +19,7 @@ import { FENGARI_RELEASE, lauxlib, lua, type LuaProxy, type LuaState } from 'fen
 import { ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
 import type { ScriptHost } from './host.js';
 import { LuaRun, running, text } from './lua/core.js';
+import { markIdle, markRunning } from '../watchdog.js';
 import { createSandbox, type Sandbox } from './lua/sandbox.js';
 
 const {
@@ -251,6 +252,7 @@ export class LuaEngine implements ScriptEngine {
   private slice(run: LuaRun, T: LuaState, nargs: number): number {
     const previous = running.current;
     running.current = run;
+    markRunning(run.host.scriptFilename);
     run.sliceStart = performance.now();
     try {
       return lua_resume(T, null, nargs);
@@ -261,6 +263,8 @@ export class LuaEngine implements ScriptEngine {
     } finally {
       run.cpu += performance.now() - run.sliceStart;
       running.current = previous;
+      if (previous) markRunning(previous.host.scriptFilename);
+      else markIdle();
     }
   }
 

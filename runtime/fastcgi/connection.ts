@@ -26,6 +26,9 @@ import {
 } from './constants.js';
 import type { Limits } from './limits.js';
 import { decodePairs, encodePairs, scanPairs } from './pairs.js';
+
+/** How long a graceful shutdown waits for the first request on a just-opened connection. */
+const FIRST_REQUEST_GRACE_MS = 1000;
 import { RecordParser, encodeEndRequest, encodeRecord, encodeUnknownType } from './records.js';
 
 /**
@@ -133,6 +136,8 @@ export class Connection implements FlowControl, ConnectionInfo {
   private readonly parser: RecordParser;
   private closed = false;
   private draining = false;
+  /** While shutting down: when a connection still waiting for its first request is ended (ms). */
+  private graceUntil = 0;
 
   constructor(
     private readonly socket: Socket,
@@ -156,16 +161,31 @@ export class Connection implements FlowControl, ConnectionInfo {
     this.socket.destroy();
   }
 
-  /** Ends the connection once no request is in flight; for graceful shutdown. */
+  /**
+   * Ends the connection once no request is in flight; for graceful shutdown (stop, reload,
+   * retirement). An idle connection that has served requests is ended now: a web server that
+   * reuses it at that instant sees the close on a cached connection and retries (nginx does for
+   * idempotent requests). One that has not served a request yet, or holds part of a record, is
+   * given {@link FIRST_REQUEST_GRACE_MS} to deliver it: the web server opened it to send a
+   * request and would not retry on a fresh connection (Go's http.Server.Shutdown treats new
+   * connections the same way).
+   */
   closeWhenIdle(): void {
     this.draining = true;
-    if (this.exchanges.size === 0) this.endConnection();
+    if (this.exchanges.size > 0) return;
+    if (this.requestsBegun > 0 && !this.parser.midRecord) this.endConnection();
+    else if (this.graceUntil === 0) this.graceUntil = Date.now() + FIRST_REQUEST_GRACE_MS;
   }
 
   /** Enforces the idle and request timeouts; called by the server's sweep timer. */
   sweep(now: number): void {
     const limits = this.ctx.limits;
     if (this.exchanges.size === 0) {
+      if (this.graceUntil > 0 && now >= this.graceUntil) {
+        this.graceUntil = 0;
+        this.endConnection();
+        return;
+      }
       if (this.idleSince >= 0 && now - this.idleSince >= limits.idleTimeoutMs) {
         this.ctx.log.debug('LS_IDLE_TIMEOUT', 'idle connection closed', { conn: this.id });
         this.socket.destroy();

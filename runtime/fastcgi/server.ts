@@ -99,7 +99,9 @@ export class FastcgiServer {
       };
       if (target.kind === 'tcp') this.server.listen({ host: target.host, port: target.port, backlog: 1024 }, done);
       else if (target.kind === 'unix') this.server.listen({ path: target.path, backlog: 1024 }, done);
-      else this.server.listen({ fd: target.fd, backlog: 1024 }, done);
+      // exclusive: in a managed worker the fd is the primary's shared socket, accepted on here;
+      // without it Node's cluster would ask the primary to listen on its own fd of that number.
+      else this.server.listen({ fd: target.fd, backlog: 1024, exclusive: true }, done);
     });
     if (target.kind === 'unix') this.unixPath = target.path;
     this.server.on('error', (err) => this.options.log.error('LS_LISTEN_FAILED', err.message));
@@ -162,9 +164,11 @@ function normalizeAddress(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
-// A socket file left by a crashed run would make listen fail with EADDRINUSE; remove it, but
-// only when nobody answers on it (another live server keeps its socket).
-async function removeStaleSocket(path: string): Promise<void> {
+/**
+ * A socket file left by a crashed run would make listen fail with EADDRINUSE; removes it, but
+ * only when nobody answers on it (another live server keeps its socket).
+ */
+export async function removeStaleSocket(path: string): Promise<void> {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(path);

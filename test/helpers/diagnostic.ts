@@ -4,6 +4,8 @@ import { createHash } from 'node:crypto';
 /** Its JSON report. */
 export interface Report {
   role: string;
+  /** The answering process (under the manager: a worker). */
+  pid: number;
   requestId: number;
   keepConn: boolean;
   connection: number;

@@ -80,6 +80,12 @@ export interface StartOptions {
 export async function startLodestone(t: TestContext, opts: StartOptions = {}): Promise<Lodestone> {
   const listen = opts.listen ?? 'tcp:127.0.0.1:0';
   const args = [cliPath, 'serve', '--listen', listen, ...(opts.diagnostic === false ? [] : ['--diagnostic']), ...(opts.args ?? [])];
+  // One process unless the test asks for workers: per-process counters and caches stay
+  // deterministic and a test costs one Node process. The manager's own tests, and those that
+  // start Lodestone the way lighttpd, spawn-fcgi or systemd do, run it managed.
+  const asksForWorkers =
+    args.includes('--workers') || opts.env?.PHP_FCGI_CHILDREN !== undefined || opts.config?.workers !== undefined;
+  if (!asksForWorkers) args.push('--workers', '0');
   if (opts.config) {
     const dir = tempDir(t, 'lodestone-config-');
     const file = path.join(dir, 'lodestone.json');

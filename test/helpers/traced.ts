@@ -39,7 +39,7 @@ export async function startTracedLodestone(t: TestContext, opts: TracedOptions):
   let stopHook: (() => Promise<void>) | null = null;
   t.after(() => stopHook?.());
   const traceFile = path.join(tempDir(t, 'lodestone-strace-'), 'trace');
-  const args = ['-f', '--seccomp-bpf', '-o', traceFile, ...opts.strace, process.execPath, cliPath, 'serve', '--listen', 'tcp:127.0.0.1:0', ...opts.args];
+  const args = ['-f', '--seccomp-bpf', '-o', traceFile, ...opts.strace, process.execPath, cliPath, 'serve', '--listen', 'tcp:127.0.0.1:0', '--workers', '0', ...opts.args];
   const child = spawn('strace', args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));

@@ -34,6 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { ScriptError } from '../engine.js';
 import type { CacheValue } from '../../../cache/content-cache.js';
 import { bodyFile, type ScriptHost, type ScriptResponse } from '../host.js';
+import { markIdle, markRunning } from '../../watchdog.js';
 import { JSON_FIELDS, PRELUDE_FILENAME, PRELUDE_SOURCE, PRIMITIVES, TEXT_FIELDS } from './prelude.js';
 
 /** Compile-mode evaluation allowed before the interrupt handler stops it (escaped code). */
@@ -578,6 +579,7 @@ export class Vm {
    */
   private slice(run: Run, body: () => void): void {
     this.current = run;
+    markRunning(run.host.scriptFilename);
     run.sliceStart = performance.now();
     this.setMemoryLimit(run.host.limits.memoryBytes);
     try {
@@ -593,6 +595,7 @@ export class Vm {
     } finally {
       run.cpuMs += performance.now() - run.sliceStart;
       this.current = null;
+      markIdle();
     }
     if (run.finished) this.onRunEnd(this);
   }

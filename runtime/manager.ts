@@ -1,0 +1,451 @@
+/**
+ * The process manager: a primary process that forks N workers running the ordinary `serve`
+ * path over one shared listening socket, replaces a worker that dies (backing off when they die
+ * in a loop), recycles workers after max requests, reloads gracefully and stops gracefully.
+ *
+ * The primary owns the listening socket, as php-fpm's master does: it binds it (tcp, unix) or
+ * holds the inherited one (fd:0 from spawn-fcgi or lighttpd, fd 3 from systemd) and gives every
+ * worker a copy as fd {@link WORKER_FD}; each worker accepts on it itself (as nginx's workers
+ * do). Node's cluster sharing (the primary accepting and handing connections round-robin) was
+ * tried first and is unfit: when
+ * the last worker using it exits (one worker and a crash, or all killed by the watchdog) Node
+ * closes the shared handle, which unlinks a unix socket, frees a TCP port for anyone, and closes
+ * an inherited fd 0 for good, so no replacement could ever listen again. A socket the primary
+ * holds outlives every worker; connections wait in its backlog until a worker accepts them.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { getSystemErrorName } from 'node:util';
+import { LodestoneError } from './errors.js';
+import { removeStaleSocket } from './fastcgi/server.js';
+import { describeTarget, isListeningSocket, type ListenTarget } from './listen.js';
+import type { Logger } from './log.js';
+import type { StatusSnapshot } from './status.js';
+
+/**
+ * Marks a process forked by the manager and carries its listen target. (Workers are plain
+ * child_process forks, not node:cluster workers: in a cluster worker Node routes even
+ * listen({ fd }) through the primary, ignoring `exclusive`.)
+ */
+export const WORKER_LISTEN_ENV = 'LODESTONE_WORKER_LISTEN';
+/** The fd a worker finds the shared listening socket on (0-2 are stdio, 3 the IPC channel). */
+export const WORKER_FD = 4;
+
+/** Messages between primary and worker over the IPC channel. */
+export type WorkerMessage =
+  | { readonly type: 'listening'; readonly address: string }
+  | { readonly type: 'retiring'; readonly served: number }
+  | { readonly type: 'status-request'; readonly seq: number }
+  | { readonly type: 'status-reply'; readonly seq: number; readonly snapshot: StatusSnapshot | null };
+export type PrimaryMessage =
+  | { readonly type: 'stop' }
+  | { readonly type: 'reopen-logs' }
+  | { readonly type: 'status-query'; readonly seq: number }
+  | { readonly type: 'status-result'; readonly seq: number; readonly snapshots: StatusSnapshot[] };
+
+/** How long the primary waits for the workers' status snapshots. */
+const STATUS_WAIT_MS = 1000;
+
+const stopSignals = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1'] as const;
+
+/** What {@link runPrimary} needs. */
+export interface ManagerOptions {
+  readonly workers: number;
+  readonly target: ListenTarget;
+  readonly socketMode: number | null;
+  readonly log: Logger;
+  /** Reopens the primary's own log files (SIGUSR2); workers reopen theirs when told. */
+  readonly reopenLogs?: () => void;
+  /** Unexpected exits within {@link CRASH_WINDOW_MS} beyond this start the backoff; default: workers. */
+  readonly crashThreshold?: number;
+}
+
+/** Window over which unexpected worker exits are counted for the crash-loop backoff. */
+export const CRASH_WINDOW_MS = 10_000;
+const FIRST_BACKOFF_MS = 1_000;
+const MAX_BACKOFF_MS = 30_000;
+/** A worker asked to stop gracefully gets this long (server.close's 5 s grace plus margin) before SIGKILL. */
+const STOP_KILL_MS = 10_000;
+
+interface Tracked {
+  readonly worker: ChildProcess;
+  readonly id: number;
+  readonly generation: number;
+  listening: boolean;
+  /** Asked to stop or retiring by itself: its exit is expected and not replaced (again). */
+  leaving: boolean;
+  /** Runs once this worker listens: tells the worker it replaces to finish. */
+  onListening?: () => void;
+}
+
+/**
+ * Runs the primary until a stop signal; resolves to the exit code. Signals: SIGHUP and SIGUSR2
+ * reload, SIGTERM / SIGINT / SIGQUIT / SIGUSR1 stop gracefully, a second stop signal kills the
+ * workers at once (see the README's signal table).
+ */
+export function runPrimary(opts: ManagerOptions): Promise<number> {
+  return new Primary(opts).run();
+}
+
+class Primary {
+  private readonly tracked = new Map<number, Tracked>();
+  private generation = 1;
+  private everListened = false;
+  private stopping = false;
+  private reloading: Promise<void> | null = null;
+  private crashes: number[] = [];
+  private backoffMs = 0;
+  private pendingForks = 0;
+  private resolveRun: (code: number) => void = () => {};
+  private exitCode = 0;
+  private nextId = 1;
+  private nextSeq = 1;
+  private readonly statusReplies = new Map<number, (s: StatusSnapshot | null) => void>();
+  private shared: Shared | null = null;
+
+  constructor(private readonly opts: ManagerOptions) {}
+
+  async run(): Promise<number> {
+    const { target, log } = this.opts;
+    // A socket that cannot be had is the same one-line start-up error as without the manager.
+    const shared = await openShared(target, this.opts.socketMode);
+    this.shared = shared;
+    // The workers must not see systemd's variables: LISTEN_PID would not match them anyway.
+    delete process.env.LISTEN_FDS;
+    delete process.env.LISTEN_PID;
+    // stdin is not the workers' (it may be the listening socket itself: fd:0).
+    const done = new Promise<number>((resolve) => (this.resolveRun = resolve));
+    for (let i = 0; i < this.opts.workers; i++) this.fork();
+    const reload = (signal: NodeJS.Signals): void => void this.reload(signal);
+    const stop = (signal: NodeJS.Signals): void => this.stop(signal);
+    const reopen = (): void => this.reopenLogs();
+    process.on('SIGHUP', reload);
+    process.on('SIGUSR2', reopen);
+    for (const signal of stopSignals) process.on(signal, stop);
+    const code = await done;
+    process.off('SIGHUP', reload);
+    process.off('SIGUSR2', reopen);
+    for (const signal of stopSignals) process.off(signal, stop);
+    shared.close();
+    log.info('-', 'lodestone stopped', { pid: process.pid });
+    return code;
+  }
+
+  private fork(): Tracked {
+    const env = { ...process.env, [WORKER_LISTEN_ENV]: JSON.stringify({ kind: 'fd', fd: WORKER_FD } satisfies ListenTarget) };
+    // stdin is not the workers' (it may be the listening socket itself: fd:0).
+    const worker = fork(process.argv[1]!, process.argv.slice(2), {
+      env,
+      execArgv: process.execArgv,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', this.shared!.stdio],
+    });
+    const entry: Tracked = { worker, id: this.nextId++, generation: this.generation, listening: false, leaving: false };
+    this.tracked.set(entry.id, entry);
+    worker.on('message', (msg: WorkerMessage) => this.onMessage(entry, msg));
+    worker.once('exit', (code, signal) => this.onExit(entry, code, signal));
+    return entry;
+  }
+
+  /** Every live worker's status snapshot; a worker that does not answer in time is left out. */
+  private collectStatus(): Promise<StatusSnapshot[]> {
+    const asked = [...this.tracked.values()].filter((e) => e.worker.connected && e.listening);
+    return Promise.all(
+      asked.map(
+        (e) =>
+          new Promise<StatusSnapshot | null>((resolve) => {
+            const seq = this.nextSeq++;
+            const timer = setTimeout(() => done(null), STATUS_WAIT_MS);
+            const done = (s: StatusSnapshot | null): void => {
+              clearTimeout(timer);
+              this.statusReplies.delete(seq);
+              resolve(s);
+            };
+            this.statusReplies.set(seq, done);
+            e.worker.send({ type: 'status-query', seq } satisfies PrimaryMessage);
+          }),
+      ),
+    ).then((all) => all.filter((s): s is StatusSnapshot => s !== null));
+  }
+
+  /** Log rotation: the primary's own files, then every worker's (by message). */
+  private reopenLogs(): void {
+    this.opts.reopenLogs?.();
+    const msg: PrimaryMessage = { type: 'reopen-logs' };
+    for (const e of this.tracked.values()) if (e.worker.connected) e.worker.send(msg);
+    this.opts.log.info('-', 'log files reopened', { workers: this.tracked.size });
+  }
+
+  private onMessage(entry: Tracked, msg: WorkerMessage): void {
+    const { log } = this.opts;
+    if (msg.type === 'status-request') {
+      void this.collectStatus().then((snapshots) => {
+        const reply: PrimaryMessage = { type: 'status-result', seq: msg.seq, snapshots };
+        if (entry.worker.connected) entry.worker.send(reply);
+      });
+      return;
+    }
+    if (msg.type === 'status-reply') {
+      this.statusReplies.get(msg.seq)?.(msg.snapshot);
+      return;
+    }
+    if (msg.type === 'listening') {
+      entry.listening = true;
+      entry.onListening?.();
+      entry.onListening = undefined;
+      if (!this.everListened) {
+        this.everListened = true;
+        log.info('-', 'lodestone listening', { listen: this.shared?.address ?? msg.address, workers: this.opts.workers, pid: process.pid });
+      }
+    } else if (msg.type === 'retiring' && !entry.leaving && !this.stopping) {
+      // Replacement listening first, then the old one stops, so capacity never drops (workers
+      // under even load reach max requests together).
+      entry.leaving = true;
+      log.info('-', 'worker retiring after max requests', { worker: entry.worker.pid, served: msg.served });
+      if (entry.generation === this.generation) this.fork().onListening = () => this.retire(entry);
+      else this.retire(entry);
+    }
+  }
+
+  private onExit(entry: Tracked, code: number | null, signal: string | null): void {
+    const worker = entry.worker;
+    this.tracked.delete(entry.id);
+    if (this.tracked.size === 0 && this.pendingForks === 0 && (this.stopping || !this.everListened)) {
+      if (!this.everListened && !this.stopping) {
+        this.opts.log.error('LS_LISTEN_FAILED', 'a worker exited before any worker was listening; stopping', { code: code ?? undefined, signal: signal ?? undefined });
+        this.exitCode = code !== null && code !== 0 ? code : 1;
+      }
+      this.resolveRun(this.exitCode);
+      return;
+    }
+    if (entry.leaving || this.stopping) return;
+    if (!this.everListened) {
+      // Start-up failure (bad listen, bad config): stop the others rather than loop.
+      this.stop('SIGTERM');
+      this.exitCode = code !== null && code !== 0 ? code : 1;
+      return;
+    }
+    if (entry.generation !== this.generation) return;
+    this.opts.log.warn('-', 'worker died; replacing it', { worker: worker.pid, code: code ?? undefined, signal: signal ?? undefined });
+    this.replace();
+  }
+
+  // php-fpm's emergency_restart_threshold in spirit: beyond `threshold` unexpected exits within
+  // the window, wait before forking, doubling up to 30 s; a quiet window resets the delay.
+  private replace(): void {
+    const now = Date.now();
+    this.crashes = this.crashes.filter((t) => now - t < CRASH_WINDOW_MS);
+    this.crashes.push(now);
+    const threshold = this.opts.crashThreshold ?? this.opts.workers;
+    if (this.crashes.length <= threshold) {
+      this.backoffMs = 0;
+      this.fork();
+      return;
+    }
+    this.backoffMs = this.backoffMs === 0 ? FIRST_BACKOFF_MS : Math.min(MAX_BACKOFF_MS, this.backoffMs * 2);
+    this.opts.log.warn('-', 'workers are crashing in a loop; waiting before the next fork', {
+      exits: this.crashes.length,
+      windowMs: CRASH_WINDOW_MS,
+      delayMs: this.backoffMs,
+    });
+    this.pendingForks++;
+    setTimeout(() => {
+      this.pendingForks--;
+      if (!this.stopping) this.fork();
+    }, this.backoffMs);
+  }
+
+  /** New generation up and listening first; only then are the old workers asked to finish. */
+  private reload(signal: NodeJS.Signals): Promise<void> {
+    if (this.stopping || !this.everListened) return Promise.resolve();
+    if (this.reloading) {
+      this.opts.log.warn('-', 'reload already in progress', { signal });
+      return this.reloading;
+    }
+    this.reloading = this.doReload(signal).finally(() => (this.reloading = null));
+    return this.reloading;
+  }
+
+  private async doReload(signal: NodeJS.Signals): Promise<void> {
+    const { log } = this.opts;
+    const old = [...this.tracked.values()].filter((e) => !e.leaving);
+    this.generation++;
+    log.info('-', 'reloading: starting new workers', { signal, generation: this.generation });
+    const fresh = Array.from({ length: this.opts.workers }, () => this.fork());
+    const ok = await this.allListening(fresh);
+    if (!ok) {
+      // A new worker that cannot start (bad config file, broken code on disk) must not take the
+      // working generation down with it.
+      log.error('LS_CONFIG_INVALID', 'reload failed: a new worker did not start; keeping the running workers');
+      this.generation--;
+      for (const e of fresh) this.retire(e);
+      return;
+    }
+    for (const e of old) this.retire(e);
+    log.info('-', 'reloaded: old workers finish their requests and exit', { generation: this.generation, old: old.length });
+  }
+
+  private allListening(entries: Tracked[]): Promise<boolean> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (entries.some((e) => !this.tracked.has(e.id))) finish(false);
+        else if (entries.every((e) => e.listening)) finish(true);
+      };
+      const timer = setInterval(check, 20);
+      const deadline = setTimeout(() => finish(false), 30_000);
+      const finish = (result: boolean): void => {
+        clearInterval(timer);
+        clearTimeout(deadline);
+        resolve(result);
+      };
+      check();
+    });
+  }
+
+  private retire(entry: Tracked): void {
+    entry.leaving = true;
+    const msg: PrimaryMessage = { type: 'stop' };
+    if (entry.worker.connected) entry.worker.send(msg);
+    const killer = setTimeout(() => entry.worker.kill('SIGKILL'), STOP_KILL_MS);
+    killer.unref();
+    entry.worker.once('exit', () => clearTimeout(killer));
+  }
+
+  private stop(signal: NodeJS.Signals): void {
+    const { log } = this.opts;
+    if (this.stopping) {
+      log.warn('-', 'second signal: killing the workers now', { signal });
+      this.exitCode = 1;
+      for (const e of this.tracked.values()) e.worker.kill('SIGKILL');
+      return;
+    }
+    this.stopping = true;
+    log.info('-', 'stopping gracefully', { signal, workers: this.tracked.size });
+    if (this.tracked.size === 0) {
+      this.resolveRun(this.exitCode);
+      return;
+    }
+    for (const e of this.tracked.values()) this.retire(e);
+  }
+}
+
+/** Tells the primary this worker is listening (the first one's address goes into the banner). */
+export function reportListening(target: ListenTarget): void {
+  const msg: WorkerMessage = { type: 'listening', address: describeTarget(target) };
+  process.send?.(msg);
+}
+
+/** Tells the primary this worker reached max requests, so it forks the replacement now. */
+export function reportRetiring(served: number): void {
+  const msg: WorkerMessage = { type: 'retiring', served };
+  process.send?.(msg);
+}
+
+/**
+ * Wires a worker to its primary: `stop` when asked to stop or when the primary goes away,
+ * `reopenLogs` when the primary got SIGUSR2.
+ */
+export function onPrimary(handlers: { stop: () => void; reopenLogs?: () => void }): void {
+  process.on('message', (msg: PrimaryMessage) => {
+    switch (msg?.type) {
+      case 'stop':
+        return handlers.stop();
+      case 'reopen-logs':
+        return handlers.reopenLogs?.();
+      case 'status-query':
+        return void process.send?.({ type: 'status-reply', seq: msg.seq, snapshot: statusProvider?.() ?? null } satisfies WorkerMessage);
+      case 'status-result':
+        statusWaiters.get(msg.seq)?.(msg.snapshots);
+        statusWaiters.delete(msg.seq);
+    }
+  });
+  // A primary killed outright must not leave orphan workers serving an unmanaged socket.
+  process.on('disconnect', handlers.stop);
+}
+
+let statusProvider: (() => StatusSnapshot) | null = null;
+const statusWaiters = new Map<number, (all: StatusSnapshot[]) => void>();
+let statusSeq = 0;
+
+/** In a worker: the function the primary's status queries are answered with. */
+export function provideStatus(snapshot: () => StatusSnapshot): void {
+  statusProvider = snapshot;
+}
+
+/** In a worker: every worker's status snapshot, through the primary; rejects if it does not answer. */
+export function gatherStatus(): Promise<StatusSnapshot[]> {
+  return new Promise((resolve, reject) => {
+    const seq = ++statusSeq;
+    const timer = setTimeout(() => {
+      statusWaiters.delete(seq);
+      reject(new Error('the primary did not answer'));
+    }, 2 * STATUS_WAIT_MS);
+    statusWaiters.set(seq, (all) => {
+      clearTimeout(timer);
+      resolve(all);
+    });
+    process.send?.({ type: 'status-request', seq } satisfies WorkerMessage);
+  });
+}
+
+/** The listening socket the primary holds for its workers. */
+interface Shared {
+  /** What goes into the workers' stdio at {@link WORKER_FD}: a bound handle or an inherited fd. */
+  readonly stdio: number;
+  /** For the log: the address with the port the kernel chose for port 0. */
+  readonly address: string;
+  close(): void;
+}
+
+/** Minimal view of the bound handle net._createServerHandle returns. */
+interface ServerHandle {
+  readonly fd: number;
+  getsockname?(out: { port?: number }): number;
+  close(): void;
+}
+
+/**
+ * Binds (tcp, unix) or adopts (fd) the socket the workers share. Binding uses Node's
+ * net._createServerHandle, the call node:cluster makes for the same purpose: it binds
+ * without starting to accept in this process (a net.Server would accept here too). Each
+ * worker's listen() on its copy then makes it a listening socket.
+ */
+async function openShared(target: ListenTarget, socketMode: number | null): Promise<Shared> {
+  if (target.kind === 'fd') {
+    if (!isListeningSocket(target.fd)) {
+      throw new LodestoneError('LS_LISTEN_FAILED', `fd ${target.fd} is not a listening socket (the web server or spawner must pass one)`);
+    }
+    return { stdio: target.fd, address: describeTarget(target), close: () => {} };
+  }
+  const create = (net as unknown as { _createServerHandle: (a: string, p: number, t: number) => ServerHandle | number })._createServerHandle;
+  if (target.kind === 'unix') {
+    await removeStaleSocket(target.path);
+    const handle = create(target.path, -1, -1);
+    if (typeof handle === 'number') throw listenError(target, handle);
+    if (socketMode !== null) fs.chmodSync(target.path, socketMode);
+    return {
+      stdio: handle.fd,
+      address: describeTarget(target),
+      close: () => {
+        handle.close();
+        fs.rmSync(target.path, { force: true });
+      },
+    };
+  }
+  const host = net.isIP(target.host) ? target.host : (await lookup(target.host)).address;
+  const handle = create(host, target.port, net.isIPv6(host) ? 6 : 4);
+  if (typeof handle === 'number') throw listenError(target, handle);
+  const out: { port?: number } = {};
+  handle.getsockname?.(out);
+  return { stdio: handle.fd, address: describeTarget({ ...target, port: out.port ?? target.port }), close: () => handle.close() };
+}
+
+function listenError(target: ListenTarget, errno: number): LodestoneError {
+  return new LodestoneError('LS_LISTEN_FAILED', `cannot listen on ${describeTarget(target)}: ${getSystemErrorName(errno)}`);
+}
+
+/** True in a worker forked by the process manager. */
+export function isManagedWorker(env: NodeJS.ProcessEnv = process.env): boolean {
+  return process.send !== undefined && env[WORKER_LISTEN_ENV] !== undefined;
+}

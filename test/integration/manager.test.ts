@@ -1,0 +1,238 @@
+/**
+ * The process manager behind real nginx with kept-alive upstream connections: N worker pids
+ * serve, a SIGKILLed worker is replaced, SIGHUP reloads under load with no failed request, and
+ * --max-requests recycles workers, the status page sums the workers. Which worker answered comes
+ * from the diagnostic report's pid.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import test from 'node:test';
+import { startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
+import { havePrograms, signalPid, startNginx, waitFor, type WebServer } from '../helpers/peers.js';
+
+const timeout = 20_000;
+
+async function setup(t: test.TestContext, args: string[]): Promise<{ lodestone: Lodestone; nginx: WebServer } | null> {
+  if (!havePrograms(t, 'nginx')) return null;
+  const dir = tempDir(t);
+  const lodestone = await startLodestone(t, {
+    listen: `unix:${path.join(dir, 'ls.sock')}`,
+    args,
+    config: { statusPath: '/status' },
+  });
+  const nginx = await startNginx(t, { fastcgiPass: `unix:${lodestone.socketPath}`, keepalive: 16 });
+  return { lodestone, nginx };
+}
+
+/** The primary's live child pids (its workers), from /proc. */
+function childPids(pid: number): number[] {
+  try {
+    return readChildren(pid);
+  } catch {
+    return [];
+  }
+}
+
+function readChildren(pid: number): number[] {
+  const out: number[] = [];
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    const text = fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+    if (text !== '') out.push(...text.split(/\s+/).map(Number));
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+
+/** One GET of the diagnostic report through nginx on a kept-alive client connection; the answering worker's pid. */
+function statusPid(nginx: WebServer): Promise<{ status: number; pid: number }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(nginx.url('/report'), { agent }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (s: string) => (body += s));
+      res.on('end', () => {
+        let pid = 0;
+        try {
+          pid = (JSON.parse(body) as { pid: number }).pid;
+        } catch {
+          // counted as a failure by the status below
+        }
+        resolve({ status: res.statusCode ?? 0, pid });
+      });
+      res.on('error', reject);
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+  });
+}
+
+/** Concurrent request loops until `stop()`: counts by pid and every failure with its reason. */
+function load(nginx: WebServer, concurrency: number): { stop(): Promise<void>; pids: Map<number, number>; failures: string[]; total(): number } {
+  const pids = new Map<number, number>();
+  const failures: string[] = [];
+  let running = true;
+  let total = 0;
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running) {
+      try {
+        const { status, pid } = await statusPid(nginx);
+        total++;
+        if (status !== 200 || pid === 0) failures.push(`status ${status}`);
+        else pids.set(pid, (pids.get(pid) ?? 0) + 1);
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+    }
+  });
+  return {
+    pids,
+    failures,
+    total: () => total,
+    stop: async () => {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+test.after(() => agent.destroy());
+
+test('--workers 3: three worker pids serve through nginx', { timeout }, async (t) => {
+  const s = await setup(t, ['--workers', '3']);
+  if (!s) return;
+  // Listening, not only forked: nginx's kept-alive connections are spread when they open.
+  await waitFor(() => ((s.lodestone.log().match(/worker listening/g) ?? []).length === 3 ? true : undefined), 5_000, () => 'three workers listening');
+  const workers = childPids(s.lodestone.child.pid!);
+  const l = load(s.nginx, 8);
+  await waitFor(() => (l.pids.size === 3 || l.total() > 2000 ? true : undefined), 10_000, () => `pids seen ${[...l.pids.keys()].join(",")}`);
+  await l.stop();
+  assert.deepEqual(l.failures, []);
+  assert.deepEqual([...l.pids.keys()].sort((a, b) => a - b), workers);
+});
+
+test('a SIGKILLed worker is replaced within a second and load keeps being served', { timeout }, async (t) => {
+  const s = await setup(t, ['--workers', '2']);
+  if (!s) return;
+  const primary = s.lodestone.child.pid!;
+  const before = await waitFor(() => (childPids(primary).length === 2 ? childPids(primary) : undefined), 5_000, () => 'two workers');
+  const l = load(s.nginx, 8);
+  await waitFor(() => (l.total() > 100 ? true : undefined), 10_000, () => 'some load');
+  const victim = before[0]!;
+  signalPid(victim, 'SIGKILL');
+  const killedAt = Date.now();
+  const after = await waitFor(
+    () => {
+      const now = childPids(primary);
+      return now.length === 2 && !now.includes(victim) ? now : undefined;
+    },
+    5_000,
+    () => `replacement for ${victim}: ${childPids(primary).join(",")}`,
+  );
+  const replacedMs = Date.now() - killedAt;
+  const newcomer = after.find((p) => !before.includes(p))!;
+  // The replacement serves too; failures are only the requests in flight on the killed worker.
+  await waitFor(() => (l.pids.has(newcomer) ? true : undefined), 10_000, () => `requests on ${newcomer}`);
+  const failedAtKill = l.failures.length;
+  const mark = l.total();
+  await waitFor(() => (l.total() > mark + 200 ? true : undefined), 10_000, () => 'load after the kill');
+  await l.stop();
+  assert.ok(replacedMs < 1000, `replaced after ${replacedMs} ms`);
+  assert.ok(failedAtKill <= 8, `at most the in-flight requests fail: ${l.failures.join(', ')}`);
+  assert.equal(l.failures.length, failedAtKill, 'no failures after the replacement');
+  assert.match(s.lodestone.log(), /worker died; replacing it/);
+});
+
+test('SIGHUP reload 10 times under keep-alive load through nginx: 0 failed requests, new pids', { timeout }, async (t) => {
+  const s = await setup(t, ['--workers', '2']);
+  if (!s) return;
+  const primary = s.lodestone.child.pid!;
+  const first = await waitFor(() => (childPids(primary).length === 2 ? childPids(primary) : undefined), 5_000, () => 'two workers');
+  const l = load(s.nginx, 16);
+  let seen = first;
+  for (let i = 1; i <= 10; i++) {
+    const mark = l.total();
+    signalPid(primary, 'SIGHUP');
+    // Old generation gone and two new workers left: the reload finished.
+    seen = await waitFor(
+      () => {
+        const now = childPids(primary);
+        return now.length === 2 && now.every((p) => !seen.includes(p)) ? now : undefined;
+      },
+      8_000,
+      () => `reload ${i}: ${childPids(primary).join(",")}`,
+    );
+    await waitFor(() => (l.total() > mark + 50 ? true : undefined), 8_000, () => `load during reload ${i}`);
+  }
+  await l.stop();
+  assert.deepEqual(l.failures, [], `${l.failures.length} of ${l.total()} failed; nginx: ${s.nginx.errorLog()}`);
+  for (const pid of seen) assert.ok(l.pids.has(pid), `the last generation (${pid}) served`);
+  assert.equal((s.lodestone.log().match(/reloaded: old workers finish/g) ?? []).length, 10);
+});
+
+test('--max-requests 50: workers retire and are replaced, no failed request', { timeout }, async (t) => {
+  const s = await setup(t, ['--workers', '2', '--max-requests', '50']);
+  if (!s) return;
+  const l = load(s.nginx, 4);
+  const retired = (): number => (s.lodestone.log().match(/worker retiring after max requests/g) ?? []).length;
+  await waitFor(() => (retired() >= 4 ? true : undefined), 15_000, () => `4 retirements, got ${retired()} in ${l.total()} requests`);
+  await l.stop();
+  assert.deepEqual(l.failures, [], `nginx: ${s.nginx.errorLog()}\nlodestone: ${s.lodestone.log()}`);
+  // A retiring worker serves on until its replacement listens, so counts pass 50 a little;
+  // replacements served too.
+  assert.ok(l.pids.size >= 3, `${l.pids.size} worker pids`);
+  assert.match(s.lodestone.log(), /worker retiring after max requests/);
+});
+
+test('SIGTERM stops the primary and every worker gracefully (exit 0)', { timeout }, async (t) => {
+  const s = await setup(t, ['--workers', '2']);
+  if (!s) return;
+  const primary = s.lodestone.child.pid!;
+  const workers = await waitFor(() => (childPids(primary).length === 2 ? childPids(primary) : undefined), 5_000, () => 'two workers');
+  assert.equal(await s.lodestone.stop(), 0);
+  for (const pid of workers) assert.throws(() => process.kill(pid, 0), 'worker gone');
+});
+
+test('the status page sums every worker, in each format', { timeout }, async (t) => {
+  const s = await setup(t, ['--workers', '2']);
+  if (!s) return;
+  const primary = s.lodestone.child.pid!;
+  const workers = await waitFor(() => (childPids(primary).length === 2 ? childPids(primary) : undefined), 5_000, () => 'two workers');
+  await waitFor(() => ((s.lodestone.log().match(/worker listening/g) ?? []).length === 2 ? true : undefined), 5_000, () => 'both listening');
+  const l = load(s.nginx, 8);
+  await waitFor(() => (l.pids.size === 2 ? true : undefined), 10_000, () => `both workers served: ${[...l.pids.keys()].join(',')}`);
+  await l.stop();
+  const served = l.total();
+  const json = JSON.parse((await fetchText(s.nginx.url('/status?json')))) as {
+    'process manager': string;
+    'accepted requests': number;
+    workers: Array<{ pid: number; requests: number }>;
+  };
+  assert.equal(json['process manager'], 'static');
+  assert.deepEqual(json.workers.map((w) => w.pid), workers);
+  // Every load request plus this status request, counted by the worker that took it.
+  assert.equal(json['accepted requests'], served + 1);
+  assert.equal(json.workers.reduce((n, w) => n + w.requests, 0), served + 1);
+  for (const w of json.workers) assert.ok(w.requests >= l.pids.get(w.pid)!, `worker ${w.pid}`);
+  const text = await fetchText(s.nginx.url('/status'));
+  assert.match(text, /process manager: +static/);
+  for (const pid of workers) assert.match(text, new RegExp(`worker ${pid}: `));
+  const metrics = await fetchText(s.nginx.url('/status?openmetrics'));
+  for (const pid of workers) assert.match(metrics, new RegExp(`lodestone_worker_requests_total\\{pool="lodestone",pid="${pid}"\\} \\d+`));
+  assert.match(metrics, new RegExp(`lodestone_accepted_requests_total\\{pool="lodestone"\\} ${served + 3}`));
+});
+
+function fetchText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`status ${res.statusCode}: ${body}`))));
+      })
+      .on('error', reject);
+  });
+}

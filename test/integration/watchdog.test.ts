@@ -1,0 +1,100 @@
+/**
+ * The watchdog against a script no hook can stop: a Lua pattern that backtracks for hours
+ * inside string.find (one library call, so the CPU limit's instruction hook never runs). The
+ * worker must be killed, the kill logged with the script's path, and under the manager a new
+ * worker must serve the next request.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import test from 'node:test';
+import { RawClient, parseCgi, request } from '../helpers/fcgi-client.js';
+import { startLodestone, tempDir } from '../helpers/lodestone.js';
+import { waitFor } from '../helpers/peers.js';
+
+const timeout = 20_000;
+const config = { watchdogMs: 1000, scriptLimits: { cpuMs: 500 } };
+
+function site(t: test.TestContext): string {
+  const dir = tempDir(t);
+  // Five nested greedy repetitions over 5,000 characters: O(n^5) backtracking in one call.
+  fs.writeFileSync(path.join(dir, 'stuck.lua'), 'local s = string.rep("a", 5000)\nprint(string.find(s, "a*a*a*a*a*b"))\n');
+  fs.writeFileSync(path.join(dir, 'hello.lua'), 'print("hello")\n');
+  return dir;
+}
+
+async function get(port: number, file: string, timeoutMs = 5000): Promise<{ status: number; body: string } | 'closed'> {
+  const client = await RawClient.connect({ port });
+  try {
+    await client.write(request(1, { SCRIPT_FILENAME: file, REQUEST_METHOD: 'GET', REQUEST_URI: '/' }));
+    await client.until(() => client.isClosed || client.records.some((r) => r.id === 1 && r.type === 3), timeoutMs, `reply to ${file}`);
+    const reply = await client.reply(1).catch(() => null);
+    if (!reply) return 'closed';
+    const cgi = parseCgi(reply.stdout);
+    return { status: cgi.status, body: cgi.body.toString() };
+  } finally {
+    client.close();
+  }
+}
+
+/** The live child pids of `pid`, from /proc. */
+function children(pid: number): number[] {
+  try {
+    return fs
+      .readdirSync(`/proc/${pid}/task`)
+      .flatMap((task) => fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/))
+      .filter((s) => s !== '')
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+test('under the manager a stuck worker is killed, logged with the script path, and replaced', { timeout }, async (t) => {
+  const dir = site(t);
+  const ls = await startLodestone(t, { diagnostic: false, args: ['--root', dir, '--workers', '1'], config });
+  const primary = ls.child.pid!;
+  const [before] = await waitFor(() => (children(primary).length === 1 ? children(primary) : undefined), 5000, () => 'one worker');
+  const stuck = await get(ls.port, path.join(dir, 'stuck.lua'), 10_000);
+  // The worker died under the request: the connection closes without an answer.
+  assert.equal(stuck, 'closed');
+  const line = await ls.waitForLog(/LS_WATCHDOG/);
+  assert.match(line, new RegExp(`script=${fs.realpathSync(path.join(dir, 'stuck.lua')).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  assert.match(line, new RegExp(`pid=${before}\\b`));
+  const [after] = await waitFor(
+    () => {
+      const now = children(primary);
+      return now.length === 1 && now[0] !== before ? now : undefined;
+    },
+    5000,
+    () => `a replacement for ${before}: ${children(primary).join(',')}`,
+  );
+  assert.notEqual(after, before);
+  const hello = await get(ls.port, path.join(dir, 'hello.lua'));
+  assert.deepEqual(hello, { status: 200, body: 'hello\n' });
+  assert.match(ls.log(), /worker died; replacing it.*signal=SIGKILL/);
+});
+
+test('a busy but turning event loop is left alone; a CPU-bound script is stopped by its own limit', { timeout }, async (t) => {
+  const dir = site(t);
+  fs.writeFileSync(path.join(dir, 'spin.lua'), 'local n = 0\nwhile true do n = n + 1 end\n');
+  const ls = await startLodestone(t, { diagnostic: false, args: ['--root', dir, '--workers', '0'], config });
+  // Three runs of ~500 ms each: 1.5 s of CPU in all, over the 1 s watchdog, but the loop turns
+  // between them, so the watchdog must not fire.
+  for (let i = 0; i < 3; i++) {
+    const spin = await get(ls.port, path.join(dir, 'spin.lua'));
+    assert.ok(spin !== 'closed' && spin.status === 500, `run ${i}: ${JSON.stringify(spin)}`);
+  }
+  assert.deepEqual(await get(ls.port, path.join(dir, 'hello.lua')), { status: 200, body: 'hello\n' });
+  assert.doesNotMatch(ls.log(), /LS_WATCHDOG/);
+  assert.match(ls.log(), /LS_SCRIPT_LIMIT/);
+});
+
+test('without the manager the stuck process is killed (a supervisor restarts it)', { timeout }, async (t) => {
+  const dir = site(t);
+  const ls = await startLodestone(t, { diagnostic: false, args: ['--root', dir, '--workers', '0'], config });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => ls.child.once('exit', (_code, signal) => resolve(signal)));
+  assert.equal(await get(ls.port, path.join(dir, 'stuck.lua'), 10_000), 'closed');
+  assert.equal(await exited, 'SIGKILL');
+  assert.match(ls.log(), /error LS_WATCHDOG event loop stuck.*script=\S*stuck\.lua/);
+});
