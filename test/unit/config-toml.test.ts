@@ -8,19 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
 import { loadConfig } from '../../runtime/config.js';
-import { LodestoneError } from '../../runtime/errors.js';
+import { configError } from '../helpers/config.js';
 import { cliPath, repoRoot, run, tempDir } from '../helpers/lodestone.js';
 
-function configError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof LodestoneError, String(err));
-    assert.equal(err.code, 'LS_CONFIG_INVALID');
-    return err.message;
-  }
-  assert.fail('expected a config error');
-}
 
 test('a TOML file: sections map onto nested fields, comments allowed, paths relative to the file', (t) => {
   const dir = tempDir(t);

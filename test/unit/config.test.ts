@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
 import { loadConfig } from '../../runtime/config.js';
-import { LodestoneError } from '../../runtime/errors.js';
+import { configError } from '../helpers/config.js';
 import { defaultLimits } from '../../runtime/fastcgi/limits.js';
 import { parseListen } from '../../runtime/listen.js';
 import { cliPath, run, tempDir } from '../helpers/lodestone.js';
@@ -15,16 +15,6 @@ function writeConfig(dir: string, value: unknown): string {
   return file;
 }
 
-function configError(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof LodestoneError, String(err));
-    assert.equal(err.code, 'LS_CONFIG_INVALID');
-    return err.message;
-  }
-  assert.fail('expected a config error');
-}
 
 test('defaults: no file, no flags', () => {
   const config = loadConfig({}, {});
