@@ -81,8 +81,9 @@ interface Tracked {
 }
 
 /**
- * Runs the primary until a stop signal; resolves to the exit code. Signals: SIGHUP and SIGUSR2
- * reload, SIGTERM / SIGINT / SIGQUIT / SIGUSR1 stop gracefully, a second stop signal kills the
+ * Runs the primary until a stop signal; resolves to the exit code, rejects with a
+ * LodestoneError when the socket cannot be had. Signals: SIGHUP reloads, SIGUSR2 reopens the
+ * logs, SIGTERM / SIGINT / SIGQUIT / SIGUSR1 stop gracefully, a second stop signal kills the
  * workers at once (see the README's signal table).
  */
 export function runPrimary(opts: ManagerOptions): Promise<number> {
@@ -115,7 +116,6 @@ class Primary {
     // The workers must not see systemd's variables: LISTEN_PID would not match them anyway.
     delete process.env.LISTEN_FDS;
     delete process.env.LISTEN_PID;
-    // stdin is not the workers' (it may be the listening socket itself: fd:0).
     const done = new Promise<number>((resolve) => (this.resolveRun = resolve));
     for (let i = 0; i < this.opts.workers; i++) this.fork();
     const reload = (signal: NodeJS.Signals): void => void this.reload(signal);
@@ -145,6 +145,9 @@ class Primary {
     this.tracked.set(entry.id, entry);
     worker.on('message', (msg: WorkerMessage) => this.onMessage(entry, msg));
     worker.once('exit', (code, signal) => this.onExit(entry, code, signal));
+    // A message to a worker that has just died fails with an 'error' event; unheard, it would
+    // take the primary down. The exit event handles the worker itself.
+    worker.on('error', (err) => this.opts.log.debug('-', 'worker channel error', { worker: worker.pid, error: err.message }));
     return entry;
   }
 
@@ -227,6 +230,9 @@ class Primary {
       return;
     }
     if (entry.generation !== this.generation) return;
+    // A new generation's worker that died before listening fails its reload (doReload retires
+    // the rest and keeps the running workers); replacing it would fork the same failure again.
+    if (this.reloading && !entry.listening) return;
     this.opts.log.warn('-', 'worker died; replacing it', { worker: worker.pid, code: code ?? undefined, signal: signal ?? undefined });
     this.replace();
   }
@@ -280,6 +286,9 @@ class Primary {
       log.error('LS_CONFIG_INVALID', 'reload failed: a new worker did not start; keeping the running workers');
       this.generation--;
       for (const e of fresh) this.retire(e);
+      // An old worker that died meanwhile was left to the new generation: replace it now.
+      const running = [...this.tracked.values()].filter((e) => !e.leaving && e.generation === this.generation).length;
+      for (let i = running; i < this.opts.workers; i++) this.fork();
       return;
     }
     for (const e of old) this.retire(e);

@@ -236,3 +236,24 @@ function fetchText(url: string): Promise<string> {
       .on('error', reject);
   });
 }
+
+test('a reload whose new workers cannot start (bad config on disk) keeps the running workers', { timeout }, async (t) => {
+  if (!havePrograms(t, 'nginx')) return;
+  const dir = tempDir(t);
+  const config = path.join(dir, 'lodestone.toml');
+  fs.writeFileSync(config, 'statusPath = "/status"\n');
+  const lodestone = await startLodestone(t, { listen: `unix:${path.join(dir, 'ls.sock')}`, args: ['--workers', '2', '--config', config] });
+  const nginx = await startNginx(t, { fastcgiPass: `unix:${lodestone.socketPath}`, keepalive: 8 });
+  const primary = lodestone.child.pid!;
+  await waitFor(() => ((lodestone.log().match(/worker listening/g) ?? []).length === 2 ? true : undefined), 5_000, () => 'two workers listening');
+  const workers = childPids(primary);
+  fs.writeFileSync(config, 'statusPath = [\n');
+  signalPid(primary, 'SIGHUP');
+  await lodestone.waitForLog(/reload failed: a new worker did not start/);
+  await waitFor(() => (childPids(primary).length === 2 ? true : undefined), 5_000, () => `the failed generation gone: ${childPids(primary).join(',')}`);
+  assert.deepEqual(childPids(primary), workers, `the old workers still run: ${lodestone.log()}`);
+  const l = load(nginx, 4);
+  await waitFor(() => (l.total() > 50 ? true : undefined), 10_000, () => 'load after the failed reload');
+  await l.stop();
+  assert.deepEqual(l.failures, []);
+});
