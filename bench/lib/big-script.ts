@@ -1,5 +1,5 @@
 /**
- * Generated application-sized scripts (about 2,000 lines) for bench/engines.ts: what a real
+ * Generated application-sized scripts (about 2,000 lines) for the micro and big-script benchmarks: what a real
  * edge script with helpers looks like to the parser. Module tables of functions (filter/map
  * loops, sorting, string building, pattern matching, metatable "classes", config tables), so
  * most of the source is function bodies the compiler must parse but one request barely runs;

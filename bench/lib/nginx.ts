@@ -4,8 +4,10 @@ import path from 'node:path';
 export interface Site {
   /** Port nginx listens on (127.0.0.1) for this backend and mode. */
   listen: number;
-  /** Backend FastCGI port (127.0.0.1). */
-  backend: number;
+  /** Backend FastCGI port (127.0.0.1); null for a site nginx answers itself ({@link returnBody}). */
+  backend: number | null;
+  /** nginx answers `return 200 BODY` (text/plain) itself: the front end's ceiling. */
+  returnBody?: string;
   /** Upstream keep-alive pool size, or null for a new FastCGI connection per request. */
   keepalive: number | null;
   /** Unique name, used for the upstream block. */
@@ -47,7 +49,7 @@ const FASTCGI_PARAMS = `
 export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean): string {
   const p = (name: string): string => path.join(dir, name);
   const upstreams = sites
-    .filter((s) => s.keepalive !== null)
+    .filter((s) => s.keepalive !== null && s.backend !== null)
     .map(
       (s) => `
   upstream ${s.name} {
@@ -61,7 +63,9 @@ export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean
   const servers = sites
     .map((s) => {
       const pass =
-        s.keepalive !== null
+        s.backend === null
+          ? `default_type text/plain;\n      return 200 ${JSON.stringify(s.returnBody ?? '')};`
+          : s.keepalive !== null
           ? `fastcgi_pass ${s.name};\n      fastcgi_keep_conn on;`
           : `fastcgi_pass 127.0.0.1:${s.backend};`;
       return `
@@ -73,7 +77,7 @@ export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean
   }`;
     })
     .join('\n');
-  return `# Written by bench/e2e.ts for one run; see bench/lib/nginx.ts.
+  return `# Written by the benchmark for one run; see bench/lib/nginx.ts.
 daemon off;
 master_process on;
 worker_processes 1;

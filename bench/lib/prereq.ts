@@ -1,4 +1,4 @@
-/** Checks for the programs the benchmark needs and names the Debian packages that provide them. */
+/** Finds the programs the benchmark needs and names the Debian packages that provide them. */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -57,46 +57,86 @@ export function findPhpFpm(): string | null {
   return found[0]?.file ?? null;
 }
 
-/** The resolved programs. */
+/** What a scenario can need; each maps to the Debian package (or npm step) that provides it. */
+export type Requirement = 'nginx' | 'wrk' | 'taskset' | 'gcc' | 'libfcgi-dev' | 'php-fpm' | 'lighttpd' | 'mod_magnet' | 'strace' | 'node-fastcgi';
+
+const PACKAGE: Record<Requirement, string> = {
+  nginx: 'nginx',
+  wrk: 'wrk',
+  taskset: 'util-linux',
+  gcc: 'gcc',
+  'libfcgi-dev': 'libfcgi-dev',
+  'php-fpm': 'php-fpm',
+  lighttpd: 'lighttpd',
+  mod_magnet: 'lighttpd-modules-lua',
+  strace: 'strace',
+  'node-fastcgi': '',
+};
+
+/** The resolved programs (paths), null where missing. */
 export interface Programs {
-  nginx: string;
-  wrk: string;
-  gcc: string;
-  taskset: string;
-  /** Only looked for when the php-fpm backend runs. */
+  nginx: string | null;
+  wrk: string | null;
+  gcc: string | null;
+  taskset: string | null;
   phpFpm: string | null;
+  lighttpd: string | null;
+  strace: string | null;
 }
 
-/**
- * Returns the programs, or null after printing what is missing and the `apt-get install` line
- * that fixes it.
- */
-export function checkPrerequisites(needPhpFpm = false): Programs | null {
-  const missing: Array<{ what: string; pkg: string }> = [];
-  const need = (program: string, pkg: string): string => {
-    const found = findProgram(program);
-    if (found === null) missing.push({ what: program, pkg });
-    return found ?? program;
+/** Looks every program up once. */
+export function findPrograms(): Programs {
+  return {
+    nginx: findProgram('nginx'),
+    wrk: findProgram('wrk'),
+    gcc: findProgram('gcc'),
+    taskset: findProgram('taskset'),
+    phpFpm: findPhpFpm(),
+    lighttpd: findProgram('lighttpd'),
+    strace: findProgram('strace'),
   };
-  const programs: Programs = {
-    nginx: need('nginx', 'nginx'),
-    wrk: need('wrk', 'wrk'),
-    gcc: need('gcc', 'gcc'),
-    taskset: need('taskset', 'util-linux'),
-    phpFpm: needPhpFpm ? findPhpFpm() : null,
-  };
-  if (needPhpFpm && programs.phpFpm === null) missing.push({ what: 'php-fpm', pkg: 'php-fpm' });
-  // The headers are what the build needs; ask the compiler, which knows its include path.
-  const headers =
-    findProgram('gcc') !== null
-      ? spawnSync('gcc', ['-E', '-x', 'c', '-', '-o', '/dev/null'], { input: '#include <fcgi_stdio.h>\n#include <fcgiapp.h>\n' })
-          .status === 0
-      : fs.existsSync('/usr/include/fcgi_stdio.h');
-  if (!headers) missing.push({ what: 'libfcgi headers (fcgi_stdio.h)', pkg: 'libfcgi-dev' });
-  if (missing.length === 0) return programs;
-  process.stderr.write(
-    `bench: missing ${missing.map((m) => `${m.what} (Debian package ${m.pkg})`).join(', ')}\n` +
-      `Install with: apt-get install -y ${[...new Set(missing.map((m) => m.pkg))].join(' ')}\n`,
+}
+
+/** lighttpd's module directory holds mod_magnet (Debian ships it apart, in lighttpd-modules-lua). */
+function haveMagnet(): boolean {
+  return ['/usr/lib/lighttpd', '/usr/lib64/lighttpd', '/usr/local/lib/lighttpd', '/usr/lib/x86_64-linux-gnu/lighttpd'].some((d) =>
+    fs.existsSync(path.join(d, 'mod_magnet.so')),
   );
-  return null;
+}
+
+/** The libfcgi headers the C peer is built with; the compiler knows its include path. */
+function haveLibfcgiHeaders(gcc: string | null): boolean {
+  if (gcc === null) return fs.existsSync('/usr/include/fcgiapp.h');
+  return spawnSync(gcc, ['-E', '-x', 'c', '-', '-o', '/dev/null'], { input: '#include <fcgi_stdio.h>\n#include <fcgiapp.h>\n' }).status === 0;
+}
+
+/** The bench package's own dependencies (`npm ci --prefix bench`), resolved from `benchDir`. */
+export function haveNodeFastcgi(benchDir: string): boolean {
+  return fs.existsSync(path.join(benchDir, 'node_modules/node-fastcgi/package.json'));
+}
+
+/** What is missing of `needs`, each as "what (how to get it)". */
+export function missingOf(needs: readonly Requirement[], programs: Programs, benchDir: string): Array<{ what: Requirement; pkg: string }> {
+  const have: Record<Requirement, () => boolean> = {
+    nginx: () => programs.nginx !== null,
+    wrk: () => programs.wrk !== null,
+    taskset: () => programs.taskset !== null,
+    gcc: () => programs.gcc !== null,
+    'libfcgi-dev': () => haveLibfcgiHeaders(programs.gcc),
+    'php-fpm': () => programs.phpFpm !== null,
+    lighttpd: () => programs.lighttpd !== null,
+    mod_magnet: haveMagnet,
+    strace: () => programs.strace !== null,
+    'node-fastcgi': () => haveNodeFastcgi(benchDir),
+  };
+  return needs.filter((n) => !have[n]()).map((what) => ({ what, pkg: PACKAGE[what] }));
+}
+
+/** One line telling the user how to install what is missing (Debian packages, npm). */
+export function installHint(missing: ReadonlyArray<{ what: Requirement; pkg: string }>): string {
+  const pkgs = [...new Set(missing.map((m) => m.pkg).filter((p) => p !== ''))];
+  const parts: string[] = [];
+  if (pkgs.length > 0) parts.push(`apt-get install -y ${pkgs.join(' ')}`);
+  if (missing.some((m) => m.what === 'node-fastcgi')) parts.push('npm ci --prefix bench');
+  return parts.join(' && ');
 }

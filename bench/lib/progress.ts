@@ -16,8 +16,13 @@ export class Progress {
   private index = -1;
   private stepStarted = 0;
   private timer: NodeJS.Timeout | null = null;
+  private steps: readonly Step[] = [];
 
-  constructor(private readonly steps: readonly Step[]) {}
+  /** Sets the steps of the next scenario: the "time left" is counted over them. */
+  plan(steps: readonly Step[]): void {
+    this.steps = steps;
+    this.index = -1;
+  }
 
   /** Marks the start of step `index` of the plan. */
   begin(index: number): void {
@@ -32,6 +37,13 @@ export class Progress {
       this.timer = setInterval(() => this.draw(), 1000);
       this.timer.unref();
     }
+  }
+
+  /** Shows `label` as the current step when there is no plan to count time over (micro-benchmarks). */
+  status(label: string): void {
+    this.plan([{ label, seconds: 0 }]);
+    if (this.tty) process.stderr.write(`\r\x1b[K[bench] ${label}`);
+    else process.stderr.write(`[bench] ${label}\n`);
   }
 
   /** Prints a message without garbling the progress line. */
@@ -63,7 +75,7 @@ export class Progress {
     const elapsed = (Date.now() - this.stepStarted) / 1000;
     const inStep = Math.max(0, step.seconds - elapsed);
     const later = this.steps.slice(this.index + 1).reduce((s, x) => s + x.seconds + OVERHEAD_PER_STEP_S, 0);
-    return `${this.index + 1}/${this.steps.length} ${step.label}: ${Math.ceil(inStep)} s left in this run, ~${clock(inStep + later)} left in all`;
+    return `${this.index + 1}/${this.steps.length} ${step.label}: ${Math.ceil(inStep)} s left in this run, ~${clock(inStep + later)} left in this scenario`;
   }
 }
 

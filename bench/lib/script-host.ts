@@ -1,5 +1,5 @@
 /**
- * One script request without a socket, for bench/engines.ts: a real Request (params set the way
+ * One script request without a socket, for the micro and big-script benchmarks: a real Request (params set the way
  * the connection sets them), a real Response whose channel counts and drops the framed bytes,
  * and a ScriptHost, run the way runtime/pipeline.ts runs a script (start, run, endOutput, the
  * default Content-Type, end, finish). The same idea as test/helpers/script-host.ts, kept apart

@@ -1,5 +1,5 @@
 /*
- * The libfcgi peer of bench/e2e.ts: the canonical FastCGI "hello" program (an FCGI_Accept loop
+ * The libfcgi peer of the benchmark (bench/scenarios/hello.ts): the canonical FastCGI "hello" program (an FCGI_Accept loop
  * printing "123"), pre-forked so it can keep up with nginx's concurrency.
  *
  *   hello-libfcgi PORT NPROCS

@@ -1,5 +1,5 @@
 <?php
-// The PHP-FPM peer of bench/e2e.ts: the same page as every other backend (200 text/plain "123").
+// The PHP-FPM peer of the benchmark (bench/scenarios/hello.ts): the same page as every other backend (200 text/plain "123").
 // PHP's default type is text/html, hence the header.
 header('Content-Type: text/plain');
 echo '123';

@@ -1,5 +1,5 @@
 /*
- * The "Node floor" peer of bench/e2e.ts: the least a Node FastCGI responder can do per request.
+ * The "Node floor" peer of the benchmark (bench/scenarios/hello.ts): the least a Node FastCGI responder can do per request.
  * It parses record headers, skips everything but BEGIN_REQUEST and the end of PARAMS, and
  * answers each request with a canned "123" response (STDOUT, empty STDOUT, END_REQUEST). No
  * params decoding, no request objects, no dependencies: what is left is Node's own per-request

@@ -1,0 +1,145 @@
+/**
+ * The benchmark's pure parts: the numbers it reports (medians, per-round ratios, noise flags),
+ * the pages it writes, and the configurations and requests it sends to real servers.
+ */
+import assert from 'node:assert/strict';
+import test from 'node:test';
+import { FCGI_BEGIN_REQUEST, FCGI_KEEP_CONN, FCGI_PARAMS, FCGI_STDIN } from '../../runtime/fastcgi/constants.js';
+import { decodePairs } from '../../runtime/fastcgi/pairs.js';
+import { RecordParser } from '../../runtime/fastcgi/records.js';
+import { noiseOf, type Run, type Target } from '../lib/harness.js';
+import { lighttpdConfig } from '../lib/lighttpd.js';
+import { nginxConfig } from '../lib/nginx.js';
+import type { Managed } from '../lib/procs.js';
+import { chartBars, median, ratioCell, roundRatios, summaryTable } from '../lib/report.js';
+import { resultsPage } from '../lib/results.js';
+import { keptRequest } from '../scenarios/idle.js';
+import { selectedPeers } from '../scenarios/hello.js';
+import { SettingsError } from '../lib/settings.js';
+import { parseWrk } from '../lib/wrk.js';
+
+const proc = (pid: number): Managed => ({ name: `p${pid}`, child: null as never, pid, logFile: '', exited: Promise.resolve(), exitInfo: () => null });
+const target = (id: string, pid = 10): Target => ({ id, label: id, mode: 'FastCGI keep-alive', front: 'nginx', url: '', frontProc: proc(1), backendProc: proc(pid) });
+const run = (round: number, t: Target, rps: number): Run => ({
+  round,
+  target: t,
+  wrk: { requests: rps, rps, p50: 1, p99: 2, socketErrors: { connect: 0, read: 0, write: 0, timeout: 0 }, non2xx: 0, raw: '' },
+  frontCpu: 0,
+  backendCpu: 0,
+  wrkCpu: 0,
+  otherCpu0: 0,
+  otherCpu1: 0,
+  steal: 0,
+  noise: [],
+  problems: [],
+});
+
+test('median: odd, even, unsorted, empty', () => {
+  assert.equal(median([3, 1, 2]), 2);
+  assert.equal(median([4, 1, 3, 2]), 2.5);
+  assert.ok(Number.isNaN(median([])));
+});
+
+test('ratios are taken round by round, not as a ratio of medians', () => {
+  const a = target('a');
+  const b = target('b', 11);
+  // Round 2 is slower for both (drift): per round the ratio is 2 both times.
+  const runs = [run(1, a, 2000), run(1, b, 1000), run(2, a, 1000), run(2, b, 500), run(3, a, 3000)];
+  assert.deepEqual(roundRatios(runs, 'a', 'b'), [2, 2]);
+  assert.equal(ratioCell([2, 2]), '2.00 (2.00–2.00)');
+  assert.equal(ratioCell([1.5]), '1.50');
+  assert.equal(ratioCell([]), '—');
+  // The table shows the per-round median, and "1" for the baseline's own row.
+  const rows = summaryTable([a, b], runs, [{ id: 'b', heading: '/ b' }]);
+  assert.match(rows[2]!, /^\| a \|.*\| 2\.00 \(2\.00–2\.00\) \|$/);
+  assert.match(rows[3]!, /^\| b \|.*\| 1 \|$/);
+  // A column only for the rows it applies to.
+  const limited = summaryTable([a, b], runs, [{ id: 'b', heading: '/ b', appliesTo: (t) => t.id === 'b' }]);
+  assert.match(limited[2]!, /\| — \|$/);
+});
+
+test('chart bars: median with min–max whiskers, Lodestone highlighted, front end as the group', () => {
+  const a = { ...target('a'), lodestone: true };
+  const bars = chartBars([a], [run(1, a, 900), run(2, a, 1000), run(3, a, 1300)]);
+  assert.deepEqual(bars, [{ label: 'a, FastCGI keep-alive', median: 1000, min: 900, max: 1300, group: 'nginx', highlight: true }]);
+});
+
+test('noise: other load over the threshold on either CPU or steal flags a run; a tracer on CPU 1 is not noise', () => {
+  assert.deepEqual(noiseOf({ otherCpu0: 3, otherCpu1: 9, steal: 0 }, 10), []);
+  assert.deepEqual(noiseOf({ otherCpu0: 25, otherCpu1: 40, steal: 12 }, 10), ['CPU0 25% other load', 'CPU1 40% other load', '12% steal']);
+  assert.deepEqual(noiseOf({ otherCpu0: 0, otherCpu1: 40, steal: 0 }, 10, false, true), []);
+  assert.deepEqual(noiseOf({ otherCpu0: NaN, otherCpu1: NaN, steal: NaN }, 10, true), ['no CPU sample (run ended early?)']);
+});
+
+test('RESULTS.md: sections in suite order, headings one level down, chart links into results/', () => {
+  const page = resultsPage(['hello', 'idle', 'micro'], (name) =>
+    name === 'idle' ? null : `# ${name} title\n\n![chart](${name}-latest.svg)\n\n## sub\n`,
+  );
+  assert.match(page, /^# Benchmark results\n/);
+  assert.ok(page.indexOf('## hello title') < page.indexOf('## micro title'));
+  assert.ok(!page.includes('idle title'));
+  assert.ok(page.includes('![chart](results/hello-latest.svg)'));
+  assert.ok(page.includes('### sub'));
+  assert.ok(page.includes('Scenarios: hello, micro.'));
+});
+
+test('BENCH_PEERS: default leaves the diagnostic out, order is the report order, unknown names are an error', () => {
+  assert.ok(!selectedPeers(undefined).includes('lodestone-diagnostic'));
+  assert.ok(selectedPeers('').includes('mod_magnet'));
+  assert.deepEqual(selectedPeers('php-fpm, lodestone-lua'), ['lodestone-lua', 'php-fpm']);
+  assert.throws(() => selectedPeers('lodestone-lua,apache'), SettingsError);
+});
+
+test('nginx config: the ceiling site answers itself, keep-alive sites get an upstream pool', () => {
+  const conf = nginxConfig('/tmp/x', [
+    { listen: 8001, backend: null, returnBody: '123', keepalive: null, name: 'ceiling' },
+    { listen: 8002, backend: 9002, keepalive: 16, name: 'kept' },
+    { listen: 8003, backend: 9003, keepalive: null, name: 'closed' },
+  ], false);
+  assert.match(conf, /listen 127\.0\.0\.1:8001;\n\s+location \/ \{\n\s+default_type text\/plain;\n\s+return 200 "123";/);
+  assert.match(conf, /upstream kept \{\n\s+server 127\.0\.0\.1:9002;\n\s+keepalive 16;/);
+  assert.match(conf, /fastcgi_pass kept;\n\s+fastcgi_keep_conn on;/);
+  assert.match(conf, /fastcgi_pass 127\.0\.0\.1:9003;/);
+  assert.ok(!conf.includes('upstream ceiling') && !conf.includes('upstream closed'));
+});
+
+test('lighttpd config: mod_magnet in-core, mod_fastcgi over TCP or a socket', () => {
+  const magnet = lighttpdConfig('/tmp/x', { name: 'm', port: 8001, docRoot: '/srv', handler: { kind: 'magnet', script: '/b/hello-magnet.lua' } });
+  assert.match(magnet, /server\.modules \+= \( "mod_magnet" \)\nmagnet\.attract-raw-url-to = \( "\/b\/hello-magnet\.lua" \)/);
+  const tcp = lighttpdConfig('/tmp/x', { name: 'f', port: 8002, docRoot: '/srv', handler: { kind: 'fastcgi', port: 9000 } });
+  assert.match(tcp, /"host" => "127\.0\.0\.1", "port" => 9000,\n\s+"check-local" => "disable",\n\)\)\)/);
+  const unix = lighttpdConfig('/tmp/x', { name: 's', port: 8003, docRoot: '/srv', handler: { kind: 'fastcgi', socket: '/tmp/x/s.sock', xSendfile: true } });
+  assert.match(unix, /"socket" => "\/tmp\/x\/s\.sock",[\s\S]*"x-sendfile" => "enable"/);
+});
+
+test('the idle scenario\'s request is a valid nginx-style GET with FCGI_KEEP_CONN, as our own parser reads it', () => {
+  const records: Array<{ type: number; id: number; content: Buffer }> = [];
+  const parser = new RecordParser((type, id, buf, start, end) => records.push({ type, id, content: Buffer.from(buf.subarray(start, end)) }));
+  assert.equal(parser.push(keptRequest('/srv/hello.lua', '/srv')), null);
+  assert.deepEqual(records.map((r) => r.type), [FCGI_BEGIN_REQUEST, FCGI_PARAMS, FCGI_PARAMS, FCGI_STDIN]);
+  assert.ok(records.every((r) => r.id === 1));
+  assert.equal(records[0]!.content[2]! & FCGI_KEEP_CONN, FCGI_KEEP_CONN);
+  const params: Record<string, string> = {};
+  assert.equal(decodePairs(records[1]!.content, 100, params), null);
+  assert.equal(params.SCRIPT_FILENAME, '/srv/hello.lua');
+  assert.equal(params.REQUEST_METHOD, 'GET');
+  assert.equal(records[2]!.content.length + records[3]!.content.length, 0);
+});
+
+test('wrk report parsing: rate, latency percentiles in ms, errors', () => {
+  const r = parseWrk(`Running 2s test @ http://127.0.0.1:1/
+  1 threads and 16 connections
+  Latency Distribution
+     50%  812.00us
+     75%    1.00ms
+     90%    1.50ms
+     99%    2.50s
+  36000 requests in 2.00s, 5.00MB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+Requests/sec:  18000.50
+`);
+  assert.equal(r.rps, 18000.5);
+  assert.equal(r.p50, 0.812);
+  assert.equal(r.p99, 2500);
+  assert.deepEqual(r.socketErrors, { connect: 0, read: 3, write: 0, timeout: 1 });
+});
