@@ -139,7 +139,8 @@ export function chartBars(targets: readonly Target[], runs: readonly Run[]): Bar
     const rps = runs.filter((r) => r.target === t).map((r) => r.wrk.rps);
     if (rps.length === 0) continue;
     out.push({
-      label: `${t.label}, ${t.mode}`.replace(/`/g, ''),
+      // The front end in the label too: Lodestone's accent colour hides the group's.
+      label: `${t.label} (${t.front}, ${t.mode})`.replace(/`/g, ''),
       median: median(rps),
       min: Math.min(...rps),
       max: Math.max(...rps),

@@ -47,12 +47,12 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
   const { tmp } = ctx;
   const root = path.join(tmp, 'scripts');
   fs.mkdirSync(root);
-  let lines = 0;
+  const linesOf = (l: (typeof LANGS)[number]): number => l.source.split('\n').length;
+  const lines = Math.max(...LANGS.map(linesOf));
   for (const l of LANGS) {
     // Content-Type first so that every peer's answer is text/plain; the rest is the generated script.
     for (const copy of [1, 2]) fs.writeFileSync(path.join(root, `big${copy}.${l.ext}`), l.typeLine + l.source);
     fs.writeFileSync(path.join(tmp, `alternate-${l.ext}.lua`), alternate(l.ext));
-    lines = Math.max(lines, l.source.split('\n').length);
   }
   const ports = await freePorts(CACHES.length * 2);
   const procs: Managed[] = [];
@@ -80,7 +80,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       for (const [i, s] of servers.entries()) {
         targets.push({
           id: `${l.ext}/${s.cache.id}`,
-          label: `Lodestone ${l.name}, ${lines.toLocaleString('en-US')}-line script`,
+          label: `Lodestone ${l.name}, ${linesOf(l).toLocaleString('en-US')}-line script`,
           mode: s.cache.label,
           front: 'nginx',
           lodestone: s.cache.id === 'cached',
@@ -97,7 +97,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     const rss = new Map<number, Rss>(procs.map((p) => [p.pid, groupRssKiB(p.pid)]));
     const m = machine();
     const notes = [
-      `The script: ~${lines.toLocaleString('en-US')} generated lines (bench/lib/big-script.ts: modules of helper functions, ` +
+      `The scripts: ${LANGS.map((l) => `${l.name} ${linesOf(l).toLocaleString('en-US')}`).join(', ')} generated lines (bench/lib/big-script.ts: modules of helper functions, ` +
         'metatable classes, config tables; one request calls a few and prints one line), two copies requested in turn',
       '"cached": `lodestone serve --root DIR --workers 0`, default script cache; "parsed per request": the same with ' +
         '`scriptCache.maxEntries = 1`, so every request compiles its copy again',
@@ -122,7 +122,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       '',
     ].join('\n');
     const svg = barChart(chartBars(targets, runs), {
-      title: `big-script: req/s, ${lines.toLocaleString('en-US')}-line script, cached vs parsed (median of ${settings.rounds}, whiskers min–max)`,
+      title: `big-script: req/s, a ~${(Math.round(lines / 100) * 100).toLocaleString('en-US')}-line script, cached vs parsed (median of ${settings.rounds}, whiskers min–max)`,
       unit: 'req/s',
       subtitle: `${m.date.slice(0, 10)}, ${m.cpuModel}, servers on one core`,
     });

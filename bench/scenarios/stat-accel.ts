@@ -39,7 +39,8 @@ import { lighttpdConfig } from '../lib/lighttpd.js';
 import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, sleep, start, stop, tail, waitForPort, type Managed } from '../lib/procs.js';
-import { headerLines, median, ms, int as fmt, pct, perRunTable, verdictLines } from '../lib/report.js';
+import { chartBars, headerLines, median, ms, int as fmt, pct, perRunTable, verdictLines } from '../lib/report.js';
+import { barChart } from '../lib/svg.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { SettingsError, envInt } from '../lib/settings.js';
 
@@ -286,7 +287,13 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       targets,
       runs,
     );
-    return { markdown, valid: runs.every((r) => r.problems.length === 0) };
+    const m = machine();
+    const svg = barChart(chartBars(targets, runs), {
+      title: `stat-accel: req/s with ${delayUs / 1000} ms per stat (median of ${load.rounds}, whiskers min–max)`,
+      unit: 'req/s',
+      subtitle: `${m.date.slice(0, 10)}, ${m.cpuModel}, lighttpd and Lodestone on one core`,
+    });
+    return { markdown, svg, valid: runs.every((r) => r.problems.length === 0) };
   } finally {
     // lighttpd first, so no request is in flight to a backend being stopped.
     await Promise.all(configs.filter((c) => c.lighttpd).map((c) => stop(c.lighttpd!)));
@@ -335,7 +342,7 @@ function renderReport(h: Header, configs: readonly Config[], targets: readonly T
     ]),
   );
   lines.push(...verdictLines(runs, h.load.noiseThreshold));
-  lines.push('');
+  lines.push('', '![req/s per configuration](stat-accel-latest.svg)', '');
   lines.push(`| Configuration | req/s (median) | req/s (min–max) | / ${base?.label ?? 'base'} | ceiling (threads / ${delayMs} ms) | of ceiling | p50 | p99 |`);
   lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const c of configs) {

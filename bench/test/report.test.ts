@@ -12,6 +12,7 @@ import { lighttpdConfig } from '../lib/lighttpd.js';
 import { nginxConfig } from '../lib/nginx.js';
 import type { Managed } from '../lib/procs.js';
 import { chartBars, median, ratioCell, roundRatios, summaryTable } from '../lib/report.js';
+import { installHint, missingOf } from '../lib/prereq.js';
 import { resultsPage } from '../lib/results.js';
 import { keptRequest } from '../scenarios/idle.js';
 import { selectedPeers } from '../scenarios/hello.js';
@@ -61,7 +62,7 @@ test('ratios are taken round by round, not as a ratio of medians', () => {
 test('chart bars: median with min–max whiskers, Lodestone highlighted, front end as the group', () => {
   const a = { ...target('a'), lodestone: true };
   const bars = chartBars([a], [run(1, a, 900), run(2, a, 1000), run(3, a, 1300)]);
-  assert.deepEqual(bars, [{ label: 'a, FastCGI keep-alive', median: 1000, min: 900, max: 1300, group: 'nginx', highlight: true }]);
+  assert.deepEqual(bars, [{ label: 'a (nginx, FastCGI keep-alive)', median: 1000, min: 900, max: 1300, group: 'nginx', highlight: true }]);
 });
 
 test('noise: other load over the threshold on either CPU or steal flags a run; a tracer on CPU 1 is not noise', () => {
@@ -142,4 +143,12 @@ Requests/sec:  18000.50
   assert.equal(r.p50, 0.812);
   assert.equal(r.p99, 2500);
   assert.deepEqual(r.socketErrors, { connect: 0, read: 3, write: 0, timeout: 1 });
+});
+
+test('missing programs name their Debian packages, and the bench package its npm step', () => {
+  const none = { nginx: null, wrk: '/usr/bin/wrk', gcc: null, taskset: '/usr/bin/taskset', phpFpm: null, lighttpd: null, strace: null };
+  const missing = missingOf(['nginx', 'wrk', 'taskset', 'php-fpm', 'lighttpd', 'strace', 'node-fastcgi'], none, '/nonexistent');
+  assert.deepEqual(missing.map((m) => m.what), ['nginx', 'php-fpm', 'lighttpd', 'strace', 'node-fastcgi']);
+  assert.equal(installHint(missing), 'apt-get install -y nginx php-fpm lighttpd strace && npm ci --prefix bench');
+  assert.deepEqual(missingOf(['wrk', 'taskset'], none, '/nonexistent'), []);
 });
