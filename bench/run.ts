@@ -6,7 +6,8 @@
  *
  *   npm run bench                       # everything, ~20 minutes on a quiet 2-core machine
  *   npm run bench -- hello idle         # some scenarios
- *   BENCH_QUICK=1 npm run bench         # a smoke run: checks every set-up, measures nothing worth keeping
+ *   BENCH_QUICK=1 npm run bench         # a smoke run: checks every set-up, measures nothing worth keeping,
+ *                                       # so it writes to bench/results/quick/ and leaves the results alone
  *
  * Settings (environment): BENCH_DURATION (s per timed run, default 10), BENCH_ROUNDS (3),
  * BENCH_CONNECTIONS (16), BENCH_WARMUP (s, 2), BENCH_NOISE (% of a CPU of other load that flags
@@ -20,11 +21,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { repoRoot, resultsDir, type Context } from './lib/harness.js';
+import { repoRoot, type Context } from './lib/harness.js';
 import { findPrograms, installHint, missingOf, type Requirement } from './lib/prereq.js';
 import { killAllSync } from './lib/procs.js';
 import { Progress } from './lib/progress.js';
-import { writeResults } from './lib/results.js';
+import { resultsPlace, writeResults } from './lib/results.js';
 import type { Scenario } from './lib/scenario.js';
 import { SettingsError } from './lib/settings.js';
 import { bigScript } from './scenarios/big-script.js';
@@ -44,9 +45,9 @@ ${SCENARIOS.map((s) => `  ${s.name.padEnd(12)} ${s.summary}`).join('\n')}
 
 Environment: BENCH_DURATION (s per run, 10), BENCH_ROUNDS (3), BENCH_CONNECTIONS (16),
 BENCH_WARMUP (s, 2), BENCH_NOISE (% other CPU load that flags a run, 10), BENCH_QUICK=1 (smoke
-run), BENCH_KEEP_TMP=1, BENCH_SCENARIOS (instead of arguments); hello: BENCH_PEERS; stat-accel:
-BENCH_THREADS (1,4,20), BENCH_FILES (4000), BENCH_DELAY_US (5000); cache-front: BENCH_PAGE_MS (2);
-idle: BENCH_IDLE (1000).
+run, written to bench/results/quick/), BENCH_KEEP_TMP=1, BENCH_SCENARIOS (instead of arguments);
+hello: BENCH_PEERS; stat-accel: BENCH_THREADS (1,4,20), BENCH_FILES (4000), BENCH_DELAY_US (5000);
+cache-front: BENCH_PAGE_MS (2); idle: BENCH_IDLE (1000).
 Results: bench/results/SCENARIO-latest.md and .svg, bench/RESULTS.md.
 `;
 
@@ -118,7 +119,8 @@ async function main(argv: readonly string[]): Promise<number> {
   progress = new Progress();
   const bar = progress;
   let failed = missingAll.length > 0;
-  for (const s of runnable) {
+  for (const [i, s] of runnable.entries()) {
+    bar.scenario = runnable.length > 1 ? `[scenario ${i + 1}/${runnable.length}] ` : '';
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `lodestone-bench-${s.name}-`));
     tmpDirs.add(tmp);
     const ctx: Context = { tmp, progress: bar, note: (text) => bar.note(text) };
@@ -148,7 +150,9 @@ async function main(argv: readonly string[]): Promise<number> {
       }
     }
   }
-  process.stderr.write(`bench: results in ${path.relative(process.cwd(), resultsDir) || '.'}, summary in bench/RESULTS.md\n`);
+  const place = resultsPlace();
+  const rel = (p: string): string => path.relative(process.cwd(), p) || '.';
+  process.stderr.write(`bench: results in ${rel(place.dir)}, summary in ${rel(place.page)}${place.smoke ? ' (smoke run: not results)' : ''}\n`);
   return failed ? 1 : 0;
 }
 

@@ -64,6 +64,8 @@ export interface Target {
   front: string;
   /** Lodestone's own rows: an accent colour in the chart. */
   lodestone?: boolean;
+  /** A ceiling or control far above the peers (no FastCGI hop): it does not set the chart's scale. */
+  reference?: boolean;
   url: string;
   /** A wrk Lua script (`-s`), e.g. to vary the URL per request. */
   script?: string;

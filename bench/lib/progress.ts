@@ -17,6 +17,8 @@ export class Progress {
   private stepStarted = 0;
   private timer: NodeJS.Timeout | null = null;
   private steps: readonly Step[] = [];
+  /** Which scenario of the suite runs, e.g. "[scenario 2/6] ": the line's prefix. */
+  scenario = '';
 
   /** Sets the steps of the next scenario: the "time left" is counted over them. */
   plan(steps: readonly Step[]): void {
@@ -42,8 +44,8 @@ export class Progress {
   /** Shows `label` as the current step when there is no plan to count time over (micro-benchmarks). */
   status(label: string): void {
     this.plan([{ label, seconds: 0 }]);
-    if (this.tty) process.stderr.write(`\r\x1b[K[bench] ${label}`);
-    else process.stderr.write(`[bench] ${label}\n`);
+    if (this.tty) process.stderr.write(`\r\x1b[K[bench] ${this.scenario}${label}`);
+    else process.stderr.write(`[bench] ${this.scenario}${label}\n`);
   }
 
   /** Prints a message without garbling the progress line. */
@@ -75,7 +77,7 @@ export class Progress {
     const elapsed = (Date.now() - this.stepStarted) / 1000;
     const inStep = Math.max(0, step.seconds - elapsed);
     const later = this.steps.slice(this.index + 1).reduce((s, x) => s + x.seconds + OVERHEAD_PER_STEP_S, 0);
-    return `${this.index + 1}/${this.steps.length} ${step.label}: ${Math.ceil(inStep)} s left in this run, ~${clock(inStep + later)} left in this scenario`;
+    return `${this.scenario}${this.index + 1}/${this.steps.length} ${step.label}: ${Math.ceil(inStep)} s left in this run, ~${clock(inStep + later)} left in this scenario`;
   }
 }
 

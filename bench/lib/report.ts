@@ -146,6 +146,7 @@ export function chartBars(targets: readonly Target[], runs: readonly Run[]): Bar
       max: Math.max(...rps),
       group: t.front,
       highlight: t.lodestone === true,
+      ...(t.reference === true ? { reference: true } : {}),
     });
   }
   return out;

@@ -1,24 +1,46 @@
 /**
  * Where reports go: bench/results/NAME-latest.md (+ .svg) per scenario, and bench/RESULTS.md,
  * rebuilt from the latest report of every scenario so that running one scenario updates its
- * section and keeps the others (each section carries its own date and machine).
+ * section and keeps the others (each section carries its own date and machine). A smoke run
+ * (BENCH_QUICK=1) measures nothing worth keeping, so it writes to bench/results/quick/ (not in
+ * git) and leaves the real results alone.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { repoRoot, resultsDir } from './harness.js';
 import type { ScenarioResult } from './scenario.js';
 
-/** Writes a scenario's report (and chart) and rebuilds RESULTS.md; returns the paths written. */
-export function writeResults(name: string, result: ScenarioResult, order: readonly string[]): string[] {
-  fs.mkdirSync(resultsDir, { recursive: true });
+/** Where a run's reports, charts and summary page go. */
+export interface ResultsPlace {
+  /** NAME-latest.md and .svg. */
+  dir: string;
+  /** The summary page rebuilt from every scenario's latest report. */
+  page: string;
+  /** A smoke run's: the page says its numbers are not results. */
+  smoke: boolean;
+}
+
+/** bench/results and bench/RESULTS.md; bench/results/quick/ (with its own RESULTS.md) for a smoke run. */
+export function resultsPlace(quick = process.env.BENCH_QUICK === '1'): ResultsPlace {
+  if (quick) {
+    const dir = path.join(resultsDir, 'quick');
+    return { dir, page: path.join(dir, 'RESULTS.md'), smoke: true };
+  }
+  return { dir: resultsDir, page: path.join(repoRoot, 'bench/RESULTS.md'), smoke: false };
+}
+
+/** Writes a scenario's report (and chart) and rebuilds the summary page; returns the paths written. */
+export function writeResults(name: string, result: ScenarioResult, order: readonly string[], place = resultsPlace()): string[] {
+  fs.mkdirSync(place.dir, { recursive: true });
   const written: string[] = [];
   const write = (file: string, text: string): void => {
     fs.writeFileSync(file, text);
     written.push(path.relative(repoRoot, file));
   };
-  write(path.join(resultsDir, `${name}-latest.md`), result.markdown);
-  if (result.svg !== undefined) write(path.join(resultsDir, `${name}-latest.svg`), result.svg);
-  write(path.join(repoRoot, 'bench/RESULTS.md'), resultsPage(order, (n) => readOrNull(path.join(resultsDir, `${n}-latest.md`))));
+  write(path.join(place.dir, `${name}-latest.md`), result.markdown);
+  if (result.svg !== undefined) write(path.join(place.dir, `${name}-latest.svg`), result.svg);
+  const chartDir = path.relative(path.dirname(place.page), place.dir);
+  write(place.page, resultsPage(order, (n) => readOrNull(path.join(place.dir, `${n}-latest.md`)), chartDir, place.smoke));
   return written;
 }
 
@@ -32,9 +54,10 @@ function readOrNull(file: string): string | null {
 
 /**
  * RESULTS.md from the scenarios' latest reports (`read(name)`, null when a scenario never ran):
- * their headings one level down, chart links made relative to bench/.
+ * their headings one level down, chart links made relative to the page (`chartDir`: the
+ * reports' directory as seen from the page's, '' for the same one).
  */
-export function resultsPage(order: readonly string[], read: (name: string) => string | null): string {
+export function resultsPage(order: readonly string[], read: (name: string) => string | null, chartDir = 'results', smoke = false): string {
   const sections: string[] = [];
   const ran: string[] = [];
   for (const name of order) {
@@ -45,12 +68,13 @@ export function resultsPage(order: readonly string[], read: (name: string) => st
       md
         .trimEnd()
         .replace(/^(#+) /gm, '#$1 ')
-        .replace(/\]\(([\w.-]+\.svg)\)/g, '](results/$1)'),
+        .replace(/\]\(([\w.-]+\.svg)\)/g, chartDir === '' ? ']($1)' : `](${chartDir}/$1)`),
     );
   }
   return [
     '# Benchmark results',
     '',
+    ...(smoke ? ['**Smoke run (BENCH_QUICK=1)**: short runs that check every set-up; the numbers are not results.', ''] : []),
     'The latest run of each scenario of `npm run bench` (see the README\'s "Benchmarks" section), rebuilt by every run ' +
       'from bench/results/*-latest.md. Each section says when it ran and on what machine; numbers from different ' +
       'sections may come from different runs.',

@@ -16,6 +16,12 @@ export interface Bar {
   group?: string;
   /** Lodestone's own bars: an accent colour and a bold label. */
   highlight?: boolean;
+  /**
+   * A reference far above the rest (nginx's `return 200`, lighttpd serving the page itself):
+   * it does not set the axis, or every FastCGI peer would be a sliver beside it. When it runs
+   * past the axis it is drawn to the axis end with a break mark, its value printed as usual.
+   */
+  reference?: boolean;
 }
 
 export interface ChartOptions {
@@ -32,7 +38,6 @@ const ROW = 24;
 const BAR_H = 16;
 const PLOT_W = 520;
 const PAD = 16;
-const VALUE_W = 70;
 const GROUP_COLOURS = ['#9aa5b1', '#c7b48a', '#a3c4a8', '#b8a6c9', '#d4a59a'];
 const ACCENT = '#2f6fbf';
 
@@ -72,13 +77,18 @@ export function barChart(bars: readonly Bar[], options: ChartOptions): string {
   // Bold labels run about a tenth wider.
   const labelW = Math.ceil(Math.max(60, ...bars.map((b) => b.label.length * CHAR_W * (b.highlight === true ? 1.1 : 1))));
   const x0 = PAD + labelW + 8;
-  const ticks = niceTicks(Math.max(0, ...bars.map((b) => Math.max(clean(b.max), clean(b.median)))));
+  // References set the axis only when there is nothing else.
+  const scaled = bars.some((b) => b.reference !== true) ? bars.filter((b) => b.reference !== true) : bars;
+  const ticks = niceTicks(Math.max(0, ...scaled.map((b) => Math.max(clean(b.max), clean(b.median)))));
   const axisMax = ticks[ticks.length - 1]!;
-  const x = (v: number): number => x0 + (clean(v) / axisMax) * PLOT_W;
+  const x = (v: number): number => x0 + (Math.min(clean(v), axisMax) / axisMax) * PLOT_W;
+  const broken = (b: Bar): boolean => Math.max(clean(b.median), clean(b.max)) > axisMax;
   const plotTop = headH + 8;
   const plotH = Math.max(1, bars.length) * ROW;
   const legendH = groups.length > 0 || bars.some((b) => b.highlight === true) ? ROW : 0;
-  const width = x0 + PLOT_W + VALUE_W + PAD;
+  const valueText = (b: Bar): string => `${thousands(clean(b.median))}${broken(b) ? ' (off scale)' : ''}`;
+  const valueW = Math.ceil(Math.max(70, ...bars.map((b) => valueText(b).length * CHAR_W + 12)));
+  const width = x0 + PLOT_W + valueW + PAD;
   const height = plotTop + plotH + 36 + legendH + PAD;
   const out: string[] = [];
   out.push('<?xml version="1.0" encoding="UTF-8"?>');
@@ -116,13 +126,23 @@ export function barChart(bars: readonly Bar[], options: ChartOptions): string {
     );
     const lo = x(Math.min(clean(b.min), clean(b.max)));
     const hi = x(Math.max(clean(b.min), clean(b.max)));
-    out.push(
-      `<g class="whisker" stroke="#1f2328" stroke-width="1.2">` +
-        `<line x1="${num(lo)}" y1="${num(mid)}" x2="${num(hi)}" y2="${num(mid)}"/>` +
-        `<line x1="${num(lo)}" y1="${num(mid - 5)}" x2="${num(lo)}" y2="${num(mid + 5)}"/>` +
-        `<line x1="${num(hi)}" y1="${num(mid - 5)}" x2="${num(hi)}" y2="${num(mid + 5)}"/></g>`,
-    );
-    out.push(`<text class="value" x="${num(Math.max(hi, x(b.median)) + 6)}" y="${num(mid + 4)}" fill="#1f2328">${thousands(clean(b.median))}</text>`);
+    if (broken(b)) {
+      // Off the scale: two white slashes across the bar's end say so; no whisker on a cut bar.
+      const bx = x0 + PLOT_W - 14;
+      out.push(
+        `<g class="break" stroke="#ffffff" stroke-width="2.5">` +
+          `<line x1="${num(bx - 3)}" y1="${num(top + BAR_H + 2)}" x2="${num(bx + 3)}" y2="${num(top - 2)}"/>` +
+          `<line x1="${num(bx + 3)}" y1="${num(top + BAR_H + 2)}" x2="${num(bx + 9)}" y2="${num(top - 2)}"/></g>`,
+      );
+    } else {
+      out.push(
+        `<g class="whisker" stroke="#1f2328" stroke-width="1.2">` +
+          `<line x1="${num(lo)}" y1="${num(mid)}" x2="${num(hi)}" y2="${num(mid)}"/>` +
+          `<line x1="${num(lo)}" y1="${num(mid - 5)}" x2="${num(lo)}" y2="${num(mid + 5)}"/>` +
+          `<line x1="${num(hi)}" y1="${num(mid - 5)}" x2="${num(hi)}" y2="${num(mid + 5)}"/></g>`,
+      );
+    }
+    out.push(`<text class="value" x="${num(Math.max(hi, x(b.median)) + 6)}" y="${num(mid + 4)}" fill="#1f2328">${valueText(b)}</text>`);
   }
   // Legend: the colours of the groups, and Lodestone's accent.
   if (legendH > 0) {

@@ -265,6 +265,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       mode: c.threads === null ? 'static' : 'mod_fastcgi, unix socket',
       front: 'lighttpd',
       lodestone: c.threads !== null,
+      reference: c.threads === null,
       url: url(c),
       script,
       frontProc: c.lighttpd!,

@@ -3,17 +3,18 @@
  * the pages it writes, and the configurations and requests it sends to real servers.
  */
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import test from 'node:test';
 import { FCGI_BEGIN_REQUEST, FCGI_KEEP_CONN, FCGI_PARAMS, FCGI_STDIN } from '../../runtime/fastcgi/constants.js';
 import { decodePairs } from '../../runtime/fastcgi/pairs.js';
 import { RecordParser } from '../../runtime/fastcgi/records.js';
-import { noiseOf, type Run, type Target } from '../lib/harness.js';
+import { noiseOf, repoRoot, type Run, type Target } from '../lib/harness.js';
 import { lighttpdConfig } from '../lib/lighttpd.js';
 import { nginxConfig } from '../lib/nginx.js';
 import type { Managed } from '../lib/procs.js';
 import { chartBars, median, ratioCell, roundRatios, summaryTable } from '../lib/report.js';
 import { installHint, missingOf } from '../lib/prereq.js';
-import { resultsPage } from '../lib/results.js';
+import { resultsPage, resultsPlace } from '../lib/results.js';
 import { keptRequest } from '../scenarios/idle.js';
 import { selectedPeers } from '../scenarios/hello.js';
 import { SettingsError } from '../lib/settings.js';
@@ -82,6 +83,21 @@ test('RESULTS.md: sections in suite order, headings one level down, chart links 
   assert.ok(page.includes('![chart](results/hello-latest.svg)'));
   assert.ok(page.includes('### sub'));
   assert.ok(page.includes('Scenarios: hello, micro.'));
+  assert.ok(!page.includes('Smoke run'));
+  // A smoke run's page sits beside its reports and says what it is.
+  const smoke = resultsPage(['hello'], (name) => `# ${name}\n\n![chart](${name}-latest.svg)\n`, '', true);
+  assert.ok(smoke.includes('![chart](hello-latest.svg)'));
+  assert.match(smoke, /\*\*Smoke run \(BENCH_QUICK=1\)\*\*/);
+});
+
+test('results place: a smoke run writes to bench/results/quick/, never over the results', () => {
+  const real = resultsPlace(false);
+  const quick = resultsPlace(true);
+  assert.equal(path.relative(repoRoot, real.page), 'bench/RESULTS.md');
+  assert.equal(path.relative(repoRoot, real.dir), 'bench/results');
+  assert.equal(path.relative(repoRoot, quick.dir), 'bench/results/quick');
+  assert.equal(path.relative(repoRoot, quick.page), 'bench/results/quick/RESULTS.md');
+  assert.ok(quick.smoke && !real.smoke);
 });
 
 test('BENCH_PEERS: default leaves the diagnostic out, order is the report order, unknown names are an error', () => {

@@ -114,3 +114,29 @@ test('bad numbers never reach the document; no bars is still a valid chart', () 
 test('escapeXml covers the five special characters', () => {
   assert.equal(escapeXml(`<a href="x">&'</a>`), '&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;');
 });
+
+test('a reference bar far above the peers does not set the scale: cut at the axis end with a break mark', () => {
+  const bars: Bar[] = [
+    { label: 'nginx ceiling', median: 100_000, min: 99_000, max: 101_000, group: 'nginx', reference: true },
+    ...sample,
+  ];
+  const svg = barChart(bars, { title: 't', unit: 'req/s' });
+  assertWellFormed(svg);
+  const widths = tags(svg, 'bar').map((b) => attr(b, 'width'));
+  // The peers keep the scale they have without the reference: libfcgi is 3x Lodestone.
+  assert.ok(Math.abs(widths[2]! / widths[1]! - 3) < 0.01);
+  // The axis ends at 4,000 (from the peers' 3,200), and the reference is drawn to its end, no further.
+  const ticks = [...svg.matchAll(/<text class="tick"[^>]*>([\d,]+)<\/text>/g)].map((m) => Number(m[1]!.replace(/,/g, '')));
+  assert.equal(ticks[ticks.length - 1], 4000);
+  const plotW = (widths[2]! / 3000) * 4000;
+  assert.ok(Math.abs(widths[0]! - plotW) < 0.2, `reference width ${widths[0]} vs plot ${plotW}`);
+  assert.equal(tags(svg, 'break').length, 1, 'one break mark');
+  assert.equal(whiskers(svg).length, 3, 'no whisker on the cut bar');
+  assert.ok(svg.includes('>100,000 (off scale)</text>'));
+  // A reference that fits is an ordinary bar; references alone set the axis themselves.
+  const fits = barChart([{ ...bars[0]!, median: 2000, min: 1900, max: 2100 }, ...sample], { title: 't', unit: 'req/s' });
+  assert.equal(tags(fits, 'break').length, 0);
+  const alone = barChart([bars[0]!], { title: 't', unit: 'req/s' });
+  assert.equal(tags(alone, 'break').length, 0);
+  assert.ok(alone.includes('>100,000</text>'));
+});
