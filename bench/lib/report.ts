@@ -81,9 +81,27 @@ export function verdictLines(runs: readonly Run[], noiseThreshold: number): stri
 }
 
 /**
+ * Microseconds of server CPU per request in one run: the backend's share of the server core
+ * over the middle of the run divided by its rate, or the front end's where there is no backend
+ * (it serves the page itself). Unlike req/s this does not depend on how the shared core was
+ * split between nginx and the backend. NaN when the run was not sampled.
+ */
+export function cpuPerRequestUs(run: Run): number {
+  const cpu = run.target.backendProc !== undefined ? run.backendCpu : run.frontCpu;
+  return Number.isFinite(cpu) && run.wrk.rps > 0 ? (cpu / 100 / run.wrk.rps) * 1e6 : NaN;
+}
+
+/** What the "server CPU / req" column means, for the notes of every report that has it. */
+export const CPU_PER_REQUEST_NOTE =
+  'server CPU / req: CPU time of the backend (of the front end where it serves the page) over the middle of a run, ' +
+  'divided by the requests it served, median over rounds; it does not depend on how the shared core was split';
+
+export const us = (n: number): string => (Number.isFinite(n) ? `${n < 10 ? n.toFixed(1) : Math.round(n)} µs` : '—');
+
+/**
  * The summary table: a row per target in the given order, req/s median and range, latency,
- * the server's memory at the end (`rss` by process group id: the backend's, or the front end's
- * when it serves the page itself) and a ratio column per baseline.
+ * the server's CPU per request and memory at the end (`rss` by process group id: the
+ * backend's, or the front end's when it serves the page itself) and a ratio column per baseline.
  */
 export function summaryTable(
   targets: readonly Target[],
@@ -93,8 +111,8 @@ export function summaryTable(
 ): string[] {
   const present = baselines.filter((b) => runs.some((r) => r.target.id === b.id));
   const lines = [
-    `| Peer | Reached as | req/s (median) | req/s (min–max) | p50 | p99 | server RSS |${present.map((b) => ` ${b.heading} |`).join('')}`,
-    `|---|---|---:|---:|---:|---:|---:|${'---:|'.repeat(present.length)}`,
+    `| Peer | Reached as | req/s (median) | req/s (min–max) | p50 | p99 | server CPU / req | server RSS |${present.map((b) => ` ${b.heading} |`).join('')}`,
+    `|---|---|---:|---:|---:|---:|---:|---:|${'---:|'.repeat(present.length)}`,
   ];
   for (const t of targets) {
     const rs = runs.filter((r) => r.target === t);
@@ -108,7 +126,8 @@ export function summaryTable(
     const label = t.lodestone ? `**${t.label}**` : t.label;
     lines.push(
       `| ${label} | ${t.front}, ${t.mode} | ${int(median(rps))} | ${int(Math.min(...rps))}–${int(Math.max(...rps))} | ` +
-        `${ms(median(rs.map((r) => r.wrk.p50)))} | ${ms(median(rs.map((r) => r.wrk.p99)))} | ${memCell} |${ratios.map((c) => ` ${c} |`).join('')}`,
+        `${ms(median(rs.map((r) => r.wrk.p50)))} | ${ms(median(rs.map((r) => r.wrk.p99)))} | ` +
+        `${us(median(rs.map(cpuPerRequestUs).filter(Number.isFinite)))} | ${memCell} |${ratios.map((c) => ` ${c} |`).join('')}`,
     );
   }
   return lines;

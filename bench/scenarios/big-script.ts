@@ -18,7 +18,7 @@ import { nginxConfig, type Site } from '../lib/nginx.js';
 import { lodestoneCommand } from '../lib/peers.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForPort, type Managed } from '../lib/procs.js';
-import { chartBars, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
+import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { barChart } from '../lib/svg.js';
 
@@ -102,6 +102,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       '"cached": `lodestone serve --root DIR --workers 0`, default script cache; "parsed per request": the same with ' +
         '`scriptCache.maxEntries = 1`, so every request compiles its copy again',
       'nginx → Lodestone with FastCGI keep-alive; one Lodestone process per cache setting serves both languages',
+      CPU_PER_REQUEST_NOTE,
     ];
     const markdown = [
       '# big-script: the script cache, end to end',

@@ -18,7 +18,7 @@ import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForPort, type Managed } from '../lib/procs.js';
-import { chartBars, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
+import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { envInt } from '../lib/settings.js';
 import { barChart } from '../lib/svg.js';
@@ -106,6 +106,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       'Lodestone: `lodestone serve --workers 0 --script scripts/cache-front.lua` (or `.js`) with the embedded cache and a ' +
         'backend pool to PHP-FPM; the cache is warmed and a hit checked before timing, so the timed requests are hits',
       'server RSS of the PHP-FPM row: all its children, which the Lodestone rows also keep (their misses go there)',
+      CPU_PER_REQUEST_NOTE,
     ];
     const markdown = [
       '# cache-front: a Lodestone cache in front of PHP-FPM',

@@ -41,7 +41,7 @@ import {
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForPort, type Managed } from '../lib/procs.js';
-import { chartBars, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
+import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { SettingsError } from '../lib/settings.js';
 import { barChart } from '../lib/svg.js';
@@ -248,6 +248,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       'mod_magnet runs in lighttpd itself: no FastCGI hop and no nginx, so compare it with the other lighttpd rows',
       'server RSS: VmRSS at the end, summed over the processes of the backend (or of the front end where it serves the page); ' +
         'shared pages count once per process',
+      CPU_PER_REQUEST_NOTE,
     ];
     const markdown = [
       '# hello: every peer answering "123"',

@@ -12,7 +12,7 @@ import { noiseOf, repoRoot, type Run, type Target } from '../lib/harness.js';
 import { lighttpdConfig } from '../lib/lighttpd.js';
 import { nginxConfig } from '../lib/nginx.js';
 import type { Managed } from '../lib/procs.js';
-import { chartBars, median, ratioCell, roundRatios, summaryTable } from '../lib/report.js';
+import { chartBars, cpuPerRequestUs, median, ratioCell, roundRatios, summaryTable } from '../lib/report.js';
 import { installHint, missingOf } from '../lib/prereq.js';
 import { resultsPage, resultsPlace } from '../lib/results.js';
 import { keptRequest } from '../scenarios/idle.js';
@@ -58,6 +58,21 @@ test('ratios are taken round by round, not as a ratio of medians', () => {
   // A column only for the rows it applies to.
   const limited = summaryTable([a, b], runs, [{ id: 'b', heading: '/ b', appliesTo: (t) => t.id === 'b' }]);
   assert.match(limited[2]!, /\| — \|$/);
+});
+
+test('server CPU per request: the backend share over its rate, the front end without a backend', () => {
+  const withBackend = { ...run(1, target('a'), 20_000), frontCpu: 45, backendCpu: 50 };
+  assert.equal(cpuPerRequestUs(withBackend), 25);
+  const ceiling: Target = { ...target('c'), backendProc: undefined };
+  assert.equal(cpuPerRequestUs({ ...run(1, ceiling, 100_000), frontCpu: 99, backendCpu: NaN }), 9.9);
+  assert.ok(Number.isNaN(cpuPerRequestUs({ ...withBackend, backendCpu: NaN })), 'unsampled run');
+  assert.ok(Number.isNaN(cpuPerRequestUs({ ...withBackend, wrk: { ...withBackend.wrk, rps: 0 } })), 'no requests');
+  // In the summary: the median over rounds, between p99 and RSS.
+  const a = target('a');
+  const runs = [1, 2, 3].map((r) => ({ ...run(r, a, 10_000), backendCpu: [40, 50, 90][r - 1]! }));
+  const [head, , row] = summaryTable([a], runs, []);
+  assert.match(head!, /\| p99 \| server CPU \/ req \| server RSS \|/);
+  assert.match(row!, /\| 50 µs \| — \|$/);
 });
 
 test('chart bars: median with min–max whiskers, Lodestone highlighted, front end as the group', () => {
