@@ -34,8 +34,7 @@ import { frontEnds, frontendConfig, isFrontEnd } from './frontend-config.js';
 import { startWatchdog } from './watchdog.js';
 import { accessLogged, logSink, reopenLogFiles } from './log-files.js';
 import { gatherStatus, isManagedWorker, onPrimary, provideStatus, reportListening, reportRetiring, runPrimary } from './manager.js';
-
-const VERSION = '0.1.0';
+import { version } from './version.js';
 
 const USAGE = `Usage: lodestone serve [options]
        lodestone check [options]      load the configuration and compile every script under
@@ -115,7 +114,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   if (values.version) {
-    process.stdout.write(`lodestone ${VERSION}\n`);
+    process.stdout.write(`lodestone ${version()}\n`);
     return 0;
   }
   if (values.help || positionals.length === 0) {

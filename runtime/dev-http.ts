@@ -18,6 +18,7 @@ import { BackendError, BackendPool, defaultPoolOptions, type BackendResponse } f
 import { confine } from './files/confine.js';
 import { contentType } from './files/stat-cache.js';
 import type { Logger } from './log.js';
+import { version } from './version.js';
 
 /** What {@link startDevHttp} needs. */
 export interface DevHttpOptions {
@@ -501,17 +502,4 @@ async function statOrNull(file: string): Promise<fs.Stats | null> {
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-/** The package version, for SERVER_SOFTWARE; read once (this file runs from dist/runtime). */
-let cachedVersion: string | null = null;
-function version(): string {
-  if (cachedVersion !== null) return cachedVersion;
-  try {
-    const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
-    cachedVersion = typeof pkg.version === 'string' ? pkg.version : '0';
-  } catch {
-    cachedVersion = '0';
-  }
-  return cachedVersion;
 }
