@@ -124,7 +124,6 @@ class Exchange implements ResponseChannel {
 
 /** Serves the FastCGI protocol on one accepted socket. */
 export class Connection implements FlowControl, ConnectionInfo {
-  readonly peer: string | undefined;
   /** When the connection last became idle (ms); -1 while a request is in flight. */
   private idleSince = Date.now();
   private requestsBegun = 0;
@@ -144,11 +143,18 @@ export class Connection implements FlowControl, ConnectionInfo {
     readonly id: number,
     private readonly ctx: ConnectionContext,
   ) {
-    this.peer = socket.remoteAddress;
     this.parser = new RecordParser(this.onRecord);
     socket.on('data', this.onData);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
+  }
+
+  /**
+   * The web server's address (TCP), read when a log line needs it: Node asks the kernel
+   * (getpeername) on first use, a syscall per connection that only error paths want.
+   */
+  get peer(): string | undefined {
+    return this.socket.remoteAddress;
   }
 
   /** Requests in flight on this connection. */
