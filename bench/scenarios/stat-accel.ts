@@ -380,11 +380,22 @@ function reading(configs: readonly Config[], of: (c: Config) => Run[], baseRps: 
   if (top && untraced) {
     const share = rps(top) / rps(untraced);
     const disturbed = of(untraced).some((r) => r.noise.length > 0);
-    out.push(
-      share <= 1.05 && !disturbed
-        ? `- Without the delay the same stack does ${fmt(rps(untraced))} req/s, so ${top.label} reach ${pct(share * 100)} of what lighttpd and Lodestone sharing one core can do at all: at this thread count the server core, not the stats, is the limit (the per-run table shows CPU 0 busy).`
-        : `- The no-delay control (${fmt(rps(untraced))} req/s) ${disturbed ? 'was disturbed by other load on the machine (see the notes)' : 'came out slower than the delayed run'}, so it does not bound ${top.label} in this run; rerun on a quiet machine to see the stack's own ceiling.`,
-    );
+    // How busy the server core was in the top row: lighttpd's and Lodestone's CPU together.
+    const busy = median(of(top).map((r) => r.frontCpu + r.backendCpu));
+    const ceiling = top.threads !== null ? (top.threads * 1000) / delayMs : NaN;
+    if (disturbed || share > 1.05) {
+      out.push(
+        `- The no-delay control (${fmt(rps(untraced))} req/s) ${disturbed ? 'was disturbed by other load on the machine (see the notes)' : 'came out slower than the delayed run'}, so it does not bound ${top.label} in this run; rerun on a quiet machine to see the stack's own ceiling.`,
+      );
+    } else if (share >= 0.9 || busy >= 90) {
+      out.push(
+        `- Without the delay the same stack does ${fmt(rps(untraced))} req/s, so ${top.label} reach ${pct(share * 100)} of what lighttpd and Lodestone sharing one core can do at all (CPU 0 ${pct(busy)} busy): at this thread count the server core, not the stats, is the limit.`,
+      );
+    } else {
+      out.push(
+        `- Without the delay the same stack does ${fmt(rps(untraced))} req/s and CPU 0 was ${pct(busy)} busy during ${top.label}, so the server core is not the limit here: the delayed stats are (${pct((rps(top) / ceiling) * 100)} of the ${fmt(ceiling)} stats/s that ${top.threads} threads of ${delayMs} ms allow; strace, holding each one, has its own cost).`,
+      );
+    }
   }
   if (top && stat) {
     const revisit = files / rps(top);
