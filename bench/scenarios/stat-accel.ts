@@ -163,7 +163,7 @@ function commandOf(pid: number): string {
 // ---------------------------------------------------------------------------------------------
 // Configurations and runs
 
-interface Config {
+export interface Config {
   id: string;
   label: string;
   /** Stat threads, or null for the lighttpd-only control. */
@@ -362,8 +362,8 @@ function renderReport(h: Header, configs: readonly Config[], targets: readonly T
   lines.push('');
   return lines.join('\n');
 }
-/** What the numbers say, computed: the ratio the issue asks about and what limits the top row. */
-function reading(configs: readonly Config[], of: (c: Config) => Run[], baseRps: number, delayMs: number, files: number): string[] {
+/** What the numbers say, computed: the ratio the issue asks about and what limits the top row (exported for tests). */
+export function reading(configs: readonly Config[], of: (c: Config) => Run[], baseRps: number, delayMs: number, files: number): string[] {
   const rps = (c: Config | undefined): number => (c ? median(of(c).map((r) => r.wrk.rps)) : NaN);
   const traced = configs.filter((c) => c.traced);
   const top = traced[traced.length - 1];

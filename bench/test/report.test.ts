@@ -17,6 +17,7 @@ import { installHint, missingOf } from '../lib/prereq.js';
 import { resultsPage, resultsPlace } from '../lib/results.js';
 import { keptRequest } from '../scenarios/idle.js';
 import { selectedPeers } from '../scenarios/hello.js';
+import { reading, type Config as StatConfig } from '../scenarios/stat-accel.js';
 import { SettingsError } from '../lib/settings.js';
 import { parseWrk } from '../lib/wrk.js';
 
@@ -182,4 +183,26 @@ test('missing programs name their Debian packages, and the bench package its npm
   assert.deepEqual(missing.map((m) => m.what), ['nginx', 'php-fpm', 'lighttpd', 'strace', 'node-fastcgi']);
   assert.equal(installHint(missing), 'apt-get install -y nginx php-fpm lighttpd strace && npm ci --prefix bench');
   assert.deepEqual(missingOf(['wrk', 'taskset'], none, '/nonexistent'), []);
+});
+
+test('stat-accel reading: the top row is limited by the core only when the core was busy or the control was no faster', () => {
+  const cfg = (id: string, threads: number | null, traced: boolean): StatConfig => ({ id, label: id, threads, traced, port: 0 });
+  const one = cfg('1 thread', 1, true);
+  const twenty = cfg('20 threads', 20, true);
+  const control = cfg('untraced', 20, false);
+  const runsOf = (rps: Record<string, number>, cpu: number) => (c: StatConfig): Run[] => [
+    { ...run(1, target(c.id), rps[c.id] ?? 0), frontCpu: cpu / 4, backendCpu: (3 * cpu) / 4 },
+  ];
+  const says = (rps: Record<string, number>, cpu: number): string => reading([one, twenty, control], runsOf(rps, cpu), rps['1 thread']!, 5, 4000).join('\n');
+  // The stats limit: the control is much faster and the core had room.
+  const stats = says({ '1 thread': 186, '20 threads': 3140, untraced: 7204 }, 60);
+  assert.match(stats, /\*\*16\.9x\*\*.*met/);
+  assert.match(stats, /server core is not the limit here: the delayed stats are \(79% of the 4,000 stats\/s/);
+  // The core limits: the control is barely faster, or the core was full.
+  assert.match(says({ '1 thread': 186, '20 threads': 2976, untraced: 3150 }, 70), /the server core, not the stats, is the limit/);
+  assert.match(says({ '1 thread': 186, '20 threads': 2976, untraced: 6000 }, 97), /the server core, not the stats, is the limit/);
+  // A control slower than the delayed run bounds nothing.
+  assert.match(says({ '1 thread': 186, '20 threads': 3140, untraced: 2000 }, 60), /does not bound 20 threads/);
+  // 20 over 1 below 8x is called out.
+  assert.match(says({ '1 thread': 500, '20 threads': 3140, untraced: 7204 }, 60), /NOT met/);
 });
