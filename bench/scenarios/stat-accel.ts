@@ -30,6 +30,11 @@
  * statically). A second control runs Lodestone with the largest thread count without strace: the
  * ceiling that the stack, not the stats, sets on this machine.
  *
+ * The peer, as the seed compares: lighttpd alone serving the same files with its own stats slowed
+ * the same way. It makes two per file (a stat of the path, then an fstat of the opened file), so
+ * strace holds each of them half the delay: one file costs it the same as one costs Lodestone.
+ * lighttpd is single-threaded: it waits out every stat, one at a time.
+ *
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -193,6 +198,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
 
   const maxThreads = Math.max(...threads);
   const configs: Config[] = [
+    { id: 'static-slow', label: `lighttpd alone, static files, ${delayUs / 1000} ms stats`, threads: null, traced: true, port: 0 },
     ...threads.map((n) => ({ id: `t${n}`, label: `${n} stat thread${n === 1 ? '' : 's'}`, threads: n, traced: true, port: 0 })),
     { id: 'untraced', label: `${maxThreads} stat threads, no delay (control)`, threads: maxThreads, traced: false, port: 0 },
     { id: 'static', label: 'lighttpd alone, static files (control)', threads: null, traced: false, port: 0 },
@@ -221,7 +227,17 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       const conf = path.join(tmp, `${c.id}-lighttpd.conf`);
       const handler = socket === null ? ({ kind: 'static' } as const) : ({ kind: 'fastcgi', socket, xSendfile: true } as const);
       fs.writeFileSync(conf, lighttpdConfig(tmp, { name: c.id, port: c.port, docRoot, handler }));
-      c.lighttpd = start(`lighttpd ${c.id}`, programs.lighttpd!, ['-D', '-f', conf], path.join(tmp, `${c.id}-lighttpd.log`), { cpus: SERVER_CPU });
+      const lighttpd = [programs.lighttpd!, '-D', '-f', conf];
+      const log = path.join(tmp, `${c.id}-lighttpd.log`);
+      c.lighttpd =
+        c.threads === null && c.traced
+          ? // The peer on a slow disk: its two stats a file (path, then the opened fd) half the delay each.
+            start(`lighttpd ${c.id}`, programs.strace!, [
+              '-f', '--seccomp-bpf', '-o', '/dev/null', '-e', 'trace=statx,newfstatat,stat,fstat',
+              '-e', `inject=newfstatat,statx,stat,fstat:delay_exit=${Math.round(delayUs / 2)}`,
+              'taskset', '-c', SERVER_CPU, ...lighttpd,
+            ], log, { cpus: CLIENT_CPU })
+          : start(`lighttpd ${c.id}`, lighttpd[0]!, lighttpd.slice(1), log, { cpus: SERVER_CPU });
     }
     for (const c of configs) {
       if (c.backend) {
@@ -247,9 +263,13 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     // --- who is traced ---
     const tracing: string[] = [];
     for (const c of configs) {
+      const slowPeer = c.threads === null && c.traced;
       for (const pid of groupPids(c.lighttpd!.pid)) {
+        if (commandOf(pid) !== 'lighttpd') continue;
         const tp = tracerPid(pid);
-        if (tp !== 0) throw new Error(`${c.label}: lighttpd process ${pid} is traced by ${tp}; only Lodestone may be`);
+        if (slowPeer && tp === 0) throw new Error(`${c.label}: lighttpd process ${pid} is not traced; its stats would not be slowed`);
+        if (!slowPeer && tp !== 0) throw new Error(`${c.label}: lighttpd process ${pid} is traced by ${tp}; only Lodestone may be here`);
+        if (slowPeer) tracing.push(`${c.label}: lighttpd pid ${pid} TracerPid ${tp} (${commandOf(tp)})`);
       }
       if (c.lodestonePid !== undefined) {
         const tp = tracerPid(c.lodestonePid);
@@ -257,7 +277,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
         tracing.push(`${c.label}: Lodestone pid ${c.lodestonePid} TracerPid ${tp}${tp !== 0 ? ` (${commandOf(tp)})` : ''}`);
       }
     }
-    tracing.push('every lighttpd process: TracerPid 0');
+    tracing.push('every other lighttpd process: TracerPid 0');
 
     const targets: Target[] = configs.map((c) => ({
       id: c.id,
@@ -265,13 +285,13 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       mode: c.threads === null ? 'static' : 'mod_fastcgi, unix socket',
       front: 'lighttpd',
       lodestone: c.threads !== null,
-      reference: c.threads === null,
+      reference: c.id === 'static',
       url: url(c),
       script,
       frontProc: c.lighttpd!,
       backendProc: c.backend,
-      // strace (the stand-in disk) runs on CPU 1 with wrk; Lodestone itself on CPU 0. Their group
-      // is counted whole on CPU 0, so "other CPU" there is a lower bound.
+      // strace (the stand-in disk) runs on CPU 1 with wrk; Lodestone (or the slowed lighttpd)
+      // itself on CPU 0. Their group is counted whole on CPU 0, so "other CPU" there is a lower bound.
       sharesClientCpu: c.traced,
     }));
     const runs = await measure(ctx, 'stat-accel', targets, load);
@@ -327,8 +347,10 @@ interface Header {
 
 function renderReport(h: Header, configs: readonly Config[], targets: readonly Target[], runs: readonly Run[]): string {
   const of = (c: Config): Run[] => runs.filter((r) => r.target.id === c.id);
-  const base = configs.find((c) => c.traced);
+  const base = configs.find((c) => c.traced && c.threads !== null);
   const baseRps = base ? median(of(base).map((r) => r.wrk.rps)) : NaN;
+  const peer = configs.find((c) => c.id === 'static-slow');
+  const peerRps = peer ? median(of(peer).map((r) => r.wrk.rps)) : NaN;
   const delayMs = h.delayUs / 1000;
   const lines: string[] = [];
   lines.push('# stat-accel: lighttpd → Lodestone `--stat-accel`, slow stats simulated', '');
@@ -338,21 +360,26 @@ function renderReport(h: Header, configs: readonly Config[], targets: readonly T
       `Requests: each a different one of ${h.files.toLocaleString('en-US')} files of ${FILE_BYTES} bytes (${PER_DIR} per directory), in turn from a random start`,
       `Slow disk: Lodestone runs under \`strace -f --seccomp-bpf -e trace=statx,newfstatat,stat -e inject=statx:delay_exit=${h.delayUs}\`: every statx it makes takes ${delayMs} ms longer (one per request: realpath uses readlink, which is not delayed); Lodestone's stat cache is off (\`files.statCacheMs: 0\`), so every request pays one delayed stat`,
       'lighttpd as in fcgi-stat-accel\'s page: `fastcgi.server = ( "" => (( "socket" => ..., "check-local" => "disable", "x-sendfile" => "enable" )) )`, document root = the files; lighttpd opens a connection per request (unix socket)',
+      `The peer, lighttpd alone on the same slow disk: lighttpd under \`strace -f --seccomp-bpf -e trace=statx,newfstatat,stat,fstat -e inject=newfstatat,statx,stat,fstat:delay_exit=${Math.round(h.delayUs / 2)}\`: it makes two stats a file (the path, then the opened file), so each is held half the delay, ${delayMs} ms a file as for Lodestone; its own stat cache cannot help, each file comes back only after the whole set`,
       'Placement: lighttpd and Lodestone pinned to CPU 0; wrk and strace (the stand-in disk) to CPU 1, so CPU 1\'s other load is not flagged for traced runs',
-      `Only Lodestone is traced: ${h.tracing.join('; ')}`,
+      `Traced: ${h.tracing.join('; ')}`,
     ]),
   );
   lines.push(...verdictLines(runs, h.load.noiseThreshold));
   lines.push('', '![req/s per configuration](stat-accel-latest.svg)', '');
-  lines.push(`| Configuration | req/s (median) | req/s (min–max) | / ${base?.label ?? 'base'} | ceiling (threads / ${delayMs} ms) | of ceiling | p50 | p99 |`);
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  const peerHeading = peer ? ` / ${peer.label} |` : '';
+  lines.push(`| Configuration | req/s (median) | req/s (min–max) |${peerHeading} / ${base?.label ?? 'base'} | ceiling (stats in flight / ${delayMs} ms) | of ceiling | p50 | p99 |`);
+  lines.push(`|---|---:|---:|${peer ? '---:|' : ''}---:|---:|---:|---:|---:|`);
   for (const c of configs) {
     const rs = of(c);
     const rps = rs.map((r) => r.wrk.rps);
     const m = median(rps);
-    const ceiling = c.traced && c.threads !== null ? (c.threads * 1000) / delayMs : NaN;
+    // lighttpd alone has one stat in flight at a time; Lodestone one per stat thread.
+    const ceiling = c.traced ? ((c.threads ?? 1) * 1000) / delayMs : NaN;
+    const lodestoneTraced = c.traced && c.threads !== null;
+    const overPeer = peer ? ` ${lodestoneTraced ? (m / peerRps).toFixed(1) + 'x' : c === peer ? '1' : '—'} |` : '';
     lines.push(
-      `| ${c.label} | ${fmt(m)} | ${fmt(Math.min(...rps))}–${fmt(Math.max(...rps))} | ${c.traced ? (m / baseRps).toFixed(1) + 'x' : '—'} | ${fmt(ceiling)} | ${Number.isFinite(ceiling) ? pct((m / ceiling) * 100) : '—'} | ${ms(median(rs.map((r) => r.wrk.p50)))} | ${ms(median(rs.map((r) => r.wrk.p99)))} |`,
+      `| ${c.label} | ${fmt(m)} | ${fmt(Math.min(...rps))}–${fmt(Math.max(...rps))} |${overPeer} ${lodestoneTraced ? (m / baseRps).toFixed(1) + 'x' : '—'} | ${fmt(ceiling)} | ${Number.isFinite(ceiling) ? pct((m / ceiling) * 100) : '—'} | ${ms(median(rs.map((r) => r.wrk.p50)))} | ${ms(median(rs.map((r) => r.wrk.p99)))} |`,
     );
   }
   lines.push('');
@@ -365,12 +392,20 @@ function renderReport(h: Header, configs: readonly Config[], targets: readonly T
 /** What the numbers say, computed: the ratio the issue asks about and what limits the top row (exported for tests). */
 export function reading(configs: readonly Config[], of: (c: Config) => Run[], baseRps: number, delayMs: number, files: number): string[] {
   const rps = (c: Config | undefined): number => (c ? median(of(c).map((r) => r.wrk.rps)) : NaN);
-  const traced = configs.filter((c) => c.traced);
+  const traced = configs.filter((c) => c.traced && c.threads !== null);
   const top = traced[traced.length - 1];
   const base = traced[0];
   const untraced = configs.find((c) => c.id === 'untraced');
   const stat = configs.find((c) => c.id === 'static');
+  const peer = configs.find((c) => c.id === 'static-slow');
   const out: string[] = [];
+  if (top && peer) {
+    const ratio = rps(top) / rps(peer);
+    out.push(
+      `- ${top.label} / ${peer.label}: **${ratio.toFixed(1)}x**, the comparison fcgi-stat-accel's page makes (it claims 8x over plain lighttpd, with 20 threads on a 7-disk machine): ` +
+        `lighttpd alone waits out each stat in its one thread, ${pct((rps(peer) / (1000 / delayMs)) * 100)} of the ${fmt(1000 / delayMs)} files/s that allows.`,
+    );
+  }
   if (top && base && top !== base) {
     const ratio = rps(top) / baseRps;
     out.push(
@@ -400,7 +435,7 @@ export function reading(configs: readonly Config[], of: (c: Config) => Run[], ba
   if (top && stat) {
     const revisit = files / rps(top);
     out.push(
-      `- lighttpd's own stats are not slowed: its processes are not traced (TracerPid 0, above), and it is single-threaded, so a 5 ms stat would cap it at ${fmt(1000 / delayMs)} stats/s, yet with ${top.label} it sends ${fmt(rps(top))} files/s, ${revisit > 1 ? `each visited again only every ${revisit.toFixed(1)} s, after its ~1 s stat cache forgot it` : `(but each file comes back every ${revisit.toFixed(1)} s, inside its ~1 s stat cache: raise BENCH_FILES for a stronger check)`}. By itself it serves the same files at ${fmt(rps(stat))} req/s.`,
+      `- In front of Lodestone, lighttpd's own stats are not slowed (the accelerator's stat is the one that warms the disk's cache): its processes there are not traced (TracerPid 0, above), and it is single-threaded, so a 5 ms stat would cap it at ${fmt(1000 / delayMs)} stats/s, yet with ${top.label} it sends ${fmt(rps(top))} files/s, ${revisit > 1 ? `each visited again only every ${revisit.toFixed(1)} s, after its ~1 s stat cache forgot it` : `(but each file comes back every ${revisit.toFixed(1)} s, inside its ~1 s stat cache: raise BENCH_FILES for a stronger check)`}. By itself it serves the same files at ${fmt(rps(stat))} req/s.`,
     );
   }
   return out;

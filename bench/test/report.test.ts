@@ -205,4 +205,9 @@ test('stat-accel reading: the top row is limited by the core only when the core 
   assert.match(says({ '1 thread': 186, '20 threads': 3140, untraced: 2000 }, 60), /does not bound 20 threads/);
   // 20 over 1 below 8x is called out.
   assert.match(says({ '1 thread': 500, '20 threads': 3140, untraced: 7204 }, 60), /NOT met/);
+  // With the peer (lighttpd alone on the slowed disk): the seed's comparison comes first.
+  const peer = cfg('static-slow', null, true);
+  const withPeer = reading([peer, one, twenty, control], runsOf({ 'static-slow': 186, '1 thread': 186, '20 threads': 3140, untraced: 7204 }, 60), 186, 5, 4000);
+  assert.match(withPeer[0]!, /^- 20 threads \/ static-slow: \*\*16\.9x\*\*, the comparison fcgi-stat-accel's page makes .* 93% of the 200 files\/s/);
+  assert.match(withPeer[1]!, /^- 20 threads \/ 1 thread: \*\*16\.9x\*\*/, 'the peer is not the thread-count base');
 });
