@@ -35,6 +35,20 @@ function upstream(config: Config): Upstream {
   return { kind: 'tcp', host, port: listen.port };
 }
 
+/**
+ * A path as one token of an nginx or Caddyfile directive: as it is when it has nothing either
+ * parser would split on or read specially, else double-quoted with `\` and `"` escaped (both
+ * take that form). A path with spaces unquoted would be read as two arguments.
+ */
+function token(value: string): string {
+  return /^[^\s"'{};#\\]+$/.test(value) ? value : quoted(value);
+}
+
+/** A double-quoted string with `\` and `"` escaped: lighttpd's and Apache's string syntax. */
+function quoted(value: string): string {
+  return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+
 function hostPort(u: { host: string; port: number }): string {
   return u.host.includes(':') ? `[${u.host}]:${u.port}` : `${u.host}:${u.port}`;
 }
@@ -80,14 +94,14 @@ export function frontendConfig(server: FrontEnd, config: Config): string {
  */
 function nginx(config: Config): string {
   const u = upstream(config);
-  const address = u.kind === 'tcp' ? hostPort(u) : u.kind === 'unix' ? `unix:${u.path}` : 'unix:/run/lodestone.sock';
+  const address = token(u.kind === 'tcp' ? hostPort(u) : u.kind === 'unix' ? `unix:${u.path}` : 'unix:/run/lodestone.sock');
   const note = inheritedNote(u);
   const accel = config.files.accel.map(([dir, prefix]) => {
     const alias = prefix.endsWith('/') ? `${dir}/` : dir;
     return [
       `    location ${prefix} {`,
       `        internal;                   # only reachable through X-Accel-Redirect from Lodestone`,
-      `        alias ${alias};`,
+      `        alias ${token(alias)};`,
       `    }`,
     ].join('\n');
   });
@@ -107,7 +121,7 @@ upstream lodestone {
 
 server {
     listen 80;
-    root ${config.root};
+    root ${token(config.root)};
 
     ${location} {
         include fastcgi_params;
@@ -122,19 +136,14 @@ ${accel.join('\n\n')}
 `;
 }
 
-/** A lighttpd config string literal; its parser takes backslash escapes. */
-function lq(value: string): string {
-  return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
-}
-
 /** A fragment for lighttpd.conf (`include` it, or paste it): mod_fastcgi and one backend. */
 function lighttpd(config: Config): string {
   const u = upstream(config);
   const where =
     u.kind === 'tcp'
-      ? `"host" => ${lq(u.host)}, "port" => ${u.port},`
+      ? `"host" => ${quoted(u.host)}, "port" => ${u.port},`
       : u.kind === 'unix'
-        ? `"socket" => ${lq(u.path)},`
+        ? `"socket" => ${quoted(u.path)},`
         : `"socket" => "/run/lodestone.sock",  # ${inheritedNote(u)}`;
   const backend = `( "lodestone" => (
         ${where}
@@ -142,7 +151,7 @@ function lighttpd(config: Config): string {
         "check-local" => "disable",      # the script is Lodestone's to find, not lighttpd's
         # sendfile(): lighttpd sends the file itself, only from these (real) directories
         "x-sendfile" => "enable",
-        "x-sendfile-docroot" => ( ${config.files.roots.map(lq).join(', ')} ),
+        "x-sendfile-docroot" => ( ${config.files.roots.map(quoted).join(', ')} ),
     ) )`;
   if (frontController(config)) {
     return `# Lodestone behind lighttpd (${modeComment(config)}).
@@ -156,7 +165,7 @@ fastcgi.server = ( "" => ${backend} )
 # (document root + path) names the file under it.
 server.modules += ( "mod_fastcgi" )
 $HTTP["url"] =~ "\\.(lua|js)$" {
-    server.document-root = ${lq(config.root)}
+    server.document-root = ${quoted(config.root)}
     fastcgi.server = ( "" => ${backend} )
 }
 `;
@@ -172,16 +181,16 @@ function apache(config: Config): string {
   const note = inheritedNote(u);
   const route = frontController(config)
     ? `    <Location "/">
-        SetHandler "${handler}"
+        SetHandler ${quoted(handler)}
     </Location>`
     : `    <FilesMatch "\\.(lua|js)$">
-        SetHandler "${handler}"
+        SetHandler ${quoted(handler)}
     </FilesMatch>`;
   return `# Lodestone behind Apache httpd 2.4 (${modeComment(config)}).
 # Needs mod_proxy and mod_proxy_fcgi (a2enmod proxy_fcgi); sendfile() needs mod_xsendfile.
 ${note ? `# ${note}\n` : ''}<VirtualHost *:80>
-    DocumentRoot "${config.root}"
-    <Directory "${config.root}">
+    DocumentRoot ${quoted(config.root)}
+    <Directory ${quoted(config.root)}>
         Require all granted
     </Directory>
 
@@ -197,7 +206,7 @@ ${route}
     <IfModule mod_xsendfile.c>
         # sendfile(): Apache sends the file itself, only from these directories
         XSendFile On
-${config.files.roots.map((dir) => `        XSendFilePath "${dir}"`).join('\n')}
+${config.files.roots.map((dir) => `        XSendFilePath ${quoted(dir)}`).join('\n')}
     </IfModule>
 </VirtualHost>
 `;
@@ -206,13 +215,13 @@ ${config.files.roots.map((dir) => `        XSendFilePath "${dir}"`).join('\n')}
 /** A Caddyfile site block (adapt `:80`). */
 function caddy(config: Config): string {
   const u = upstream(config);
-  const address = u.kind === 'tcp' ? hostPort(u) : `unix/${u.kind === 'unix' ? u.path : '/run/lodestone.sock'}`;
+  const address = token(u.kind === 'tcp' ? hostPort(u) : `unix/${u.kind === 'unix' ? u.path : '/run/lodestone.sock'}`);
   const note = inheritedNote(u);
   const front = frontController(config);
   return `# Lodestone behind Caddy (${modeComment(config)}).
 # Caddy's FastCGI transport opens a connection per request (no FCGI_KEEP_CONN).
 ${note ? `# ${note}\n` : ''}:80 {
-    root * ${config.root}
+    root * ${token(config.root)}
 ${front ? '' : '    @scripts path *.lua *.js\n'}    reverse_proxy ${front ? '' : '@scripts '}${address} {
         # SCRIPT_FILENAME is root + path, as php_fastcgi sends it
         transport fastcgi {

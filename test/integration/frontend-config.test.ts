@@ -29,7 +29,8 @@ interface Site {
 
 async function startSite(t: TestContext, transport: 'tcp' | 'unix'): Promise<Site> {
   const dir = tempDir(t, 'lodestone-site-');
-  const root = path.join(dir, 'www');
+  // A space in the root: every snippet must quote it, or the web server reads two arguments.
+  const root = path.join(dir, 'my www');
   const files = path.join(dir, 'files');
   fs.mkdirSync(path.join(root, 'sub'), { recursive: true });
   fs.mkdirSync(files);
@@ -142,6 +143,7 @@ test('nginx: the snippet, included in http {}, serves .lua and .js and sends fil
   assert.match(text, /keepalive \d+;/);
   assert.match(text, /fastcgi_keep_conn on;/);
   assert.match(text, /^server \{$/m);
+  assert.ok(text.includes(`root "${site.root}";`), 'the root, with its space, is one quoted argument');
   const dir = tempDir(t, 'lodestone-nginx-');
   // The snippet's relative "include fastcgi_params" resolves next to nginx.conf, as in /etc/nginx.
   fs.copyFileSync('/etc/nginx/fastcgi_params', path.join(dir, 'fastcgi_params'));
@@ -272,6 +274,7 @@ test('caddy: the Caddyfile site block serves .lua and .js (unix socket) and send
   const site = await startSite(t, 'unix');
   const text = snippet('caddy', site);
   assert.match(text, /transport fastcgi/);
+  assert.ok(text.includes(`root * "${site.root}"`), 'the root, with its space, is one quoted token');
   const dir = tempDir(t, 'lodestone-caddy-');
   const token = readyToken(site.root);
   const port = await startServer(
