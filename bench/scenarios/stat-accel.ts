@@ -443,7 +443,7 @@ export function reading(configs: readonly Config[], of: (c: Config) => Run[], ba
 
 export const statAccel: Scenario = {
   name: 'stat-accel',
-  summary: 'lighttpd -> Lodestone --stat-accel with 5 ms stats injected by strace: 1, 4, 20 stat threads',
+  summary: 'lighttpd -> Lodestone --stat-accel with 5 ms stats injected by strace: 1, 4, 20 stat threads vs lighttpd alone',
   needs: ['lighttpd', 'wrk', 'taskset', 'strace'],
   run,
 };
