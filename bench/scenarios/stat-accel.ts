@@ -168,6 +168,31 @@ function commandOf(pid: number): string {
 // ---------------------------------------------------------------------------------------------
 // Configurations and runs
 
+/** What strace slows for one traced program: the syscalls it traces, those it holds, and how many a file makes. */
+interface SlowDisk {
+  trace: string;
+  inject: string;
+  /** Held syscalls per file: each is held delay / perFile, so that a file costs every program the same. */
+  perFile: number;
+}
+/** Lodestone's one statx a file (realpath uses readlink, which is not delayed). */
+const LODESTONE_DISK: SlowDisk = { trace: 'statx,newfstatat,stat', inject: 'statx', perFile: 1 };
+/** lighttpd's two stats a file: the path, then the file it opened. */
+const LIGHTTPD_DISK: SlowDisk = { trace: 'statx,newfstatat,stat,fstat', inject: 'newfstatat,statx,stat,fstat', perFile: 2 };
+
+/** strace's arguments that hold each of `disk`'s syscalls (the command run, and the one the report quotes). */
+function straceArgs(disk: SlowDisk, delayUs: number): string[] {
+  return ['-f', '--seccomp-bpf', '-e', `trace=${disk.trace}`, '-e', `inject=${disk.inject}:delay_exit=${Math.round(delayUs / disk.perFile)}`];
+}
+
+/**
+ * Starts `command` under strace, the stand-in disk: taskset inside strace, so that the program
+ * runs on the server's CPU and the tracer on the other.
+ */
+function startSlowed(name: string, strace: string, disk: SlowDisk, delayUs: number, command: readonly string[], log: string, cwd?: string): Managed {
+  return start(name, strace, [...straceArgs(disk, delayUs), '-o', '/dev/null', 'taskset', '-c', SERVER_CPU, ...command], log, { cpus: CLIENT_CPU, cwd });
+}
+
 export interface Config {
   id: string;
   label: string;
@@ -180,6 +205,13 @@ export interface Config {
   /** Lodestone's pid (the tracee when traced). */
   lodestonePid?: number;
 }
+
+/** lighttpd alone with its stats slowed: the seed's peer. */
+const isSlowPeer = (c: Config): boolean => c.threads === null && c.traced;
+/** Lodestone with its stats slowed: the rows the thread-count ratios are about. */
+const isSlowedLodestone = (c: Config): boolean => c.threads !== null && c.traced;
+/** Files/s the slowed stats allow: one stat in flight per stat thread, one for lighttpd alone. */
+const ceilingOf = (c: Config, delayMs: number): number => (c.traced ? ((c.threads ?? 1) * 1000) / delayMs : NaN);
 
 async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
   const load = loadSettings({ rounds: 2, connections: 64 });
@@ -213,31 +245,19 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       if (c.threads !== null) {
         socket = path.join(tmp, `${c.id}.sock`);
         const [node, args] = lodestoneCommand(`unix:${socket}`, '--stat-accel', '--stat-threads', String(c.threads), '--config', lodestoneConfig);
-        // taskset inside strace: Lodestone on the server's CPU, the tracer (the "disk") on the other.
-        const pinned = ['taskset', '-c', SERVER_CPU, node, ...args];
-        const [cmd, cmdArgs, cpus] = c.traced
-          ? [
-              programs.strace!,
-              ['-f', '--seccomp-bpf', '-o', '/dev/null', '-e', 'trace=statx,newfstatat,stat', '-e', `inject=statx:delay_exit=${delayUs}`, ...pinned],
-              CLIENT_CPU,
-            ]
-          : [pinned[0]!, pinned.slice(1), undefined];
-        c.backend = start(`lodestone ${c.id}`, cmd, cmdArgs, path.join(tmp, `${c.id}-lodestone.log`), { cpus, cwd: repoRoot });
+        const log = path.join(tmp, `${c.id}-lodestone.log`);
+        c.backend = c.traced
+          ? startSlowed(`lodestone ${c.id}`, programs.strace!, LODESTONE_DISK, delayUs, [node, ...args], log, repoRoot)
+          : start(`lodestone ${c.id}`, node, args, log, { cpus: SERVER_CPU, cwd: repoRoot });
       }
       const conf = path.join(tmp, `${c.id}-lighttpd.conf`);
       const handler = socket === null ? ({ kind: 'static' } as const) : ({ kind: 'fastcgi', socket, xSendfile: true } as const);
       fs.writeFileSync(conf, lighttpdConfig(tmp, { name: c.id, port: c.port, docRoot, handler }));
       const lighttpd = [programs.lighttpd!, '-D', '-f', conf];
       const log = path.join(tmp, `${c.id}-lighttpd.log`);
-      c.lighttpd =
-        c.threads === null && c.traced
-          ? // The peer on a slow disk: its two stats a file (path, then the opened fd) half the delay each.
-            start(`lighttpd ${c.id}`, programs.strace!, [
-              '-f', '--seccomp-bpf', '-o', '/dev/null', '-e', 'trace=statx,newfstatat,stat,fstat',
-              '-e', `inject=newfstatat,statx,stat,fstat:delay_exit=${Math.round(delayUs / 2)}`,
-              'taskset', '-c', SERVER_CPU, ...lighttpd,
-            ], log, { cpus: CLIENT_CPU })
-          : start(`lighttpd ${c.id}`, lighttpd[0]!, lighttpd.slice(1), log, { cpus: SERVER_CPU });
+      c.lighttpd = isSlowPeer(c)
+        ? startSlowed(`lighttpd ${c.id}`, programs.strace!, LIGHTTPD_DISK, delayUs, lighttpd, log)
+        : start(`lighttpd ${c.id}`, lighttpd[0]!, lighttpd.slice(1), log, { cpus: SERVER_CPU });
     }
     for (const c of configs) {
       if (c.backend) {
@@ -263,7 +283,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     // --- who is traced ---
     const tracing: string[] = [];
     for (const c of configs) {
-      const slowPeer = c.threads === null && c.traced;
+      const slowPeer = isSlowPeer(c);
       for (const pid of groupPids(c.lighttpd!.pid)) {
         if (commandOf(pid) !== 'lighttpd') continue;
         const tp = tracerPid(pid);
@@ -347,9 +367,9 @@ interface Header {
 
 function renderReport(h: Header, configs: readonly Config[], targets: readonly Target[], runs: readonly Run[]): string {
   const of = (c: Config): Run[] => runs.filter((r) => r.target.id === c.id);
-  const base = configs.find((c) => c.traced && c.threads !== null);
+  const base = configs.find(isSlowedLodestone);
   const baseRps = base ? median(of(base).map((r) => r.wrk.rps)) : NaN;
-  const peer = configs.find((c) => c.id === 'static-slow');
+  const peer = configs.find(isSlowPeer);
   const peerRps = peer ? median(of(peer).map((r) => r.wrk.rps)) : NaN;
   const delayMs = h.delayUs / 1000;
   const lines: string[] = [];
@@ -358,9 +378,9 @@ function renderReport(h: Header, configs: readonly Config[], targets: readonly T
     ...headerLines(h.machine, h.load, [
       `Versions: ${h.versions}`,
       `Requests: each a different one of ${h.files.toLocaleString('en-US')} files of ${FILE_BYTES} bytes (${PER_DIR} per directory), in turn from a random start`,
-      `Slow disk: Lodestone runs under \`strace -f --seccomp-bpf -e trace=statx,newfstatat,stat -e inject=statx:delay_exit=${h.delayUs}\`: every statx it makes takes ${delayMs} ms longer (one per request: realpath uses readlink, which is not delayed); Lodestone's stat cache is off (\`files.statCacheMs: 0\`), so every request pays one delayed stat`,
+      `Slow disk: Lodestone runs under \`strace ${straceArgs(LODESTONE_DISK, h.delayUs).join(' ')}\`: every statx it makes takes ${delayMs} ms longer (one per request: realpath uses readlink, which is not delayed); Lodestone's stat cache is off (\`files.statCacheMs: 0\`), so every request pays one delayed stat`,
       'lighttpd as in fcgi-stat-accel\'s page: `fastcgi.server = ( "" => (( "socket" => ..., "check-local" => "disable", "x-sendfile" => "enable" )) )`, document root = the files; lighttpd opens a connection per request (unix socket)',
-      `The peer, lighttpd alone on the same slow disk: lighttpd under \`strace -f --seccomp-bpf -e trace=statx,newfstatat,stat,fstat -e inject=newfstatat,statx,stat,fstat:delay_exit=${Math.round(h.delayUs / 2)}\`: it makes two stats a file (the path, then the opened file), so each is held half the delay, ${delayMs} ms a file as for Lodestone; its own stat cache cannot help, each file comes back only after the whole set`,
+      `The peer, lighttpd alone on the same slow disk: lighttpd under \`strace ${straceArgs(LIGHTTPD_DISK, h.delayUs).join(' ')}\`: it makes two stats a file (the path, then the opened file), so each is held half the delay, ${delayMs} ms a file as for Lodestone; its own stat cache cannot help, each file comes back only after the whole set`,
       'Placement: lighttpd and Lodestone pinned to CPU 0; wrk and strace (the stand-in disk) to CPU 1, so CPU 1\'s other load is not flagged for traced runs',
       `Traced: ${h.tracing.join('; ')}`,
     ]),
@@ -374,9 +394,8 @@ function renderReport(h: Header, configs: readonly Config[], targets: readonly T
     const rs = of(c);
     const rps = rs.map((r) => r.wrk.rps);
     const m = median(rps);
-    // lighttpd alone has one stat in flight at a time; Lodestone one per stat thread.
-    const ceiling = c.traced ? ((c.threads ?? 1) * 1000) / delayMs : NaN;
-    const lodestoneTraced = c.traced && c.threads !== null;
+    const ceiling = ceilingOf(c, delayMs);
+    const lodestoneTraced = isSlowedLodestone(c);
     const overPeer = peer ? ` ${lodestoneTraced ? (m / peerRps).toFixed(1) + 'x' : c === peer ? '1' : '—'} |` : '';
     lines.push(
       `| ${c.label} | ${fmt(m)} | ${fmt(Math.min(...rps))}–${fmt(Math.max(...rps))} |${overPeer} ${lodestoneTraced ? (m / baseRps).toFixed(1) + 'x' : '—'} | ${fmt(ceiling)} | ${Number.isFinite(ceiling) ? pct((m / ceiling) * 100) : '—'} | ${ms(median(rs.map((r) => r.wrk.p50)))} | ${ms(median(rs.map((r) => r.wrk.p99)))} |`,
@@ -392,18 +411,18 @@ function renderReport(h: Header, configs: readonly Config[], targets: readonly T
 /** What the numbers say, computed: the ratio the issue asks about and what limits the top row (exported for tests). */
 export function reading(configs: readonly Config[], of: (c: Config) => Run[], baseRps: number, delayMs: number, files: number): string[] {
   const rps = (c: Config | undefined): number => (c ? median(of(c).map((r) => r.wrk.rps)) : NaN);
-  const traced = configs.filter((c) => c.traced && c.threads !== null);
+  const traced = configs.filter(isSlowedLodestone);
   const top = traced[traced.length - 1];
   const base = traced[0];
   const untraced = configs.find((c) => c.id === 'untraced');
   const stat = configs.find((c) => c.id === 'static');
-  const peer = configs.find((c) => c.id === 'static-slow');
+  const peer = configs.find(isSlowPeer);
   const out: string[] = [];
   if (top && peer) {
     const ratio = rps(top) / rps(peer);
     out.push(
       `- ${top.label} / ${peer.label}: **${ratio.toFixed(1)}x**, the comparison fcgi-stat-accel's page makes (it claims 8x over plain lighttpd, with 20 threads on a 7-disk machine): ` +
-        `lighttpd alone waits out each stat in its one thread, ${pct((rps(peer) / (1000 / delayMs)) * 100)} of the ${fmt(1000 / delayMs)} files/s that allows.`,
+        `lighttpd alone waits out each stat in its one thread, ${pct((rps(peer) / ceilingOf(peer, delayMs)) * 100)} of the ${fmt(ceilingOf(peer, delayMs))} files/s that allows.`,
     );
   }
   if (top && base && top !== base) {
@@ -417,7 +436,7 @@ export function reading(configs: readonly Config[], of: (c: Config) => Run[], ba
     const disturbed = of(untraced).some((r) => r.noise.length > 0);
     // How busy the server core was in the top row: lighttpd's and Lodestone's CPU together.
     const busy = median(of(top).map((r) => r.frontCpu + r.backendCpu));
-    const ceiling = top.threads !== null ? (top.threads * 1000) / delayMs : NaN;
+    const ceiling = ceilingOf(top, delayMs);
     if (disturbed || share > 1.05) {
       out.push(
         `- The no-delay control (${fmt(rps(untraced))} req/s) ${disturbed ? 'was disturbed by other load on the machine (see the notes)' : 'came out slower than the delayed run'}, so it does not bound ${top.label} in this run; rerun on a quiet machine to see the stack's own ceiling.`,
@@ -435,7 +454,7 @@ export function reading(configs: readonly Config[], of: (c: Config) => Run[], ba
   if (top && stat) {
     const revisit = files / rps(top);
     out.push(
-      `- In front of Lodestone, lighttpd's own stats are not slowed (the accelerator's stat is the one that warms the disk's cache): its processes there are not traced (TracerPid 0, above), and it is single-threaded, so a 5 ms stat would cap it at ${fmt(1000 / delayMs)} stats/s, yet with ${top.label} it sends ${fmt(rps(top))} files/s, ${revisit > 1 ? `each visited again only every ${revisit.toFixed(1)} s, after its ~1 s stat cache forgot it` : `(but each file comes back every ${revisit.toFixed(1)} s, inside its ~1 s stat cache: raise BENCH_FILES for a stronger check)`}. By itself it serves the same files at ${fmt(rps(stat))} req/s.`,
+      `- In front of Lodestone, lighttpd's own stats are not slowed (the accelerator's stat is the one that warms the disk's cache): its processes there are not traced (TracerPid 0, above), and it is single-threaded, so a ${delayMs} ms stat would cap it at ${fmt(1000 / delayMs)} stats/s, yet with ${top.label} it sends ${fmt(rps(top))} files/s, ${revisit > 1 ? `each visited again only every ${revisit.toFixed(1)} s, after its ~1 s stat cache forgot it` : `(but each file comes back every ${revisit.toFixed(1)} s, inside its ~1 s stat cache: raise BENCH_FILES for a stronger check)`}. By itself it serves the same files at ${fmt(rps(stat))} req/s.`,
     );
   }
   return out;
