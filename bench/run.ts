@@ -9,6 +9,9 @@
  *   BENCH_QUICK=1 npm run bench         # a smoke run: checks every set-up, measures nothing worth keeping,
  *                                       # so it writes to bench/results/quick/ and leaves the results alone
  *
+ * BENCH_NODE=/path/to/node runs the whole suite (Lodestone, the Node peers, the micro cases) under
+ * that Node instead of the one running npm, and writes to bench/results/nodeMAJOR/ (see results.ts).
+ *
  * Settings (environment): BENCH_DURATION (s per timed run, default 10), BENCH_ROUNDS (3),
  * BENCH_CONNECTIONS (16), BENCH_WARMUP (s, 2), BENCH_NOISE (% of a CPU of other load that flags
  * a run, 10), BENCH_QUICK=1, BENCH_KEEP_TMP=1 (keep each scenario's temp dir with configs and
@@ -18,6 +21,7 @@
  * skipped for missing programs (which are named, with the Debian packages to install); 2 on
  * bad settings.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -45,7 +49,8 @@ ${SCENARIOS.map((s) => `  ${s.name.padEnd(12)} ${s.summary}`).join('\n')}
 
 Environment: BENCH_DURATION (s per run, 10), BENCH_ROUNDS (3), BENCH_CONNECTIONS (16),
 BENCH_WARMUP (s, 2), BENCH_NOISE (% other CPU load that flags a run, 10), BENCH_QUICK=1 (smoke
-run, written to bench/results/quick/), BENCH_KEEP_TMP=1, BENCH_SCENARIOS (instead of arguments);
+run, written to bench/results/quick/), BENCH_NODE (a node binary to run everything under,
+written to bench/results/nodeMAJOR/), BENCH_KEEP_TMP=1, BENCH_SCENARIOS (instead of arguments);
 hello: BENCH_PEERS; stat-accel: BENCH_THREADS (1,4,20), BENCH_FILES (4000), BENCH_DELAY_US (5000);
 cache-front: BENCH_PAGE_MS (2); idle: BENCH_IDLE (1000).
 Results: bench/results/SCENARIO-latest.md and .svg, bench/RESULTS.md.
@@ -80,10 +85,39 @@ function selectScenarios(args: readonly string[], env = process.env.BENCH_SCENAR
   return SCENARIOS.filter((s) => names.includes(s.name));
 }
 
+/**
+ * Runs this entry again under BENCH_NODE when that is another binary than the one running now:
+ * every server the suite starts uses process.execPath, and the micro cases run in-process, so
+ * one re-exec puts all of them, and each report's "Node" line, on that version. Null: go on here.
+ */
+function underBenchNode(argv: readonly string[]): number | null {
+  const wanted = process.env.BENCH_NODE;
+  if (wanted === undefined || wanted === '') return null;
+  let target: string;
+  try {
+    target = fs.realpathSync(wanted);
+    fs.accessSync(target, fs.constants.X_OK);
+  } catch {
+    throw new SettingsError(`BENCH_NODE must be an executable node binary (got ${JSON.stringify(wanted)})`);
+  }
+  if (target === fs.realpathSync(process.execPath)) return null;
+  const r = spawnSync(target, [process.argv[1]!, ...argv], { stdio: 'inherit' });
+  if (r.error) throw new SettingsError(`BENCH_NODE ${wanted}: ${r.error.message}`);
+  return r.status ?? 1;
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(HELP);
     return 0;
+  }
+  try {
+    const status = underBenchNode(argv);
+    if (status !== null) return status;
+  } catch (err) {
+    if (!(err instanceof SettingsError)) throw err;
+    process.stderr.write(`bench: ${err.message}\n`);
+    return 2;
   }
   let chosen: Scenario[];
   try {

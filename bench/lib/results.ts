@@ -3,7 +3,9 @@
  * rebuilt from the latest report of every scenario so that running one scenario updates its
  * section and keeps the others (each section carries its own date and machine). A smoke run
  * (BENCH_QUICK=1) measures nothing worth keeping, so it writes to bench/results/quick/ (not in
- * git) and leaves the real results alone.
+ * git) and leaves the real results alone. A run under another Node (BENCH_NODE) writes to
+ * bench/results/nodeMAJOR/ with a RESULTS.md of its own, so runs on two Node versions stand side
+ * by side instead of overwriting each other.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,13 +22,26 @@ export interface ResultsPlace {
   smoke: boolean;
 }
 
-/** bench/results and bench/RESULTS.md; bench/results/quick/ (with its own RESULTS.md) for a smoke run. */
-export function resultsPlace(quick = process.env.BENCH_QUICK === '1'): ResultsPlace {
+/**
+ * bench/results and bench/RESULTS.md; bench/results/quick/ (with its own RESULTS.md) for a smoke
+ * run; bench/results/nodeMAJOR/ (likewise) for a run under BENCH_NODE (`node`: that major).
+ */
+export function resultsPlace(quick = process.env.BENCH_QUICK === '1', node = benchNodeMajor()): ResultsPlace {
   if (quick) {
     const dir = path.join(resultsDir, 'quick');
     return { dir, page: path.join(dir, 'RESULTS.md'), smoke: true };
   }
+  if (node !== null) {
+    const dir = path.join(resultsDir, `node${node}`);
+    return { dir, page: path.join(dir, 'RESULTS.md'), smoke: false };
+  }
   return { dir: resultsDir, page: path.join(repoRoot, 'bench/RESULTS.md'), smoke: false };
+}
+
+/** This process's Node major when BENCH_NODE chose it (run.ts re-runs itself under it), else null. */
+function benchNodeMajor(): string | null {
+  const wanted = process.env.BENCH_NODE;
+  return wanted === undefined || wanted === '' ? null : process.versions.node.split('.')[0]!;
 }
 
 /** Writes a scenario's report (and chart) and rebuilds the summary page; returns the paths written. */

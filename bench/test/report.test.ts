@@ -107,13 +107,22 @@ test('RESULTS.md: sections in suite order, headings one level down, chart links 
 });
 
 test('results place: a smoke run writes to bench/results/quick/, never over the results', () => {
-  const real = resultsPlace(false);
-  const quick = resultsPlace(true);
+  const real = resultsPlace(false, null);
+  const quick = resultsPlace(true, null);
   assert.equal(path.relative(repoRoot, real.page), 'bench/RESULTS.md');
   assert.equal(path.relative(repoRoot, real.dir), 'bench/results');
   assert.equal(path.relative(repoRoot, quick.dir), 'bench/results/quick');
   assert.equal(path.relative(repoRoot, quick.page), 'bench/results/quick/RESULTS.md');
   assert.ok(quick.smoke && !real.smoke);
+});
+
+test('results place: a run under BENCH_NODE writes beside the results, in a folder of its Node major', () => {
+  const node24 = resultsPlace(false, '24');
+  assert.equal(path.relative(repoRoot, node24.dir), 'bench/results/node24');
+  assert.equal(path.relative(repoRoot, node24.page), 'bench/results/node24/RESULTS.md');
+  assert.ok(!node24.smoke);
+  // A smoke run stays a smoke run on any Node.
+  assert.equal(path.relative(repoRoot, resultsPlace(true, '24').dir), 'bench/results/quick');
 });
 
 test('BENCH_PEERS: default leaves the diagnostic out, order is the report order, unknown names are an error', () => {
