@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import test from 'node:test';
+import test, { type TestContext } from 'node:test';
 import { startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
 import { havePrograms, signalPid, startNginx, waitFor, type WebServer } from '../helpers/peers.js';
 
@@ -70,7 +70,12 @@ function statusPid(nginx: WebServer): Promise<{ status: number; pid: number }> {
 }
 
 /** Concurrent request loops until `stop()`: counts by pid and every failure with its reason. */
-function load(nginx: WebServer, concurrency: number): { stop(): Promise<void>; pids: Map<number, number>; failures: string[]; total(): number } {
+/**
+ * `concurrency` request loops through nginx until stopped. Stopped at the end of the test in any
+ * case: a test that timed out before its own stop() left them spinning on refused connections,
+ * piling up failures (546 MB, half a core) and keeping the test process from ever exiting.
+ */
+function load(t: TestContext, nginx: WebServer, concurrency: number): { stop(): Promise<void>; pids: Map<number, number>; failures: string[]; total(): number } {
   const pids = new Map<number, number>();
   const failures: string[] = [];
   let running = true;
@@ -87,15 +92,12 @@ function load(nginx: WebServer, concurrency: number): { stop(): Promise<void>; p
       }
     }
   });
-  return {
-    pids,
-    failures,
-    total: () => total,
-    stop: async () => {
-      running = false;
-      await Promise.all(loops);
-    },
+  const stop = async (): Promise<void> => {
+    running = false;
+    await Promise.all(loops);
   };
+  t.after(stop);
+  return { pids, failures, total: () => total, stop };
 }
 
 test.after(() => agent.destroy());
@@ -106,7 +108,7 @@ test('--workers 3: three worker pids serve through nginx', { timeout }, async (t
   // Listening, not only forked: nginx's kept-alive connections are spread when they open.
   await waitFor(() => ((s.lodestone.log().match(/worker listening/g) ?? []).length === 3 ? true : undefined), 5_000, () => 'three workers listening');
   const workers = childPids(s.lodestone.child.pid!);
-  const l = load(s.nginx, 8);
+  const l = load(t, s.nginx, 8);
   await waitFor(() => (l.pids.size === 3 || l.total() > 2000 ? true : undefined), 10_000, () => `pids seen ${[...l.pids.keys()].join(",")}`);
   await l.stop();
   assert.deepEqual(l.failures, []);
@@ -118,7 +120,7 @@ test('a SIGKILLed worker is replaced within a second and load keeps being served
   if (!s) return;
   const primary = s.lodestone.child.pid!;
   const before = await waitFor(() => (childPids(primary).length === 2 ? childPids(primary) : undefined), 5_000, () => 'two workers');
-  const l = load(s.nginx, 8);
+  const l = load(t, s.nginx, 8);
   await waitFor(() => (l.total() > 100 ? true : undefined), 10_000, () => 'some load');
   const victim = before[0]!;
   signalPid(victim, 'SIGKILL');
@@ -145,12 +147,14 @@ test('a SIGKILLed worker is replaced within a second and load keeps being served
   assert.match(s.lodestone.log(), /worker died; replacing it/);
 });
 
-test('SIGHUP reload 10 times under keep-alive load through nginx: 0 failed requests, new pids', { timeout }, async (t) => {
+// Ten reloads take ~1 s each on an idle 2-core machine and twice that when the other test file
+// is busy: each one is bounded by its own 8 s waits below, so the whole test gets their sum.
+test('SIGHUP reload 10 times under keep-alive load through nginx: 0 failed requests, new pids', { timeout: 90_000 }, async (t) => {
   const s = await setup(t, ['--workers', '2']);
   if (!s) return;
   const primary = s.lodestone.child.pid!;
   const first = await waitFor(() => (childPids(primary).length === 2 ? childPids(primary) : undefined), 5_000, () => 'two workers');
-  const l = load(s.nginx, 16);
+  const l = load(t, s.nginx, 16);
   let seen = first;
   for (let i = 1; i <= 10; i++) {
     const mark = l.total();
@@ -175,7 +179,7 @@ test('SIGHUP reload 10 times under keep-alive load through nginx: 0 failed reque
 test('--max-requests 50: workers retire and are replaced, no failed request', { timeout }, async (t) => {
   const s = await setup(t, ['--workers', '2', '--max-requests', '50']);
   if (!s) return;
-  const l = load(s.nginx, 4);
+  const l = load(t, s.nginx, 4);
   const retired = (): number => (s.lodestone.log().match(/worker retiring after max requests/g) ?? []).length;
   await waitFor(() => (retired() >= 4 ? true : undefined), 15_000, () => `4 retirements, got ${retired()} in ${l.total()} requests`);
   await l.stop();
@@ -201,7 +205,7 @@ test('the status page sums every worker, in each format', { timeout }, async (t)
   const primary = s.lodestone.child.pid!;
   const workers = await waitFor(() => (childPids(primary).length === 2 ? childPids(primary) : undefined), 5_000, () => 'two workers');
   await waitFor(() => ((s.lodestone.log().match(/worker listening/g) ?? []).length === 2 ? true : undefined), 5_000, () => 'both listening');
-  const l = load(s.nginx, 8);
+  const l = load(t, s.nginx, 8);
   await waitFor(() => (l.pids.size === 2 ? true : undefined), 10_000, () => `both workers served: ${[...l.pids.keys()].join(',')}`);
   await l.stop();
   const served = l.total();
@@ -252,7 +256,7 @@ test('a reload whose new workers cannot start (bad config on disk) keeps the run
   await lodestone.waitForLog(/reload failed: a new worker did not start/);
   await waitFor(() => (childPids(primary).length === 2 ? true : undefined), 5_000, () => `the failed generation gone: ${childPids(primary).join(',')}`);
   assert.deepEqual(childPids(primary), workers, `the old workers still run: ${lodestone.log()}`);
-  const l = load(nginx, 4);
+  const l = load(t, nginx, 4);
   await waitFor(() => (l.total() > 50 ? true : undefined), 10_000, () => 'load after the failed reload');
   await l.stop();
   assert.deepEqual(l.failures, []);
