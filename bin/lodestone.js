@@ -32,14 +32,20 @@ if (threads !== undefined && /^\d+$/.test(threads)) process.env.UV_THREADPOOL_SI
 // V8's young generation: Node 20 caps a semi-space at 16 MiB; Node 22 and 24 let it grow to
 // 64 MiB (a 128 MiB new space). Behind lighttpd (a connection per request) a worker on Node 24
 // then sat at ~285 MB RSS against ~130 MB on Node 20, with 20-40 ms scavenges; capped at 16 MiB
-// it measured 1-2 ms scavenges. The cap can only be set when the heap is created, so on Node
-// 22.15+ the launcher re-executes itself in place with the flag (process.execve keeps the pid,
-// the environment and inherited sockets: fd 0, systemd's fd 3), unless the user chose a size.
+// it measured 1-2 ms scavenges. The cap can only be set when the heap is created, so it goes
+// into NODE_OPTIONS, which the manager's workers inherit, and on Node 22.15+ the launcher
+// re-executes itself in place (process.execve keeps the pid and environment) to pick it up.
+// process.execve keeps only fds 0-2: not when systemd passed its socket on fd 3 (LISTEN_FDS) or
+// a parent its IPC channel (NODE_CHANNEL_FD); such a process runs uncapped, its workers capped.
+// A size the user chose (command line or NODE_OPTIONS) is left alone.
 const SEMI_SPACE_FLAG = '--max-semi-space-size';
 const chosen = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith(SEMI_SPACE_FLAG));
-if (!chosen && typeof process.execve === 'function') {
-  const script = process.argv[1];
-  process.execve(process.execPath, [process.execPath, `${SEMI_SPACE_FLAG}=16`, ...process.execArgv, script, ...process.argv.slice(2)], process.env);
+if (!chosen) {
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} ${SEMI_SPACE_FLAG}=16`.trim();
+  const keepsFds = process.env.LISTEN_FDS !== undefined || process.env.NODE_CHANNEL_FD !== undefined;
+  if (!keepsFds && typeof process.execve === 'function') {
+    process.execve(process.execPath, [process.execPath, ...process.execArgv, process.argv[1], ...process.argv.slice(2)], process.env);
+  }
 }
 
 import('../dist/runtime/cli.js').then(({ main }) =>
