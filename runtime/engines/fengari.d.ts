@@ -61,6 +61,7 @@ declare module 'fengari' {
     }
 
     function lua_atnativeerror(L: LuaState, f: LuaJsFunction | null): LuaJsFunction | null;
+    function lua_call(L: LuaState, nargs: number, nresults: number): void;
     function lua_checkstack(L: LuaState, n: number): boolean;
     function lua_concat(L: LuaState, n: number): void;
     function lua_createtable(L: LuaState, narr: number, nrec: number): void;
@@ -73,6 +74,7 @@ declare module 'fengari' {
     function lua_gettop(L: LuaState): number;
     function lua_absindex(L: LuaState, idx: number): number;
     function lua_insert(L: LuaState, idx: number): void;
+    function lua_iscfunction(L: LuaState, idx: number): boolean;
     function lua_isinteger(L: LuaState, idx: number): boolean;
     function lua_isproxy(p: unknown, L: LuaState | null): boolean;
     function lua_isyieldable(L: LuaState): boolean;
@@ -113,7 +115,9 @@ declare module 'fengari' {
     function lua_topointer(L: LuaState, idx: number): object | null;
     function lua_toproxy(L: LuaState, idx: number): LuaProxy;
     function lua_tothread(L: LuaState, idx: number): LuaState | null;
+    function lua_replace(L: LuaState, idx: number): void;
     function lua_touserdata(L: LuaState, idx: number): unknown;
+    function lua_getupvalue(L: LuaState, funcindex: number, n: number): LuaString | null;
     function lua_type(L: LuaState, idx: number): number;
     function lua_typename(L: LuaState, t: number): LuaString;
     function lua_upvalueindex(i: number): number;
@@ -150,8 +154,20 @@ declare module 'fengari' {
   }
 }
 
-/** fengari's object module: the concat guard (lua/limits.ts) wraps one of its exports. */
+/** fengari's object module: the concat guard (lua/guards.ts) wraps one of its exports. */
 declare module 'fengari/src/lobject.js' {
   const lobject: Record<string, unknown>;
   export default lobject;
+}
+
+/** fengari's VM module: lua/guards.ts wraps its exported comparison and concatenation. */
+declare module 'fengari/src/lvm.js' {
+  const lvm: Record<string, unknown>;
+  export default lvm;
+}
+
+/** fengari's auxiliary library module: lua/guards.ts watches its string buffer class. */
+declare module 'fengari/src/lauxlib.js' {
+  const lauxlib: Record<string, unknown>;
+  export default lauxlib;
 }

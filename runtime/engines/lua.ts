@@ -9,10 +9,10 @@
  * (lua/limits.ts) are checked by a count hook and by guards on the few operations that
  * allocate a lot at once.
  *
- * Known limits: a pathological pattern (`string.find(("a"):rep(1500), ".-.-.-b")`) runs inside
- * one library call the hook cannot interrupt (the master's watchdog is for that); so can a
- * `string.gsub` whose replacement multiplies a big subject. The memory limit is the worker's
- * heap growth during the run, approximate (lua/limits.ts).
+ * Library calls that build a big result or do much work in one VM instruction are checked
+ * inside fengari (lua/guards.ts): sizes before the allocation, work (pattern steps, sort
+ * comparisons) against the CPU clock. The memory limit is the worker's heap growth during the
+ * run, approximate (lua/limits.ts); the master's watchdog stays for a call no guard counts.
  */
 import { createHash } from 'node:crypto';
 import { FENGARI_RELEASE, lauxlib, lua, type LuaProxy, type LuaState } from 'fengari';
@@ -254,6 +254,7 @@ export class LuaEngine implements ScriptEngine {
     running.current = run;
     markRunning(run.host.scriptFilename);
     run.sliceStart = performance.now();
+    run.thread = T;
     try {
       return lua_resume(T, null, nargs);
     } catch (err) {

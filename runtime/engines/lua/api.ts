@@ -10,6 +10,7 @@ import { S, jsfn, keyAt, pushRecord, raise, runOf, setFunction, text, type LuaRu
 import type { FileInfo } from '../../files/files.js';
 import { checkCanWait, hostWait } from './control.js';
 import { readOnly, readOnlyTables } from './libs.js';
+import { BIG_STRING, reserve } from './limits.js';
 import type { CacheValue } from '../../../cache/content-cache.js';
 import { bodyFile, type PassOptions, type ScriptResponse } from '../host.js';
 
@@ -66,11 +67,16 @@ function strings(L: LuaState): Uint8Array[] {
   return out;
 }
 
-/** Joins byte strings with an optional separator byte and final byte (-1: none). */
-function join(parts: Uint8Array[], sep: number, end: number): Uint8Array {
+/**
+ * Joins byte strings with an optional separator byte and final byte (-1: none), reserving a big
+ * result's size first: `write(table.unpack(t))` with 30 references to one 48 MiB string joined
+ * 1.4 GB before the output limit could see it (issue 16, item 7).
+ */
+function join(L: LuaState, run: LuaRun, parts: Uint8Array[], sep: number, end: number): Uint8Array {
   let size = end >= 0 ? 1 : 0;
   for (const p of parts) size += p.length;
   if (sep >= 0 && parts.length > 1) size += parts.length - 1;
+  if (size >= BIG_STRING) reserve(L, run, size);
   const out = new Uint8Array(size);
   let at = 0;
   for (let i = 0; i < parts.length; i++) {
@@ -87,13 +93,14 @@ const print: LuaJsFunction = (L) => {
   // Fast path for the common print("one string"): one copy, one write.
   if (lua_gettop(L) === 1 && lua_type(L, 1) === LUA_TSTRING) {
     const s = lua_tolstring(L, 1)!;
+    if (s.length >= BIG_STRING) reserve(L, run, s.length + 1);
     const out = new Uint8Array(s.length + 1);
     out.set(s, 0);
     out[s.length] = NEWLINE;
     run.host.write(out);
     return 0;
   }
-  run.host.write(join(strings(L), TAB, NEWLINE));
+  run.host.write(join(L, run, strings(L), TAB, NEWLINE));
   return 0;
 };
 
@@ -101,7 +108,7 @@ const write: LuaJsFunction = (L) => {
   const run = runOf(L);
   // Lua strings are immutable: the response may keep the bytes without a copy.
   if (lua_gettop(L) === 1 && lua_type(L, 1) === LUA_TSTRING) run.host.write(lua_tolstring(L, 1)!);
-  else run.host.write(join(strings(L), -1, -1));
+  else run.host.write(join(L, run, strings(L), -1, -1));
   return 0;
 };
 
@@ -111,7 +118,11 @@ const flush: LuaJsFunction = (L) => {
 };
 
 const log: LuaJsFunction = (L) => {
-  runOf(L).host.log(text(join(strings(L), TAB, -1)));
+  const run = runOf(L);
+  const line = join(L, run, strings(L), TAB, -1);
+  // Decoded to a JS string: up to two more bytes per byte.
+  if (line.length >= BIG_STRING) reserve(L, run, 2 * line.length);
+  run.host.log(text(line));
   return 0;
 };
 

@@ -8,7 +8,7 @@
  *   looks synchronous there too instead of surfacing as a `coroutine.yield()`.
  */
 import { lauxlib, lua, type LuaKFunction, type LuaState } from 'fengari';
-import { raise, running, runOf, type LuaRun, type PushResult } from './core.js';
+import { raise, raiseFatal, running, runOf, type LuaRun, type PushResult } from './core.js';
 
 const {
   LUA_MULTRET,
@@ -98,7 +98,7 @@ const finishPcall: LuaKFunction<number> = (L, status, extra) => {
   if (status !== LUA_OK && status !== LUA_YIELD) {
     restoreHooks(L);
     // The error value is on top: raise it again rather than return it to the script.
-    if (fatal()) return lua_error(L);
+    if (fatal()) return raiseFatal(L);
     lua_pushboolean(L, false);
     lua_pushvalue(L, -2);
     return 2;
@@ -141,9 +141,16 @@ function resumeCo(L: LuaState, co: LuaState, narg: number, k: LuaKFunction<LuaSt
     return -1;
   }
   lua_xmove(L, co, narg);
-  const status = lua_resume(co, L, narg);
+  const run = running.current;
+  const outer = run?.thread ?? null;
+  if (run) run.thread = co;
+  let status: number;
+  try {
+    status = lua_resume(co, L, narg);
+  } finally {
+    if (run) run.thread = outer;
+  }
   if (status === LUA_YIELD) {
-    const run = running.current;
     if (run?.pending) {
       if (!lua_isyieldable(L)) {
         // Nobody will await it: drop it without an unhandled rejection.
@@ -171,7 +178,7 @@ function resumeCo(L: LuaState, co: LuaState, narg: number, k: LuaKFunction<LuaSt
 
 function finishResume(L: LuaState, r: number): number {
   if (r < 0) {
-    if (fatal()) return lua_error(L);
+    if (fatal()) return raiseFatal(L);
     lua_pushboolean(L, false);
     lua_insert(L, -2);
     return 2;
@@ -192,7 +199,8 @@ export const coResume = (L: LuaState): number => {
 
 function finishWrap(L: LuaState, r: number): number {
   if (r >= 0) return r;
-  if (!fatal() && lua_type(L, -1) === LUA_TSTRING) {
+  if (fatal()) return raiseFatal(L);
+  if (lua_type(L, -1) === LUA_TSTRING) {
     lauxlib.luaL_where(L, 1);
     lua_insert(L, -2);
     lua_concat(L, 2);

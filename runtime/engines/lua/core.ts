@@ -34,6 +34,11 @@ export class LuaRun {
   exactAfterGc = -1;
   /** Bytes allocated by guarded library calls since the last sample. */
   charged = 0;
+  /**
+   * The thread executing the run's Lua code now: the run's own, or a coroutine of it while
+   * coroutine.resume runs it. The `..` guard (lua/guards.ts) reads the operands on its stack.
+   */
+  thread: LuaState | null = null;
   /** The request body, cached: the request stream can be read once only. */
   body: Buffer | null = null;
   /**
@@ -82,6 +87,19 @@ export function raise(L: LuaState, message: string): never {
   lauxlib.luaL_where(L, 1);
   lua_pushstring(L, message);
   lua_concat(L, 2);
+  return lua_error(L);
+}
+
+/**
+ * Raises the value at the top of L past the script's message handlers: an error that ends the
+ * run (a limit, an abort) must not run an xpcall handler. Lua calls the handler from inside
+ * lua_error, and when the error comes from the count hook, hooks are off (allowhook 0) for the
+ * whole handler: a handler that loops then runs forever (issue 16, item 5). Clearing the
+ * thread's errfunc skips the handler; every pcall restores its caller's errfunc when it ends.
+ */
+export function raiseFatal(L: LuaState): never {
+  const state = L as unknown as { errfunc?: unknown };
+  if (typeof state.errfunc === 'number') state.errfunc = 0;
   return lua_error(L);
 }
 

@@ -1,15 +1,18 @@
 /**
  * The standard libraries a script sees, opened once per engine and shared by every request, so
- * they are read-only (a request must not change what the next one runs) and their few
- * amplifying functions are capped (one call must not build gigabytes before the hook looks).
+ * they are read-only (a request must not change what the next one runs) and their amplifying
+ * functions are capped (one call must not build gigabytes before the hook looks): string.rep
+ * and string.pack reserve their result's size first; results built in a luaL_Buffer (format,
+ * gsub, table.concat, char...) reserve each growth, and pattern steps and sort comparisons count
+ * towards the CPU limit (lua/guards.ts); table.insert/remove/move count their element moves.
  */
 import { lauxlib, lua, lualib, type LuaJsFunction, type LuaState } from 'fengari';
 import { S, raise, remove, runOf, setFunction } from './core.js';
 import { coResume, coWrap } from './control.js';
-import { charge, failLimit } from './limits.js';
+import { failLimit, reserve, spend } from './limits.js';
+import { guardPatterns, guardSort } from './guards.js';
 
 const {
-  LUA_TNIL,
   lua_createtable,
   lua_getfield,
   lua_next,
@@ -44,7 +47,7 @@ function original(L: LuaState, name: string): LuaJsFunction {
   return f;
 }
 
-/** string.rep that charges its result first and builds it by doubling, not n small copies. */
+/** string.rep that reserves its result first and builds it by doubling, not n small copies. */
 const rep: LuaJsFunction = (L) => {
   const s = luaL_checklstring(L, 1);
   const n = luaL_checkinteger(L, 2);
@@ -55,7 +58,7 @@ const rep: LuaJsFunction = (L) => {
     return 1;
   }
   const total = n * unit - sep.length;
-  charge(L, runOf(L), total);
+  reserve(L, runOf(L), total);
   const out = new Uint8Array(total);
   out.set(s, 0);
   if (total > s.length) out.set(sep, s.length);
@@ -79,22 +82,20 @@ function guardPack(pack: LuaJsFunction): LuaJsFunction {
         n = 0;
       }
     }
-    charge(L, runOf(L), sum + n);
+    reserve(L, runOf(L), sum + n);
     return pack(L);
   };
 }
 
-/** table.concat: the separator can multiply a small table into a huge string. */
-function guardConcat(concat: LuaJsFunction): LuaJsFunction {
+/**
+ * table.insert / table.remove: shifting the elements after the position is a loop in JS, one
+ * VM instruction, so the elements it may move count as work (a 600k-element table shifted
+ * 1000 times between two hook calls would otherwise run for seconds unchecked).
+ */
+function guardShift(shift: LuaJsFunction): LuaJsFunction {
   return (L) => {
-    const sep = luaL_optlstring(L, 2, '')!;
-    const first = lauxlib.luaL_optinteger(L, 3, 1);
-    const last = lua_type(L, 4) <= LUA_TNIL ? lauxlib.luaL_len(L, 1) : luaL_checkinteger(L, 4);
-    const run = runOf(L);
-    if (last > first && sep.length > 0) charge(L, run, (last - first) * sep.length);
-    const n = concat(L);
-    charge(L, run, lua.lua_rawlen(L, -1));
-    return n;
+    if (lua_type(L, 1) === lua.LUA_TTABLE) spend(L, lua.lua_rawlen(L, 1));
+    return shift(L);
   };
 }
 
@@ -104,6 +105,7 @@ function guardMove(move: LuaJsFunction): LuaJsFunction {
     const f = luaL_checkinteger(L, 2);
     const e = luaL_checkinteger(L, 3);
     if (e - f >= MAX_MOVE) failLimit(L, runOf(L), `table.move of more than ${MAX_MOVE} elements`);
+    if (e >= f) spend(L, e - f + 1);
     return move(L);
   };
 }
@@ -118,6 +120,8 @@ function openString(L: LuaState): void {
   open(L, 'string', lualib.luaopen_string);
   setFunction(L, 'rep', rep);
   setFunction(L, 'pack', guardPack(original(L, 'pack')));
+  lua_getfield(L, -1, 'gmatch');
+  guardPatterns(L);
   // Bytecode is for the engine's cache only; scripts cannot load it anyway.
   lua_pushnil(L);
   lua_setfield(L, -2, 'dump');
@@ -130,7 +134,9 @@ function openString(L: LuaState): void {
 
 function openTable(L: LuaState): void {
   open(L, 'table', lualib.luaopen_table);
-  setFunction(L, 'concat', guardConcat(original(L, 'concat')));
+  setFunction(L, 'sort', guardSort(original(L, 'sort')));
+  setFunction(L, 'insert', guardShift(original(L, 'insert')));
+  setFunction(L, 'remove', guardShift(original(L, 'remove')));
   setFunction(L, 'move', guardMove(original(L, 'move')));
 }
 

@@ -21,6 +21,7 @@ import type { ScriptHost } from '../host.js';
 import { checkCanWait, hostWait } from './control.js';
 import { jsfn, keyAt, raise, runOf, text, type LuaRun } from './core.js';
 import { makeMetatable, pushProxyTable } from './api.js';
+import { BIG_STRING, reserve } from './limits.js';
 
 const {
   LUA_TNUMBER,
@@ -120,9 +121,17 @@ const bodySet: LuaJsFunction = jsfn((L) => {
   return 0;
 });
 
+/**
+ * resp_body.get(): the parts joined, their size reserved first (add() keeps references, so a
+ * body of many references to one big string is small until joined here; issue 16, item 7).
+ */
 const bodyGet: LuaJsFunction = jsfn((L) => {
-  const parts = runOf(L).lightyBody ?? [];
-  lua_pushstring(L, Buffer.concat(parts));
+  const run = runOf(L);
+  const parts = run.lightyBody ?? [];
+  let size = 0;
+  for (const part of parts) size += part.length;
+  if (size >= BIG_STRING) reserve(L, run, size);
+  lua_pushstring(L, Buffer.concat(parts, size));
   return 1;
 });
 

@@ -1,8 +1,9 @@
 /**
  * CPU and memory limits for Lua runs. fengari has neither an allocator hook nor a way to
  * interrupt the VM from outside, so both limits are checked from inside: a count hook every
- * {@link HOOK_COUNT} VM instructions, plus a charge on the library calls and the `..` operator
- * that can build a big string in a single instruction.
+ * {@link HOOK_COUNT} VM instructions, plus {@link reserve} before the library calls and the
+ * `..` operator that can build a big string in a single instruction, and {@link spend} for
+ * work done in JS where the hook never runs (lua/guards.ts installs the checks in fengari).
  *
  * Memory is the worker's heap growth (V8 heap plus array buffers, where fengari keeps string
  * bytes) since the run's first sample. That is approximate: garbage counts until V8 collects it
@@ -12,8 +13,7 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { lua, to_luastring, type LuaDebug, type LuaHook, type LuaState } from 'fengari';
-import lobject from 'fengari/src/lobject.js';
-import { running, text, type LuaRun } from './core.js';
+import { raiseFatal, running, text, type LuaRun } from './core.js';
 
 /**
  * VM instructions between two hook calls. fengari runs some tens of millions of instructions a
@@ -22,8 +22,19 @@ import { running, text, type LuaRun } from './core.js';
  */
 export const HOOK_COUNT = 1000;
 
-/** Strings built by `..` from this size on are charged to the run's memory budget. */
-const BIG_STRING = 64 * 1024;
+/**
+ * Strings and buffers from this size on are charged to the run's memory budget (smaller ones are
+ * left to the hook's heap samples: checking every small result would cost the hot path).
+ */
+export const BIG_STRING = 64 * 1024;
+
+/**
+ * Units of work done in JS outside the count hook (sort comparisons, pattern-matching steps,
+ * element moves) between two CPU clock reads: a few hundred microseconds of work at most, and a
+ * clock read (~30 ns) per 4096 units costs nothing measurable.
+ */
+const WORK_CHECK = 4096;
+let workLeft = WORK_CHECK;
 
 /**
  * The worker's heap in use, cheaply (about 1 us): JS heap plus V8's external memory count,
@@ -68,7 +79,7 @@ function collect(): boolean {
  * Samples the heap for `run`; returns the limit message when the run is over its budget.
  * The first sample sets the baselines (less what was charged before it, which is the run's).
  */
-export function sampleMemory(run: LuaRun): string | null {
+export function sampleMemory(run: LuaRun, extra = 0): string | null {
   const used = heapUsed();
   if (run.heapBase < 0) {
     run.heapBase = used - run.charged;
@@ -79,12 +90,15 @@ export function sampleMemory(run: LuaRun): string | null {
   }
   run.charged = 0;
   run.heapLast = used;
-  if (used - run.heapBase <= run.host.limits.memoryBytes) return null;
-  return confirmOverrun(run);
+  if (used - run.heapBase + extra <= run.host.limits.memoryBytes) return null;
+  return confirmOverrun(run, extra);
 }
 
-/** The cheap sample says over: measure exactly, then after a full GC, before failing the run. */
-function confirmOverrun(run: LuaRun): string | null {
+/**
+ * The cheap sample says over: measure exactly, then after a full GC, before failing the run.
+ * `extra`: bytes about to be allocated, counted as if they were.
+ */
+function confirmOverrun(run: LuaRun, extra: number): string | null {
   const limit = run.host.limits.memoryBytes;
   let exact = exactHeap();
   if (exact < run.exactBase) run.exactBase = exact;
@@ -92,13 +106,15 @@ function confirmOverrun(run: LuaRun): string | null {
   // next one, or a run that keeps close to its budget would pay a full GC (tens of ms) every
   // hook call. So a run can overshoot by that quarter before it is stopped.
   const tolerated = run.exactAfterGc >= 0 && exact - run.exactAfterGc < limit / 4;
-  if (exact - run.exactBase > limit && !tolerated && collect()) {
+  if (exact - run.exactBase + extra > limit && !tolerated && collect()) {
     exact = exactHeap();
     run.exactAfterGc = exact;
     if (exact < run.exactBase) run.exactBase = exact;
   }
   const grown = exact - run.exactBase;
-  if (grown > limit && !tolerated) return `memory over ${limit} bytes`;
+  if (grown + extra > limit && !tolerated) {
+    return extra > 0 ? `memory over ${limit} bytes (${extra} more bytes asked for)` : `memory over ${limit} bytes`;
+  }
   // Align the cheap sample on the exact growth, so its stale external count stops counting.
   run.heapLast = heapUsed();
   run.heapBase = run.heapLast - grown;
@@ -109,7 +125,50 @@ function confirmOverrun(run: LuaRun): string | null {
 export function failLimit(L: LuaState, run: LuaRun, message: string, line: number | null = null): never {
   const fatal = run.host.abort('limit', message, line);
   lua.lua_pushstring(L, fatal.message);
-  return lua.lua_error(L);
+  return raiseFatal(L);
+}
+
+/**
+ * Checks that `bytes` more fit in the run's memory budget BEFORE they are allocated (a result
+ * whose size is known up front: a rep, a join, a concatenation, a buffer's next size) and
+ * charges them; fails the run otherwise. Checking after building let single calls reach
+ * 1.2-5.6 GB (issue 16, item 7). An apparent overrun is confirmed by a fresh (and, if need be,
+ * exact, after-GC) sample that counts the bytes as allocated.
+ */
+export function reserve(L: LuaState, run: LuaRun, bytes: number): void {
+  const limit = run.host.limits.memoryBytes;
+  if (bytes > limit) failLimit(L, run, `memory over ${limit} bytes (one result of ${bytes} bytes)`);
+  const grown = run.heapBase < 0 ? run.charged : run.heapLast - run.heapBase + run.charged;
+  if (grown + bytes > limit) {
+    const over = sampleMemory(run, bytes);
+    if (over !== null) failLimit(L, run, over);
+  }
+  run.charged += bytes;
+}
+
+/** Stops the run when it has a fatal error or its CPU time is over (`ar`: for the line). */
+function checkCpu(L: LuaState, run: LuaRun, ar: LuaDebug | null): void {
+  const host = run.host;
+  if (host.fatal) {
+    lua.lua_pushstring(L, host.fatal.message);
+    raiseFatal(L);
+  }
+  if (run.cpu + performance.now() - run.sliceStart > host.limits.cpuMs) {
+    failLimit(L, run, `CPU time over ${host.limits.cpuMs} ms`, ar ? lineOf(L, run, ar) : null);
+  }
+}
+
+/**
+ * Counts `units` of work done in JS, where the count hook never runs (a sort without a Lua
+ * comparator, pattern matching, a JS function called in a loop by a library function), and
+ * checks the CPU limit every {@link WORK_CHECK} units: such a loop stops like Lua code does.
+ */
+export function spend(L: LuaState, units: number): void {
+  workLeft -= units;
+  if (workLeft > 0) return;
+  workLeft = WORK_CHECK;
+  const run = running.current;
+  if (run !== null) checkCpu(L, run, null);
 }
 
 /**
@@ -141,41 +200,7 @@ function lineOf(L: LuaState, run: LuaRun, ar: LuaDebug): number | null {
 export const limitHook: LuaHook = (L, ar) => {
   const run = running.current;
   if (run === null) return;
-  const host = run.host;
-  if (host.fatal) {
-    lua.lua_pushstring(L, host.fatal.message);
-    lua.lua_error(L);
-  }
-  if (run.cpu + performance.now() - run.sliceStart > host.limits.cpuMs) {
-    failLimit(L, run, `CPU time over ${host.limits.cpuMs} ms`, lineOf(L, run, ar));
-  }
+  checkCpu(L, run, ar);
   const over = sampleMemory(run);
   if (over !== null) failLimit(L, run, over, lineOf(L, run, ar));
 };
-
-let concatGuarded = false;
-
-/**
- * Charges big results of the `..` operator. `s = s .. s` doubles a string per instruction, so
- * thirty instructions (fewer than one hook interval) would reach gigabytes. fengari's VM stores
- * every concatenation result through `lobject.setsvalue2s`, which it calls through the module
- * object, so wrapping that export sees each result right after it is built: the growth stops
- * within one doubling of the budget. Checked shape: if a fengari upgrade changes it, the guard
- * is skipped and only the hook's sampling remains.
- */
-export function guardConcat(): void {
-  if (concatGuarded) return;
-  concatGuarded = true;
-  const target = lobject as { setsvalue2s?: unknown };
-  const original = target.setsvalue2s;
-  if (typeof original !== 'function') return;
-  const store = original as (L: LuaState, idx: number, ts: { tsslen(): number }) => void;
-  target.setsvalue2s = (L: LuaState, idx: number, ts: { tsslen(): number }): void => {
-    store(L, idx, ts);
-    const run = running.current;
-    if (run !== null) {
-      const size = ts.tsslen();
-      if (size >= BIG_STRING) charge(L, run, size);
-    }
-  };
-}

@@ -14,7 +14,8 @@ import { S, jsfn, keyAt, pushEnv, raise, running, runOf, setFunction } from './c
 import { makeApiMetatables, pushProxyTable, pushResponse, registerFunctions } from './api.js';
 import { pcall, xpcall } from './control.js';
 import { Lighty } from './lighty.js';
-import { HOOK_COUNT, guardConcat, limitHook } from './limits.js';
+import { HOOK_COUNT, limitHook, reserve } from './limits.js';
+import { installGuards } from './guards.js';
 import { openLibraries, readOnlyTables } from './libs.js';
 
 const {
@@ -84,6 +85,9 @@ const load: LuaJsFunction = (L) => {
   }
   const chunk = lua_tolstring(L, 1)!;
   const name = lauxlib.luaL_optlstring(L, 2, chunk)!;
+  // Compiling runs in JS, outside the hook, and fengari's compiled form takes about 30x the
+  // source in heap (lua.ts, HEAP_PER_SOURCE_BYTE): reserved before the parser starts.
+  reserve(L, runOf(L), chunk.length * 30);
   if (lauxlib.luaL_loadbufferx(L, chunk, chunk.length, name, 't') !== LUA_OK) {
     lua_pushnil(L);
     lua_insert(L, -2);
@@ -132,7 +136,7 @@ function addBase(L: LuaState): void {
 
 /** Creates the state, the shared globals and the metatables requests use. */
 export function createSandbox(): Sandbox {
-  guardConcat();
+  installGuards();
   const L = lauxlib.luaL_newstate();
   lua.lua_atnativeerror(L, nativeError);
   // Threads copy the hook of the thread that creates them: every request and coroutine counts.

@@ -1,0 +1,88 @@
+/**
+ * Issue 16, items 5-8: Lua limits that a single library call, a message handler or a sort
+ * escaped. Each attack goes through the real server (`serve --workers 0`) and must end the
+ * clean way (test/helpers/sandbox.ts): 500 with LS_SCRIPT_LIMIT within ~2x the CPU limit, a
+ * concurrent victim answered with its own body, peak RSS under 4x the memory budget above the
+ * pre-attack RSS, the next request its own, the server alive.
+ *
+ * Small limits keep the suite fast and light: 16 MiB of memory (attacks allocate little before
+ * being refused) and 400 ms of CPU. The watchdog is set to 3 s so that on code without these
+ * guards an uninterruptible attack kills the server within the test instead of after 10 s.
+ */
+import { test, type TestContext } from 'node:test';
+import { attack, startSandbox, type Sandbox } from '../helpers/sandbox.js';
+
+const MEMORY = 16 * 1024 * 1024;
+const CPU_MS = 400;
+const LIMITS = { memoryBytes: MEMORY, cpuMs: CPU_MS };
+
+/** The issue's bounds: the limit error within ~2x the CPU limit, RSS peak under 4x the budget. */
+const BOUNDS = { code: 'LS_SCRIPT_LIMIT', withinMs: 2 * CPU_MS + 400, peakBytes: 4 * MEMORY } as const;
+
+async function sandbox(t: TestContext): Promise<Sandbox> {
+  return startSandbox(t, { config: { scriptLimits: LIMITS, watchdogMs: 3000 } });
+}
+
+/** A 12 MiB string (within the 16 MiB budget) and `n` references to it in table `t`. */
+const BIG = (n: number): string => `local s = ("x"):rep(12 * 1024 * 1024)\nlocal t = {}\nfor i = 1, ${n} do t[i] = s end\n`;
+
+const NUMBERS = 'local t = {("\\1\\7\\3\\250\\99\\45\\200\\13\\77\\31\\5"):rep(6000):byte(1, -1)}\n';
+
+const attacks: Array<[string, string]> = [
+  // Item 5: the hook's error ran the handler with hooks off; the handler spun forever.
+  ['xpcall message handler that spins', 'xpcall(function() error("x") end, function() while true do end end)'],
+  ['nested xpcall handlers that spin', 'xpcall(function() xpcall(function() error("x") end, function() while true do end end) end, function() while true do end end)'],
+  // Item 6: one gsub call built 2 GB.
+  ['gsub with a 1 MiB replacement', 'local r = ("a"):rep(2000):gsub("a", ("y"):rep(2^20))'],
+  ['gsub calling a library function per byte', 'local r = ("x"):rep(8 * 2^20):gsub(".", string.upper)'],
+  // Item 7: results built first, charged after.
+  ['20-operand `..` of a 12 MiB string', `local s = ("x"):rep(12 * 1024 * 1024)\nlocal r = ${Array(20).fill('s').join('..')}`],
+  ['write(table.unpack(t)) of 30 references', `${BIG(30)}write(table.unpack(t))`],
+  ['print(table.unpack(t)) of 30 references', `${BIG(30)}print(table.unpack(t))`],
+  ['table.concat of 30 references', `${BIG(30)}local r = table.concat(t)`],
+  ['table.concat with a big separator', 'local t = {} for i = 1, 3000 do t[i] = "" end\nlocal r = table.concat(t, ("-"):rep(2^20))'],
+  ['lighty.r.resp_body.get of a big body', `${BIG(30)}lighty.r.resp_body.set(t)\nlocal b = lighty.r.resp_body.get()`],
+  ['string.format of 8 big strings', `local s = ("x"):rep(12 * 1024 * 1024)\nlocal r = string.format(("%s"):rep(8), s, s, s, s, s, s, s, s)`],
+  ['log() of 30 references', `${BIG(30)}log(table.unpack(t))`],
+  ['load() of a big chunk', 'local f = load(("x = 1 "):rep(2 * 2^20))'],
+  // Item 8: sorts ran outside the hook.
+  // The table is built in one call (a loop filling it would spend the CPU budget itself):
+  // 66,000 small numbers; their sort took 2.3 s without a comparator, 5.8 s with math.ult.
+  ['table.sort without a comparator', `${NUMBERS}table.sort(t)`],
+  ['table.sort with a library comparator', `${NUMBERS}table.sort(t, math.ult)`],
+  // The watchdog's classic case: the pattern matcher now counts its steps.
+  ['a pathological pattern', 'string.find(("a"):rep(1500), ".-.-.-b")'],
+];
+
+for (const [name, source] of attacks) {
+  test(`Lua: ${name} ends with a limit error, within bounds`, async (t) => {
+    const sb = await sandbox(t);
+    sb.script('attack.lua', source);
+    await attack(sb, 'lua', 'attack.lua', BOUNDS);
+  });
+}
+
+test('Lua: work under the limits is not refused by the guards', async (t) => {
+  // The memory budget of the attacks; CPU to spare, since only memory refusals are in question
+  // here (fengari on a loaded CI machine can take 400 ms for this script).
+  const sb = await startSandbox(t, { config: { scriptLimits: { memoryBytes: MEMORY, cpuMs: 5000 }, watchdogMs: 10_000 } });
+  sb.script(
+    'fine.lua',
+    [
+      'local s = ("x"):rep(2^18)',
+      'local t = {} for i = 1, 5 do t[i] = s end',
+      'local joined = table.concat(t)',
+      'local r = s .. s .. s',
+      'local g = ("ab"):rep(2^18):gsub("a", "xyz")',
+      'local f = string.format("%s|%s", s, s)',
+      'local u = {} for i = 1, 3000 do u[i] = (i * 7919) % 20011 end table.sort(u)',
+      'local sorted = "sorted" for i = 2, #u do if u[i - 1] > u[i] then sorted = "unsorted" end end',
+      'local ok, err = xpcall(function() error("mine") end, function(m) return "handled: " .. m end)',
+      'write(#joined, " ", #r, " ", #g, " ", #f, " ", sorted, " ", tostring(ok), " ", err:match("handled: .*mine") and "h" or err)',
+    ].join('\n'),
+  );
+  const a = await sb.get('fine.lua');
+  if (a.status !== 200 || a.body !== '1310720 786432 1048576 524289 sorted false h') {
+    throw new Error(`fine.lua: ${a.status} ${JSON.stringify(a.body)} ${a.stderr}`);
+  }
+});
