@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import { ScriptError } from '../../runtime/engines/engine.js';
 import { LuaEngine, locate } from '../../runtime/engines/lua.js';
+import { guardsInstalled } from '../../runtime/engines/lua/guards.js';
 import { makeHost, type HostOptions, type TestHost } from '../helpers/script-host.js';
 
 const engine = new LuaEngine();
@@ -70,6 +71,11 @@ test('engine identity: name, extension, a version naming fengari and Lua 5.3', (
   assert.equal(engine.extension, '.lua');
   assert.match(engine.version, /0\.1\.5/);
   assert.match(engine.version, /Lua 5\.3/);
+});
+
+test('every limit guard found the fengari shape it patches (a fengari upgrade that changes one fails here)', async () => {
+  await ok('print("hello")');
+  assert.deepEqual(guardsInstalled, { results: true, operands: true, apiConcat: true, buffers: true, compare: true, patterns: true });
 });
 
 test('hello', async () => {
