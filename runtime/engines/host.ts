@@ -414,7 +414,8 @@ export class ScriptHost {
   /**
    * sendfile(path[, offset, length]): ends the run with the web server sending the file (an
    * escalation header), or with Lodestone sending a range the web server cannot take. Missing
-   * gives 404; a directory or a path outside the roots 403. Never resolves: the run ends.
+   * gives 404; a directory, anything else not a regular file (a FIFO) or a path outside the
+   * roots 403. Never resolves: the run ends.
    */
   async sendfile(path: string, options: SendOptions = {}): Promise<never> {
     const files = this.fileAccess;
@@ -427,6 +428,8 @@ export class ScriptHost {
     if (found.kind === 'refused') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: ${found.reason}`);
     if (found.kind === 'missing') throw this.exit(404, true, 'LS_FILE_NOT_FOUND', `${what}: no such file`);
     if (found.kind === 'dir') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: a directory`);
+    // A FIFO, socket or device: the web server (or Lodestone) would block opening or reading it.
+    if (found.kind === 'special') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: not a regular file`);
     // Raw-output mode: a header block half printed before sendfile() is dropped with the body.
     this.rawHead = null;
     const delivery = files.deliver(this.request, this.response, found, options);
