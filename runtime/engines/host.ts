@@ -445,8 +445,8 @@ export class ScriptHost {
         if (rest > MAX_TIMER_MS) timer = setTimeout(() => arm(until), MAX_TIMER_MS);
         else timer = setTimeout(clamped ? overrun : done, Math.max(0, rest));
       };
-      if (!clamped) timer = setTimeout(done, wait);
-      else arm(this.deadline);
+      if (!clamped && wait <= MAX_TIMER_MS) timer = setTimeout(done, wait);
+      else arm(clamped ? this.deadline : Date.now() + wait);
     });
   }
 
