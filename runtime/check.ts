@@ -10,6 +10,7 @@ import type { Config } from './config.js';
 import { ScriptError, type ScriptEngine } from './engines/engine.js';
 import { createJsEngine } from './engines/js.js';
 import { LuaEngine } from './engines/lua.js';
+import { openRegular, readUpTo } from './files/open-regular.js';
 
 /** What {@link checkScripts} found. */
 export interface CheckResult {
@@ -84,7 +85,7 @@ export async function checkScripts(config: Config): Promise<CheckResult> {
         continue;
       }
       try {
-        engine.compile(await fs.promises.readFile(file, 'utf8'), file).dispose();
+        engine.compile(await readScript(file, config.scriptCache.maxScriptBytes), file).dispose();
       } catch (err) {
         failures.push(err instanceof ScriptError ? err : new ScriptError('compile', String(err), file, null));
       }
@@ -92,6 +93,24 @@ export async function checkScripts(config: Config): Promise<CheckResult> {
     return { checked: files, failures };
   } finally {
     js.close();
+  }
+}
+
+/**
+ * A script's source, read as the server's store reads it: a non-blocking open, a regular file
+ * only, and a size checked on the descriptor before reading, so `check` flags a script the
+ * server would refuse (and does not compile a huge file either). Throws a compile ScriptError.
+ */
+async function readScript(file: string, maxBytes: number): Promise<string> {
+  const opened = await openRegular(file);
+  if (!opened) throw new ScriptError('compile', 'not a regular file', file, null);
+  try {
+    if (opened.stat.size > maxBytes) {
+      throw new ScriptError('compile', `LS_SCRIPT_TOO_LARGE: script is ${opened.stat.size} bytes, over scriptCache.maxScriptBytes (${maxBytes})`, file, null);
+    }
+    return (await readUpTo(opened.handle, opened.stat.size)).toString('utf8');
+  } finally {
+    await opened.handle.close();
   }
 }
 

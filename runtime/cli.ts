@@ -314,6 +314,7 @@ async function scriptHandler(config: Config, log: Logger, services: HostServices
     statIntervalMs: config.statIntervalMs,
     maxEntries: config.scriptCache.maxEntries,
     maxBytes: config.scriptCache.maxBytes,
+    maxScriptBytes: config.scriptCache.maxScriptBytes,
     cacheDir: config.cacheDir,
     log,
   });

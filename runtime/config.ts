@@ -11,6 +11,7 @@ import { LodestoneError } from './errors.js';
 import { defaultScriptLimits, type ScriptLimits } from './engines/engine.js';
 import { defaultLimits, type Limits } from './fastcgi/limits.js';
 import { defaultContentCacheConfig, type ContentCacheConfig } from '../cache/content-cache.js';
+import { DEFAULT_MAX_SCRIPT_BYTES } from '../cache/script-store.js';
 import type { CacheFiles } from './engines/host.js';
 import { defaultPoolOptions, parseServer, type PoolOptions } from './fastcgi/pool.js';
 import { insideRoots } from './files/confine.js';
@@ -39,8 +40,8 @@ export interface Config {
   readonly statIntervalMs: number;
   /** Directory for compiled Lua bytecode that survives restarts; null disables it. */
   readonly cacheDir: string | null;
-  /** Bounds of the compiled-script cache. */
-  readonly scriptCache: { readonly maxEntries: number; readonly maxBytes: number };
+  /** Bounds of the compiled-script cache, and the largest script file read at all. */
+  readonly scriptCache: { readonly maxEntries: number; readonly maxBytes: number; readonly maxScriptBytes: number };
   /** Per-request script limits. */
   readonly scriptLimits: ScriptLimits;
   /**
@@ -84,7 +85,7 @@ export interface Config {
 }
 
 /** Defaults of the script cache: enough for a large site, bounded in memory. */
-export const defaultScriptCache = Object.freeze({ maxEntries: 1000, maxBytes: 64 * 1024 * 1024 });
+export const defaultScriptCache = Object.freeze({ maxEntries: 1000, maxBytes: 64 * 1024 * 1024, maxScriptBytes: DEFAULT_MAX_SCRIPT_BYTES });
 
 /** Values given on the command line; undefined means "not given". */
 export interface CliValues {

@@ -86,6 +86,14 @@ function serve(options: PipelineOptions, services: HostServices, req: Request, r
       return errorPage(res, 403);
     case 'error':
       return scriptFailed(options, res, found.error);
+    case 'too-large': {
+      // The server's own configuration refuses the file (as PHP-FPM's 500 for a script it will
+      // not run): the operator needs the path and both sizes; the client only sees the 500.
+      const message = `script is ${found.size} bytes, over scriptCache.maxScriptBytes (${found.max}); not read`;
+      log.error('LS_SCRIPT_TOO_LARGE', message, { script: found.file });
+      res.log(`lodestone: ${found.file}: ${message}`);
+      return errorPage(res, 500);
+    }
   }
   const { lease } = found;
   const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file), services);

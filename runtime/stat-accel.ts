@@ -12,7 +12,8 @@ import type { Logger } from './log.js';
 import { errorPage } from './pipeline.js';
 
 /**
- * Builds the stat-accel handler: missing -> 404, directory or outside the roots -> 403, else
+ * Builds the stat-accel handler: missing -> 404, directory, not a regular file (a FIFO) or
+ * outside the roots -> 403, else
  * the escalation header the web server understands (X-Sendfile, X-Accel-Redirect).
  *
  * @example
@@ -36,6 +37,10 @@ export function createStatAccelHandler(files: Files, log: Logger): Handler {
         return errorPage(res, 404);
       case 'dir':
         log.info('LS_FILE_FORBIDDEN', 'a directory', { file });
+        return errorPage(res, 403);
+      case 'special':
+        // A FIFO (or socket, device): the web server's own open() of it would block its worker.
+        log.warn('LS_FILE_FORBIDDEN', 'not a regular file', { file });
         return errorPage(res, 403);
     }
     const delivery = files.deliver(req, res, found);

@@ -74,6 +74,13 @@ export interface ScriptLimits {
   readonly wallMs: number;
   /** Response body bytes the script may produce. */
   readonly outputBytes: number;
+  /**
+   * Bytes log() may send to the web server's error log (FCGI_STDERR) in one run; past it the
+   * line is cut with a marker and later lines are dropped (the run goes on).
+   */
+  readonly logBytes: number;
+  /** Bytes one log() line may carry; a longer line is cut with a marker. */
+  readonly logLineBytes: number;
 }
 
 /** Defaults: generous for edge logic, tight enough that a runaway script cannot hurt the worker. */
@@ -82,6 +89,10 @@ export const defaultScriptLimits: ScriptLimits = Object.freeze({
   memoryBytes: 64 * 1024 * 1024,
   wallMs: 30_000,
   outputBytes: 16 * 1024 * 1024,
+  // An error log is read by people and rotated by size: 64 KiB a run is a long stack dump, and
+  // a line of 8 KiB is four times nginx's own error line (NGX_MAX_ERROR_STR, 2048).
+  logBytes: 64 * 1024,
+  logLineBytes: 8 * 1024,
 });
 
 /**

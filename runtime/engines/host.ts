@@ -27,6 +27,8 @@ import { ScriptError, type ScriptLimits } from './engine.js';
  * (Code that runs synchronously is bounded by the CPU limit; this one bounds waits.)
  */
 const WALL_TICK_MS = 25;
+/** The longest delay setTimeout honours (2^31-1 ms); a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const running = new Set<ScriptHost>();
 let wallClock: NodeJS.Timeout | null = null;
 let idleTicks = 0;
@@ -129,6 +131,9 @@ export class ScriptHost {
   // Raw-output mode: what the script printed until its CGI header block is complete.
   private rawHead: Buffer[] | null;
   private bodyRead: Promise<Buffer> | null = null;
+  // log(): bytes sent so far this run, and whether the budget is spent (the marker went out).
+  private logged = 0;
+  private logDropping = false;
 
   constructor(
     readonly request: Request,
@@ -370,27 +375,78 @@ export class ScriptHost {
     }
   }
 
-  /** A line for the web server's error log (FCGI_STDERR). */
-  log(message: string): void {
-    this.response.log(message);
+  /**
+   * How many bytes of log text the next log() line may keep: the per-line bound, or less when
+   * the run's log budget is nearly spent; 0 once it is spent. Engines cut a long line to this
+   * inside the VM, so a huge string is never copied out only to be dropped.
+   */
+  get logRoom(): number {
+    if (this.logDropping) return 0;
+    return Math.max(0, Math.min(this.limits.logLineBytes, this.limits.logBytes - this.logged));
   }
 
-  /** Waits `ms` milliseconds without blocking the event loop; rejects when the run is stopped. */
+  /**
+   * A line for the web server's error log (FCGI_STDERR), bounded by limits.logLineBytes per line
+   * and limits.logBytes per run. A longer line is cut (at a UTF-8 character boundary) and ends
+   * with a marker saying how much was cut; `cut` is what the engine already cut off before the
+   * call (see {@link logRoom}), in `unit`s. The first line past the run's budget is replaced
+   * by one marker; later lines are dropped silently. Never stops the run.
+   */
+  log(message: string, cut = 0, unit: 'bytes' | 'characters' = 'bytes'): void {
+    if (this.logDropping) return;
+    const room = this.logRoom;
+    if (room === 0) {
+      this.logDropping = true;
+      this.response.log(`lodestone: log budget of this run spent (scriptLimits.logBytes = ${this.limits.logBytes}): this and later log lines dropped`);
+      return;
+    }
+    let line = message;
+    let bytes = Buffer.byteLength(line);
+    if (bytes > room) {
+      const kept = utf8Prefix(line, room);
+      cut += unit === 'bytes' ? bytes - kept.length : line.length - kept.text.length;
+      line = kept.text;
+      bytes = kept.length;
+    }
+    this.logged += bytes;
+    if (cut > 0) line += ` [lodestone: log line cut, ${cut} more ${unit} not logged]`;
+    this.response.log(line);
+  }
+
+  /**
+   * Waits `ms` milliseconds without blocking the event loop; rejects when the run is stopped.
+   * NaN and negative waits are 0 (as setTimeout does); a wait that would outlast the run's wall
+   * limit (Infinity included) ends the run with that limit when the limit is reached, as the
+   * wall clock would: Node's timers cannot wait longer than 2^31-1 ms and fire at once instead.
+   */
   sleep(ms: number): Promise<void> {
-    const wait = Number.isFinite(ms) && ms > 0 ? ms : 0;
+    const wait = ms > 0 ? ms : 0;
     if (this.watch === 1) this.watchWaits();
     if (this.fatal) return Promise.reject(this.fatal);
+    const left = this.deadline - Date.now();
+    const clamped = wait >= left;
     // The timer is cleared on abort: a stopped run must not keep the process busy for the
     // rest of a long sleep.
     return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout;
       const off = this.onStop(() => {
         clearTimeout(timer);
         reject(this.fatal!);
       });
-      const timer = setTimeout(() => {
+      const done = (): void => {
         off();
         resolve();
-      }, wait);
+      };
+      // Ends the wait at the deadline: the wall limit's own error, not a return to the script.
+      const overrun = (): void => void this.abort('limit', `wall time over ${this.limits.wallMs} ms`);
+      const arm = (until: number): void => {
+        const rest = until - Date.now();
+        // Node fires a timer above MAX_TIMER_MS after 1 ms; a longer wait re-arms in steps.
+        if (rest > MAX_TIMER_MS) timer = setTimeout(() => arm(until), MAX_TIMER_MS);
+        else timer = setTimeout(clamped ? overrun : done, Math.max(0, rest));
+      };
+      if (!clamped && wait <= MAX_TIMER_MS) timer = setTimeout(done, wait);
+      else arm(clamped ? this.deadline : Date.now() + wait);
     });
   }
 
@@ -414,7 +470,8 @@ export class ScriptHost {
   /**
    * sendfile(path[, offset, length]): ends the run with the web server sending the file (an
    * escalation header), or with Lodestone sending a range the web server cannot take. Missing
-   * gives 404; a directory or a path outside the roots 403. Never resolves: the run ends.
+   * gives 404; a directory, anything else not a regular file (a FIFO) or a path outside the
+   * roots 403. Never resolves: the run ends.
    */
   async sendfile(path: string, options: SendOptions = {}): Promise<never> {
     const files = this.fileAccess;
@@ -427,6 +484,8 @@ export class ScriptHost {
     if (found.kind === 'refused') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: ${found.reason}`);
     if (found.kind === 'missing') throw this.exit(404, true, 'LS_FILE_NOT_FOUND', `${what}: no such file`);
     if (found.kind === 'dir') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: a directory`);
+    // A FIFO, socket or device: the web server (or Lodestone) would block opening or reading it.
+    if (found.kind === 'special') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: not a regular file`);
     // Raw-output mode: a header block half printed before sendfile() is dropped with the body.
     this.rawHead = null;
     const delivery = files.deliver(this.request, this.response, found, options);
@@ -515,7 +574,8 @@ export class ScriptHost {
       await fsp.rename(temp, final);
     } catch (err) {
       await fsp.rm(temp, { force: true }).catch(() => undefined);
-      this.log(`lodestone: cache.set(${JSON.stringify(key)}): cannot write ${final}: ${(err as Error).message}`);
+      // Lodestone's own line: not charged to the script's log budget.
+      this.response.log(`lodestone: cache.set(${JSON.stringify(key)}): cannot write ${final}: ${(err as Error).message}`);
       return false;
     }
     const stored: CachedResponse = { status: value.status, headers: [...value.headers, [BODY_FILE, final]], body: Buffer.alloc(0), storedAt: Date.now() };
@@ -656,6 +716,23 @@ export class ScriptHost {
       );
     });
   }
+}
+
+/**
+ * The longest prefix of `text` whose UTF-8 form fits in `max` bytes, never splitting a character
+ * (a surrogate pair is one character); `length` is its size in bytes.
+ */
+export function utf8Prefix(text: string, max: number): { text: string; length: number } {
+  // Every UTF-16 unit encodes to at least one byte, so the prefix lies within the first `max`
+  // units; a high surrogate cut from its pair there would encode as U+FFFD, so it goes too.
+  let units = Math.min(text.length, max);
+  if (units < text.length && units > 0 && (text.charCodeAt(units - 1) & 0xfc00) === 0xd800) units--;
+  const head = Buffer.from(units < text.length ? text.slice(0, units) : text, 'utf8');
+  if (head.length <= max) return { text: head.toString('utf8'), length: head.length };
+  let end = max;
+  // Back up over continuation bytes (10xxxxxx) to the start of the character that did not fit.
+  while (end > 0 && (head[end]! & 0xc0) === 0x80) end--;
+  return { text: head.subarray(0, end).toString('utf8'), length: end };
 }
 
 // A counter holding text is the script's mistake: a TypeError it sees, not a cache failure.

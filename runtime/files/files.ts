@@ -4,11 +4,11 @@
  * X-Sendfile2, X-Accel-Redirect). All filesystem work runs on libuv's thread pool; nothing here
  * blocks the event loop.
  */
-import fs from 'node:fs/promises';
 import type { Request } from '../request.js';
 import type { Response } from '../response.js';
 import { confine, type Confined } from './confine.js';
 import { accelUri, contentDisposition, escalationHeader, pickMode, type SendfileMode } from './escalate.js';
+import { openRegular } from './open-regular.js';
 import { StatCache, type FileInfo } from './stat-cache.js';
 import { LRUCache } from 'lru-cache';
 
@@ -42,7 +42,8 @@ export const defaultFiles = Object.freeze({
 
 /** What a path names, after confinement and stat. */
 export type FileLookup =
-  | { readonly kind: 'file' | 'dir'; readonly path: string; readonly info: FileInfo }
+  /** `special`: neither a regular file nor a directory (a FIFO, socket or device): stat()'s to report, never to send. */
+  | { readonly kind: 'file' | 'dir' | 'special'; readonly path: string; readonly info: FileInfo }
   | { readonly kind: 'missing' }
   | { readonly kind: 'refused'; readonly reason: string };
 
@@ -84,7 +85,7 @@ export class Files {
     if (where.kind === 'missing') return { kind: 'missing' };
     const info = await this.cache.stat(where.path);
     if (info === null) return { kind: 'missing' };
-    return { kind: info.is_dir ? 'dir' : 'file', path: where.path, info };
+    return { kind: info.is_dir ? 'dir' : info.is_file ? 'file' : 'special', path: where.path, info };
   }
 
   private confine(input: string): Promise<Confined> {
@@ -177,7 +178,11 @@ const CHUNK = 256 * 1024;
  * the response ends short and the web server sees fewer bytes than Content-Length promised.
  */
 export async function sendRange(res: Response, req: Request, file: string, start: number, end: number): Promise<void> {
-  const handle = await fs.open(file, 'r');
+  // The lookup saw a regular file, but the name may have become a FIFO since: a plain open would
+  // then park a thread-pool thread for good.
+  const opened = await openRegular(file);
+  if (!opened) throw new Error(`${file} is not a regular file`);
+  const handle = opened.handle;
   try {
     const buf = Buffer.allocUnsafe(Math.min(CHUNK, end - start + 1));
     for (let at = start; at <= end && !req.aborted && !res.finished; ) {

@@ -66,6 +66,11 @@ test('script settings: front controller relative to the file, limits, cache', (t
   assert.equal(config.scriptLimits.cpuMs, 50);
   assert.equal(config.scriptLimits.wallMs, 30_000);
   assert.equal(config.scriptCache.maxEntries, 10);
+  // Fields not given keep their defaults: the script size cap and the log bounds.
+  assert.equal(config.scriptCache.maxScriptBytes, 4 * 1024 * 1024);
+  assert.equal(config.scriptLimits.logBytes, 64 * 1024);
+  assert.equal(config.scriptLimits.logLineBytes, 8 * 1024);
+  assert.equal(loadConfig({ config: writeConfig(dir, { scriptCache: { maxScriptBytes: 1024 } }) }, {}).scriptCache.maxScriptBytes, 1024);
   assert.equal(loadConfig({}, {}).statIntervalMs, 1000);
   assert.deepEqual(loadConfig({}, {}).rawOutput, new Set());
   const raw = loadConfig({ config: writeConfig(dir, { root: '.', rawOutput: ['front.lua'] }) }, {});
@@ -101,6 +106,11 @@ test('each bad field is named in the message', (t) => {
     [{ scriptLimits: { cpuMs: 0 } }, /^scriptLimits\.cpuMs: must be a positive integer/],
     [{ scriptLimits: { heap: 1 } }, /^scriptLimits\.heap: unknown field/],
     [{ scriptCache: { maxEntries: 'many' } }, /^scriptCache\.maxEntries: /],
+    [{ scriptCache: { maxScriptBytes: 0 } }, /^scriptCache\.maxScriptBytes: must be a positive integer \(got 0\)$/],
+    [{ scriptCache: { maxScriptBytes: '4M' } }, /^scriptCache\.maxScriptBytes: must be a positive integer \(got "4M"\)$/],
+    [{ scriptCache: { maxScriptBytes: 1.5 } }, /^scriptCache\.maxScriptBytes: must be a positive integer/],
+    [{ scriptLimits: { logBytes: -1 } }, /^scriptLimits\.logBytes: must be a positive integer/],
+    [{ scriptLimits: { logLineBytes: 'long' } }, /^scriptLimits\.logLineBytes: must be a positive integer/],
     [{ statIntervalMs: -1 }, /^statIntervalMs: must be a non-negative integer/],
     [{ rawOutput: 'yes' }, /^rawOutput: must be true, false, or an array/],
     [{ rawOutput: ['missing.lua'] }, /^rawOutput: .*missing\.lua does not exist/],
@@ -134,6 +144,13 @@ test('the CLI turns a bad config into one line on stderr and exit code 2', (t) =
   const lines = r.stderr.trim().split('\n');
   assert.equal(lines.length, 1, r.stderr);
   assert.match(lines[0]!, /^lodestone: LS_CONFIG_INVALID: limits\.requestTimeoutMs: must be a positive integer/);
+});
+
+test('the CLI: a bad scriptCache.maxScriptBytes is one line naming the field, exit code 2', (t) => {
+  const file = writeConfig(tempDir(t), { scriptCache: { maxScriptBytes: -4 } });
+  const r = run(process.execPath, [cliPath, 'serve', '--config', file, '--listen', 'tcp:127.0.0.1:0']);
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, 'lodestone: LS_CONFIG_INVALID: scriptCache.maxScriptBytes: must be a positive integer (got -4)\n');
 });
 
 test('the CLI rejects unknown options and commands with exit code 2', () => {

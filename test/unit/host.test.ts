@@ -1,7 +1,7 @@
 /** ScriptHost: the request view, output limits, aborts, sleep, and raw-output mode. */
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { ScriptHost } from '../../runtime/engines/host.js';
+import { ScriptHost, utf8Prefix } from '../../runtime/engines/host.js';
 import { makeHost } from '../helpers/script-host.js';
 
 const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
@@ -67,6 +67,60 @@ test('the wall-time limit fires through start(); finish() stops watching', async
   quick.finish();
   await new Promise((resolve) => setTimeout(resolve, 80));
   assert.equal(quick.fatal, null);
+});
+
+test('sleep past the wall limit ends the run at the limit; a wait beyond 2^31-1 ms does not fire at once', async () => {
+  const { host } = makeHost({ limits: { wallMs: 60 } });
+  host.start();
+  const started = performance.now();
+  await assert.rejects(host.sleep(1e12), /wall time over 60 ms/);
+  assert.ok(performance.now() - started >= 50, 'not before the limit');
+  host.finish();
+  const { host: inf } = makeHost({ limits: { wallMs: 40 } });
+  inf.start();
+  await assert.rejects(inf.sleep(Infinity), /wall time over 40 ms/);
+  inf.finish();
+  // No deadline at all (a host never started): the overflowing wait still does not return early.
+  const { host: bare } = makeHost();
+  let woke = false;
+  const sleeping = bare.sleep(2 ** 31 + 5).then(() => (woke = true));
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.equal(woke, false);
+  bare.abort('limit', 'stop');
+  await assert.rejects(sleeping, /stop/);
+  // NaN and negative waits are 0.
+  await makeHost().host.sleep(NaN);
+  await makeHost().host.sleep(-1);
+});
+
+test('log(): a line cut at the line bound with a marker; the run budget cut then one marker; nothing stops the run', () => {
+  const t = makeHost({ limits: { logLineBytes: 10, logBytes: 25 } });
+  const { host } = t;
+  assert.equal(host.logRoom, 10);
+  host.log('0123456789abc');
+  host.log('€€€€');
+  // 10 + 9 bytes kept so far: 6 of the budget left for this line.
+  host.log('cut by the engine', 100, 'characters');
+  host.log('over');
+  host.log('dropped');
+  assert.equal(host.logRoom, 0);
+  assert.equal(host.fatal, null);
+  host.end(undefined);
+  assert.equal(
+    t.result().stderr,
+    '0123456789 [lodestone: log line cut, 3 more bytes not logged]\n' +
+      '€€€ [lodestone: log line cut, 3 more bytes not logged]\n' +
+      'cut by [lodestone: log line cut, 111 more characters not logged]\n' +
+      'lodestone: log budget of this run spent (scriptLimits.logBytes = 25): this and later log lines dropped\n',
+  );
+});
+
+test('utf8Prefix never splits a character or a surrogate pair', () => {
+  assert.deepEqual(utf8Prefix('abc', 5), { text: 'abc', length: 3 });
+  assert.deepEqual(utf8Prefix('ééé', 5), { text: 'éé', length: 4 });
+  assert.deepEqual(utf8Prefix('a😀b', 3), { text: 'a', length: 1 });
+  assert.deepEqual(utf8Prefix('a😀b', 2), { text: 'a', length: 1 });
+  assert.deepEqual(utf8Prefix('a😀b', 5), { text: 'a😀', length: 5 });
 });
 
 test('body() returns the posted bytes', async () => {

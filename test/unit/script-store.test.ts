@@ -4,6 +4,7 @@
  * the root, compile errors cached, and bytecode that survives a restart.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
@@ -140,4 +141,44 @@ test('eviction frees a script only after its last lease', async (t) => {
   assert.equal(await runFound(await store.get(path.join(root, 'b.lua'))), 'b\n');
   assert.equal(await runFound(a), 'a\n');
   assert.equal(store.size, 1);
+});
+
+test('a FIFO is refused as not a regular file without blocking, however many are asked for', async (t) => {
+  const root = tempDir(t);
+  const file = path.join(root, 'pipe.lua');
+  execFileSync('mkfifo', [file]);
+  t.after(() => {
+    // Releases a reader parked in a blocking open() (the old code), so the test can end.
+    try {
+      fs.closeSync(fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+    } catch {
+      // nobody waiting
+    }
+  });
+  const store = storeFor(root, new LuaEngine());
+  // More lookups than libuv has threads: a blocking open would never let them all answer.
+  const timeout = new Promise<'timeout'>((resolve) => setTimeout(resolve, 2000, 'timeout').unref());
+  const found = await Promise.race([Promise.all(Array.from({ length: 6 }, () => store.get(file))), timeout]);
+  assert.notEqual(found, 'timeout', 'the lookups hang in open()');
+  for (const f of found as Lookup[]) {
+    assert.equal(f.kind, 'forbidden');
+    if (f.kind === 'forbidden') assert.match(f.reason, /not a regular file/);
+  }
+});
+
+test('a script over maxScriptBytes is refused before it is read or compiled; at the limit it runs', async (t) => {
+  const root = tempDir(t);
+  const file = path.join(root, 'big.lua');
+  const source = 'print("big")\n';
+  fs.writeFileSync(file, source + '-'.repeat(100));
+  const engine = new LuaEngine();
+  const store = storeFor(root, engine, { maxScriptBytes: source.length + 99 });
+  const found = await store.get(file);
+  assert.deepEqual(found, { kind: 'too-large', file: fs.realpathSync(file), size: source.length + 100, max: source.length + 99 });
+  assert.equal(engine.compiles, 0);
+  fs.truncateSync(file, source.length + 99);
+  assert.equal(await runFound(await store.get(file)), 'big\n');
+  // A cached script that grows past the limit is refused on its next check, not served stale.
+  fs.appendFileSync(file, '--');
+  assert.equal((await store.get(file)).kind, 'too-large');
 });

@@ -35,6 +35,7 @@ export const PRIMITIVES = [
   'write',
   'flush',
   'log',
+  'logRoom',
   'sleep',
   'body',
   'stat',
@@ -139,7 +140,20 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     }
     h_flush();
   };
-  const log = (...args) => { send(h_log, join(args, '\\t')); };
+  // A log line is built only up to the host's room (log bytes left this run, at most one line's
+  // bound): log('x'.repeat(2e7)) copies that room, not 20 MiB, out of the VM. The host gets the
+  // count of characters cut and adds the marker.
+  const log = (...args) => {
+    const room = h_logRoom();
+    let out = '', size = 0;
+    for (let i = 0; i < args.length; i++) {
+      const a = String_(args[i]);
+      size += (i > 0 ? 1 : 0) + a.length;
+      if (out.length <= room) out += (i > 0 ? '\\t' : '') + (a.length > room ? a.slice(0, room) : a);
+    }
+    if (size > room) out = out.slice(0, room);
+    h_log(size - out.length, ...out.split('\\0'));
+  };
   const sleep = (ms) => h_sleep(Number_(ms));
   // Paths go last, as NUL-separated parts (see send): a NUL must reach the host, which
   // refuses such a path, rather than cut it short.

@@ -328,7 +328,9 @@ export class Vm {
         return undefined;
       },
       flush: (run) => void run.host.flush(),
-      log: (run, args) => void run.host.log(parts(args)),
+      // log(cut, ...parts): the prelude already cut the line to logRoom; `cut` counts UTF-16 units.
+      log: (run, [cut, ...text]) => void run.host.log(parts(text), num(cut), 'characters'),
+      logRoom: (run) => ctx.newNumber(run.host.logRoom),
       sleep: (run, [ms]) => this.hostCall(run, run.host.sleep(num(ms)), () => ctx.undefined),
       body: (run) => this.hostCall(run, run.host.body(), (buf) => this.newString(buf.toString('utf8'))),
       // The prelude parses the JSON; '' stands for a missing file.

@@ -117,12 +117,33 @@ const flush: LuaJsFunction = (L) => {
   return 0;
 };
 
+// The line is cut to the host's log room before it is joined and decoded: log() of a 20 MiB
+// string copies at most that room, not the string (the host adds the marker and the budget).
 const log: LuaJsFunction = (L) => {
   const run = runOf(L);
-  const line = join(L, run, strings(L), TAB, -1);
-  // Decoded to a JS string: up to two more bytes per byte.
-  if (line.length >= BIG_STRING) reserve(L, run, 2 * line.length);
-  run.host.log(text(line));
+  const host = run.host;
+  const parts = strings(L);
+  const room = host.logRoom;
+  let size = parts.length > 1 ? parts.length - 1 : 0;
+  for (const p of parts) size += p.length;
+  if (size <= room) {
+    host.log(text(join(L, run, parts, TAB, -1)));
+    return 0;
+  }
+  const kept: Uint8Array[] = [];
+  let left = room;
+  for (let i = 0; i < parts.length && left > 0; i++) {
+    const p = parts[i]!.length <= left ? parts[i]! : parts[i]!.subarray(0, left);
+    kept.push(p);
+    left -= p.length + 1;
+  }
+  const joined = join(L, run, kept, TAB, -1);
+  // Cut at a character boundary (back over UTF-8 continuation bytes), so valid UTF-8 decodes to
+  // exactly the bytes kept and the count of bytes cut is exact.
+  let end = room;
+  while (end > 0 && end < joined.length && (joined[end]! & 0xc0) === 0x80) end--;
+  const line = joined.subarray(0, end);
+  host.log(text(line), size - line.length);
   return 0;
 };
 
