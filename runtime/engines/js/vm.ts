@@ -80,10 +80,12 @@ interface WasmGlobal {
 }
 const wasm = (globalThis as unknown as { WebAssembly: WasmGlobal }).WebAssembly;
 
-/** A loaded wasm module and the memory it allocates from. */
+/** A loaded wasm module and the memory it allocates from, shared by the Vms made in it. */
 export interface LoadedModule {
   readonly module: QuickJSWASMModule;
   readonly memory: WasmMemory;
+  /** The Vm whose code is executing (QuickJS runs synchronously: one at a time), or null. */
+  active: Vm | null;
 }
 
 /**
@@ -95,7 +97,27 @@ export async function loadModule(maxHeapBytes: number): Promise<LoadedModule> {
   const memory = new wasm.Memory({ initial: INITIAL_PAGES, maximum });
   const variant = newVariant(releaseSync, { wasmMemory: memory, wasmModule: compiledWasm() });
   const module = await newQuickJSWASMModuleFromVariant(variant);
-  return { module, memory };
+  const loaded: LoadedModule = { module, memory, active: null };
+  watchHeap(loaded);
+  return loaded;
+}
+
+/**
+ * Stops the running script when the heap cannot grow: the run that hit the cap is the one
+ * stopped. One watcher per module (not per Vm: the module outlives many Vms, and a watcher
+ * holding a Vm would keep it alive).
+ */
+function watchHeap(loaded: LoadedModule): void {
+  const memory = loaded.memory;
+  const grow = memory.grow.bind(memory);
+  memory.grow = (delta: number): number => {
+    try {
+      return grow(delta);
+    } catch (err) {
+      loaded.active?.heapFull(`out of memory: the JS heap is full (${Math.round(memory.buffer.byteLength / 2 ** 20)} MB)`);
+      throw err;
+    }
+  };
 }
 
 let compiled: Promise<unknown> | null = null;
@@ -194,17 +216,29 @@ interface Described {
   line: number | null;
 }
 
+/** Something that keeps handles in a Vm (a script's compiled wrapper): told to drop them. */
+export interface VmTenant {
+  /** Frees (or, for a dead Vm, forgets) what it holds in `vm`. */
+  drop(vm: Vm): void;
+}
+
 /**
- * A QuickJS runtime and context with the prelude installed and the global object frozen.
+ * A QuickJS runtime and context with the prelude installed and the global object frozen. The
+ * engine gives each run in flight a Vm of its own (QuickJS's job queue is per runtime, so two
+ * runs in one runtime cannot be told apart once a stopped run leaves jobs behind).
  * `dead` is set when the wasm module faulted; a dead Vm is never touched again.
  */
 export class Vm {
   dead = false;
+  /** Set once disposed; nothing may use it afterwards. */
+  disposed = false;
   /**
    * Set when this Vm cannot be trusted with the next run (a native stack overflow in a host
-   * call, jobs a stopped run left queued): the engine retires it when the run ends.
+   * call, jobs a stopped run left queued): the engine disposes it when the run ends.
    */
   suspect = false;
+  /** Holders of handles in this Vm, dropped before it is disposed. */
+  readonly tenants = new Set<VmTenant>();
   readonly runtime: QuickJSRuntime;
   readonly context: QuickJSContext;
   private readonly runs = new Map<number, Run>();
@@ -224,16 +258,30 @@ export class Vm {
   private readonly errorFn: QuickJSHandle;
 
   constructor(
-    private readonly loaded: LoadedModule,
-    /** Called when a run ends, so the engine can retire this Vm if it turned suspect. */
-    private readonly onRunEnd: (vm: Vm) => void,
+    readonly loaded: LoadedModule,
+    /** Called when a run ends, so the engine can pool this Vm again or dispose of it. */
+    private readonly onRunEnd: (vm: Vm, run: Run) => void,
   ) {
     this.runtime = loaded.module.newRuntime();
     this.runtime.setMaxStackSize(RUN_STACK_BYTES);
     this.runtime.setInterruptHandler(() => this.shouldInterrupt());
-    this.watchHeap(loaded.memory);
     this.context = this.runtime.newContext();
-    const api = this.install();
+    const before = loaded.active;
+    loaded.active = this;
+    let api: QuickJSHandle;
+    try {
+      api = this.install();
+    } catch (err) {
+      try {
+        this.context.dispose();
+        this.runtime.dispose();
+      } catch {
+        // A module that failed here is replaced by the engine (isModuleFault) with its memory.
+      }
+      throw err;
+    } finally {
+      loaded.active = before;
+    }
     this.start = this.context.getProp(api, 'start');
     this.takeOutFn = this.context.getProp(api, 'takeOut');
     this.describeFn = this.context.getProp(api, 'describe');
@@ -388,18 +436,9 @@ export class Vm {
     };
   }
 
-  /** Stops the running script when the heap cannot grow: the run that hit the cap is the one stopped. */
-  private watchHeap(memory: WasmMemory): void {
-    const grow = memory.grow.bind(memory);
-    memory.grow = (delta: number): number => {
-      try {
-        return grow(delta);
-      } catch (err) {
-        const run = this.current;
-        if (run) run.host.abort('limit', `out of memory: the JS heap is full (${Math.round(memory.buffer.byteLength / 2 ** 20)} MB)`);
-        throw err;
-      }
-    };
+  /** Called by the module's heap watcher when a grow failed while this Vm was executing. */
+  heapFull(message: string): void {
+    this.current?.host.abort('limit', message);
   }
 
   /**
@@ -479,6 +518,15 @@ export class Vm {
    * The source starts on the wrapper's first line so QuickJS's line numbers are the file's.
    */
   compile(source: string, path: string, memoryBytes: number): QuickJSHandle {
+    this.loaded.active = this;
+    try {
+      return this.compileWrapper(source, path, memoryBytes);
+    } finally {
+      this.loaded.active = null;
+    }
+  }
+
+  private compileWrapper(source: string, path: string, memoryBytes: number): QuickJSHandle {
     const body = source.startsWith('#!') ? '//' + source.slice(2) : source;
     const text = `${WRAPPER_HEAD}${body}\n}`;
     this.setMemoryLimit(memoryBytes);
@@ -561,8 +609,10 @@ export class Vm {
   run(fn: QuickJSHandle, id: number, host: ScriptHost, path: string): Run {
     const run = new Run(id, host, path);
     this.runs.set(id, run);
+    this.wrote = false;
     if (host.fatal) {
       this.finish(run, host.fatal);
+      this.onRunEnd(this, run);
       return run;
     }
     this.slice(run, () => {
@@ -579,6 +629,7 @@ export class Vm {
    */
   private slice(run: Run, body: () => void): void {
     this.current = run;
+    this.loaded.active = this;
     markRunning(run.host.scriptFilename);
     run.sliceStart = performance.now();
     this.setMemoryLimit(run.host.limits.memoryBytes);
@@ -595,9 +646,10 @@ export class Vm {
     } finally {
       run.cpuMs += performance.now() - run.sliceStart;
       this.current = null;
+      this.loaded.active = null;
       markIdle();
     }
-    if (run.finished) this.onRunEnd(this);
+    if (run.finished) this.onRunEnd(this, run);
   }
 
   /**
@@ -717,7 +769,7 @@ export class Vm {
     if (run.host.fatal) {
       deferred.dispose();
       this.finish(run, run.host.fatal);
-      this.onRunEnd(this);
+      this.onRunEnd(this, run);
       return;
     }
     this.slice(run, () => {
@@ -768,8 +820,37 @@ export class Vm {
     for (const run of [...this.runs.values()]) this.finish(run, run.host.abort('limit', reason));
   }
 
-  /** Frees the prelude handles, the context and the runtime; false if QuickJS objected. */
+  /**
+   * True when the run that just ended on this Vm left nothing behind, so the next run may use
+   * it: not stopped by a limit or an abort (an `exit` from sendfile() is a normal end), no job
+   * queued, no output buffered. Anything else and the engine disposes of the Vm, which discards
+   * whatever the run left with it. Costs two calls into wasm (~1 us together, see js.ts).
+   */
+  reusable(run: Run): boolean {
+    if (this.dead || this.suspect || this.disposed) return false;
+    const fatal = run.host.fatal;
+    if (fatal && fatal.kind !== 'exit') return false;
+    if (this.runtime.hasPendingJob()) return false;
+    const left = this.context.callFunction(this.takeOutFn, this.context.undefined);
+    if (left.error) {
+      left.error.dispose();
+      return false;
+    }
+    const empty = this.context.typeof(left.value) === 'string' && this.context.getString(left.value) === '';
+    left.value.dispose();
+    return empty;
+  }
+
+  /**
+   * Frees the prelude handles, its tenants' handles, the context and the runtime (QuickJS
+   * returns their memory to the module's allocator); false if QuickJS objected. A dead Vm is
+   * only forgotten: its module is replaced whole.
+   */
   dispose(): boolean {
+    if (this.disposed) return true;
+    this.disposed = true;
+    for (const tenant of this.tenants) tenant.drop(this);
+    this.tenants.clear();
     if (this.dead) return false;
     try {
       for (const h of [this.start, this.takeOutFn, this.describeFn, this.probeFn, this.nulFn, this.sameFn, this.errorFn]) h.dispose();
