@@ -1,24 +1,30 @@
 /**
  * The JavaScript engine: QuickJS compiled to wasm (quickjs-emscripten, release-sync variant).
  *
- * One runtime and one context per worker, created once, with the global object and every
- * intrinsic deep-frozen after the API prelude is installed (js/prelude.ts). A script is compiled
- * once as an async wrapper function whose parameters are the script API, so a request costs a
- * function call, not a new context (~270 us measured for a context, ~10 us for a call). Host
- * promises (sleep, request.body) become QuickJS promises; each settlement runs the queued jobs
- * as one CPU slice of the run that owns them (js/vm.ts). The asyncify variant is not used: it
- * allows one suspended call per module, and a second concurrent one crashed the process.
+ * A small pool of Vms (runtime + context, the global object and every intrinsic and API object
+ * deep-frozen after the API prelude is installed, js/prelude.ts) in one wasm module. Each run
+ * takes a Vm for its whole life and gives it back when it ends cleanly; a Vm a run leaves
+ * anything in (a stopped run's jobs, a caught fatal, output) is disposed, never reused, and the
+ * other runs, on Vms of their own, go on. A script is compiled as an async wrapper function
+ * whose parameters are the script API, once per Vm, so a request costs a function call, not a
+ * new context. Host promises (sleep, request.body) become QuickJS promises; each settlement runs
+ * the queued jobs as one CPU slice of the run that owns them (js/vm.ts). The asyncify variant
+ * is not used: it allows one suspended call per module, and a second concurrent one crashed
+ * the process.
  *
- * A native stack overflow or a wasm trap leaves the module unusable; the engine then retires
- * that module (failing the runs still on it) and continues on a spare one loaded in advance.
+ * A native stack overflow or a wasm trap leaves the module unusable; the engine then replaces
+ * that module (failing the runs still on it) with a spare one loaded in advance, and keeps no
+ * reference to the old one, so its memory is freed.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { QuickJSHandle } from 'quickjs-emscripten-core';
 import { defaultScriptLimits, ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
 import type { ScriptHost } from './host.js';
-import { isModuleFault, loadModule, Vm, type LoadedModule } from './js/vm.js';
+import { isModuleFault, loadModule, Vm, type LoadedModule, type Run, type VmTenant } from './js/vm.js';
 
 /** Options of {@link createJsEngine}. */
 export interface JsEngineOptions {
@@ -39,47 +45,67 @@ for (const [k, v] of Object.entries(request.query)) if (k && /x+/.test(v)) print
 class K { #p = 1; get p() { return this.#p } } try { await sleep(0) } catch (e) { log(e?.message ?? '') }
 return a.map((x) => typeof x).includes('string') ? 200 : new K().p;`;
 
-/** A script compiled to a wrapper function inside one Vm (recompiled after a restart). */
-class JsScript implements CompiledScript {
+/**
+ * A script: its source, and its wrapper function compiled in each pooled Vm it ran in
+ * (compiled lazily in a Vm the first time it runs there; a handle dies with its Vm).
+ */
+class JsScript implements CompiledScript, VmTenant {
   readonly engine = 'js' as const;
   readonly size: number;
-  private disposed = false;
+  private readonly fns = new Map<Vm, QuickJSHandle>();
 
   constructor(
     readonly path: string,
-    /** Kept to recompile into a new Vm after a restart. */
+    /** Kept to compile into other Vms. */
     readonly source: string,
-    public vm: Vm | null,
-    public fn: QuickJSHandle | null,
   ) {
-    // Bytecode plus the source QuickJS keeps for Function.prototype.toString, and our copy.
+    // Bytecode plus the source QuickJS keeps for Function.prototype.toString, and our copy
+    // (per Vm it ran in: at most the pool's idle bound plus the runs in flight).
     this.size = 3 * Buffer.byteLength(source) + 1024;
   }
 
-  /** Frees the wrapper function. Idempotent; a disposed script recompiles if run again. */
-  dispose(): void {
-    if (this.disposed) return;
-    this.disposed = true;
-    this.release();
+  /** The wrapper compiled in `vm`, if it was. */
+  in(vm: Vm): QuickJSHandle | undefined {
+    return this.fns.get(vm);
   }
 
-  /** Sets the compiled form (used on a recompile). */
+  /** Records the wrapper compiled in `vm`. */
   attach(vm: Vm, fn: QuickJSHandle): void {
-    this.release();
-    this.disposed = false;
-    this.vm = vm;
-    this.fn = fn;
+    this.fns.set(vm, fn);
+    vm.tenants.add(this);
   }
 
-  private release(): void {
-    if (this.fn && this.vm && !this.vm.dead) this.fn.dispose();
-    this.fn = null;
-    this.vm = null;
+  drop(vm: Vm): void {
+    const fn = this.fns.get(vm);
+    this.fns.delete(vm);
+    if (fn && !vm.dead) fn.dispose();
+  }
+
+  /** Frees the wrapper in every Vm. Idempotent; a disposed script recompiles if run again. */
+  dispose(): void {
+    for (const vm of [...this.fns.keys()]) {
+      this.drop(vm);
+      vm.tenants.delete(this);
+    }
   }
 }
 
 /**
+ * Idle Vms kept for the next runs. One serves every run of a worker that runs one at a time;
+ * runs waiting at once (sleep, pass, a cache) need one each. A new Vm costs ~6-10 ms (the
+ * prelude's parse ~3 ms and its deep freeze of ~540 objects ~3-6 ms, measured on the 2-core
+ * dev machine) and an idle one holds ~190 KB of the wasm heap, so up to this many are kept
+ * (~3 MB) and concurrency beyond it makes Vms that are disposed when their run ends.
+ */
+const MAX_IDLE = 16;
+
+/**
  * The `.js` script engine. Create it with {@link createJsEngine} (loading wasm is async).
+ *
+ * Each run in flight has a Vm (runtime, context, prelude, frozen globals) of its own, taken
+ * from a small pool in one wasm module, so whatever a run leaves behind (queued jobs of a
+ * stopped run, a caught fatal, output) is discarded with its Vm and never reaches another run.
+ * All Vms allocate from the module's one capped heap (maxHeapBytes).
  *
  * @example
  *   const engine = await createJsEngine();
@@ -92,11 +118,16 @@ export class JsEngine implements ScriptEngine {
   readonly version = `quickjs-emscripten ${packageVersion()} release-sync`;
   /** Times the wasm module was replaced after a fault (for diagnostics and tests). */
   restarts = 0;
+  /** Vms made and disposed so far (for diagnostics and tests). */
+  readonly vms = { created: 0, disposed: 0 };
   private compileCount = 0;
   private nextRunId = 1;
-  private vm: Vm | null;
+  private loaded: LoadedModule | null;
   private spare: LoadedModule | null;
-  private pending: Promise<Vm> | null = null;
+  private pending: Promise<LoadedModule> | null = null;
+  private readonly idle: Vm[] = [];
+  /** Vms with a run in flight. */
+  private readonly busy = new Set<Vm>();
 
   /** Use {@link createJsEngine}. */
   constructor(
@@ -104,104 +135,178 @@ export class JsEngine implements ScriptEngine {
     spare: LoadedModule,
     private readonly maxHeapBytes: number,
   ) {
-    this.vm = this.newVm(first);
+    this.loaded = first;
     this.spare = spare;
     // The first compile costs ~6 ms more than later ones (lazily compiled wasm functions,
     // first-use allocations); pay it here rather than in the first request.
-    this.compileIn(this.vm, WARM_UP, '<warm-up>').dispose();
+    this.compile(WARM_UP, '<warm-up>').dispose();
   }
 
   get compiles(): number {
     return this.compileCount;
   }
 
-  /** Memory QuickJS reports in use (objects, strings, bytecode); 0 while restarting. */
+  /** Memory QuickJS reports in use by every live Vm (objects, strings, bytecode). */
   memoryUsed(): number {
-    return this.vm && !this.vm.dead ? this.vm.memoryUsed() : 0;
+    let bytes = 0;
+    for (const vm of [...this.idle, ...this.busy]) if (!vm.dead) bytes += vm.memoryUsed();
+    return bytes;
   }
 
   /** Size of the current wasm heap (its high-water mark: wasm memory never shrinks). */
   get heapBytes(): number {
-    return this.vm?.heapBytes ?? 0;
+    return this.loaded?.memory.buffer.byteLength ?? 0;
+  }
+
+  /** Idle Vms in the pool and Vms with a run in flight. */
+  get pool(): { idle: number; busy: number } {
+    return { idle: this.idle.length, busy: this.busy.size };
   }
 
   compile(source: string, path: string): CompiledScript {
-    this.compileCount++;
-    const vm = this.vm;
+    const script = new JsScript(path, source);
     // While a faulted module is being replaced, the script is compiled on its first run.
-    if (!vm) return new JsScript(path, source, null, null);
-    return new JsScript(path, source, vm, this.compileIn(vm, source, path));
+    if (!this.loaded) return script;
+    const vm = this.take();
+    try {
+      script.attach(vm, this.compileIn(vm, source, path));
+    } finally {
+      this.putBack(vm, null);
+    }
+    return script;
   }
 
   run(script: CompiledScript, host: ScriptHost): Promise<number | undefined> {
     if (!(script instanceof JsScript)) return Promise.reject(new TypeError(`not a JS script: ${script.path}`));
     // Not an async function: the common path returns the run's own promise, one tick sooner.
-    const vm = this.vm;
-    if (!vm) return this.replacement().then(() => this.run(script, host));
+    if (!this.loaded) return this.replacement().then(() => this.run(script, host));
+    let vm: Vm;
+    let fn: QuickJSHandle | undefined;
     try {
-      if (script.vm !== vm || !script.fn) {
-        this.compileCount++;
-        script.attach(vm, this.compileIn(vm, script.source, script.path));
+      vm = this.take();
+    } catch (err) {
+      return Promise.reject(this.setupError(err, script.path));
+    }
+    try {
+      fn = script.in(vm);
+      if (!fn) {
+        fn = this.compileIn(vm, script.source, script.path);
+        script.attach(vm, fn);
       }
     } catch (err) {
+      this.putBack(vm, null);
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    return vm.run(script.fn!, this.nextRunId++, host, script.path).done;
+    this.busy.add(vm);
+    return vm.run(fn, this.nextRunId++, host, script.path).done;
   }
 
-  /** Frees the runtime; the engine cannot be used afterwards. False if QuickJS reported leaks. */
+  /** Frees every Vm; the engine cannot be used afterwards. False if QuickJS reported leaks. */
   close(): boolean {
-    const vm = this.vm;
-    this.vm = null;
+    let clean = true;
+    for (const vm of [...this.idle, ...this.busy]) clean = vm.dispose() && clean;
+    this.idle.length = 0;
+    this.busy.clear();
+    this.loaded = null;
     this.spare = null;
-    return vm ? vm.dispose() : true;
+    return clean;
   }
 
   private compileIn(vm: Vm, source: string, path: string): QuickJSHandle {
+    this.compileCount++;
     try {
       return vm.compile(source, path, defaultScriptLimits.memoryBytes);
     } catch (err) {
-      if (vm.suspect) this.retire(vm); // escaped code left jobs behind
       if (err instanceof ScriptError) throw err;
-      if (isModuleFault(err)) this.retire(vm);
+      if (isModuleFault(err)) vm.dead = true;
       const message = err instanceof Error ? err.message : String(err);
       throw new ScriptError('compile', `the JS engine failed to compile the script: ${message}`, path, null);
     }
   }
 
-  private newVm(loaded: LoadedModule): Vm {
-    return new Vm(loaded, (vm) => {
-      if (vm.dead || vm.suspect) this.retire(vm);
-    });
+  /** An idle Vm of the current module, or a new one (~6-10 ms, see MAX_IDLE). */
+  private take(): Vm {
+    const vm = this.idle.pop();
+    if (vm) return vm;
+    const made = new Vm(this.loaded!, (v, run) => this.runEnded(v, run));
+    this.vms.created++;
+    return made;
   }
 
-  /** Replaces a faulted Vm: synchronously from the spare module when one is loaded. */
-  private retire(vm: Vm): void {
-    if (this.vm !== vm) return;
-    vm.abandon('the JS engine was restarted after a fault in another script');
-    this.restarts++;
-    this.vm = null;
-    if (this.spare) {
-      this.vm = this.newVm(this.spare);
-      this.spare = null;
+  /** A Vm that could not be made: a full heap is the run's limit, anything else a module fault. */
+  private setupError(err: unknown, path: string): ScriptError {
+    if (isModuleFault(err)) this.replaceModule();
+    const message = err instanceof Error ? err.message : String(err);
+    return new ScriptError('limit', `the JS engine could not make a sandbox for the run: ${message}`, path, null);
+  }
+
+  private runEnded(vm: Vm, run: Run): void {
+    this.busy.delete(vm);
+    this.putBack(vm, run);
+  }
+
+  /**
+   * Pools `vm` again when the run (null: a compile) left nothing behind and the pool has room;
+   * otherwise disposes of it. A Vm whose module faulted takes the module with it.
+   */
+  private putBack(vm: Vm, run: Run | null): void {
+    if (vm.dead) {
+      if (vm.loaded === this.loaded) this.replaceModule();
+      return;
     }
+    const clean = run ? vm.reusable(run) : !vm.suspect;
+    if (clean && vm.loaded === this.loaded && this.idle.length < MAX_IDLE) this.idle.push(vm);
+    else this.discard(vm);
+  }
+
+  private discard(vm: Vm): void {
+    vm.dispose();
+    this.vms.disposed++;
+  }
+
+  /**
+   * Replaces a faulted wasm module (a V8 stack overflow or a trap inside it: the module's own
+   * state can no longer be trusted, so the runs still on it fail), synchronously from the spare.
+   * Nothing may keep a reference to the old module afterwards, so V8 frees its Memory.
+   */
+  private replaceModule(): void {
+    const old = this.loaded;
+    if (!old) return;
+    this.restarts++;
+    for (const vm of [...this.busy]) {
+      if (vm.loaded !== old) continue;
+      vm.abandon('the JS engine was restarted after a fault of its wasm module');
+      this.busy.delete(vm);
+      this.discard(vm);
+    }
+    for (const vm of this.idle.splice(0)) {
+      vm.dead = true;
+      this.discard(vm);
+    }
+    this.loaded = this.spare;
+    this.spare = null;
     this.reloadSpare();
+    // V8 does not count a wasm Memory as heap pressure: with a small JS heap, a filled module
+    // of 272 MB stayed resident after its replacement until some unrelated full GC (measured:
+    // 4 replacements, 1,064 MB RSS; with a full GC after each, back to 70 MB). One full GC
+    // (a few ms) once the faulting frames are gone; faults are rare.
+    setTimeout(collectGarbage, 100).unref();
   }
 
   private reloadSpare(): void {
     if (this.pending) return;
     this.pending = loadModule(this.maxHeapBytes).then((loaded) => {
       this.pending = null;
-      if (this.vm) this.spare = loaded;
-      else this.vm = this.newVm(loaded);
-      return this.vm;
+      if (this.loaded) this.spare = loaded;
+      else this.loaded = loaded;
+      return loaded;
     });
     // A failed load leaves pending set, so run() reports it instead of retrying in a loop.
     void this.pending.catch(() => undefined);
   }
 
-  private replacement(): Promise<Vm> {
-    if (this.vm) return Promise.resolve(this.vm);
+  private replacement(): Promise<LoadedModule> {
+    if (this.loaded) return Promise.resolve(this.loaded);
     if (!this.pending) this.reloadSpare();
     return this.pending!;
   }
@@ -215,6 +320,24 @@ export async function createJsEngine(options: JsEngineOptions = {}): Promise<JsE
   const maxHeapBytes = options.maxHeapBytes ?? DEFAULT_MAX_HEAP_BYTES;
   const [first, spare] = await Promise.all([loadModule(maxHeapBytes), loadModule(maxHeapBytes)]);
   return new JsEngine(first, spare, maxHeapBytes);
+}
+
+let gc: (() => void) | null | undefined;
+
+/**
+ * Runs a full garbage collection, so a replaced module's Memory is freed now. Node exposes
+ * `gc` only with --expose-gc; the flag set at run time reaches a new vm context's global.
+ */
+function collectGarbage(): void {
+  if (gc === undefined) {
+    try {
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as () => void;
+    } catch {
+      gc = null;
+    }
+  }
+  gc?.();
 }
 
 /** quickjs-emscripten-core's version, for the cache key (its package.json is not exported). */

@@ -228,6 +228,9 @@ test('sleep does not block the event loop', async () => {
 
 test('two concurrent runs awaiting sleeps interleave, each with its own output', async () => {
   const source = 'const n = request.query.n; print(n, 1); await sleep(Number(request.query.d)); print(n, 2, request.query.n); return Number(request.query.s)';
+  // Each run in flight has a Vm of its own; making the second one costs ~6-10 ms (more on a
+  // loaded machine), which is not what the order below is about: have two in the pool first.
+  await Promise.all([ok('await sleep(1)'), ok('await sleep(1)')]);
   const order: string[] = [];
   const a = runJs(source, { params: { QUERY_STRING: 'n=a&d=60&s=201' } }).then((o) => (order.push('a'), o));
   const b = runJs(source, { params: { QUERY_STRING: 'n=b&d=10&s=202' } }).then((o) => (order.push('b'), o));
@@ -281,6 +284,71 @@ test('a request cannot leave state for the next one', async () => {
     'print(typeof x, typeof v, typeof l, typeof fn, [].foo, ({}).bar, typeof JSON.parse, Math.leak, request.leak, print.leak)',
   );
   assert.equal(second.text, 'undefined\tundefined\tundefined\tundefined\tundefined\tundefined\tfunction\tundefined\tundefined\tundefined\n');
+});
+
+test('every API object and function is frozen: the accessors, cache.get, request.body, print', async () => {
+  const out = await ok(
+    [
+      'const P = Object.getPrototypeOf(request), R = Object.getPrototypeOf(response);',
+      'const d = (o, k) => Object.getOwnPropertyDescriptor(o, k);',
+      'const all = [d(P, "method").get, d(P, "query").get, d(R, "status").get, d(R, "status").set, d(R, "headers").get, P, R,',
+      '  P.constructor, R.constructor, request.body, cache, cache.get, cache.set, cache.delete, cache.incr,',
+      '  print, write, flush, log, sleep, stat, sendfile, pass, emit];',
+      'print(all.length, all.filter((o) => !Object.isFrozen(o)).length)',
+    ].join('\n'),
+  );
+  assert.equal(out.text, '24\t0\n');
+});
+
+test('a run that catches a fatal and then prints leaves no output for the next runs', async () => {
+  const own = await createJsEngine();
+  try {
+    await ok("function r(n) { try { return r(n + 1); } catch (e) { print('x'.repeat(2000)); return n; } }\nprint(r(0));", {}, own);
+    await fails("async function spin() { for (;;) {} }\ntry { await spin(); } catch (e) {}\nprint('poison');", 'limit', { limits: { cpuMs: 50 } }, own);
+    for (const id of ['a', 'b']) assert.equal((await ok(`print("secret-${id}")`, {}, own)).text, `secret-${id}\n`);
+    assert.equal((await ok('print("x".repeat(17000))', {}, own)).text, 'x'.repeat(17000) + '\n');
+  } finally {
+    own.close();
+  }
+});
+
+test('each run in flight has a Vm of its own: a clean run returns it to the pool, a stopped one is disposed', async () => {
+  const own = await createJsEngine();
+  try {
+    assert.deepEqual(own.pool, { idle: 1, busy: 0 });
+    await ok('print(1)', {}, own);
+    assert.deepEqual(own.pool, { idle: 1, busy: 0 }, 'serial runs share one Vm');
+    const created = own.vms.created;
+    const runs = [runJs('await sleep(30); print(1)', {}, own), runJs('await sleep(30); print(2)', {}, own)];
+    assert.deepEqual(own.pool, { idle: 0, busy: 2 });
+    await Promise.all(runs);
+    assert.equal(own.vms.created, created + 1);
+    assert.deepEqual(own.pool, { idle: 2, busy: 0 });
+    const disposed = own.vms.disposed;
+    await fails('for (;;) {}', 'limit', { limits: { cpuMs: 30 } }, own);
+    assert.equal(own.vms.disposed, disposed + 1, 'the stopped run\'s Vm is disposed');
+    assert.deepEqual(own.pool, { idle: 1, busy: 0 });
+    await stillServes(own);
+    assert.equal(own.restarts, 0, 'no module was replaced');
+  } finally {
+    assert.equal(own.close(), true);
+  }
+});
+
+test('a run that keeps catching the CPU interrupt fails alone; a run sleeping meanwhile gets its own output', async () => {
+  const own = await createJsEngine();
+  try {
+    const victim = runJs('print("before"); await sleep(300); print("after")', {}, own);
+    const spin = 'async function spin() { for (;;) {} }\nfor (;;) { try { await spin(); } catch (e) {} }';
+    const err = await fails(spin, 'limit', { limits: { cpuMs: 50 } }, own);
+    assert.match(err.message, /CPU time over 50 ms/);
+    const out = await victim;
+    assert.equal(out.error, null, out.error?.message);
+    assert.equal(out.text, 'before\nafter\n');
+    assert.equal(own.restarts, 0);
+  } finally {
+    own.close();
+  }
 });
 
 test('intrinsics are deep-frozen, including the hidden ones', async () => {

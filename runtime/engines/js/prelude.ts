@@ -63,7 +63,9 @@ const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#r
  *   acts on the run whose CPU slice is executing (js/vm.ts): only one runs at a time, and no
  *   job of a run outlives its slice, so no run id needs to travel with each call.
  * - `takeOut()` returns the output buffered since the first write of the slice (see `emit`);
- *   the host must call it at the end of every slice in which `write` reached it.
+ *   the host must call it at the end of every slice in which `write` reached it, and calls it
+ *   once more when a run ends: anything left then was not the run's to keep (a leak guard).
+ *   `start` also empties it, so a run never begins with another run's output.
  * - `describe(err)` turns anything thrown into JSON `[name, message, stack, line]`, never throwing.
  * - `nul(...parts)` joins parts with NUL (the host cannot pass a string holding NUL directly).
  * - `error(name, message)` makes the Error (TypeError, RangeError) a host call rejects or throws with.
@@ -100,11 +102,14 @@ export const PRELUDE_SOURCE = `(function install(prim) {
   // Output: a host call costs ~5 us, so only the first write of a CPU slice calls the host (which
   // then knows to collect the rest with takeOut() when the slice ends); later writes collect
   // in 'buffered', handed over early once it grows large.
+  // The state belongs to the run in progress: start() resets it, and it is set to '' only
+  // after the host took the first write, so a write the host refuses (a stopped run, or a
+  // stack overflow at the call) leaves nothing behind that later writes would pile onto.
   let buffered = null;
   const emit = (s) => {
     if (buffered === null) {
-      buffered = '';
       send(h_write, s);
+      buffered = '';
       return;
     }
     buffered += s;
@@ -299,9 +304,14 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     }
     get headers() { return this.#headers ??= new Proxy(create(null), headerTraps); }
   }
-  for (const o of [Request, Response, Request.prototype, Response.prototype, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse]) freeze(o);
+  // Everything here is shared by the runs of this context; harden() deep-freezes it with the
+  // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
+  const api = [Request, Response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
 
-  const start = (fn) => fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, new Request(TOKEN), new Response(TOKEN));
+  const start = (fn) => {
+    buffered = null;
+    return fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, new Request(TOKEN), new Response(TOKEN));
+  };
 
   function field(e, name) {
     try { const v = e[name]; return v === undefined ? '' : String_(v); } catch { return ''; }
@@ -369,7 +379,7 @@ export const PRELUDE_SOURCE = `(function install(prim) {
       hidden.push(Object.getPrototypeOf(Iterator.from({ next() { return { done: true }; } })));
     }
     const seen = new Set();
-    const todo = [G, ...hidden];
+    const todo = [G, ...hidden, ...api];
     while (todo.length > 0) {
       const o = todo.pop();
       if (o === null || (typeof o !== 'object' && typeof o !== 'function') || seen.has(o)) continue;

@@ -1,8 +1,9 @@
 /**
- * One QuickJS sandbox: a wasm module instance, one runtime and one context, the prelude's API
- * builder, and the per-run bookkeeping (CPU slices, host promises, limits). js.ts owns the
- * engine contract and replaces a Vm whose wasm module broke; everything that touches handles
- * lives here so handle lifetimes can be checked in one file.
+ * One QuickJS sandbox: one runtime and one context in a wasm module instance that several Vms
+ * share, the prelude's API builder, and the per-run bookkeeping (CPU slices, host promises,
+ * limits). js.ts owns the engine contract and the pool (a Vm per run in flight, disposed when a
+ * run leaves anything in it) and replaces a wasm module that broke; everything that touches
+ * handles lives here so handle lifetimes can be checked in one file.
  *
  * Measured facts this file is built on (quickjs-emscripten 0.32, QuickJS 2025-09-13, Node 20):
  * - The wasm code runs on V8's native stack (~984 KB) while QuickJS counts its own stack on the
@@ -80,10 +81,12 @@ interface WasmGlobal {
 }
 const wasm = (globalThis as unknown as { WebAssembly: WasmGlobal }).WebAssembly;
 
-/** A loaded wasm module and the memory it allocates from. */
+/** A loaded wasm module and the memory it allocates from, shared by the Vms made in it. */
 export interface LoadedModule {
   readonly module: QuickJSWASMModule;
   readonly memory: WasmMemory;
+  /** The Vm whose code is executing (QuickJS runs synchronously: one at a time), or null. */
+  active: Vm | null;
 }
 
 /**
@@ -95,7 +98,27 @@ export async function loadModule(maxHeapBytes: number): Promise<LoadedModule> {
   const memory = new wasm.Memory({ initial: INITIAL_PAGES, maximum });
   const variant = newVariant(releaseSync, { wasmMemory: memory, wasmModule: compiledWasm() });
   const module = await newQuickJSWASMModuleFromVariant(variant);
-  return { module, memory };
+  const loaded: LoadedModule = { module, memory, active: null };
+  watchHeap(loaded);
+  return loaded;
+}
+
+/**
+ * Stops the running script when the heap cannot grow: the run that hit the cap is the one
+ * stopped. One watcher per module (not per Vm: the module outlives many Vms, and a watcher
+ * holding a Vm would keep it alive).
+ */
+function watchHeap(loaded: LoadedModule): void {
+  const memory = loaded.memory;
+  const grow = memory.grow.bind(memory);
+  memory.grow = (delta: number): number => {
+    try {
+      return grow(delta);
+    } catch (err) {
+      loaded.active?.heapFull(`out of memory: the JS heap is full (${Math.round(memory.buffer.byteLength / 2 ** 20)} MB)`);
+      throw err;
+    }
+  };
 }
 
 let compiled: Promise<unknown> | null = null;
@@ -194,17 +217,29 @@ interface Described {
   line: number | null;
 }
 
+/** Something that keeps handles in a Vm (a script's compiled wrapper): told to drop them. */
+export interface VmTenant {
+  /** Frees (or, for a dead Vm, forgets) what it holds in `vm`. */
+  drop(vm: Vm): void;
+}
+
 /**
- * A QuickJS runtime and context with the prelude installed and the global object frozen.
+ * A QuickJS runtime and context with the prelude installed and the global object frozen. The
+ * engine gives each run in flight a Vm of its own (QuickJS's job queue is per runtime, so two
+ * runs in one runtime cannot be told apart once a stopped run leaves jobs behind).
  * `dead` is set when the wasm module faulted; a dead Vm is never touched again.
  */
 export class Vm {
   dead = false;
+  /** Set once disposed; nothing may use it afterwards. */
+  disposed = false;
   /**
    * Set when this Vm cannot be trusted with the next run (a native stack overflow in a host
-   * call, jobs a stopped run left queued): the engine retires it when the run ends.
+   * call, jobs a stopped run left queued): the engine disposes it when the run ends.
    */
   suspect = false;
+  /** Holders of handles in this Vm, dropped before it is disposed. */
+  readonly tenants = new Set<VmTenant>();
   readonly runtime: QuickJSRuntime;
   readonly context: QuickJSContext;
   private readonly runs = new Map<number, Run>();
@@ -224,16 +259,30 @@ export class Vm {
   private readonly errorFn: QuickJSHandle;
 
   constructor(
-    private readonly loaded: LoadedModule,
-    /** Called when a run ends, so the engine can retire this Vm if it turned suspect. */
-    private readonly onRunEnd: (vm: Vm) => void,
+    readonly loaded: LoadedModule,
+    /** Called when a run ends, so the engine can pool this Vm again or dispose of it. */
+    private readonly onRunEnd: (vm: Vm, run: Run) => void,
   ) {
     this.runtime = loaded.module.newRuntime();
     this.runtime.setMaxStackSize(RUN_STACK_BYTES);
     this.runtime.setInterruptHandler(() => this.shouldInterrupt());
-    this.watchHeap(loaded.memory);
     this.context = this.runtime.newContext();
-    const api = this.install();
+    const before = loaded.active;
+    loaded.active = this;
+    let api: QuickJSHandle;
+    try {
+      api = this.install();
+    } catch (err) {
+      try {
+        this.context.dispose();
+        this.runtime.dispose();
+      } catch {
+        // A module that failed here is replaced by the engine (isModuleFault) with its memory.
+      }
+      throw err;
+    } finally {
+      loaded.active = before;
+    }
     this.start = this.context.getProp(api, 'start');
     this.takeOutFn = this.context.getProp(api, 'takeOut');
     this.describeFn = this.context.getProp(api, 'describe');
@@ -390,18 +439,9 @@ export class Vm {
     };
   }
 
-  /** Stops the running script when the heap cannot grow: the run that hit the cap is the one stopped. */
-  private watchHeap(memory: WasmMemory): void {
-    const grow = memory.grow.bind(memory);
-    memory.grow = (delta: number): number => {
-      try {
-        return grow(delta);
-      } catch (err) {
-        const run = this.current;
-        if (run) run.host.abort('limit', `out of memory: the JS heap is full (${Math.round(memory.buffer.byteLength / 2 ** 20)} MB)`);
-        throw err;
-      }
-    };
+  /** Called by the module's heap watcher when a grow failed while this Vm was executing. */
+  heapFull(message: string): void {
+    this.current?.host.abort('limit', message);
   }
 
   /**
@@ -481,6 +521,15 @@ export class Vm {
    * The source starts on the wrapper's first line so QuickJS's line numbers are the file's.
    */
   compile(source: string, path: string, memoryBytes: number): QuickJSHandle {
+    this.loaded.active = this;
+    try {
+      return this.compileWrapper(source, path, memoryBytes);
+    } finally {
+      this.loaded.active = null;
+    }
+  }
+
+  private compileWrapper(source: string, path: string, memoryBytes: number): QuickJSHandle {
     const body = source.startsWith('#!') ? '//' + source.slice(2) : source;
     const text = `${WRAPPER_HEAD}${body}\n}`;
     this.setMemoryLimit(memoryBytes);
@@ -563,8 +612,10 @@ export class Vm {
   run(fn: QuickJSHandle, id: number, host: ScriptHost, path: string): Run {
     const run = new Run(id, host, path);
     this.runs.set(id, run);
+    this.wrote = false;
     if (host.fatal) {
       this.finish(run, host.fatal);
+      this.onRunEnd(this, run);
       return run;
     }
     this.slice(run, () => {
@@ -581,6 +632,7 @@ export class Vm {
    */
   private slice(run: Run, body: () => void): void {
     this.current = run;
+    this.loaded.active = this;
     markRunning(run.host.scriptFilename);
     run.sliceStart = performance.now();
     this.setMemoryLimit(run.host.limits.memoryBytes);
@@ -597,9 +649,10 @@ export class Vm {
     } finally {
       run.cpuMs += performance.now() - run.sliceStart;
       this.current = null;
+      this.loaded.active = null;
       markIdle();
     }
-    if (run.finished) this.onRunEnd(this);
+    if (run.finished) this.onRunEnd(this, run);
   }
 
   /**
@@ -631,8 +684,8 @@ export class Vm {
    * interrupted at its next poll), but an interrupt becomes a catchable rejection once it
    * crosses an async function or a promise, so `for (;;) try { await spin() } catch {}` can
    * queue jobs forever. Past KILL_BUDGET_MS of that the jobs are left in the queue and the Vm
-   * is marked suspect: the engine retires it, since those jobs would otherwise run inside a
-   * later request's slice.
+   * is marked suspect: the engine disposes of it when the run ends (those jobs belong to this
+   * run alone, its Vm being its own) instead of ever running them in a later request.
    */
   private drain(): void {
     let deadline = 0;
@@ -719,7 +772,7 @@ export class Vm {
     if (run.host.fatal) {
       deferred.dispose();
       this.finish(run, run.host.fatal);
-      this.onRunEnd(this);
+      this.onRunEnd(this, run);
       return;
     }
     this.slice(run, () => {
@@ -764,14 +817,44 @@ export class Vm {
     return { name: name ?? 'Error', message: message ?? '', stack: stack ?? '', line };
   }
 
-  /** Ends every run still in flight (this Vm is being retired); their handles are left alone. */
+  /** Ends every run still in flight (its wasm module faulted); their handles are left alone. */
   abandon(reason: string): void {
     this.dead = true;
     for (const run of [...this.runs.values()]) this.finish(run, run.host.abort('limit', reason));
   }
 
-  /** Frees the prelude handles, the context and the runtime; false if QuickJS objected. */
+  /**
+   * True when the run that just ended on this Vm left nothing behind, so the next run may use
+   * it: not stopped by a limit or an abort (an `exit` from sendfile() is a normal end), no job
+   * queued, no output buffered. Anything else and the engine disposes of the Vm, which discards
+   * whatever the run left with it. Costs two calls into wasm: 1-2.5 us per run on the hello
+   * script (in-process A/B against the single shared Vm, 2-core machine under load).
+   */
+  reusable(run: Run): boolean {
+    if (this.dead || this.suspect || this.disposed) return false;
+    const fatal = run.host.fatal;
+    if (fatal && fatal.kind !== 'exit') return false;
+    if (this.runtime.hasPendingJob()) return false;
+    const left = this.context.callFunction(this.takeOutFn, this.context.undefined);
+    if (left.error) {
+      left.error.dispose();
+      return false;
+    }
+    const empty = this.context.typeof(left.value) === 'string' && this.context.getString(left.value) === '';
+    left.value.dispose();
+    return empty;
+  }
+
+  /**
+   * Frees the prelude handles, its tenants' handles, the context and the runtime (QuickJS
+   * returns their memory to the module's allocator); false if QuickJS objected. A dead Vm is
+   * only forgotten: its module is replaced whole.
+   */
   dispose(): boolean {
+    if (this.disposed) return true;
+    this.disposed = true;
+    for (const tenant of this.tenants) tenant.drop(this);
+    this.tenants.clear();
     if (this.dead) return false;
     try {
       for (const h of [this.start, this.takeOutFn, this.describeFn, this.probeFn, this.nulFn, this.sameFn, this.errorFn]) h.dispose();
