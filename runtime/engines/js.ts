@@ -19,10 +19,9 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { QuickJSHandle } from 'quickjs-emscripten-core';
 import { defaultScriptLimits, ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
+import { forceGc } from './gc.js';
 import type { ScriptHost } from './host.js';
 import { isModuleFault, loadModule, Vm, type LoadedModule, type Run, type VmTenant } from './js/vm.js';
 
@@ -290,7 +289,7 @@ export class JsEngine implements ScriptEngine {
     // of 272 MB stayed resident after its replacement until some unrelated full GC (measured:
     // 4 replacements, 1,064 MB RSS; with a full GC after each, back to 70 MB). One full GC
     // (a few ms) once the faulting frames are gone; faults are rare.
-    setTimeout(collectGarbage, 100).unref();
+    setTimeout(forceGc, 100).unref();
   }
 
   private reloadSpare(): void {
@@ -320,24 +319,6 @@ export async function createJsEngine(options: JsEngineOptions = {}): Promise<JsE
   const maxHeapBytes = options.maxHeapBytes ?? DEFAULT_MAX_HEAP_BYTES;
   const [first, spare] = await Promise.all([loadModule(maxHeapBytes), loadModule(maxHeapBytes)]);
   return new JsEngine(first, spare, maxHeapBytes);
-}
-
-let gc: (() => void) | null | undefined;
-
-/**
- * Runs a full garbage collection, so a replaced module's Memory is freed now. Node exposes
- * `gc` only with --expose-gc; the flag set at run time reaches a new vm context's global.
- */
-function collectGarbage(): void {
-  if (gc === undefined) {
-    try {
-      setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as () => void;
-    } catch {
-      gc = null;
-    }
-  }
-  gc?.();
 }
 
 /** quickjs-emscripten-core's version, for the cache key (its package.json is not exported). */

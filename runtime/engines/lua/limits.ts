@@ -11,7 +11,7 @@
  * run that grows its heap while this one waits between slices is counted here too.
  */
 import v8 from 'node:v8';
-import vm from 'node:vm';
+import { forceGc } from '../gc.js';
 import { lua, to_luastring, type LuaDebug, type LuaHook, type LuaState } from 'fengari';
 import { raiseFatal, running, text, type LuaRun } from './core.js';
 
@@ -52,29 +52,6 @@ function exactHeap(): number {
   return m.heapUsed + m.arrayBuffers;
 }
 
-// A forced full GC, used only to confirm an apparent overrun: without it, garbage not yet
-// collected would fail runs that keep little. Node exposes gc() only with --expose-gc; the flag
-// can be set at run time and read in a fresh context. Undefined: not looked up yet.
-let forceGc: (() => void) | null | undefined;
-
-function collect(): boolean {
-  if (forceGc === undefined) {
-    const exposed = (globalThis as { gc?: () => void }).gc;
-    if (typeof exposed === 'function') forceGc = exposed;
-    else {
-      try {
-        v8.setFlagsFromString('--expose-gc');
-        forceGc = vm.runInNewContext('gc') as () => void;
-      } catch {
-        forceGc = null;
-      }
-    }
-  }
-  if (!forceGc) return false;
-  forceGc();
-  return true;
-}
-
 /**
  * Samples the heap for `run`; returns the limit message when the run is over its budget.
  * The first sample sets the baselines (less what was charged before it, which is the run's).
@@ -106,7 +83,7 @@ function confirmOverrun(run: LuaRun, extra: number): string | null {
   // next one, or a run that keeps close to its budget would pay a full GC (tens of ms) every
   // hook call. So a run can overshoot by that quarter before it is stopped.
   const tolerated = run.exactAfterGc >= 0 && exact - run.exactAfterGc < limit / 4;
-  if (exact - run.exactBase + extra > limit && !tolerated && collect()) {
+  if (exact - run.exactBase + extra > limit && !tolerated && forceGc()) {
     exact = exactHeap();
     run.exactAfterGc = exact;
     if (exact < run.exactBase) run.exactBase = exact;
