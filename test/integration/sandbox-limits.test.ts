@@ -1,6 +1,6 @@
 /**
- * Issue 16, items 5-8: Lua limits that a single library call, a message handler or a sort
- * escaped. Each attack goes through the real server (`serve --workers 0`) and must end the
+ * Issue 16, items 5-8: limits that a single library call, a message handler or a sort escaped,
+ * in Lua, and the same kinds of attack in JavaScript. Each attack goes through the real server (`serve --workers 0`) and must end the
  * clean way (test/helpers/sandbox.ts): 500 with LS_SCRIPT_LIMIT within ~2x the CPU limit, a
  * concurrent victim answered with its own body, peak RSS under 4x the memory budget above the
  * pre-attack RSS, the next request its own, the server alive.
@@ -61,6 +61,44 @@ for (const [name, source] of attacks) {
     await attack(sb, 'lua', 'attack.lua', BOUNDS);
   });
 }
+
+/**
+ * JavaScript: QuickJS checks its interrupt handler only while running JS code, so the same kinds
+ * of attack: work done inside one built-in (a sort without a comparator ran 1.9 s with a 400 ms
+ * limit before the prelude gave sort a JS comparator), results built in one call.
+ */
+const jsAttacks: Array<[string, string, string]> = [
+  ['Array sort without a comparator', 'const a = []; for (let i = 0; i < 3e5; i++) a.push(String((i * 7919) % 1000003));\nfor (;;) { a.sort(); a.reverse(); }', 'LS_SCRIPT_LIMIT'],
+  ['toSorted without a comparator', 'const a = []; for (let i = 0; i < 3e5; i++) a.push(String((i * 7919) % 1000003));\nfor (;;) a.toSorted();', 'LS_SCRIPT_LIMIT'],
+  ['typed array sort', 'const t = new Float64Array(4e6); for (let i = 0; i < t.length; i++) t[i] = (i * 7919) % 1000003;\nfor (;;) { t.sort(); t.reverse(); }', 'LS_SCRIPT_LIMIT'],
+  ['catastrophic regex backtracking', "print(/^(a+)+$/.test('a'.repeat(40) + 'b'));", 'LS_SCRIPT_LIMIT'],
+  ['print of 30 references to a 12 MiB string', "const s = 'x'.repeat(12 * 2 ** 20); print(...Array(30).fill(s));", 'LS_SCRIPT_LIMIT'],
+  ['a 2 GB repeat', "const r = 'y'.repeat(2 ** 20).repeat(2000); print(r.length);", 'LS_SCRIPT_ERROR'],
+];
+
+for (const [name, source, code] of jsAttacks) {
+  test(`JS: ${name} ends with ${code}, within bounds`, async (t) => {
+    // JS memory is the engine's capped heap (256 MiB), not a per-run byte count: the default
+    // per-run budget (64 MiB) and its 4x bound.
+    const sb = await startSandbox(t, { config: { scriptLimits: { cpuMs: CPU_MS }, watchdogMs: 3000 } });
+    sb.script('attack.js', source);
+    await attack(sb, 'js', 'attack.js', { code, withinMs: BOUNDS.withinMs, peakBytes: 4 * 64 * 2 ** 20 });
+  });
+}
+
+test('JS: default sort orders are the spec\'s (strings, undefined and holes last; typed arrays numeric, -0 first, NaN last)', async (t) => {
+  const sb = await startSandbox(t);
+  sb.script(
+    'sorts.js',
+    "const a = [3, 1, undefined, 10, 2, , 'b', 'a', null, -0, 0];\n" +
+      'const f = new Float64Array([3, NaN, -0, 0, -Infinity, 1, NaN, 2]).sort();\n' +
+      "print(JSON.stringify(a.sort()), a.length, [...f].map((x) => (Object.is(x, -0) ? '-0' : String(x))).join(), [5, 1, 4].toSorted().join(), [1, 2, 3].sort((x, y) => y - x).join(), Array.prototype.sort.name, Array.prototype.sort.length);",
+  );
+  const a = await sb.get('sorts.js');
+  assert.equal(a.status, 200, a.stderr);
+  // What V8 answers for the same lines.
+  assert.equal(a.body, '[0,0,1,10,2,3,"a","b",null,null,null]\t11\t-Infinity,-0,0,1,2,3,NaN,NaN\t1,4,5\t3,2,1\tsort\t1\n');
+});
 
 test('Lua: log() of 30 references to a 12 MiB string copies only the log room (200, RSS bounded)', async (t) => {
   // Not a limit error any more: log() cuts its line to the run's log room before joining
