@@ -222,12 +222,16 @@ async function serve(config: Config): Promise<number> {
   server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
   // With --http and no --listen, FastCGI is only the dev front end's: a private unix socket.
   const devDir = config.http !== null && config.listen === null ? fs.mkdtempSync(path.join(os.tmpdir(), 'lodestone-dev-')) : null;
+  const removeDevDir = (): void => {
+    if (devDir) fs.rmSync(devDir, { recursive: true, force: true });
+  };
   const target: ListenTarget = devDir
     ? { kind: 'unix', path: path.join(devDir, 'fastcgi.sock') }
     : (config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 });
   try {
     await server.listen(target);
   } catch (err) {
+    removeDevDir();
     return fatal(err);
   }
   if (target.kind === 'unix' && config.socketMode !== null && !isManagedWorker()) fs.chmodSync(target.path, config.socketMode);
@@ -251,6 +255,7 @@ async function serve(config: Config): Promise<number> {
       dev = await startDevHttp({ ...config.http, socket, root: config.root, fileRoots: config.files.roots, log });
     } catch (err) {
       await server.close();
+      removeDevDir();
       return fatal(new LodestoneError('LS_LISTEN_FAILED', `--http ${config.http.host}:${config.http.port}: ${(err as Error).message}`));
     }
     process.stdout.write(`Lodestone development server: ${dev.url}/ (scripts from ${config.root}); Ctrl-C stops it\n`);
@@ -268,9 +273,7 @@ async function serve(config: Config): Promise<number> {
       log.info('-', 'stopping gracefully', { signal, inFlight: server.activeRequests });
       void (dev ? dev.close() : Promise.resolve())
         .then(() => server.close())
-        .then(() => {
-          if (devDir) fs.rmSync(devDir, { recursive: true, force: true });
-        })
+        .then(removeDevDir)
         .then(() => Promise.allSettled([cache?.close(), ...[...backends.values()].map((pool) => pool.close())]))
         .then(() => stopWatchdog?.())
         .then(() => resolve(0));

@@ -16,6 +16,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import { lookup } from 'node:dns/promises';
 import { getSystemErrorName } from 'node:util';
 import { LodestoneError } from './errors.js';
@@ -446,8 +447,15 @@ async function openShared(target: ListenTarget, socketMode: number | null): Prom
   const handle = create(host, target.port, net.isIPv6(host) ? 6 : 4);
   if (typeof handle === 'number') throw listenError(target, handle);
   const out: { port?: number } = {};
-  handle.getsockname?.(out);
-  return { stdio: handle.fd, address: describeTarget({ ...target, port: out.port ?? target.port }), close: () => handle.close() };
+  const err = handle.getsockname?.(out) ?? 0;
+  // libuv defers a bind's EADDRINUSE to listen() (uv__tcp_bind's delayed_error), which only the
+  // workers call: the handle comes back unbound, and listen(2) on an unbound socket binds it to
+  // a random port on every interface. A bound socket has a port (the kernel's choice for 0).
+  if (err !== 0 || !out.port) {
+    handle.close();
+    throw listenError(target, err !== 0 ? err : -os.constants.errno.EADDRINUSE);
+  }
+  return { stdio: handle.fd, address: describeTarget({ ...target, port: out.port }), close: () => handle.close() };
 }
 
 function listenError(target: ListenTarget, errno: number): LodestoneError {
