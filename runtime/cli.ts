@@ -107,10 +107,9 @@ type Values = ReturnType<typeof parseArgs<{ options: typeof serveOptions; allowP
 export async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: serveOptions });
+    parsed = parseArgs({ args: withNegativeValues(argv), allowPositionals: true, options: serveOptions });
   } catch (err) {
-    process.stderr.write(`lodestone: ${(err as Error).message}\n`);
-    return 2;
+    return usageError(parseArgsMessage(err));
   }
   const { values, positionals } = parsed;
   if (values.version) {
@@ -123,14 +122,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const [command, ...rest] = positionals;
   const known = (command === 'serve' || command === 'check') ? rest.length === 0 : command === 'config' && rest.length === 1;
-  if (!known) {
-    process.stderr.write(`lodestone: unknown command ${JSON.stringify(positionals.join(' '))}; try --help\n`);
-    return 2;
-  }
+  if (!known) return usageError(`unknown command ${JSON.stringify(positionals.join(' '))}`);
   const frontEnd = rest[0];
   if (frontEnd !== undefined && !isFrontEnd(frontEnd)) {
-    process.stderr.write(`lodestone: config: unknown web server ${JSON.stringify(frontEnd)}; use ${frontEnds.join(', ')}\n`);
-    return 2;
+    return usageError(`config: unknown web server ${JSON.stringify(frontEnd)}; use ${frontEnds.join(', ')}`);
   }
   let config: Config;
   try {
@@ -350,10 +345,57 @@ function checkThreadPool(config: Config, log: Logger): void {
   }
 }
 
+/**
+ * A command line that cannot be run: one line naming the flag or command, then where to look.
+ * Exit 2, as for a bad configuration.
+ */
+function usageError(message: string): number {
+  process.stderr.write(`lodestone: LS_CONFIG_INVALID: ${message}\ntry 'lodestone --help'\n`);
+  return 2;
+}
+
+/** parseArgs's multi-line texts as one line naming the flag. */
+function parseArgsMessage(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  const flag = /'(-{1,2}[^' ]+)/.exec(e.message ?? '')?.[1];
+  if (flag !== undefined && e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `${flag}: unknown option`;
+  if (flag !== undefined && e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') return `${flag}: needs a value`;
+  return (e.message ?? String(err)).split('\n')[0]!;
+}
+
+/**
+ * `--workers -1` as `--workers=-1`: parseArgs takes a value that starts with "-" for the next
+ * flag and reports "ambiguous"; a number there is meant as the value, which validation then
+ * judges with the field's own message.
+ */
+function withNegativeValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const next = argv[i + 1];
+    const name = arg.startsWith('--') ? arg.slice(2) : null;
+    const option = name !== null ? (serveOptions as Record<string, { type: string }>)[name] : undefined;
+    if (option?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
+}
+
+/**
+ * Reports a start-up failure. Exit codes as the README says: 2 for a bad command line or
+ * configuration (LS_CONFIG_INVALID, with the help hint when a flag is at fault), 1 for the rest
+ * (a socket that cannot be opened, a crash).
+ */
 function fatal(err: unknown): number {
   if (err instanceof LodestoneError) {
+    // A flag at fault gets the help hint; a config file's content (--config: file:line) does not.
+    if (err.code === 'LS_CONFIG_INVALID' && err.message.startsWith('--') && !err.message.startsWith('--config:')) {
+      return usageError(err.message);
+    }
     process.stderr.write(`lodestone: ${err.code}: ${err.message}\n`);
-    return 2;
+    return err.code === 'LS_CONFIG_INVALID' ? 2 : 1;
   }
   process.stderr.write(`lodestone: ${(err as Error).stack ?? String(err)}\n`);
   return 1;

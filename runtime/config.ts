@@ -438,8 +438,10 @@ function poolSize(env: NodeJS.ProcessEnv): number {
   return Number.isSafeInteger(n) && n >= 1 && n <= 1024 ? n : defaultFiles.statThreads;
 }
 
+// An integer from the command line or the environment; a negative one is left to the range
+// check of the caller, whose message names the range.
 function cliInteger(field: string, text: string): number {
-  if (!/^\d+$/.test(text)) throw invalid(field, `must be an integer (got ${JSON.stringify(text)})`);
+  if (!/^-?\d+$/.test(text)) throw invalid(field, `must be an integer (got ${JSON.stringify(text)})`);
   return Number(text);
 }
 

@@ -207,10 +207,29 @@ function assertOneLineFailure(r: { status: number | null; stderr: string }, ...p
   for (const p of patterns) assert.match(lines[0]!, p);
 }
 
-test('serve --listen bogus: exit 2, one line naming --listen', { timeout }, () => {
+test('serve --listen bogus: exit 2, one line naming --listen, then the help hint', { timeout }, () => {
   const r = run(process.execPath, [cliPath, 'serve', '--listen', 'bogus', '--diagnostic']);
-  assertOneLineFailure(r, /--listen/, /bogus/);
   assert.equal(r.status, 2);
+  assert.deepEqual(r.stderr.trimEnd().split('\n').slice(1), ["try 'lodestone --help'"]);
+  assertOneLineFailure({ status: r.status, stderr: r.stderr.split('\n')[0]! }, /^lodestone: LS_CONFIG_INVALID: --listen: /, /bogus/);
+});
+
+test('bad flags: one line naming the flag with LS_CONFIG_INVALID, the help hint, exit 2', { timeout }, () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--workers', '-1'], /^lodestone: LS_CONFIG_INVALID: --workers: must be an integer from 0 to \d+ \(got -1\)$/],
+    [['--workers', 'abc'], /^lodestone: LS_CONFIG_INVALID: --workers: must be an integer \(got "abc"\)$/],
+    [['--bogus'], /^lodestone: LS_CONFIG_INVALID: --bogus: unknown option$/],
+    [['--workers'], /^lodestone: LS_CONFIG_INVALID: --workers: needs a value$/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = run(process.execPath, [cliPath, 'serve', '--diagnostic', ...args]);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.deepEqual(r.stderr.trimEnd().split('\n').slice(1), ["try 'lodestone --help'"], r.stderr);
+    assert.match(r.stderr.split('\n')[0]!, pattern);
+  }
+  const unknown = run(process.execPath, [cliPath, 'frob']);
+  assert.equal(unknown.status, 2);
+  assert.match(unknown.stderr, /^lodestone: LS_CONFIG_INVALID: unknown command "frob"\ntry 'lodestone --help'\n$/);
 });
 
 test('serve --listen fd:0 when fd 0 is not a listening socket: one clear line', { timeout }, async (t) => {
