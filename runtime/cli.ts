@@ -26,7 +26,7 @@ import { createContentCache } from '../cache/content-cache.js';
 import type { HostServices } from './engines/host.js';
 import { BackendPool } from './fastcgi/pool.js';
 import { startDevHttp, type DevHttp } from './dev-http.js';
-import { Files } from './files/files.js';
+import { Files, type ScriptSources } from './files/files.js';
 import { createStatusHandler, type RunCounters } from './status.js';
 import { createScriptHandler } from './pipeline.js';
 import { createStatAccelHandler } from './stat-accel.js';
@@ -181,8 +181,8 @@ async function serve(config: Config): Promise<number> {
   }
   checkThreadPool(config, log);
   const stopWatchdog = config.watchdogMs > 0 ? startWatchdog(config.watchdogMs, log, config.logFile === 'stderr' ? null : config.logFile) : null;
-  const files = new Files(config.files);
   const scripts = !config.diagnostic && !config.statAccel;
+  const files = new Files(config.files, scripts ? scriptSources(config) : null);
   // Created only where scripts run: a Redis client reconnects in the background forever.
   const cache = scripts ? createContentCache(config.cache, log) : null;
   const backends = new Map<string, BackendPool>();
@@ -300,6 +300,22 @@ function retireAfter(inner: Handler, max: number): Handler {
     if (++served === max) reportRetiring(served);
     return inner(req, res);
   };
+}
+
+/** Extensions the script store runs (the engines' `extension`). */
+const SCRIPT_EXTENSIONS = ['.lua', '.js'];
+
+/**
+ * What the script store would run, by real path: the front controller alone with --script
+ * (a PHP docroot's browser .js is not ours), else every .lua/.js under the root.
+ */
+function scriptSources(config: Config): ScriptSources {
+  if (config.script !== null) {
+    const front = fs.realpathSync(config.script);
+    return (file) => file === front;
+  }
+  const root = fs.realpathSync(config.root) + path.sep;
+  return (file) => file.startsWith(root) && SCRIPT_EXTENSIONS.includes(path.extname(file));
 }
 
 /** The script pipeline: both engines over one script store. */

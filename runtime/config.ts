@@ -145,7 +145,7 @@ const topFields = new Set([
 ]);
 
 const sendfileModes: readonly SendfileMode[] = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'];
-const filesFields = new Set(['roots', 'statThreads', 'statCacheMs', 'statCacheEntries', 'sendfile', 'accel', 'prefetch']);
+const filesFields = new Set(['roots', 'statThreads', 'statCacheMs', 'statCacheEntries', 'sendfile', 'accel', 'prefetch', 'allowScripts']);
 
 function invalid(field: string, message: string): LodestoneError {
   return new LodestoneError('LS_CONFIG_INVALID', `${field}: ${message}`);
@@ -429,6 +429,7 @@ function files(value: unknown, cli: CliValues, root: string, baseDir: string, en
     sendfile: sendfile as SendfileMode,
     accel: accelMap(f.accel, baseDir),
     prefetch: prefetch(f.prefetch),
+    allowScripts: filesBoolean(f, 'allowScripts', defaultFiles.allowScripts),
   });
 }
 
@@ -614,6 +615,13 @@ function optionalString(obj: Record<string, unknown>, key: string): string | und
   const v = obj[key];
   if (v === undefined) return undefined;
   if (typeof v !== 'string') throw invalid(key, 'must be a string');
+  return v;
+}
+
+function filesBoolean(f: Record<string, unknown>, key: string, fallback: boolean): boolean {
+  const v = f[key];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'boolean') throw invalid(`files.${key}`, 'must be true or false');
   return v;
 }
 

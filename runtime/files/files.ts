@@ -30,7 +30,16 @@ export interface FilesConfig {
   readonly accel: ReadonlyArray<readonly [string, string]>;
   /** Stat this param's path as soon as the request arrives (and read its first page). */
   readonly prefetch: { readonly param: string; readonly read: boolean } | null;
+  /** Let stat(), sendfile() and stat-accel reach script sources (see {@link ScriptSources}). */
+  readonly allowScripts: boolean;
 }
+
+/**
+ * True for a real path the script store would run: a script's source is code (and often
+ * secrets), not a file to hand to a browser, as nginx's `location ~ \.php$ { deny all; }` habit
+ * says for PHP.
+ */
+export type ScriptSources = (realPath: string) => boolean;
 
 /** Defaults: the roots default to the script root (filled in by the config loader). */
 export const defaultFiles = Object.freeze({
@@ -38,6 +47,7 @@ export const defaultFiles = Object.freeze({
   statCacheMs: 1000,
   statCacheEntries: 10_000,
   sendfile: 'auto',
+  allowScripts: false,
 });
 
 /** What a path names, after confinement and stat. */
@@ -72,7 +82,11 @@ export class Files {
   // common case), kept as long as stat results and shared by concurrent lookups.
   private readonly confined: LRUCache<string, Promise<Confined>> | null;
 
-  constructor(readonly config: FilesConfig) {
+  constructor(
+    readonly config: FilesConfig,
+    /** Script sources refused unless config.allowScripts; null where no script runs. */
+    private readonly scriptSources: ScriptSources | null = null,
+  ) {
     this.cache = new StatCache({ ttlMs: config.statCacheMs, maxEntries: config.statCacheEntries });
     this.confined =
       config.statCacheMs > 0 ? new LRUCache({ max: config.statCacheEntries, ttl: config.statCacheMs, ttlAutopurge: false }) : null;
@@ -85,6 +99,9 @@ export class Files {
     if (where.kind === 'missing') return { kind: 'missing' };
     const info = await this.cache.stat(where.path);
     if (info === null) return { kind: 'missing' };
+    if (info.is_file && !this.config.allowScripts && this.scriptSources?.(where.path)) {
+      return { kind: 'refused', reason: `${where.path} is a script source (files.allowScripts = true serves it)` };
+    }
     return { kind: info.is_dir ? 'dir' : info.is_file ? 'file' : 'special', path: where.path, info };
   }
 

@@ -87,6 +87,7 @@ async function site(t: TestContext): Promise<Site> {
     sendfile: 'auto',
     accel: [],
     prefetch: null,
+    allowScripts: false,
   });
   const handler = createScriptHandler({ store, root: www, limits: defaultScriptLimits, log, script: null, raw: () => false, files: filesService });
   const server = new FastcgiServer({ limits: defaultLimits, handler, log });

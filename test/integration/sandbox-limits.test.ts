@@ -11,14 +11,14 @@
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import { attack, startSandbox, type Sandbox } from '../helpers/sandbox.js';
+import { SLACK_MS, attack, startSandbox, type Sandbox } from '../helpers/sandbox.js';
 
 const MEMORY = 16 * 1024 * 1024;
 const CPU_MS = 400;
 const LIMITS = { memoryBytes: MEMORY, cpuMs: CPU_MS };
 
 /** The bounds: the limit error within ~2x the CPU limit, RSS peak under 4x the budget. */
-const BOUNDS = { code: 'LS_SCRIPT_LIMIT', withinMs: 2 * CPU_MS + 400, peakBytes: 4 * MEMORY } as const;
+const BOUNDS = { code: 'LS_SCRIPT_LIMIT', withinMs: 2 * CPU_MS + SLACK_MS, peakBytes: 4 * MEMORY } as const;
 
 async function sandbox(t: TestContext): Promise<Sandbox> {
   return startSandbox(t, { config: { scriptLimits: LIMITS, watchdogMs: 3000 } });

@@ -24,6 +24,7 @@ function setup(t: TestContext, overrides: Partial<FilesConfig> = {}): { dir: str
     sendfile: 'auto',
     accel: [],
     prefetch: null,
+    allowScripts: false,
     ...overrides,
   };
   return { dir, files: new Files(config) };
