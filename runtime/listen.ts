@@ -100,7 +100,8 @@ function socketState(inode: string): boolean | null {
   return null;
 }
 
-function procNet(table: string): string[][] {
+/** The rows of /proc/net/TABLE (tcp, tcp6, unix), split into fields, header dropped; [] if unreadable. */
+export function procNet(table: string): string[][] {
   try {
     return fs
       .readFileSync(`/proc/net/${table}`, 'utf8')

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
+import { procNet } from '../../runtime/listen.js';
 import { cliPath, tempDir } from '../helpers/lodestone.js';
 import { killAfter, pidsWithArg } from '../helpers/peers.js';
 
@@ -64,15 +65,6 @@ function safeReadlink(p: string): string {
   } catch {
     return '';
   }
-}
-
-function procNet(table: string): string[][] {
-  return fs
-    .readFileSync(`/proc/net/${table}`, 'utf8')
-    .split('\n')
-    .slice(1)
-    .filter(Boolean)
-    .map((l) => l.trim().split(/\s+/));
 }
 
 /** "0100007F:3039" -> "127.0.0.1:12345"; IPv6 addresses are kept in hex. */
