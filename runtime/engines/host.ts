@@ -208,6 +208,15 @@ export class ScriptHost {
     return this.stop(new ScriptError(kind, message, this.scriptFilename, line));
   }
 
+  /**
+   * Gives the fatal error the script line an engine found after the stop (a JS limit is raised
+   * by the interrupt handler, which does not know where the script is; the error it leaves does).
+   */
+  locate(line: number): void {
+    const f = this.fatal;
+    if (f !== null && f.line === null) this.fatal = new ScriptError(f.kind, f.message, f.file, line, f.exit);
+  }
+
   // Records the run's end (the first one wins) and wakes whatever waits on it.
   private stop(error: ScriptError): ScriptError {
     if (!this.fatal) {

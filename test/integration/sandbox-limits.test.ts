@@ -134,3 +134,20 @@ test('Lua: work under the limits is not refused by the guards', async (t) => {
     throw new Error(`fine.lua: ${a.status} ${JSON.stringify(a.body)} ${a.stderr}`);
   }
 });
+
+test('JS: a CPU-limit stop and a pass() failure are logged with file:line (issue 17, item 4)', async (t) => {
+  const sb = await startSandbox(t, { config: { scriptLimits: { cpuMs: 200 } } });
+  const calls = sb.script('calls.js', 'function f(x) { return x + 1; }\nlet n = 0;\nfor (;;) {\n  n = f(n);\n}\n');
+  const bare = sb.script('bare.js', 'let n = 0;\n\nwhile (true) {\n  n = n + 1;\n}\n');
+  const pass = sb.script('pass.js', '// a backend that is not configured\nconst r = await pass("nope");\nprint(r.status);\n');
+  const spin = await sb.get('calls.js');
+  assert.equal(spin.status, 500);
+  assert.ok(spin.stderr.includes(`${calls}:4: CPU time over 200 ms`), spin.stderr);
+  // A loop without calls: QuickJS has no line for where it stopped; none is better than line 1.
+  const loop = await sb.get('bare.js');
+  assert.ok(loop.stderr.includes(`${bare}: CPU time over 200 ms`), loop.stderr);
+  const failed = await sb.get('pass.js');
+  assert.equal(failed.status, 500);
+  assert.ok(failed.stderr.includes(`${pass}:2: Error: pass(): no backend named "nope"`), failed.stderr);
+  assert.ok(sb.logged('LS_SCRIPT_ERROR').some((l) => l.includes(`script=${pass}:2`)), sb.lodestone.log());
+});

@@ -704,8 +704,17 @@ export class Vm {
 
   /** After a slice: ends the run if it stopped, settled, or can never settle. */
   private check(run: Run): void {
-    if (run.host.fatal) return this.finish(run, run.host.fatal);
     const promise = run.promise;
+    if (run.host.fatal) {
+      // A limit (the interrupt handler) stops the script without knowing where; the error the
+      // script threw there carries its line.
+      if (run.host.fatal.line === null && promise) {
+        const state = this.context.getPromiseState(promise);
+        if (state.type === 'rejected') return this.fail(run, state.error);
+        if (state.type === 'fulfilled' && state.value !== promise) state.value.dispose();
+      }
+      return this.finish(run, run.host.fatal);
+    }
     if (!promise) return;
     const state = this.context.getPromiseState(promise);
     if (state.type === 'fulfilled') {
@@ -724,6 +733,10 @@ export class Vm {
   /** Ends `run` with what the script threw (disposes `error`). */
   private fail(run: Run, error: QuickJSHandle): void {
     if (run.host.fatal) {
+      if (run.host.fatal.line === null) {
+        const line = this.describe(error, run.path).line;
+        if (line !== null) run.host.locate(line);
+      }
       error.dispose();
       return this.finish(run, run.host.fatal);
     }
@@ -867,13 +880,21 @@ export class Vm {
   }
 }
 
-/** The first line number of a stack frame in `path` ("at f (path:LINE:COL)" or "at path:LINE"). */
+/**
+ * The first line number of a stack frame in `path` ("at f (path:LINE:COL)" or "at path:LINE").
+ * A frame inside the wrapper's own head (line 1, a column before the script's first character)
+ * is where QuickJS puts code it has no line for (a loop without calls, stopped by the interrupt
+ * handler): not the script's line, so it does not count.
+ */
 export function lineIn(stack: string, path: string): number | null {
   for (const frame of stack.split('\n')) {
     const at = frame.indexOf(path + ':');
     if (at < 0) continue;
-    const m = /^(\d+)/.exec(frame.slice(at + path.length + 1));
-    if (m) return Number(m[1]);
+    const m = /^(\d+)(?::(\d+))?/.exec(frame.slice(at + path.length + 1));
+    if (!m) continue;
+    const line = Number(m[1]);
+    if (line === 1 && m[2] !== undefined && Number(m[2]) <= WRAPPER_HEAD.length) continue;
+    return line;
   }
   return null;
 }
