@@ -738,10 +738,18 @@ export function utf8Prefix(text: string, max: number): { text: string; length: n
   if (units < text.length && units > 0 && (text.charCodeAt(units - 1) & 0xfc00) === 0xd800) units--;
   const head = Buffer.from(units < text.length ? text.slice(0, units) : text, 'utf8');
   if (head.length <= max) return { text: head.toString('utf8'), length: head.length };
-  let end = max;
-  // Back up over continuation bytes (10xxxxxx) to the start of the character that did not fit.
-  while (end > 0 && (head[end]! & 0xc0) === 0x80) end--;
+  const end = utf8Boundary(head, max);
   return { text: head.subarray(0, end).toString('utf8'), length: end };
+}
+
+/**
+ * Where UTF-8 `bytes` can be cut to at most `max` bytes without splitting a character: backs up
+ * over continuation bytes (10xxxxxx) to the start of the character that did not fit.
+ */
+export function utf8Boundary(bytes: Uint8Array, max: number): number {
+  let end = Math.min(max, bytes.length);
+  while (end > 0 && end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end--;
+  return end;
 }
 
 // A counter holding text is the script's mistake: a TypeError it sees, not a cache failure.

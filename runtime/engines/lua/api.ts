@@ -12,7 +12,7 @@ import { checkCanWait, hostWait } from './control.js';
 import { readOnly, readOnlyTables } from './libs.js';
 import { BIG_STRING, reserve } from './limits.js';
 import type { CacheValue } from '../../../cache/content-cache.js';
-import { bodyFile, type PassOptions, type ScriptResponse } from '../host.js';
+import { bodyFile, utf8Boundary, type PassOptions, type ScriptResponse } from '../host.js';
 
 const {
   LUA_TBOOLEAN,
@@ -138,11 +138,9 @@ const log: LuaJsFunction = (L) => {
     left -= p.length + 1;
   }
   const joined = join(L, run, kept, TAB, -1);
-  // Cut at a character boundary (back over UTF-8 continuation bytes), so valid UTF-8 decodes to
-  // exactly the bytes kept and the count of bytes cut is exact.
-  let end = room;
-  while (end > 0 && end < joined.length && (joined[end]! & 0xc0) === 0x80) end--;
-  const line = joined.subarray(0, end);
+  // Cut at a character boundary, so valid UTF-8 decodes to exactly the bytes kept and the count
+  // of bytes cut is exact.
+  const line = joined.subarray(0, utf8Boundary(joined, room));
   host.log(text(line), size - line.length);
   return 0;
 };
