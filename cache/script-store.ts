@@ -40,6 +40,11 @@ export interface StoreOptions {
  */
 export const DEFAULT_MAX_SCRIPT_BYTES = 4 * 1024 * 1024;
 
+/** The operator's words for a script over the size bound (the server's log and `lodestone check`). */
+export function tooLargeMessage(size: number, max: number): string {
+  return `script is ${size} bytes, over scriptCache.maxScriptBytes (${max})`;
+}
+
 /** What a lookup found. */
 export type Lookup =
   | { readonly kind: 'script'; readonly lease: Lease }

@@ -11,6 +11,7 @@ import { ScriptError, type ScriptEngine } from './engines/engine.js';
 import { createJsEngine } from './engines/js.js';
 import { LuaEngine } from './engines/lua.js';
 import { openRegular, readUpTo } from './files/open-regular.js';
+import { tooLargeMessage } from '../cache/script-store.js';
 
 /** What {@link checkScripts} found. */
 export interface CheckResult {
@@ -106,7 +107,7 @@ async function readScript(file: string, maxBytes: number): Promise<string> {
   if (!opened) throw new ScriptError('compile', 'not a regular file', file, null);
   try {
     if (opened.stat.size > maxBytes) {
-      throw new ScriptError('compile', `LS_SCRIPT_TOO_LARGE: script is ${opened.stat.size} bytes, over scriptCache.maxScriptBytes (${maxBytes})`, file, null);
+      throw new ScriptError('compile', `LS_SCRIPT_TOO_LARGE: ${tooLargeMessage(opened.stat.size, maxBytes)}`, file, null);
     }
     return (await readUpTo(opened.handle, opened.stat.size)).toString('utf8');
   } finally {

@@ -429,7 +429,7 @@ function files(value: unknown, cli: CliValues, root: string, baseDir: string, en
     sendfile: sendfile as SendfileMode,
     accel: accelMap(f.accel, baseDir),
     prefetch: prefetch(f.prefetch),
-    allowScripts: filesBoolean(f, 'allowScripts', defaultFiles.allowScripts),
+    allowScripts: optionalBoolean(f, 'allowScripts', 'files.allowScripts') ?? defaultFiles.allowScripts,
   });
 }
 
@@ -618,17 +618,11 @@ function optionalString(obj: Record<string, unknown>, key: string): string | und
   return v;
 }
 
-function filesBoolean(f: Record<string, unknown>, key: string, fallback: boolean): boolean {
-  const v = f[key];
-  if (v === undefined) return fallback;
-  if (typeof v !== 'boolean') throw invalid(`files.${key}`, 'must be true or false');
-  return v;
-}
-
-function optionalBoolean(obj: Record<string, unknown>, key: string): boolean | undefined {
+/** `obj[key]` when it is a boolean, undefined when absent; `field` names it in the error. */
+function optionalBoolean(obj: Record<string, unknown>, key: string, field = key): boolean | undefined {
   const v = obj[key];
   if (v === undefined) return undefined;
-  if (typeof v !== 'boolean') throw invalid(key, 'must be true or false');
+  if (typeof v !== 'boolean') throw invalid(field, 'must be true or false');
   return v;
 }
 

@@ -5,7 +5,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { ContentCache } from '../cache/content-cache.js';
-import type { Lease, Lookup, ScriptStore } from '../cache/script-store.js';
+import { tooLargeMessage, type Lease, type Lookup, type ScriptStore } from '../cache/script-store.js';
 import { ScriptError, type ScriptLimits } from './engines/engine.js';
 import { ScriptHost, noServices, type CacheFiles, type HostServices } from './engines/host.js';
 import type { Code } from './errors.js';
@@ -89,7 +89,7 @@ function serve(options: PipelineOptions, services: HostServices, req: Request, r
     case 'too-large': {
       // The server's own configuration refuses the file (as PHP-FPM's 500 for a script it will
       // not run): the operator needs the path and both sizes; the client only sees the 500.
-      const message = `script is ${found.size} bytes, over scriptCache.maxScriptBytes (${found.max}); not read`;
+      const message = `${tooLargeMessage(found.size, found.max)}; not read`;
       log.error('LS_SCRIPT_TOO_LARGE', message, { script: found.file });
       res.log(`lodestone: ${found.file}: ${message}`);
       return errorPage(res, 500);
