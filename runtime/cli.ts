@@ -33,7 +33,8 @@ import { createStatAccelHandler } from './stat-accel.js';
 import { frontEnds, frontendConfig, isFrontEnd } from './frontend-config.js';
 import { startWatchdog } from './watchdog.js';
 import { accessLogged, logSink, reopenLogFiles } from './log-files.js';
-import { gatherStatus, isManagedWorker, onPrimary, provideStatus, reportListening, reportRetiring, runPrimary } from './manager.js';
+import { gatherStatus, isManagedWorker, onPrimary, provideStatus, reportListening, reportRetiring, runPrimary, setSocketAccess } from './manager.js';
+import { dropPrivileges, handOver, isRoot, type RunAs } from './privileges.js';
 import { version } from './version.js';
 
 const USAGE = `Usage: lodestone serve [options]
@@ -68,6 +69,9 @@ Options:
   --workers N        worker processes under the process manager, sharing the socket
                      (default: one per core, or PHP_FCGI_CHILDREN); 0: one process, no manager
   --max-requests N   a worker retires after N requests and is replaced (PHP_FCGI_MAX_REQUESTS)
+  --user USER        started as root: bind the socket, then run scripts as USER (php-fpm's
+                     pool user); without it a root start logs LS_RUNNING_AS_ROOT
+  --group GROUP      the group for --user (default: USER's primary group)
   --http HOST:PORT   development HTTP front end (like php -S): serves --root over HTTP,
                      scripts through FastCGI on a private socket, X-Sendfile done itself
   -h, --help         show this help
@@ -97,6 +101,8 @@ const serveOptions = {
   'log-file': { type: 'string' },
   'access-log': { type: 'string' },
   'max-requests': { type: 'string' },
+  user: { type: 'string' },
+  group: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const satisfies ParseArgsConfig['options'];
@@ -161,6 +167,8 @@ function configFrom(values: Values): Config {
     logFile: values['log-file'],
     accessLog: values['access-log'],
     maxRequests: values['max-requests'],
+    user: values.user,
+    group: values.group,
   });
 }
 
@@ -171,10 +179,47 @@ async function serve(config: Config): Promise<number> {
   } catch (err) {
     return fatal(new LodestoneError('LS_CONFIG_INVALID', `logFile: cannot open ${config.logFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`));
   }
+  const runAs = switchTo(config, log);
+  const socketOwner = config.socketOwner ?? (runAs && { uid: runAs.uid, gid: runAs.gid });
+  // As root, the files the script-running processes write are made theirs first (the primary
+  // does it again on SIGUSR2, so they can reopen what logrotate recreated).
+  const handOverFiles = (): void => {
+    if (runAs) handOver(runAs, workerPaths(config));
+  };
   if (config.workers > 0 && !isManagedWorker()) {
     const target = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
     try {
-      return await runPrimary({ workers: config.workers, target, socketMode: config.socketMode, log, reopenLogs: reopenLogFiles });
+      handOverFiles();
+      return await runPrimary({
+        workers: config.workers,
+        target,
+        socketMode: config.socketMode,
+        socketOwner,
+        log,
+        onBound: () => warnIfRoot(config, log),
+        reopenLogs: () => {
+          reopenLogFiles();
+          try {
+            handOverFiles();
+          } catch (err) {
+            log.error('LS_CONFIG_INVALID', 'cannot hand the reopened log files to the user', { error: (err as Error).message });
+          }
+        },
+      });
+    } catch (err) {
+      return fatal(err);
+    }
+  }
+  if (runAs && isManagedWorker()) {
+    // A worker: its socket came from the primary, so root is not needed for anything more.
+    try {
+      dropPrivileges(runAs);
+    } catch (err) {
+      return fatal(err);
+    }
+  } else if (runAs) {
+    try {
+      handOverFiles();
     } catch (err) {
       return fatal(err);
     }
@@ -229,7 +274,16 @@ async function serve(config: Config): Promise<number> {
     removeDevDir();
     return fatal(err);
   }
-  if (target.kind === 'unix' && config.socketMode !== null && !isManagedWorker()) fs.chmodSync(target.path, config.socketMode);
+  try {
+    if (target.kind === 'unix' && !isManagedWorker()) setSocketAccess(target.path, config.socketMode, socketOwner);
+    // One process, no manager: bound as root, it gives up root before the first request.
+    if (runAs && !isManagedWorker()) dropPrivileges(runAs);
+    warnIfRoot(config, log);
+  } catch (err) {
+    await server.close();
+    removeDevDir();
+    return fatal(err);
+  }
   // systemd's convention: the fds are ours; do not pass the variables on to children.
   delete process.env.LISTEN_FDS;
   delete process.env.LISTEN_PID;
@@ -284,10 +338,48 @@ async function serve(config: Config): Promise<number> {
         stop: () => {
           if (!stopping) stop('SIGTERM');
         },
-        reopenLogs: reopenLogFiles,
+        reopenLogs: () => {
+          reopenLogFiles();
+          // Said by each worker, so a rotation can be seen (and waited for) to have reached all.
+          log.info('-', 'worker reopened its log files', { pid: process.pid });
+        },
       });
     }
   });
+}
+
+/**
+ * Who the script-running processes will be: `config.runAs` when started as root. Logs, once
+ * (the primary, or the one process), that `user` is ignored when not started as root (as
+ * php-fpm and nginx say).
+ */
+function switchTo(config: Config, log: Logger): RunAs | null {
+  const worker = isManagedWorker();
+  if (!isRoot()) {
+    const r = config.runAs;
+    if (r && !worker && (r.uid !== process.getuid?.() || r.gid !== process.getgid?.())) {
+      log.warn('LS_CONFIG_INVALID', 'user/group ignored: switching users needs a start as root', { user: r.user, group: r.group });
+    }
+    return null;
+  }
+  return config.runAs;
+}
+
+/**
+ * LS_RUNNING_AS_ROOT, once, from the primary or the one process, after the socket is had (a
+ * start that fails stays one clear line).
+ */
+function warnIfRoot(config: Config, log: Logger): void {
+  if (isRoot() && config.runAs === null && !isManagedWorker()) {
+    log.warn('LS_RUNNING_AS_ROOT', 'running as root: scripts run as root; set user (and group) to run them unprivileged', { pid: process.pid });
+  }
+}
+
+/** What the script-running processes write: log files, the bytecode and cached-body directories. */
+function workerPaths(config: Config): { files: string[]; dirs: string[] } {
+  const files = [config.logFile, config.accessLog].filter((f): f is string => f !== null && f !== 'stderr');
+  const dirs = [config.cacheDir, config.cacheFiles?.dir ?? null].filter((d): d is string => d !== null);
+  return { files, dirs };
 }
 
 /**

@@ -19,6 +19,7 @@ import { defaultFiles, type FilesConfig, type SendfileMode } from './files/files
 import { parseListen, type ListenTarget } from './listen.js';
 import { levels, type Level } from './log.js';
 import { WORKER_LISTEN_ENV } from './manager.js';
+import { resolveRunAs, resolveSocketOwner, type RunAs } from './privileges.js';
 
 /** The validated, frozen configuration of a `serve` run. */
 export interface Config {
@@ -29,6 +30,16 @@ export interface Config {
   readonly logLevel: Level;
   /** File mode for a unix socket (like php-fpm's listen.mode); null keeps the umask's. */
   readonly socketMode: number | null;
+  /**
+   * Owner of a unix socket (php-fpm's listen.owner / listen.group; -1 keeps that id); null:
+   * the run-as user and group when Lodestone switches users, else as created.
+   */
+  readonly socketOwner: { readonly uid: number; readonly gid: number } | null;
+  /**
+   * The user and group the script-running processes switch to when started as root (`user`,
+   * `group`, `--user`, `--group`, like php-fpm's pool user); null: no switch.
+   */
+  readonly runAs: RunAs | null;
   /** TCP peers allowed to connect; null allows all. */
   readonly webServerAddrs: readonly string[] | null;
   /** Serve every request with the built-in diagnostic responder. */
@@ -114,6 +125,10 @@ export interface CliValues {
   logFile?: string | undefined;
   /** `--access-log PATH|stderr`. */
   accessLog?: string | undefined;
+  /** `--user NAME|UID`. */
+  user?: string | undefined;
+  /** `--group NAME|GID`. */
+  group?: string | undefined;
 }
 
 const topFields = new Set([
@@ -121,6 +136,9 @@ const topFields = new Set([
   'root',
   'logLevel',
   'socketMode',
+  'socketOwner',
+  'user',
+  'group',
   'webServerAddrs',
   'diagnostic',
   'limits',
@@ -187,11 +205,20 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
   }
 
   const filesConfig = files(file.files, cli, root, baseDir, env);
+  const userField = cli.user !== undefined ? '--user' : 'user';
+  const groupField = cli.group !== undefined || (cli.user !== undefined && file.group === undefined) ? '--group' : 'group';
+  const user = cli.user ?? optionalString(file, 'user') ?? null;
+  const group = cli.group ?? optionalString(file, 'group') ?? null;
+  if (user === null && group !== null) throw invalid(groupField, `needs ${cli.group !== undefined ? '--user' : 'user'} (the group alone is not switched to)`);
+  const runAs = user === null ? null : resolveRunAs(user, group, { user: userField, group: groupField });
+  const ownerSpec = optionalString(file, 'socketOwner');
   const config: Config = {
     listen,
     root,
     logLevel: logLevel as Level,
     socketMode: socketMode(file.socketMode),
+    socketOwner: ownerSpec !== undefined ? resolveSocketOwner(ownerSpec, 'socketOwner') : null,
+    runAs,
     webServerAddrs: webServerAddrs(file.webServerAddrs, env.FCGI_WEB_SERVER_ADDRS),
     diagnostic: cli.diagnostic ?? optionalBoolean(file, 'diagnostic') ?? false,
     limits: integers('limits', file.limits, defaultLimits, 1),
@@ -220,6 +247,9 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
   }
   if (config.http !== null && config.workers > 0) {
     throw invalid(cli.http !== undefined ? '--http' : 'http', 'the development server runs one process; drop --workers / PHP_FCGI_CHILDREN');
+  }
+  if (config.http !== null && config.runAs !== null) {
+    throw invalid(userField, 'the development server does not switch users; start it as the user it should run as');
   }
   if (config.workers === 0 && config.workerMaxRequests > 0) {
     throw invalid(cli.maxRequests !== undefined ? '--max-requests' : 'workerMaxRequests', 'retiring workers needs the process manager: workers must be at least 1');

@@ -7,6 +7,7 @@
 export const codes = {
   LS_CONFIG_INVALID: 'a configuration field or CLI flag has a bad value',
   LS_LISTEN_FAILED: 'the listening socket could not be opened',
+  LS_RUNNING_AS_ROOT: 'started as root with no user set: scripts run as root (set user/group, or --user, to run them unprivileged)',
   LS_PROTOCOL_VERSION: 'a record had a FastCGI version other than 1; connection closed',
   LS_RECORD_MALFORMED: 'a record was malformed (wrong fixed length, unexpected type); connection closed',
   LS_PARAMS_MALFORMED: 'a name-value pair ran past the end of the PARAMS stream; connection closed',

@@ -65,6 +65,27 @@ function modeComment(config: Config): string {
   return `scripts: *.lua and *.js under ${config.root}; everything else is served by the web server`;
 }
 
+/**
+ * Who runs the scripts, and who may connect to a unix socket: the web server's user needs write
+ * permission on it (php-fpm's listen.owner / listen.mode advice).
+ */
+function userNote(config: Config, u: Upstream): string {
+  const r = config.runAs;
+  const who = r
+    ? `# Lodestone runs scripts as ${r.user}:${r.group} (user/group), started as root.`
+    : '# Lodestone runs scripts as the user that starts it: started as root, set user/group (--user).';
+  if (u.kind !== 'unix') return who;
+  const owner = config.socketOwner ?? (r ? { uid: r.uid, gid: r.gid } : null);
+  const ids =
+    owner === null
+      ? 'the user that starts Lodestone'
+      : r && owner.uid === r.uid && owner.gid === r.gid
+        ? `${r.user}:${r.group}`
+        : `uid ${owner.uid === -1 ? '(unchanged)' : owner.uid}, gid ${owner.gid === -1 ? '(unchanged)' : owner.gid}`;
+  const mode = config.socketMode === null ? 'from the umask' : `0${config.socketMode.toString(8)}`;
+  return `${who}\n# The socket belongs to ${ids} (socketOwner), mode ${mode} (socketMode): this server's user must be able to write to it.`;
+}
+
 function inheritedNote(u: Upstream): string {
   return u.kind === 'inherited' ? `Lodestone listens on an inherited socket (fd ${u.fd}): put that socket's address here` : '';
 }
@@ -111,8 +132,23 @@ function nginx(config: Config): string {
         '    # without it Lodestone answers such requests with 500 (LS_SENDFILE_NO_MAPPING).',
     );
   }
-  const location = frontController(config) ? 'location /' : 'location ~ \\.(lua|js)$';
+  const front = frontController(config);
+  const location = front ? 'location /' : 'location ~ \\.(lua|js)$';
+  // A regex location wins over plain prefix locations, so in scripts mode every .js under the
+  // root would run in Lodestone: browser JavaScript needs a ^~ prefix (matched first).
+  const scoping = front
+    ? ''
+    : `    index index.lua index.js index.html;
+
+    # Every *.lua and *.js under this root runs in Lodestone; none is sent as a file. Browser
+    # JavaScript (and anything else to send as is) goes under a ^~ prefix, which nginx matches
+    # before the script location: adapt or add prefixes.
+    location ^~ /assets/ {
+    }
+
+`;
   return `# Lodestone behind nginx (${modeComment(config)}).
+${userNote(config, u)}
 # Include this file inside http { }; adapt "listen".
 upstream lodestone {
     server ${address};${note ? `  # ${note}` : ''}
@@ -122,8 +158,7 @@ upstream lodestone {
 server {
     listen 80;
     root ${token(config.root)};
-
-    ${location} {
+${scoping ? '\n' + scoping : '\n'}    ${location} {
         include fastcgi_params;
         # As PHP-FPM setups send it: Lodestone runs (or, with --script, passes on) this file.
         fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
@@ -155,12 +190,14 @@ function lighttpd(config: Config): string {
     ) )`;
   if (frontController(config)) {
     return `# Lodestone behind lighttpd (${modeComment(config)}).
+${userNote(config, u)}
 # For lighttpd.conf. SCRIPT_FILENAME is server.document-root + path, as for PHP-FPM.
 server.modules += ( "mod_fastcgi" )
 fastcgi.server = ( "" => ${backend} )
 `;
   }
   return `# Lodestone behind lighttpd (${modeComment(config)}).
+${userNote(config, u)}
 # For lighttpd.conf. Script URLs get the Lodestone root as document root, so SCRIPT_FILENAME
 # (document root + path) names the file under it.
 server.modules += ( "mod_fastcgi" )
@@ -187,6 +224,7 @@ function apache(config: Config): string {
         SetHandler ${quoted(handler)}
     </FilesMatch>`;
   return `# Lodestone behind Apache httpd 2.4 (${modeComment(config)}).
+${userNote(config, u)}
 # Needs mod_proxy and mod_proxy_fcgi (a2enmod proxy_fcgi); sendfile() needs mod_xsendfile.
 ${note ? `# ${note}\n` : ''}<VirtualHost *:80>
     DocumentRoot ${quoted(config.root)}
@@ -219,6 +257,7 @@ function caddy(config: Config): string {
   const note = inheritedNote(u);
   const front = frontController(config);
   return `# Lodestone behind Caddy (${modeComment(config)}).
+${userNote(config, u)}
 # Caddy's FastCGI transport opens a connection per request (no FCGI_KEEP_CONN).
 ${note ? `# ${note}\n` : ''}:80 {
     root * ${token(config.root)}

@@ -56,7 +56,11 @@ export interface ManagerOptions {
   readonly workers: number;
   readonly target: ListenTarget;
   readonly socketMode: number | null;
+  /** Owner of a unix socket (-1 keeps that id); null leaves it as created. */
+  readonly socketOwner: { readonly uid: number; readonly gid: number } | null;
   readonly log: Logger;
+  /** Runs once the socket is had, before any worker is forked. */
+  readonly onBound?: () => void;
   /** Reopens the primary's own log files (SIGUSR2); workers reopen theirs when told. */
   readonly reopenLogs?: () => void;
   /** Unexpected exits within {@link CRASH_WINDOW_MS} beyond this start the backoff; default: workers. */
@@ -112,8 +116,9 @@ class Primary {
   async run(): Promise<number> {
     const { target, log } = this.opts;
     // A socket that cannot be had is the same one-line start-up error as without the manager.
-    const shared = await openShared(target, this.opts.socketMode);
+    const shared = await openShared(target, this.opts.socketMode, this.opts.socketOwner);
     this.shared = shared;
+    this.opts.onBound?.();
     // The workers must not see systemd's variables: LISTEN_PID would not match them anyway.
     delete process.env.LISTEN_FDS;
     delete process.env.LISTEN_PID;
@@ -421,7 +426,7 @@ interface ServerHandle {
  * without starting to accept in this process (a net.Server would accept here too). Each
  * worker's listen() on its copy then makes it a listening socket.
  */
-async function openShared(target: ListenTarget, socketMode: number | null): Promise<Shared> {
+async function openShared(target: ListenTarget, socketMode: number | null, owner: ManagerOptions['socketOwner']): Promise<Shared> {
   if (target.kind === 'fd') {
     if (!isListeningSocket(target.fd)) {
       throw new LodestoneError('LS_LISTEN_FAILED', `fd ${target.fd} is not a listening socket (the web server or spawner must pass one)`);
@@ -433,7 +438,13 @@ async function openShared(target: ListenTarget, socketMode: number | null): Prom
     await removeStaleSocket(target.path);
     const handle = create(target.path, -1, -1);
     if (typeof handle === 'number') throw listenError(target, handle);
-    if (socketMode !== null) fs.chmodSync(target.path, socketMode);
+    try {
+      setSocketAccess(target.path, socketMode, owner);
+    } catch (err) {
+      handle.close();
+      fs.rmSync(target.path, { force: true });
+      throw err;
+    }
     return {
       stdio: handle.fd,
       address: describeTarget(target),
@@ -456,6 +467,19 @@ async function openShared(target: ListenTarget, socketMode: number | null): Prom
     throw listenError(target, err !== 0 ? err : -os.constants.errno.EADDRINUSE);
   }
   return { stdio: handle.fd, address: describeTarget({ ...target, port: out.port }), close: () => handle.close() };
+}
+
+/**
+ * A unix socket's mode and owner, as php-fpm's listen.mode / listen.owner / listen.group: the
+ * web server (another user) must be allowed to connect, nobody else.
+ */
+export function setSocketAccess(file: string, mode: number | null, owner: ManagerOptions['socketOwner']): void {
+  try {
+    if (owner !== null) fs.chownSync(file, owner.uid, owner.gid);
+  } catch (err) {
+    throw new LodestoneError('LS_LISTEN_FAILED', `socketOwner: cannot give ${file} to ${owner!.uid}:${owner!.gid}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (mode !== null) fs.chmodSync(file, mode);
 }
 
 function listenError(target: ListenTarget, errno: number): LodestoneError {

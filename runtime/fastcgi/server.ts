@@ -123,7 +123,15 @@ export class FastcgiServer {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
     await closed;
-    if (this.unixPath) fs.rmSync(this.unixPath, { force: true });
+    if (this.unixPath) {
+      try {
+        fs.rmSync(this.unixPath, { force: true });
+      } catch (err) {
+        // A process that gave up root (--workers 0 with a user) may not unlink in a root-owned
+        // directory; the next start removes the stale socket.
+        this.options.log.warn('-', 'cannot remove the socket file', { path: this.unixPath, error: (err as NodeJS.ErrnoException).code ?? String(err) });
+      }
+    }
   }
 
   private readonly onConnection = (socket: net.Socket): void => {

@@ -9,7 +9,7 @@ import type { Response } from '../response.js';
 import { confine, type Confined } from './confine.js';
 import { accelUri, contentDisposition, escalationHeader, pickMode, type SendfileMode } from './escalate.js';
 import { openRegular } from './open-regular.js';
-import { StatCache, type FileInfo } from './stat-cache.js';
+import { isUnreadable, StatCache, type FileInfo } from './stat-cache.js';
 import { LRUCache } from 'lru-cache';
 
 export type { FileInfo } from './stat-cache.js';
@@ -102,6 +102,8 @@ export class Files {
     if (info.is_file && !this.config.allowScripts && this.scriptSources?.(where.path)) {
       return { kind: 'refused', reason: `${where.path} is a script source (files.allowScripts = true serves it)` };
     }
+    // What this worker's user cannot read is not reached through it, whoever the web server is.
+    if (isUnreadable(info)) return { kind: 'refused', reason: `${where.path}: not readable by this worker's user (uid ${process.geteuid?.()})` };
     return { kind: info.is_dir ? 'dir' : info.is_file ? 'file' : 'special', path: where.path, info };
   }
 

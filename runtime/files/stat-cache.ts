@@ -138,17 +138,32 @@ export class StatCache {
   }
 }
 
+// Regular files this process may not read, by their (frozen) info: see isUnreadable.
+const unreadable = new WeakSet<FileInfo>();
+
+/**
+ * True when `info` is a regular file this process could not open for reading when it was
+ * stat()ed (access(2): mode bits and ACLs against the worker's user). sendfile() hands the
+ * web server only what the worker itself could read: the web server may run as another user.
+ */
+export function isUnreadable(info: FileInfo): boolean {
+  return unreadable.has(info);
+}
+
 async function statFile(realPath: string): Promise<FileInfo | null> {
   let st: fs.Stats;
+  // Root reads everything; otherwise the access check runs beside the stat, on the same miss.
+  const access = process.geteuid?.() === 0 ? null : fs.promises.access(realPath, fs.constants.R_OK).then(() => true, () => false);
   try {
     st = await fs.promises.stat(realPath);
   } catch (err) {
+    await access;
     const code = err instanceof Error && 'code' in err ? err.code : undefined;
     if (code === 'ENOENT' || code === 'ENOTDIR') return null;
     throw err;
   }
   const mtime = Math.floor(st.mtimeMs / 1000);
-  return Object.freeze({
+  const info: FileInfo = Object.freeze({
     is_file: st.isFile(),
     is_dir: st.isDirectory(),
     size: st.size,
@@ -156,6 +171,8 @@ async function statFile(realPath: string): Promise<FileInfo | null> {
     etag: `"${mtime.toString(16)}-${st.size.toString(16)}"`,
     content_type: contentType(realPath),
   });
+  if (access !== null && !(await access) && st.isFile()) unreadable.add(info);
+  return info;
 }
 
 /** The Content-Type for a file name: mime's guess, `; charset=utf-8` on text types, else octet-stream. */

@@ -150,6 +150,14 @@ export async function startLodestone(t: TestContext, opts: StartOptions = {}): P
   };
 }
 
+/**
+ * The warn and error lines of a Lodestone log, less the LS_RUNNING_AS_ROOT line every root start
+ * without --user logs (CI runs as root; privileges.test.ts checks that line itself).
+ */
+export function complaints(log: string): string[] {
+  return log.split('\n').filter((line) => /^\S+ (warn|error) /.test(line) && !/^\S+ warn LS_RUNNING_AS_ROOT /.test(line));
+}
+
 /** Runs a program to completion; for cgi-fcgi and friends. */
 export function run(
   program: string,

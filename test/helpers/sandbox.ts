@@ -52,6 +52,8 @@ export interface Sandbox {
   memory(): { hwm: number; rss: number };
   /** Resets the peak (VmHWM) to the current RSS, so the next reading is this attack's peak. */
   resetPeak(): void;
+  /** CPU time the server process has used (user + system, all threads), in ms. */
+  cpuMs(): number;
   /** Log lines (the server's stderr) with this code. */
   logged(code: string): string[];
   /** Fails unless the process is running and answers a fresh hello script. */
@@ -117,6 +119,11 @@ export async function startSandbox(t: TestContext, opts: SandboxOptions = {}): P
       const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
       return { hwm: kib('VmHWM'), rss: kib('VmRSS') };
     },
+    cpuMs() {
+      // Fields 14 and 15 of /proc/PID/stat (after the parenthesised name): utime, stime in ticks.
+      const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+    },
     resetPeak() {
       // "5" resets the peak RSS to the current RSS (Linux >= 4.0, owner or root).
       fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
@@ -162,6 +169,16 @@ export function scriptParams(root: string, name: string, query = ''): Record<str
  */
 export const SLACK_MS = 400;
 
+/** USER_HZ, the unit of /proc/PID/stat's times: 100 on every Linux build that matters. */
+const CLOCK_TICKS = 100;
+
+/**
+ * A time bound is judged on the server's own CPU time: under a full parallel test run the wall
+ * time of a run stopped exactly at its limit stretched past 2x (1,413 ms against a 1,200 ms
+ * bound on 2026-12-07) while its CPU did not. The wall clock only has to show no hang.
+ */
+const WALL_FACTOR = 4;
+
 /** A victim script: waits a little (so it is in flight during an attack), then prints its id. */
 export const VICTIM = {
   lua: 'sleep(tonumber(request.query.ms) or 0)\nprint("own-" .. request.query.id)',
@@ -173,8 +190,13 @@ export interface AttackExpectation {
   status?: number;
   /** Log code expected for the attack (e.g. LS_SCRIPT_LIMIT); null: none required. */
   code?: string | null;
-  /** The attack must answer within this many ms (e.g. 2x the limit it trips). */
+  /** The attack must answer within this many ms of wall time (a wall-time limit's bound). */
   withinMs?: number;
+  /**
+   * The attack must cost the server at most this many ms of CPU (e.g. 2x the CPU limit it
+   * trips), and answer within {@link WALL_FACTOR} times that of wall time.
+   */
+  cpuMs?: number;
   /** Peak RSS above the pre-attack RSS must stay under this many bytes. */
   peakBytes?: number;
   /** How long the concurrent victim sleeps before printing (default 100 ms). */
@@ -191,16 +213,23 @@ export async function attack(sb: Sandbox, lang: Language, name: string, expect: 
   sb.script(`victim.${lang}`, VICTIM[lang]);
   sb.resetPeak();
   const before = sb.memory().rss;
+  const cpuBefore = sb.cpuMs();
   const victim = sb.get(`victim.${lang}`, `id=v1&ms=${expect.victimMs ?? 100}`);
   const hit = await sb.get(name);
   const v = await victim;
   const peak = sb.memory().hwm - before;
+  const cpu = sb.cpuMs() - cpuBefore;
 
   assert.equal(hit.status, expect.status ?? 500, `${name}: status (stderr: ${hit.stderr})`);
   if (expect.code) {
     assert.ok(hit.stderr.includes(expect.code) || sb.logged(expect.code).length > 0, `${name}: ${expect.code} logged (stderr: ${hit.stderr})`);
   }
-  if (expect.withinMs !== undefined) assert.ok(hit.ms < expect.withinMs, `${name}: answered in ${Math.round(hit.ms)} ms, bound ${expect.withinMs} ms`);
+  const took = `${name}: answered in ${Math.round(hit.ms)} ms using ${Math.round(cpu)} ms of server CPU`;
+  if (expect.withinMs !== undefined) assert.ok(hit.ms < expect.withinMs, `${took}, bound ${expect.withinMs} ms`);
+  if (expect.cpuMs !== undefined) {
+    assert.ok(cpu < expect.cpuMs, `${took}, bound ${expect.cpuMs} ms of CPU`);
+    assert.ok(hit.ms < WALL_FACTOR * expect.cpuMs, `${took}, bound ${WALL_FACTOR * expect.cpuMs} ms of wall time`);
+  }
   assert.equal(v.status, 200, `the concurrent victim request: ${v.stderr}`);
   assert.equal(v.body, 'own-v1\n', 'the concurrent victim got exactly its own body');
   if (expect.peakBytes !== undefined) {

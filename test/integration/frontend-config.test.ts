@@ -37,6 +37,10 @@ async function startSite(t: TestContext, transport: 'tcp' | 'unix'): Promise<Sit
   fs.writeFileSync(path.join(root, 'hello.lua'), 'response.headers["Content-Type"] = "text/plain"\nprint("lua " .. request.query.x)\n');
   fs.writeFileSync(path.join(root, 'sub/hello.js'), "response.headers['Content-Type'] = 'text/plain';\nprint('js ' + request.query.x);\n");
   fs.writeFileSync(path.join(root, 'file.lua'), `sendfile(${JSON.stringify(path.join(files, 'data.txt'))})\n`);
+  fs.writeFileSync(path.join(root, 'index.lua'), 'response.headers["Content-Type"] = "text/plain"\nprint("index")\n');
+  // Browser JavaScript: a web server must send it, never hand it to Lodestone to run.
+  fs.mkdirSync(path.join(root, 'assets'));
+  fs.writeFileSync(path.join(root, 'assets/app.js'), "print('ran as a script');\n");
   const payload = `payload ${randomBytes(8).toString('hex')}\n`;
   fs.writeFileSync(path.join(files, 'data.txt'), payload);
   const configFile = path.join(dir, 'lodestone.json');
@@ -187,6 +191,14 @@ http {
   assert.equal(file.body.toString(), site.payload);
   // The internal location is not reachable from outside.
   assert.equal((await httpRequest(`http://127.0.0.1:${port}/protected/data.txt`)).status, 404);
+  // "/" runs index.lua (the dev server's index); browser JavaScript under the ^~ prefix is sent as it is.
+  const index = await httpRequest(`http://127.0.0.1:${port}/`);
+  assert.equal(index.status, 200, index.body.toString());
+  assert.equal(index.body.toString(), 'index\n');
+  const asset = await httpRequest(`http://127.0.0.1:${port}/assets/app.js`);
+  assert.equal(asset.status, 200);
+  assert.equal(asset.body.toString(), "print('ran as a script');\n");
+  assert.doesNotMatch(site.lodestone.log(), /app\.js/);
 });
 
 test('lighttpd: the fragment in a minimal lighttpd.conf serves .lua and .js and sends files (TCP)', { timeout }, async (t) => {

@@ -120,7 +120,9 @@ test('--workers 3: three worker pids serve through nginx', { timeout }, async (t
 });
 
 test('a SIGKILLed worker is replaced within a second and load keeps being served', { timeout }, async (t) => {
-  const s = await setup(t, ['--workers', '2']);
+  // A connection per request: nginx's kept connections to the surviving worker would carry all
+  // the load, and the replacement might win none (it failed a full run so on 2026-12-07).
+  const s = await setup(t, ['--workers', '2'], null);
   if (!s) return;
   const primary = s.lodestone.child.pid!;
   const before = await waitFor(() => (childPids(primary).length === 2 ? childPids(primary) : undefined), 5_000, () => 'two workers');

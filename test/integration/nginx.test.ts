@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
-import { startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
+import { complaints, startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
 import { havePrograms, httpRequest, startNginx, type WebServer } from '../helpers/peers.js';
 import { parseReport, pattern, sha256, type Report } from '../helpers/diagnostic.js';
 
@@ -16,13 +16,6 @@ import { parseReport, pattern, sha256, type Report } from '../helpers/diagnostic
 const timeout = 60_000;
 
 
-/** Lines Lodestone logged at warn or error level: none are expected from a well-behaved nginx. */
-function complaints(lodestone: Lodestone): string[] {
-  return lodestone
-    .log()
-    .split('\n')
-    .filter((line) => /^\S+ (warn|error) /.test(line));
-}
 
 /** The round trips both transports must pass, as subtests sharing one nginx and one Lodestone. */
 async function roundTrips(t: TestContext, nginx: WebServer, lodestone: Lodestone, tag: string): Promise<void> {
@@ -107,7 +100,7 @@ async function roundTrips(t: TestContext, nginx: WebServer, lodestone: Lodestone
     assert.match(line, /FastCGI sent in stderr/);
   });
 
-  assert.deepEqual(complaints(lodestone), []);
+  assert.deepEqual(complaints(lodestone.log()), []);
 }
 
 test('nginx -> lodestone over TCP', { timeout }, async (t) => {
@@ -179,7 +172,7 @@ for (const transport of ['tcp', 'unix'] as const) {
         `sequence numbers on connection ${conn}`,
       );
     }
-    assert.deepEqual(complaints(lodestone), []);
+    assert.deepEqual(complaints(lodestone.log()), []);
   });
 }
 
@@ -195,5 +188,5 @@ test(controlName, { timeout }, async (t) => {
     'a request reused a connection',
   );
   assert.equal(sequencesByConnection(reports).size, REQUESTS);
-  assert.deepEqual(complaints(lodestone), []);
+  assert.deepEqual(complaints(lodestone.log()), []);
 });

@@ -145,7 +145,7 @@ test('item 3, js: a run that keeps catching the CPU-limit interrupt fails alone;
   const sb = await startSandbox(t, { config: { scriptLimits: { cpuMs } } });
   sb.script('spin.js', 'async function spin() { for (;;) {} }\nfor (;;) { try { await spin(); } catch (e) {} }');
   // The victim sleeps past the attack's end (the CPU limit plus the engine's 50 ms drain budget).
-  const hit = await attack(sb, 'js', 'spin.js', { code: 'LS_SCRIPT_LIMIT', withinMs: 2 * cpuMs + SLACK_MS, victimMs: 3 * cpuMs });
+  const hit = await attack(sb, 'js', 'spin.js', { code: 'LS_SCRIPT_LIMIT', cpuMs: 2 * cpuMs + SLACK_MS, victimMs: 3 * cpuMs });
   assert.match(hit.stderr, /CPU time over 500 ms/);
   // Several victims at once, and the attack again meanwhile.
   const victims = ['a', 'b', 'c'].map((id) => sb.get('victim.js', `id=${id}&ms=${3 * cpuMs}`));

@@ -18,7 +18,7 @@ const CPU_MS = 400;
 const LIMITS = { memoryBytes: MEMORY, cpuMs: CPU_MS };
 
 /** The issue's bounds: the limit error within ~2x the CPU limit, RSS peak under 4x the budget. */
-const BOUNDS = { code: 'LS_SCRIPT_LIMIT', withinMs: 2 * CPU_MS + SLACK_MS, peakBytes: 4 * MEMORY } as const;
+const BOUNDS = { code: 'LS_SCRIPT_LIMIT', cpuMs: 2 * CPU_MS + SLACK_MS, peakBytes: 4 * MEMORY } as const;
 
 async function sandbox(t: TestContext): Promise<Sandbox> {
   return startSandbox(t, { config: { scriptLimits: LIMITS, watchdogMs: 3000 } });
@@ -82,7 +82,7 @@ for (const [name, source, code] of jsAttacks) {
     // per-run budget (64 MiB) and its 4x bound.
     const sb = await startSandbox(t, { config: { scriptLimits: { cpuMs: CPU_MS }, watchdogMs: 3000 } });
     sb.script('attack.js', source);
-    await attack(sb, 'js', 'attack.js', { code, withinMs: BOUNDS.withinMs, peakBytes: 4 * 64 * 2 ** 20 });
+    await attack(sb, 'js', 'attack.js', { code, cpuMs: BOUNDS.cpuMs, peakBytes: 4 * 64 * 2 ** 20 });
   });
 }
 
@@ -105,7 +105,7 @@ test('Lua: log() of 30 references to a 12 MiB string copies only the log room (2
   // (scriptLimits.logLineBytes; sandbox-host.test.ts checks the markers and the budget).
   const sb = await sandbox(t);
   sb.script('attack.lua', `${BIG(30)}log(table.unpack(t))`);
-  const hit = await attack(sb, 'lua', 'attack.lua', { status: 200, withinMs: BOUNDS.withinMs, peakBytes: BOUNDS.peakBytes });
+  const hit = await attack(sb, 'lua', 'attack.lua', { status: 200, cpuMs: BOUNDS.cpuMs, peakBytes: BOUNDS.peakBytes });
   assert.ok(hit.stderr.length < 16 * 1024, `FCGI_STDERR holds ${hit.stderr.length} bytes`);
   assert.match(hit.stderr, /log line cut/);
 });

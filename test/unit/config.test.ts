@@ -314,3 +314,24 @@ test('http with x-accel-redirect or a TCP listen: named errors', () => {
   assert.match(configError(() => loadConfig({ http: '127.0.0.1:0', sendfile: 'x-accel-redirect' }, {})), /^--http: .*x-accel-redirect is nginx only/);
   assert.match(configError(() => loadConfig({ http: '127.0.0.1:0', listen: 'tcp:127.0.0.1:0' }, {})), /^--http: needs FastCGI on a unix socket/);
 });
+
+test('user and group: names and numbers resolve through the system databases; a bad one is one line naming the field', (t) => {
+  const dir = tempDir(t);
+  const idOf = (flag: string): number => Number(run('id', [flag, 'nobody']).stdout.toString());
+  const byName = loadConfig({ user: 'nobody' }, {});
+  assert.deepEqual([byName.runAs?.uid, byName.runAs?.gid, byName.runAs?.user], [idOf('-u'), idOf('-g'), 'nobody']);
+  const byNumber = loadConfig({ user: String(idOf('-u')), group: '0' }, {});
+  assert.deepEqual([byNumber.runAs?.uid, byNumber.runAs?.gid, byNumber.runAs?.user, byNumber.runAs?.group], [idOf('-u'), 0, 'nobody', 'root']);
+  assert.equal(loadConfig({}, {}).runAs, null);
+  assert.match(configError(() => loadConfig({ user: 'no-such-user-lodestone' }, {})), /^--user: no such user "no-such-user-lodestone"$/);
+  assert.match(configError(() => loadConfig({ user: 'nobody', group: 'no-such-group-lodestone' }, {})), /^--group: no such group/);
+  assert.match(configError(() => loadConfig({ group: 'nogroup' }, {})), /^--group: needs --user/);
+  assert.match(configError(() => loadConfig({ user: '4000000' }, {})), /^--group: needed with a numeric user/);
+  assert.match(configError(() => loadConfig({ user: 'nobody', http: '127.0.0.1:0' }, {})), /^--user: the development server does not switch users/);
+  assert.match(configError(() => loadConfig({ config: writeConfig(dir, { user: 33 }) }, {})), /^user: must be a string/);
+  assert.match(configError(() => loadConfig({ config: writeConfig(dir, { socketOwner: 'nobody:no-such-group-lodestone' }) }, {})), /^socketOwner: no such group/);
+  assert.deepEqual(loadConfig({ config: writeConfig(dir, { socketOwner: ':0' }) }, {}).socketOwner, { uid: -1, gid: 0 });
+  const r = run(process.execPath, [cliPath, 'serve', '--user', 'no-such-user-lodestone']);
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, "lodestone: LS_CONFIG_INVALID: --user: no such user \"no-such-user-lodestone\"\ntry 'lodestone --help'\n");
+});
