@@ -342,6 +342,8 @@ async function scriptHandler(config: Config, log: Logger, services: HostServices
     raw: raw === true ? () => true : (file) => raw.has(file),
     ...services,
     counters,
+    // Only the development server shows errors on the page (see PipelineOptions.dev).
+    dev: config.http !== null,
   });
 }
 
