@@ -7,7 +7,6 @@
  * `check` and `config SERVER` take the same options and load the same configuration.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ScriptStore } from '../cache/script-store.js';
@@ -25,7 +24,7 @@ import { Logger } from './log.js';
 import { createContentCache } from '../cache/content-cache.js';
 import type { HostServices } from './engines/host.js';
 import { BackendPool } from './fastcgi/pool.js';
-import { startDevHttp, type DevHttp } from './dev-http.js';
+import { runDevServer } from './dev-server.js';
 import { Files, type ScriptSources } from './files/files.js';
 import { createStatusHandler, type RunCounters } from './status.js';
 import { createScriptHandler } from './pipeline.js';
@@ -179,6 +178,14 @@ async function serve(config: Config): Promise<number> {
   } catch (err) {
     return fatal(new LodestoneError('LS_CONFIG_INVALID', `logFile: cannot open ${config.logFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`));
   }
+  if (config.http !== null && !isManagedWorker()) {
+    // The HTTP side here, the scripts in a worker the manager replaces when it dies.
+    try {
+      return await runDevServer(config, log, reopenLogFiles, () => warnIfRoot(config, log));
+    } catch (err) {
+      return fatal(err);
+    }
+  }
   const runAs = switchTo(config, log);
   const socketOwner = config.socketOwner ?? (runAs && { uid: runAs.uid, gid: runAs.gid });
   // As root, the files the script-running processes write are made theirs first (the primary
@@ -260,18 +267,10 @@ async function serve(config: Config): Promise<number> {
   }
   const handler = config.workerMaxRequests > 0 && isManagedWorker() ? retireAfter(logged, config.workerMaxRequests) : logged;
   server = new FastcgiServer({ limits: config.limits, handler, log, webServerAddrs: config.webServerAddrs });
-  // With --http and no --listen, FastCGI is only the dev front end's: a private unix socket.
-  const devDir = config.http !== null && config.listen === null ? fs.mkdtempSync(path.join(os.tmpdir(), 'lodestone-dev-')) : null;
-  const removeDevDir = (): void => {
-    if (devDir) fs.rmSync(devDir, { recursive: true, force: true });
-  };
-  const target: ListenTarget = devDir
-    ? { kind: 'unix', path: path.join(devDir, 'fastcgi.sock') }
-    : (config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 });
+  const target: ListenTarget = config.listen ?? inheritedTarget() ?? { kind: 'tcp', host: '127.0.0.1', port: 9000 };
   try {
     await server.listen(target);
   } catch (err) {
-    removeDevDir();
     return fatal(err);
   }
   try {
@@ -281,7 +280,6 @@ async function serve(config: Config): Promise<number> {
     warnIfRoot(config, log);
   } catch (err) {
     await server.close();
-    removeDevDir();
     return fatal(err);
   }
   // systemd's convention: the fds are ours; do not pass the variables on to children.
@@ -296,20 +294,6 @@ async function serve(config: Config): Promise<number> {
   } else {
     log.info('-', 'lodestone listening', { listen: describeTarget(listening), root: config.root, pid: process.pid });
   }
-  let dev: DevHttp | null = null;
-  if (config.http !== null) {
-    // (config.ts has made sure the target is a unix socket.)
-    const socket = target.kind === 'unix' ? target.path : '';
-    try {
-      dev = await startDevHttp({ ...config.http, socket, root: config.root, fileRoots: config.files.roots, log });
-    } catch (err) {
-      await server.close();
-      removeDevDir();
-      return fatal(new LodestoneError('LS_LISTEN_FAILED', `--http ${config.http.host}:${config.http.port}: ${(err as Error).message}`));
-    }
-    process.stdout.write(`Lodestone development server: ${dev.url}/ (scripts from ${config.root}); Ctrl-C stops it\n`);
-  }
-
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals): void => {
@@ -320,9 +304,8 @@ async function serve(config: Config): Promise<number> {
       }
       stopping = true;
       log.info('-', 'stopping gracefully', { signal, inFlight: server.activeRequests });
-      void (dev ? dev.close() : Promise.resolve())
-        .then(() => server.close())
-        .then(removeDevDir)
+      void server
+        .close()
         .then(() => Promise.allSettled([cache?.close(), ...[...backends.values()].map((pool) => pool.close())]))
         .then(() => stopWatchdog?.())
         .then(() => resolve(0));
@@ -434,6 +417,8 @@ async function scriptHandler(config: Config, log: Logger, services: HostServices
     raw: raw === true ? () => true : (file) => raw.has(file),
     ...services,
     counters,
+    // Only the development server shows errors on the page (see PipelineOptions.dev).
+    dev: config.http !== null,
   });
 }
 

@@ -246,7 +246,7 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
     throw invalid('watchdogMs', `must be 0 (off) or more than scriptLimits.cpuMs (${config.scriptLimits.cpuMs})`);
   }
   if (config.http !== null && config.workers > 0) {
-    throw invalid(cli.http !== undefined ? '--http' : 'http', 'the development server runs one process; drop --workers / PHP_FCGI_CHILDREN');
+    throw invalid(cli.http !== undefined ? '--http' : 'http', 'the development server runs its scripts in one worker of its own; drop --workers / PHP_FCGI_CHILDREN');
   }
   if (config.http !== null && config.runAs !== null) {
     throw invalid(userField, 'the development server does not switch users; start it as the user it should run as');
@@ -257,7 +257,8 @@ export function loadConfig(cli: CliValues, env: NodeJS.ProcessEnv = process.env)
   if (config.http !== null && config.files.sendfile === 'x-accel-redirect') {
     throw invalid(cli.http !== undefined ? '--http' : 'http', 'the development server sends X-Sendfile files itself; files.sendfile x-accel-redirect is nginx only');
   }
-  if (config.http !== null && config.listen !== null && config.listen.kind !== 'unix') {
+  // The development server's worker gets its primary's unix socket as an fd.
+  if (config.http !== null && shared === undefined && config.listen !== null && config.listen.kind !== 'unix') {
     throw invalid(cli.http !== undefined ? '--http' : 'http', 'needs FastCGI on a unix socket (omit --listen, or give --listen unix:PATH)');
   }
   return Object.freeze(config);

@@ -35,6 +35,11 @@ export interface DevHttpOptions {
   readonly log: Logger;
   /** Tried in order for a directory; default `['index.lua', 'index.js']`. */
   readonly index?: readonly string[];
+  /**
+   * Script requests wait for this before they go to FastCGI: the development server listens on
+   * its port before its FastCGI worker does, and a request in between would get a 502.
+   */
+  readonly ready?: Promise<void>;
 }
 
 /** A running dev front end. */
@@ -207,6 +212,8 @@ async function forward(
     if (!res.writableFinished) abort.abort();
   });
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+  // Held while the development server's worker starts (not after: its socket then keeps listening).
+  await ctx.options.ready;
   let backend: BackendResponse;
   try {
     backend = await ctx.pool.request({

@@ -65,6 +65,10 @@ export interface ManagerOptions {
   readonly reopenLogs?: () => void;
   /** Unexpected exits within {@link CRASH_WINDOW_MS} beyond this start the backoff; default: workers. */
   readonly crashThreshold?: number;
+  /** Runs once, when the first worker listens (the development server prints its URL then). */
+  readonly onListening?: () => void;
+  /** Runs at the first stop, before the workers are asked to finish (the development server closes its HTTP side). */
+  readonly onStop?: () => void;
 }
 
 /** Window over which unexpected worker exits are counted for the crash-loop backoff. */
@@ -206,6 +210,7 @@ class Primary {
       if (!this.everListened) {
         this.everListened = true;
         log.info('-', 'lodestone listening', { listen: this.shared?.address ?? msg.address, workers: this.opts.workers, pid: process.pid });
+        this.opts.onListening?.();
       }
     } else if (msg.type === 'retiring' && !entry.leaving && !this.stopping) {
       // Replacement listening first, then the old one stops, so capacity never drops (workers
@@ -337,6 +342,7 @@ class Primary {
     }
     this.stopping = true;
     log.info('-', 'stopping gracefully', { signal, workers: this.tracked.size });
+    this.opts.onStop?.();
     if (this.tracked.size === 0) {
       this.resolveRun(this.exitCode);
       return;

@@ -37,6 +37,14 @@ export interface PipelineOptions {
   readonly cacheFiles?: CacheFiles | null;
   /** Counts limit hits and script errors for the status page. */
   readonly counters?: RunCounters;
+  /**
+   * The development server's FastCGI side (cli.ts sets it only with `--http`). A script error's
+   * 500 page then shows the message and `file:line`, as `php -S` with display_errors does; and the
+   * lines this pipeline logs are not also sent on FCGI_STDERR, since the dev front end relays
+   * FCGI_STDERR into the same log and each would appear twice. Off, the client sees only the
+   * generic page: file paths and code are for the operator.
+   */
+  readonly dev?: boolean;
 }
 
 /**
@@ -91,7 +99,7 @@ function serve(options: PipelineOptions, services: HostServices, req: Request, r
       // not run): the operator needs the path and both sizes; the client only sees the 500.
       const message = `${tooLargeMessage(found.size, found.max)}; not read`;
       log.error('LS_SCRIPT_TOO_LARGE', message, { script: found.file });
-      res.log(`lodestone: ${found.file}: ${message}`);
+      alsoToStderr(options, res, `lodestone: ${found.file}: ${message}`);
       return errorPage(res, 500);
     }
   }
@@ -150,7 +158,7 @@ function exited(options: PipelineOptions, host: ScriptHost, error: ScriptError):
   if (code) {
     const level = status === 404 ? 'info' : status >= 500 ? 'error' : 'warn';
     options.log[level](code, error.message, { script: error.location });
-    if (status !== 404) res.log(`lodestone: ${error.location}: ${error.message}`);
+    if (status !== 404) alsoToStderr(options, res, `lodestone: ${error.location}: ${error.message}`);
   }
   if (page && !res.headersSent) return errorPage(res, status);
   if (host.relay) return relay(options, host, host.relay.pool, host.relay.response);
@@ -196,26 +204,41 @@ const failureCodes: Record<ScriptError['kind'], Code> = {
 };
 
 // The message goes to the log and to FCGI_STDERR (the web server's error log), never to the
-// client, who could learn file paths and code from it.
+// client, who could learn file paths and code from it; the development server alone shows it.
 function scriptFailed(options: PipelineOptions, res: Response, error: ScriptError): void {
   if (options.counters) {
     if (error.kind === 'limit') options.counters.limitHits++;
     else options.counters.scriptErrors++;
   }
   options.log.error(failureCodes[error.kind], error.message, { script: error.location });
-  res.log(`lodestone: ${error.location}: ${error.message}`);
+  alsoToStderr(options, res, `lodestone: ${error.location}: ${error.message}`);
   if (res.headersSent) {
     // Output already streamed: the status cannot change any more; end what was sent.
     res.end();
     return;
   }
-  errorPage(res, 500);
+  errorPage(res, 500, options.dev ? `${error.location}: ${error.message}` : null);
 }
 
-/** Replaces whatever `res` holds with the standard error page for `status`. */
-export function errorPage(res: Response, status: number): void {
+// A line this pipeline has logged, for the web server's error log too; not under the dev front
+// end, which relays FCGI_STDERR into this same log and would show it twice.
+function alsoToStderr(options: PipelineOptions, res: Response, line: string): void {
+  if (!options.dev) res.log(line);
+}
+
+/**
+ * Replaces whatever `res` holds with the standard error page for `status`; `detail` (the
+ * development server's error text) goes below the heading, HTML-escaped.
+ */
+export function errorPage(res: Response, status: number, detail: string | null = null): void {
   res.reset();
   res.status = status;
   res.setHeader('Content-Type', 'text/html; charset=utf-8');
-  res.end(`<!DOCTYPE html><title>${status} ${STATUS_CODES[status] ?? ''}</title><h1>${status} ${STATUS_CODES[status] ?? ''}</h1>\n`);
+  const title = `${status} ${STATUS_CODES[status] ?? ''}`;
+  const shown = detail === null ? '' : `<pre>${escapeHtml(detail)}</pre>\n`;
+  res.end(`<!DOCTYPE html><title>${title}</title><h1>${title}</h1>\n${shown}`);
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

@@ -14,6 +14,7 @@ import { startDevHttp, type DevHttp } from '../../runtime/dev-http.js';
 import { defaultScriptLimits, type ScriptEngine } from '../../runtime/engines/engine.js';
 import { createJsEngine } from '../../runtime/engines/js.js';
 import { LuaEngine } from '../../runtime/engines/lua.js';
+import { diagnostic } from '../../runtime/diagnostic.js';
 import { defaultLimits } from '../../runtime/fastcgi/limits.js';
 import { FastcgiServer } from '../../runtime/fastcgi/server.js';
 import { Files } from '../../runtime/files/files.js';
@@ -329,6 +330,31 @@ test('backend down -> 502 page', async (t) => {
   const r = await httpRequest(`${dev.url}/x.lua`);
   assert.equal(r.status, 502);
   assert.match(r.body.toString(), /502 Bad Gateway/);
+});
+
+test('script requests wait for `ready` (the FastCGI worker still starting) instead of getting a 502', async (t) => {
+  const dir = fs.realpathSync(tempDir(t, 'lodestone-dev-'));
+  fs.writeFileSync(path.join(dir, 'x.lua'), 'print(1)\n');
+  fs.writeFileSync(path.join(dir, 'a.txt'), 'static\n');
+  const socket = path.join(dir, 'late.sock');
+  const log = new Logger('error', () => {});
+  let workerListens = (): void => {};
+  const ready = new Promise<void>((resolve) => (workerListens = resolve));
+  const dev = await startDevHttp({ host: '127.0.0.1', port: 0, socket, root: dir, fileRoots: [], log, ready });
+  t.after(() => dev.close());
+  const script = httpRequest(`${dev.url}/x.lua`);
+  // Static files need no FastCGI and do not wait.
+  assert.equal((await httpRequest(`${dev.url}/a.txt`)).body.toString(), 'static\n');
+  // Time for the script request to reach the front end: forwarded now, it would find no socket.
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const server = new FastcgiServer({ limits: defaultLimits, handler: diagnostic, log });
+  await server.listen({ kind: 'unix', path: socket });
+  t.after(() => server.close());
+  workerListens();
+  const r = await script;
+  assert.equal(r.status, 200, r.body.toString());
+  const seen = JSON.parse(r.body.toString()) as { params: Record<string, string> };
+  assert.equal(seen.params.SCRIPT_FILENAME, path.join(dir, 'x.lua'));
 });
 
 test('close() ends keep-alive and stalled connections and the pool, leaving no handles', { timeout: 10_000 }, async (t) => {
