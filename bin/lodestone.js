@@ -48,7 +48,7 @@ if (!chosen) {
   }
 }
 
-import('../dist/runtime/cli.js').then(({ main }) =>
+import('../dist/runtime/cli/cli.js').then(({ main }) =>
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err) => {

@@ -4,6 +4,7 @@
  * opening so the CLI can reject a bad `--listen` before anything starts.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 
 export type ListenTarget =
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
@@ -123,4 +124,27 @@ export function describeTarget(target: ListenTarget): string {
     case 'fd':
       return `fd:${target.fd}`;
   }
+}
+
+/**
+ * A socket file left by a crashed run would make listen fail with EADDRINUSE; removes it, but
+ * only when nobody answers on it (another live server keeps its socket).
+ */
+export async function removeStaleSocket(path: string): Promise<void> {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(path);
+  } catch {
+    return;
+  }
+  if (!stat.isSocket()) return;
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (!live) fs.rmSync(path, { force: true });
 }

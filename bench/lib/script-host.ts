@@ -1,7 +1,7 @@
 /**
  * One script request without a socket, for the micro and big-script benchmarks: a real Request (params set the way
  * the connection sets them), a real Response whose channel counts and drops the framed bytes,
- * and a ScriptHost, run the way runtime/pipeline.ts runs a script (start, run, endOutput, the
+ * and a ScriptHost, run the way runtime/handlers/pipeline.ts runs a script (start, run, endOutput, the
  * default Content-Type, end, finish). The same idea as test/helpers/script-host.ts, kept apart
  * so that the benchmark does not depend on test code.
  */
@@ -9,8 +9,8 @@ import type { CompiledScript, ScriptEngine } from '../../runtime/engines/engine.
 import { defaultScriptLimits } from '../../runtime/engines/engine.js';
 import { DEFAULT_CONTENT_TYPE, ScriptHost } from '../../runtime/engines/host.js';
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
-import { Request } from '../../runtime/request.js';
-import { Response, type ResponseChannel } from '../../runtime/response.js';
+import { Request } from '../../runtime/fastcgi/server/request.js';
+import { Response, type ResponseChannel } from '../../runtime/fastcgi/server/response.js';
 
 const noFlow = { pauseFor(): void {}, resumeFor(): void {} };
 
@@ -72,7 +72,7 @@ export function makeHost(params: Buffer, sink: Sink, scriptFilename: string, doc
 }
 
 /**
- * Serves one request with `script` the way runtime/pipeline.ts does; throws the script's error.
+ * Serves one request with `script` the way runtime/handlers/pipeline.ts does; throws the script's error.
  * With `engine` null only the host is built, started, ended and finished (the baseline).
  */
 export async function serveOnce(

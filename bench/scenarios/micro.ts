@@ -8,7 +8,7 @@
  *   ways. Records/s and requests/s.
  * - Engines: hello in Lua (fengari) and JavaScript (QuickJS), cached and parsed per request,
  *   next to the host alone; the ~2,000-line script (bench/lib/big-script.ts) cached and parsed:
- *   what the script cache saves. Each request is served as runtime/pipeline.ts serves one
+ *   what the script cache saves. Each request is served as runtime/handlers/pipeline.ts serves one
  *   (bench/lib/script-host.ts).
  * - Script store: a hit inside the stat interval, a hit that re-stats the file (interval 0), and
  *   a miss that reads and compiles (two files, room for one).
@@ -22,15 +22,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ScriptStore } from '../../cache/script-store.js';
+import { ScriptStore } from '../../runtime/engines/script-store.js';
 import type { ScriptEngine } from '../../runtime/engines/engine.js';
 import { createJsEngine } from '../../runtime/engines/js.js';
 import { LuaEngine } from '../../runtime/engines/lua.js';
 import { FCGI_BEGIN_REQUEST, FCGI_PARAMS, FCGI_RESPONDER, FCGI_STDIN, FCGI_STDOUT } from '../../runtime/fastcgi/constants.js';
 import { scanPairs } from '../../runtime/fastcgi/pairs.js';
 import { encodeRecord, RecordParser, writeStream, framedLength } from '../../runtime/fastcgi/records.js';
-import { Request } from '../../runtime/request.js';
-import { Response } from '../../runtime/response.js';
+import { Request } from '../../runtime/fastcgi/server/request.js';
+import { Response } from '../../runtime/fastcgi/server/response.js';
 import { BIG_OUTPUT, bigJsScript, bigLuaScript } from '../lib/big-script.js';
 import { machine, type Context } from '../lib/harness.js';
 import { median } from '../lib/report.js';
@@ -348,7 +348,7 @@ async function engines(quick: boolean, step: (l: string) => void): Promise<strin
     return [
       '## Engines',
       '',
-      `Engines: Lua ${lua.version}; JS ${js.version}. Each request as runtime/pipeline.ts serves one: a fresh Request with ` +
+      `Engines: Lua ${lua.version}; JS ${js.version}. Each request as runtime/handlers/pipeline.ts serves one: a fresh Request with ` +
         '21 nginx params, a Response whose channel drops the bytes, ScriptHost start/run/finish. "Parsed per request" ' +
         'compiles, runs and disposes the script every time (no script cache).',
       '',
@@ -414,7 +414,7 @@ async function store(quick: boolean, step: (l: string) => void): Promise<string[
     return [
       '## Script store',
       '',
-      '`cache/script-store.ts` over real files in a temp dir, a one-line Lua script, leases released each time. A hit ' +
+      '`runtime/engines/script-store.ts` over real files in a temp dir, a one-line Lua script, leases released each time. A hit ' +
         'inside the stat interval is a map lookup and a clock read; the pipeline uses `peek` and awaits `get` only when ' +
         'the disk must be asked.',
       '',

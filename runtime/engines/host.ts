@@ -10,15 +10,15 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import nodePath from 'node:path';
-import { CacheValueError, type CachedResponse, type CacheValue, type ContentCache } from '../../cache/content-cache.js';
+import { CacheValueError, type CachedResponse, type CacheValue, type ContentCache } from '../content-cache/content-cache.js';
 import { parseCgiHead } from '../cgi.js';
 import type { Code } from '../errors.js';
 import { encodePairs, decodePairs } from '../fastcgi/pairs.js';
-import { BackendError, readBody, type BackendPool, type BackendResponse } from '../fastcgi/pool.js';
+import { BackendError, readBody, type BackendPool, type BackendResponse } from '../fastcgi/client/pool.js';
 import type { FileInfo, Files, SendOptions } from '../files/files.js';
-import type { Request } from '../request.js';
-import { checkHeader, type Response } from '../response.js';
-import { ScriptError, type ScriptLimits } from './engine.js';
+import type { Request } from '../fastcgi/server/request.js';
+import { checkHeader, type Response } from '../fastcgi/server/response.js';
+import { ScriptError, type ScriptLimits } from './script-error.js';
 
 /**
  * Wall-time limits of all running scripts, checked by one process-wide interval. A Node timer

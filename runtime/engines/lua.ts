@@ -19,7 +19,7 @@ import { FENGARI_RELEASE, lauxlib, lua, type LuaProxy, type LuaState } from 'fen
 import { ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
 import type { ScriptHost } from './host.js';
 import { LuaRun, running, text } from './lua/core.js';
-import { markIdle, markRunning } from '../watchdog.js';
+import { markIdle, markRunning } from './running.js';
 import { createSandbox, type Sandbox } from './lua/sandbox.js';
 
 const {

@@ -4,8 +4,8 @@
  * X-Sendfile2, X-Accel-Redirect). All filesystem work runs on libuv's thread pool; nothing here
  * blocks the event loop.
  */
-import type { Request } from '../request.js';
-import type { Response } from '../response.js';
+import type { Request } from '../fastcgi/server/request.js';
+import type { Response } from '../fastcgi/server/response.js';
 import { confine, type Confined } from './confine.js';
 import { accelUri, contentDisposition, escalationHeader, pickMode, type SendfileMode } from './escalate.js';
 import { openRegular } from './open-regular.js';

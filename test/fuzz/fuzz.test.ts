@@ -9,9 +9,9 @@ import net from 'node:net';
 import test from 'node:test';
 import fc from 'fast-check';
 import { RecordParser, encodeRecord } from '../../runtime/fastcgi/records.js';
-import { FastcgiServer } from '../../runtime/fastcgi/server.js';
-import { defaultLimits } from '../../runtime/fastcgi/limits.js';
-import { diagnostic } from '../../runtime/diagnostic.js';
+import { FastcgiServer } from '../../runtime/fastcgi/server/server.js';
+import { defaultLimits } from '../../runtime/fastcgi/server/limits.js';
+import { diagnostic } from '../../runtime/handlers/diagnostic.js';
 import { Logger } from '../../runtime/log.js';
 import { RawClient, parseCgi, request } from '../helpers/fcgi-client.js';
 

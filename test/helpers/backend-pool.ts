@@ -1,6 +1,6 @@
 /** A BackendPool for tests, logging into an array, closed when the test ends. */
 import type { TestContext } from 'node:test';
-import { BackendPool, defaultPoolOptions, type PoolOptions } from '../../runtime/fastcgi/pool.js';
+import { BackendPool, defaultPoolOptions, type PoolOptions } from '../../runtime/fastcgi/client/pool.js';
 import { Logger } from '../../runtime/log.js';
 
 export interface PoolSetup {

@@ -1,4 +1,4 @@
-/** What tests read from the diagnostic responder (runtime/diagnostic.ts). */
+/** What tests read from the diagnostic responder (runtime/handlers/diagnostic.ts). */
 import { createHash } from 'node:crypto';
 
 /** Its JSON report. */

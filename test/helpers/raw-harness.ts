@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import type { Handler } from '../../runtime/fastcgi/connection.js';
-import { defaultLimits, type Limits } from '../../runtime/fastcgi/limits.js';
-import { FastcgiServer } from '../../runtime/fastcgi/server.js';
-import { diagnostic } from '../../runtime/diagnostic.js';
+import type { Handler } from '../../runtime/fastcgi/server/connection.js';
+import { defaultLimits, type Limits } from '../../runtime/fastcgi/server/limits.js';
+import { FastcgiServer } from '../../runtime/fastcgi/server/server.js';
+import { diagnostic } from '../../runtime/handlers/diagnostic.js';
 import { Logger } from '../../runtime/log.js';
 import {
   RawClient,

@@ -6,8 +6,8 @@
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
 import { defaultScriptLimits, type ScriptLimits } from '../../runtime/engines/engine.js';
 import { ScriptHost, type HostServices } from '../../runtime/engines/host.js';
-import { Request } from '../../runtime/request.js';
-import { Response, type ResponseChannel } from '../../runtime/response.js';
+import { Request } from '../../runtime/fastcgi/server/request.js';
+import { Response, type ResponseChannel } from '../../runtime/fastcgi/server/response.js';
 import { Decoder, T, parseCgi, type Cgi } from './fcgi-client.js';
 
 export interface HostOptions {

@@ -16,7 +16,7 @@ import {
   readBody,
   type BackendResponse,
   type PoolOptions,
-} from '../../runtime/fastcgi/pool.js';
+} from '../../runtime/fastcgi/client/pool.js';
 import { requirePhpFpm, startPhpFpm, type PhpFpm } from '../helpers/php-fpm.js';
 
 const scripts = {

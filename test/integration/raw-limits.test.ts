@@ -9,8 +9,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import type { Handler } from '../../runtime/fastcgi/connection.js';
-import { diagnostic } from '../../runtime/diagnostic.js';
+import type { Handler } from '../../runtime/fastcgi/server/connection.js';
+import { diagnostic } from '../../runtime/handlers/diagnostic.js';
 import {
   T,
   beginRequest,

@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Handler } from '../../runtime/fastcgi/connection.js';
-import { diagnostic } from '../../runtime/diagnostic.js';
+import type { Handler } from '../../runtime/fastcgi/server/connection.js';
+import { diagnostic } from '../../runtime/handlers/diagnostic.js';
 import {
   ROLE,
   T,

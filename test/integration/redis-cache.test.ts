@@ -15,7 +15,7 @@ import {
   type CachedResponse,
   type ContentCache,
   type ContentCacheConfig,
-} from '../../cache/content-cache.js';
+} from '../../runtime/content-cache/content-cache.js';
 import { Logger } from '../../runtime/log.js';
 import { repoRoot } from '../helpers/lodestone.js';
 import { waitFor, within } from '../helpers/peers.js';
@@ -230,7 +230,7 @@ test('created while Redis is down: misses at once, then works once Redis starts'
  * timers than before it made the cache, and it exits by itself.
  */
 async function exitsAfterClose(t: test.TestContext, redis: RedisServer, scenario: string): Promise<void> {
-  const module = path.join(repoRoot, 'dist/cache/content-cache.js');
+  const module = path.join(repoRoot, 'dist/runtime/content-cache/content-cache.js');
   const logModule = path.join(repoRoot, 'dist/runtime/log.js');
   const script = `
     const { createContentCache, defaultContentCacheConfig } = await import(${JSON.stringify(module)});

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
-import { loadConfig } from '../../runtime/config.js';
+import { loadConfig } from '../../runtime/cli/config.js';
 import { configError } from '../helpers/config.js';
 import { cliPath, repoRoot, run, tempDir } from '../helpers/lodestone.js';
 

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
-import { loadConfig } from '../../runtime/config.js';
+import { loadConfig } from '../../runtime/cli/config.js';
 import { configError } from '../helpers/config.js';
-import { defaultLimits } from '../../runtime/fastcgi/limits.js';
+import { defaultLimits } from '../../runtime/fastcgi/server/limits.js';
 import { parseListen } from '../../runtime/listen.js';
 import { cliPath, run, tempDir } from '../helpers/lodestone.js';
 

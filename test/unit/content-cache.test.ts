@@ -12,8 +12,8 @@ import {
   type CachedResponse,
   type ContentCache,
   type ContentCacheConfig,
-} from '../../cache/content-cache.js';
-import { CorruptRecordError, RESPONSE_MAGIC, decodeValue, encodeValue, parseStoredInteger } from '../../cache/cache-codec.js';
+} from '../../runtime/content-cache/content-cache.js';
+import { CorruptRecordError, RESPONSE_MAGIC, decodeValue, encodeValue, parseStoredInteger } from '../../runtime/content-cache/cache-codec.js';
 import { Logger } from '../../runtime/log.js';
 
 function sleep(ms: number): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { createContentCache, defaultContentCacheConfig, type ContentCache } from '../../cache/content-cache.js';
+import { createContentCache, defaultContentCacheConfig, type ContentCache } from '../../runtime/content-cache/content-cache.js';
 import { ScriptError, type ScriptEngine } from '../../runtime/engines/engine.js';
 import { noServices } from '../../runtime/engines/host.js';
 import { createJsEngine } from '../../runtime/engines/js.js';

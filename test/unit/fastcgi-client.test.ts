@@ -11,7 +11,7 @@ import net from 'node:net';
 import test, { type TestContext } from 'node:test';
 import { makePool as makeSharedPool, type PoolSetup } from '../helpers/backend-pool.js';
 import { Logger } from '../../runtime/log.js';
-import { blankLineEnd } from '../../runtime/fastcgi/client.js';
+import { blankLineEnd } from '../../runtime/fastcgi/client/client.js';
 import {
   BackendError,
   BackendPool,
@@ -20,7 +20,7 @@ import {
   readBody,
   type BackendResponse,
   type PoolOptions,
-} from '../../runtime/fastcgi/pool.js';
+} from '../../runtime/fastcgi/client/pool.js';
 import { Decoder, T, decodePairsForTest, record, stream, type Rec } from '../helpers/fcgi-client.js';
 
 interface RawRequest {

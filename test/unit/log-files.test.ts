@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
 import { Logger } from '../../runtime/log.js';
-import { accessLine, logSink, reopenLogFiles } from '../../runtime/log-files.js';
-import type { Request } from '../../runtime/request.js';
-import type { Response } from '../../runtime/response.js';
+import { accessLine, logSink, reopenLogFiles } from '../../runtime/process/log-files.js';
+import type { Request } from '../../runtime/fastcgi/server/request.js';
+import type { Response } from '../../runtime/fastcgi/server/response.js';
 import { tempDir } from '../helpers/lodestone.js';
 
 function fakeReq(params: Record<string, string>): Request {

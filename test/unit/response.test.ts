@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { Response, type ResponseChannel } from '../../runtime/response.js';
+import { Response, type ResponseChannel } from '../../runtime/fastcgi/server/response.js';
 import { Decoder, T, parseCgi } from '../helpers/fcgi-client.js';
 
 class Recorder implements ResponseChannel {

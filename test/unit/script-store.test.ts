@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
-import { ScriptStore, type Lookup, type StoreOptions } from '../../cache/script-store.js';
+import { ScriptStore, type Lookup, type StoreOptions } from '../../runtime/engines/script-store.js';
 import { LuaEngine } from '../../runtime/engines/lua.js';
 import { tempDir } from '../helpers/lodestone.js';
 import { makeHost } from '../helpers/script-host.js';

@@ -33,9 +33,9 @@ import releaseSyncImport from '@jitl/quickjs-wasmfile-release-sync';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ScriptError } from '../engine.js';
-import type { CacheValue } from '../../../cache/content-cache.js';
+import type { CacheValue } from '../../content-cache/content-cache.js';
 import { bodyFile, type ScriptHost, type ScriptResponse } from '../host.js';
-import { markIdle, markRunning } from '../../watchdog.js';
+import { markIdle, markRunning } from '../running.js';
 import { JSON_FIELDS, PRELUDE_FILENAME, PRELUDE_SOURCE, PRIMITIVES, TEXT_FIELDS } from './prelude.js';
 
 /** Compile-mode evaluation allowed before the interrupt handler stops it (escaped code). */

@@ -11,7 +11,7 @@ import type { FileInfo } from '../../files/files.js';
 import { checkCanWait, hostWait } from './control.js';
 import { readOnly, readOnlyTables } from './libs.js';
 import { BIG_STRING, reserve } from './limits.js';
-import type { CacheValue } from '../../../cache/content-cache.js';
+import type { CacheValue } from '../../content-cache/content-cache.js';
 import { bodyFile, utf8Boundary, type PassOptions, type ScriptResponse } from '../host.js';
 
 const {

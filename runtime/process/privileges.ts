@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { LodestoneError } from './errors.js';
+import { LodestoneError } from '../errors.js';
 
 /** The user and group the script-running processes become. */
 export interface RunAs {

@@ -6,10 +6,10 @@
  * file to test for existence and never closed it): here nothing is opened unless
  * `files.prefetch.read` asks to warm the page cache, and that handle is always closed.
  */
-import type { Handler } from './fastcgi/connection.js';
-import type { Files } from './files/files.js';
-import type { Logger } from './log.js';
-import { errorPage } from './pipeline.js';
+import type { Handler } from '../fastcgi/server/connection.js';
+import type { Files } from '../files/files.js';
+import type { Logger } from '../log.js';
+import { errorPage } from './error-page.js';
 
 /**
  * Builds the stat-accel handler: missing -> 404, directory, not a regular file (a FIFO) or

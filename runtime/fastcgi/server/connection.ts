@@ -5,10 +5,10 @@
  */
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
-import { LodestoneError, type Code } from '../errors.js';
-import type { Logger } from '../log.js';
-import { Request, type ConnectionInfo, type FlowControl, type Input, type Role } from '../request.js';
-import { Response, type ResponseChannel } from '../response.js';
+import { LodestoneError, type Code } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { Request, type ConnectionInfo, type FlowControl, type Input, type Role } from './request.js';
+import { Response, type ResponseChannel } from './response.js';
 import {
   FCGI_ABORT_REQUEST,
   FCGI_BEGIN_REQUEST,
@@ -23,13 +23,13 @@ import {
   FCGI_STDIN,
   FCGI_UNKNOWN_ROLE,
   roleNames,
-} from './constants.js';
+} from '../constants.js';
 import type { Limits } from './limits.js';
-import { decodePairs, encodePairs, scanPairs } from './pairs.js';
+import { decodePairs, encodePairs, scanPairs } from '../pairs.js';
 
 /** How long a graceful shutdown waits for the first request on a just-opened connection. */
 const FIRST_REQUEST_GRACE_MS = 1000;
-import { RecordParser, encodeEndRequest, encodeRecord, encodeUnknownType } from './records.js';
+import { RecordParser, encodeEndRequest, encodeRecord, encodeUnknownType } from '../records.js';
 
 /**
  * Handles one request. The response is ended for the handler when the handler returns (or its

@@ -1,21 +1,8 @@
 /**
- * The content cache scripts reach through `cache.get/set/delete/incr`: byte strings and whole
- * responses, with a TTL. Two backends behind one interface: an embedded per-worker LRU bounded in
- * bytes (cache/memory-cache.ts), and Redis shared by every worker and host (cache/redis-cache.ts).
- *
- * Redis rather than memcached for the shared backend: its Node client (@redis/client) is the
- * official, maintained and typed one, while Node memcached clients are stale; INCRBY is atomic and
- * creates a missing key; SET takes a TTL in milliseconds (PX).
- *
- * A cache is an optimisation, so the backend being down is never an error for a script: get
- * misses, set and delete resolve false, incr resolves null. Only misuse rejects (a bad TTL or
- * increment: RangeError; incr on a non-integer value: {@link CacheValueError}).
+ * What the content cache is, apart from which backend holds it: its configuration, its
+ * interface and its counters. The factory (content-cache.ts) and both backends import these, so
+ * none of them imports another's module for a type.
  */
-import type { Logger } from '../runtime/log.js';
-import { MemoryCache } from './memory-cache.js';
-import { RedisCache } from './redis-cache.js';
-
-export { CacheValueError, type CachedResponse, type CacheValue } from './cache-codec.js';
 import type { CacheValue } from './cache-codec.js';
 
 /** Where the content cache lives and how large it may grow. */
@@ -57,7 +44,6 @@ export interface CacheStats {
   readonly errors: number;
 }
 
-/** One worker's handle on the content cache. */
 /**
  * The calls of {@link ContentCache} answered at once, for a backend that never waits (memory).
  * Engines use it to skip the async round trip (a coroutine yield, a promise, the wall clock),
@@ -70,6 +56,7 @@ export interface SyncContentCache {
   incr(key: string, by: number, ttlSeconds?: number): number | null;
 }
 
+/** One worker's handle on the content cache. */
 export interface ContentCache {
   readonly kind: 'memory' | 'redis';
   /** The same calls without promises, when the backend can answer at once; else null. */
@@ -92,23 +79,4 @@ export interface ContentCache {
   stats(): CacheStats;
   /** Releases the connection; leaves no handle or timer behind. Later calls miss. */
   close(): Promise<void>;
-}
-
-/**
- * The content cache a worker uses. Never waits for or fails on a Redis connection: that happens
- * in the background, and calls miss until it is up.
- *
- * @example
- *   const cache = createContentCache({ ...defaultContentCacheConfig, backend: 'redis',
- *     redis: { ...defaultContentCacheConfig.redis, socket: '/run/redis/redis.sock' } }, log);
- *   await cache.set('page:/', { status: 200, headers: [['Content-Type', 'text/html']],
- *                               body, storedAt: Date.now() }, 60);
- */
-export function createContentCache(config: ContentCacheConfig, log: Logger): ContentCache {
-  if (!Number.isSafeInteger(config.maxValueBytes) || config.maxValueBytes < 0) {
-    throw new RangeError(`cache.maxValueBytes must be a non-negative integer, not ${config.maxValueBytes}`);
-  }
-  if (config.backend === 'memory') return new MemoryCache(config, log);
-  if (config.backend === 'redis') return new RedisCache(config, log);
-  throw new RangeError(`cache.backend must be "memory" or "redis", not ${String(config.backend)}`);
 }

@@ -7,19 +7,19 @@ import fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import path from 'node:path';
 import os from 'node:os';
-import { LodestoneError } from './errors.js';
-import { defaultScriptLimits, type ScriptLimits } from './engines/engine.js';
-import { defaultLimits, type Limits } from './fastcgi/limits.js';
-import { defaultContentCacheConfig, type ContentCacheConfig } from '../cache/content-cache.js';
-import { DEFAULT_MAX_SCRIPT_BYTES } from '../cache/script-store.js';
-import type { CacheFiles } from './engines/host.js';
-import { defaultPoolOptions, parseServer, type PoolOptions } from './fastcgi/pool.js';
-import { insideRoots } from './files/confine.js';
-import { defaultFiles, type FilesConfig, type SendfileMode } from './files/files.js';
-import { parseListen, type ListenTarget } from './listen.js';
-import { levels, type Level } from './log.js';
-import { WORKER_LISTEN_ENV } from './manager.js';
-import { resolveRunAs, resolveSocketOwner, type RunAs } from './privileges.js';
+import { LodestoneError } from '../errors.js';
+import { defaultScriptLimits, type ScriptLimits } from '../engines/engine.js';
+import { defaultLimits, type Limits } from '../fastcgi/server/limits.js';
+import { defaultContentCacheConfig, type ContentCacheConfig } from '../content-cache/content-cache.js';
+import { DEFAULT_MAX_SCRIPT_BYTES } from '../engines/script-store.js';
+import type { CacheFiles } from '../engines/host.js';
+import { defaultPoolOptions, parseServer, type PoolOptions } from '../fastcgi/client/pool.js';
+import { insideRoots } from '../files/confine.js';
+import { defaultFiles, type FilesConfig, type SendfileMode } from '../files/files.js';
+import { parseListen, type ListenTarget } from '../listen.js';
+import { levels, type Level } from '../log.js';
+import { WORKER_LISTEN_ENV } from '../process/manager.js';
+import { resolveRunAs, resolveSocketOwner, type RunAs } from '../process/privileges.js';
 
 /** The validated, frozen configuration of a `serve` run. */
 export interface Config {

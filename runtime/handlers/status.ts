@@ -6,9 +6,9 @@
  * Under the process manager the worker that gets the request asks the primary for every
  * worker's {@link StatusSnapshot} (over IPC) and shows their sum.
  */
-import type { Handler, Stats } from './fastcgi/connection.js';
-import type { Logger } from './log.js';
-import type { Request } from './request.js';
+import type { Handler, Stats } from '../fastcgi/server/connection.js';
+import type { Logger } from '../log.js';
+import type { Request } from '../fastcgi/server/request.js';
 
 /** Counters the script pipeline adds to (limit hits, errors); see createScriptHandler. */
 export interface RunCounters {

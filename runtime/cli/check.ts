@@ -7,11 +7,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config.js';
-import { ScriptError, type ScriptEngine } from './engines/engine.js';
-import { createJsEngine } from './engines/js.js';
-import { LuaEngine } from './engines/lua.js';
-import { openRegular, readUpTo } from './files/open-regular.js';
-import { tooLargeMessage } from '../cache/script-store.js';
+import { ScriptError, type ScriptEngine } from '../engines/engine.js';
+import { createJsEngine } from '../engines/js.js';
+import { LuaEngine } from '../engines/lua.js';
+import { openRegular, readUpTo } from '../files/open-regular.js';
+import { tooLargeMessage } from '../engines/script-store.js';
 
 /** What {@link checkScripts} found. */
 export interface CheckResult {

@@ -5,8 +5,8 @@
  * are reused (nginx `keepalive`), and a kept connection the server closed while idle is retried
  * once on a fresh one. The wire protocol is in `client.ts`.
  */
-import { LodestoneError } from '../errors.js';
-import type { Logger } from '../log.js';
+import { LodestoneError } from '../../errors.js';
+import type { Logger } from '../../log.js';
 import {
   BackendConnection,
   BackendError,
@@ -17,7 +17,7 @@ import {
   type ExchangeEnd,
   type ServerTarget,
 } from './client.js';
-import { encodePairs } from './pairs.js';
+import { encodePairs } from '../pairs.js';
 
 export { BackendError } from './client.js';
 export type { BackendErrorKind, BackendRequest, BackendResponse, ServerTarget } from './client.js';

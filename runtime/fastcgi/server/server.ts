@@ -6,10 +6,10 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import { LodestoneError } from '../errors.js';
-import type { ListenTarget } from '../listen.js';
-import type { Logger } from '../log.js';
-import { FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS } from './constants.js';
+import { LodestoneError } from '../../errors.js';
+import { removeStaleSocket, type ListenTarget } from '../../listen.js';
+import type { Logger } from '../../log.js';
+import { FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS } from '../constants.js';
 import { Connection, type ConnectionContext, type Handler, type Stats } from './connection.js';
 import type { Limits } from './limits.js';
 
@@ -170,29 +170,6 @@ export class FastcgiServer {
 /** IPv4-mapped IPv6 (`::ffff:127.0.0.1`) compares equal to the plain IPv4 address. */
 function normalizeAddress(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}
-
-/**
- * A socket file left by a crashed run would make listen fail with EADDRINUSE; removes it, but
- * only when nobody answers on it (another live server keeps its socket).
- */
-export async function removeStaleSocket(path: string): Promise<void> {
-  let stat: fs.Stats;
-  try {
-    stat = fs.statSync(path);
-  } catch {
-    return;
-  }
-  if (!stat.isSocket()) return;
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = net.connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (!live) fs.rmSync(path, { force: true });
 }
 
 function listenErrorMessage(target: ListenTarget, err: NodeJS.ErrnoException): string {

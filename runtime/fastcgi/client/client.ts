@@ -7,9 +7,9 @@
  */
 import net, { type Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { parseCgiHead } from '../cgi.js';
-import { LodestoneError, type Code } from '../errors.js';
-import type { Logger } from '../log.js';
+import { parseCgiHead } from '../../cgi.js';
+import { LodestoneError, type Code } from '../../errors.js';
+import type { Logger } from '../../log.js';
 import {
   FCGI_BEGIN_REQUEST,
   FCGI_END_REQUEST,
@@ -20,8 +20,8 @@ import {
   FCGI_STDERR,
   FCGI_STDIN,
   FCGI_STDOUT,
-} from './constants.js';
-import { RecordParser, frameStream, framedLength, writeHeader, writeStream } from './records.js';
+} from '../constants.js';
+import { RecordParser, frameStream, framedLength, writeHeader, writeStream } from '../records.js';
 
 /** Where a backend listens, as `parseServer` in `pool.ts` returns it. */
 export type ServerTarget =

@@ -21,9 +21,9 @@
  * FILTER: body = the DATA stream, with X-Stdin-Bytes and X-Data-Bytes headers.
  */
 import { createHash } from 'node:crypto';
-import type { Handler } from './fastcgi/connection.js';
-import type { Request } from './request.js';
-import type { Response } from './response.js';
+import type { Handler } from '../fastcgi/server/connection.js';
+import type { Request } from '../fastcgi/server/request.js';
+import type { Response } from '../fastcgi/server/response.js';
 
 const HELLO = Buffer.from('123');
 

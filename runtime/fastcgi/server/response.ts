@@ -4,8 +4,8 @@
  * typical response leaves in a single socket write together with its END_REQUEST record.
  */
 import { STATUS_CODES } from 'node:http';
-import { FCGI_HEADER_LEN, FCGI_REQUEST_COMPLETE, FCGI_STDERR, FCGI_STDOUT } from './fastcgi/constants.js';
-import { frameStream, framedLength, writeEndRequest, writeHeader, writeStream } from './fastcgi/records.js';
+import { FCGI_HEADER_LEN, FCGI_REQUEST_COMPLETE, FCGI_STDERR, FCGI_STDOUT } from '../constants.js';
+import { frameStream, framedLength, writeEndRequest, writeHeader, writeStream } from '../records.js';
 
 /** Where a response's framed bytes go; implemented by the connection. */
 export interface ResponseChannel {

@@ -1,13 +1,13 @@
 /**
  * The embedded content cache: one LRU per worker, bounded in bytes, entries with their own TTL.
- * It holds encoded values (cache/cache-codec.ts), as Redis would: the byte bound is exact, and
+ * It holds encoded values (cache-codec.ts), as Redis would: the byte bound is exact, and
  * neither the caller of set() nor of get() can alias (and so change) what is stored.
  *
  * Expired entries are dropped lazily, when read or evicted; no timer runs (no ttlAutopurge), so
  * an idle worker spends nothing on the cache and close() has nothing to stop.
  */
 import { LRUCache } from 'lru-cache';
-import type { Logger } from '../runtime/log.js';
+import type { Logger } from '../log.js';
 import {
   CacheValueError,
   CorruptRecordError,
@@ -18,7 +18,7 @@ import {
   ttlMilliseconds,
   type CacheValue,
 } from './cache-codec.js';
-import type { CacheStats, ContentCache, ContentCacheConfig, SyncContentCache } from './content-cache.js';
+import type { CacheStats, ContentCache, ContentCacheConfig, SyncContentCache } from './types.js';
 
 /** The `memory` backend of {@link ContentCache}; build it with createContentCache. */
 export class MemoryCache implements ContentCache {

@@ -3,19 +3,19 @@
  * front controller), run it in its engine with a fresh ScriptHost, and turn the outcome into a
  * response. Engine-neutral: it only sees the ScriptEngine interface and the script store.
  */
-import { STATUS_CODES } from 'node:http';
-import type { ContentCache } from '../cache/content-cache.js';
-import { tooLargeMessage, type Lease, type Lookup, type ScriptStore } from '../cache/script-store.js';
-import { ScriptError, type ScriptLimits } from './engines/engine.js';
-import { ScriptHost, noServices, type CacheFiles, type HostServices } from './engines/host.js';
-import type { Code } from './errors.js';
-import type { Handler } from './fastcgi/connection.js';
-import type { BackendPool, BackendResponse } from './fastcgi/pool.js';
-import { sendRange, type Files } from './files/files.js';
-import type { Logger } from './log.js';
-import type { Request } from './request.js';
+import { errorPage } from './error-page.js';
+import type { ContentCache } from '../content-cache/content-cache.js';
+import { tooLargeMessage, type Lease, type Lookup, type ScriptStore } from '../engines/script-store.js';
+import { ScriptError, type ScriptLimits } from '../engines/engine.js';
+import { ScriptHost, noServices, type CacheFiles, type HostServices } from '../engines/host.js';
+import type { Code } from '../errors.js';
+import type { Handler } from '../fastcgi/server/connection.js';
+import type { BackendPool, BackendResponse } from '../fastcgi/client/pool.js';
+import { sendRange, type Files } from '../files/files.js';
+import type { Logger } from '../log.js';
+import type { Request } from '../fastcgi/server/request.js';
 import type { RunCounters } from './status.js';
-import type { Response } from './response.js';
+import type { Response } from '../fastcgi/server/response.js';
 
 /** What {@link createScriptHandler} needs. */
 export interface PipelineOptions {
@@ -226,19 +226,3 @@ function alsoToStderr(options: PipelineOptions, res: Response, line: string): vo
   if (!options.dev) res.log(line);
 }
 
-/**
- * Replaces whatever `res` holds with the standard error page for `status`; `detail` (the
- * development server's error text) goes below the heading, HTML-escaped.
- */
-export function errorPage(res: Response, status: number, detail: string | null = null): void {
-  res.reset();
-  res.status = status;
-  res.setHeader('Content-Type', 'text/html; charset=utf-8');
-  const title = `${status} ${STATUS_CODES[status] ?? ''}`;
-  const shown = detail === null ? '' : `<pre>${escapeHtml(detail)}</pre>\n`;
-  res.end(`<!DOCTYPE html><title>${title}</title><h1>${title}</h1>\n${shown}`);
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}

@@ -24,7 +24,7 @@
  * while offline even with disableOfflineQueue, which would replay stale increments later.)
  */
 import { createClient, ErrorReply, RESP_TYPES } from '@redis/client';
-import type { Logger } from '../runtime/log.js';
+import type { Logger } from '../log.js';
 import {
   CacheValueError,
   CorruptRecordError,
@@ -34,7 +34,7 @@ import {
   ttlMilliseconds,
   type CacheValue,
 } from './cache-codec.js';
-import type { CacheStats, ContentCache, ContentCacheConfig } from './content-cache.js';
+import type { CacheStats, ContentCache, ContentCacheConfig } from './types.js';
 
 /** Between two LS_CACHE_UNAVAILABLE lines, however often Redis flaps. */
 const UNAVAILABLE_LOG_INTERVAL_MS = 10_000;

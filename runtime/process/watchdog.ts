@@ -5,17 +5,18 @@
  * regular expression): only another thread can notice that, and only a kill ends it. The
  * process manager then replaces the worker, as after any crash.
  *
- * The main thread bumps a counter in a SharedArrayBuffer from a timer and stores the id of the
- * script it is about to run; the thread, which learns each id's path by message when the id is
- * first used, reads both with Atomics. So the hot path pays one Map lookup and one store per
- * script slice, and nothing at all when the watchdog is off.
+ * The main thread bumps a counter in a SharedArrayBuffer from a timer, and the engines store the
+ * id of the script they are about to run (engines/running.ts); the thread, which learns each
+ * id's path by message when the id is first used, reads both with Atomics.
  */
 import { Worker } from 'node:worker_threads';
-import type { Logger } from './log.js';
+import { publishRunning, SCRIPT_SLOT, type ScriptName } from '../engines/running.js';
+import type { Logger } from '../log.js';
 
-/** Slots of the shared Int32Array. */
+/** Slots of the shared Int32Array: the loop's heartbeat, and the running script's id. */
 export const BEAT = 0;
-export const SCRIPT = 1;
+export const SCRIPT = SCRIPT_SLOT;
+export type { ScriptName };
 
 /** What the watchdog thread gets as workerData. */
 export interface WatchdogData {
@@ -25,37 +26,6 @@ export interface WatchdogData {
   /** The error log file the thread appends its one line to (opened then, so rotation is no matter); null: stderr. */
   readonly logFile: string | null;
   readonly pid: number;
-}
-
-/** A message to the thread: the path of a script id. */
-export interface ScriptName {
-  readonly id: number;
-  readonly file: string;
-}
-
-let slots: Int32Array | null = null;
-let thread: Worker | null = null;
-const ids = new Map<string, number>();
-
-/**
- * Marks `file` as the script the event loop is running now (its path goes into the watchdog's
- * log line if the loop gets stuck). Called by the engines at the start of each run slice.
- */
-export function markRunning(file: string): void {
-  if (slots === null) return;
-  let id = ids.get(file);
-  if (id === undefined) {
-    id = ids.size + 1;
-    ids.set(file, id);
-    const msg: ScriptName = { id, file };
-    thread?.postMessage(msg);
-  }
-  Atomics.store(slots, SCRIPT, id);
-}
-
-/** Marks the end of a script slice: a stuck loop now would not be a script's fault. */
-export function markIdle(): void {
-  if (slots !== null) Atomics.store(slots, SCRIPT, 0);
 }
 
 /**
@@ -74,13 +44,10 @@ export function startWatchdog(limitMs: number, log: Logger, logFile: string | nu
   worker.on('error', (err) => log.error('LS_WATCHDOG', `watchdog thread failed: ${err.message}`));
   const beat = setInterval(() => Atomics.add(beats, BEAT, 1), Math.max(5, Math.floor(checkMs / 2)));
   beat.unref();
-  slots = beats;
-  thread = worker;
-  for (const [file, id] of ids) worker.postMessage({ id, file } satisfies ScriptName);
+  publishRunning({ slots: beats, post: (msg) => worker.postMessage(msg) });
   return () => {
     clearInterval(beat);
-    slots = null;
-    thread = null;
+    publishRunning(null);
     void worker.terminate();
   };
 }

@@ -11,9 +11,9 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { ScriptError, type CompiledScript, type ScriptEngine } from '../runtime/engines/engine.js';
-import { openRegular, readUpTo, type OpenedFile } from '../runtime/files/open-regular.js';
-import type { Logger } from '../runtime/log.js';
+import { ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
+import { openRegular, readUpTo, type OpenedFile } from '../files/open-regular.js';
+import type { Logger } from '../log.js';
 
 /** Options of a {@link ScriptStore}. */
 export interface StoreOptions {

@@ -8,17 +8,18 @@
  * It is meant for a developer's machine, not for production: no TLS, no caching, no
  * conditional requests, no directory listings, one byte range at most.
  */
+import { errorHtml, escapeHtml } from '../handlers/error-page.js';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
-import { LodestoneError } from './errors.js';
-import { BackendError, BackendPool, defaultPoolOptions, type BackendResponse } from './fastcgi/pool.js';
-import { confine } from './files/confine.js';
-import { contentType } from './files/stat-cache.js';
-import type { Logger } from './log.js';
-import { version } from './version.js';
+import { LodestoneError } from '../errors.js';
+import { BackendError, BackendPool, defaultPoolOptions, type BackendResponse } from '../fastcgi/client/pool.js';
+import { confine } from '../files/confine.js';
+import { contentType } from '../files/stat-cache.js';
+import type { Logger } from '../log.js';
+import { version } from '../version.js';
 
 /** What {@link startDevHttp} needs. */
 export interface DevHttpOptions {
@@ -475,8 +476,7 @@ function errorPage(res: http.ServerResponse, status: number): void {
     return;
   }
   for (const name of res.getHeaderNames()) if (name !== 'content-range' && name !== 'allow') res.removeHeader(name);
-  const reason = http.STATUS_CODES[status] ?? '';
-  const body = `<!DOCTYPE html><title>${status} ${reason}</title><h1>${status} ${reason}</h1>\n`;
+  const body = errorHtml(status);
   res.statusCode = status;
   res.setHeader('Content-Type', 'text/html; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(body));
@@ -507,6 +507,3 @@ async function statOrNull(file: string): Promise<fs.Stats | null> {
   }
 }
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}

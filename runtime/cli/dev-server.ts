@@ -14,10 +14,10 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Config } from './config.js';
 import { startDevHttp, type DevHttp } from './dev-http.js';
-import { LodestoneError } from './errors.js';
-import type { ListenTarget } from './listen.js';
-import type { Logger } from './log.js';
-import { runPrimary } from './manager.js';
+import { LodestoneError } from '../errors.js';
+import type { ListenTarget } from '../listen.js';
+import type { Logger } from '../log.js';
+import { runPrimary } from '../process/manager.js';
 
 /**
  * Runs the development server until a stop signal; resolves to the exit code, rejects with

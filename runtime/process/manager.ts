@@ -19,11 +19,10 @@ import net from 'node:net';
 import os from 'node:os';
 import { lookup } from 'node:dns/promises';
 import { getSystemErrorName } from 'node:util';
-import { LodestoneError } from './errors.js';
-import { removeStaleSocket } from './fastcgi/server.js';
-import { describeTarget, isListeningSocket, type ListenTarget } from './listen.js';
-import type { Logger } from './log.js';
-import type { StatusSnapshot } from './status.js';
+import { LodestoneError } from '../errors.js';
+import { describeTarget, isListeningSocket, removeStaleSocket, type ListenTarget } from '../listen.js';
+import type { Logger } from '../log.js';
+import type { StatusSnapshot } from '../handlers/status.js';
 
 /**
  * Marks a process forked by the manager and carries its listen target. (Workers are plain

@@ -4,7 +4,7 @@
  * handler asks for them, because most requests (GET behind nginx) never do.
  */
 import { Readable } from 'node:stream';
-import { decodePairs, findPair } from './fastcgi/pairs.js';
+import { decodePairs, findPair } from '../pairs.js';
 
 /** A FastCGI role. */
 export type Role = 'RESPONDER' | 'AUTHORIZER' | 'FILTER';

@@ -4,10 +4,10 @@
  * SIGUSR2 so logrotate can rename them.
  */
 import fs from 'node:fs';
-import type { Handler } from './fastcgi/connection.js';
-import type { Sink } from './log.js';
-import type { Request } from './request.js';
-import type { Response } from './response.js';
+import type { Handler } from '../fastcgi/server/connection.js';
+import type { Sink } from '../log.js';
+import type { Request } from '../fastcgi/server/request.js';
+import type { Response } from '../fastcgi/server/response.js';
 
 /** A file opened for appending, reopened by path on {@link reopenLogFiles}. */
 export class LogFile {
