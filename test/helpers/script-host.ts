@@ -1,10 +1,12 @@
 /**
  * Builds a real Request, Response and ScriptHost for engine tests, without a socket: the params
  * are encoded and set as the connection would, the body is pushed into STDIN, and what the
- * response sends is decoded back into a CGI response.
+ * response sends is decoded back into a CGI response. {@link serve} runs one request through an
+ * engine on it the way the pipeline does: the one place engine tests call the run API.
  */
+import assert from 'node:assert/strict';
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
-import { defaultScriptLimits, type ScriptLimits } from '../../runtime/engines/engine.js';
+import { ScriptError, defaultScriptLimits, type CompiledScript, type ScriptEngine, type ScriptLimits } from '../../runtime/engines/engine.js';
 import { ScriptHost, type HostServices } from '../../runtime/engines/host.js';
 import { Request } from '../../runtime/fastcgi/server/request.js';
 import { Response, type ResponseChannel } from '../../runtime/fastcgi/server/response.js';
@@ -18,6 +20,8 @@ export interface HostOptions {
   documentRoot?: string;
   /** Cache, backends, files for the run (none by default). */
   services?: HostServices;
+  /** Raw-output mode (the pipeline's `rawOutput`): the script prints its own CGI head. */
+  raw?: boolean;
 }
 
 export interface TestHost {
@@ -61,7 +65,7 @@ export function makeHost(opts: HostOptions = {}): TestHost {
     { ...defaultScriptLimits, ...opts.limits },
     opts.scriptFilename ?? '/srv/test.script',
     opts.documentRoot ?? '/srv',
-    false,
+    opts.raw ?? false,
     opts.services,
   );
   return {
@@ -76,4 +80,77 @@ export function makeHost(opts: HostOptions = {}): TestHost {
       return { ...parseCgi(stdout), stderr, ended: mine.some((r) => r.type === T.END_REQUEST) };
     },
   };
+}
+
+export interface ServeOptions extends HostOptions {
+  /** Called once the run has started (it may be waiting): abort the request, watch the output. */
+  during?: (t: TestHost) => void;
+}
+
+/** What one request served by {@link serve} came to. */
+export interface Served {
+  /** What the run resolved with (the status code the script returned), when it succeeded. */
+  returned: number | undefined;
+  /** The request's failure: compile, runtime, limit or exit; null when it succeeded. */
+  error: ScriptError | null;
+  /** The response as sent (on a failure: as the script left it, before the pipeline's 500 page). */
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+  text: string;
+  /** What went to FCGI_STDERR (log()). */
+  stderr: string;
+}
+
+/**
+ * Serves one request with `script` (source, compiled for it and disposed after, or a compiled
+ * script) on `engine`, the way runtime/handlers/pipeline.ts does: start, the engine's
+ * synchronous runNow when it has one (else run), endOutput, the fatal error, end with the
+ * returned status, finish. A compile error is the request's error, as the store's lookup makes
+ * it. The engine must fail only with a ScriptError; anything else fails the test.
+ * The script file is `/srv/www/test<extension>` unless `opts.scriptFilename` says otherwise.
+ *
+ * @example
+ *   const out = await serve(new LuaEngine(), 'print("hello")');
+ *   assert.equal(out.text, 'hello\n');
+ */
+export async function serve(engine: ScriptEngine, script: string | CompiledScript, opts: ServeOptions = {}): Promise<Served> {
+  const file = opts.scriptFilename ?? `/srv/www/test${engine.extension}`;
+  const t = makeHost({ documentRoot: '/srv/www', ...opts, scriptFilename: file });
+  let compiled: CompiledScript | null = null;
+  let returned: number | undefined;
+  let error: ScriptError | null = null;
+  try {
+    compiled = typeof script === 'string' ? engine.compile(script, file) : script;
+  } catch (err) {
+    assert.ok(err instanceof ScriptError, `compile threw a non-ScriptError: ${String(err)}`);
+    error = err;
+  }
+  if (compiled !== null) {
+    const host = t.host;
+    host.start();
+    try {
+      const outcome = engine.runNow ? engine.runNow(compiled, host) : engine.run(compiled, host);
+      opts.during?.(t);
+      returned = typeof outcome === 'object' ? await outcome : outcome;
+    } catch (err) {
+      assert.ok(err instanceof ScriptError, `the run failed with a non-ScriptError: ${String(err)}`);
+      error = err;
+    }
+    if (error === null) {
+      // As the pipeline's succeeded(): what fails here (raw mode's head, a returned status the
+      // host refuses) is the request's error, wrapped as the pipeline wraps it.
+      try {
+        host.endOutput();
+        if (host.fatal) throw host.fatal;
+        host.end(returned);
+      } catch (err) {
+        error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), file, null);
+      }
+    }
+    host.finish();
+    if (typeof script === 'string') compiled.dispose();
+  }
+  const out = t.result();
+  return { returned, error, status: out.status, headers: out.headers, body: out.body, text: out.body.toString(), stderr: out.stderr };
 }
