@@ -1,197 +1,172 @@
 /**
- * The script API's `cache`, `emit` and `pass` argument handling in both engines, over the real
- * embedded content cache (no server needed): values and whole responses round trip with their
- * exact bytes, a response's age, incr, bad arguments as script errors with file:line, and
- * values shared between a Lua and a JS script as two requests of one worker would.
+ * Engine conformance, the script API's `cache`, `emit` and `pass` argument handling, over the
+ * real embedded content cache (no server needed): values round trip with their exact bytes,
+ * incr, script-built responses, bad arguments as script errors with file:line. Each behaviour
+ * is one row run against every engine in ENGINES (test/helpers/engines.ts); a cached response
+ * is written by each engine and emitted by each, as two requests of one worker would.
  */
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { createContentCache, defaultContentCacheConfig, type ContentCache } from '../../runtime/content-cache/content-cache.js';
-import { ScriptError, type ScriptEngine } from '../../runtime/engines/engine.js';
+import type { EngineName } from '../../runtime/engines/engine.js';
 import { noServices } from '../../runtime/engines/host.js';
-import { createJsEngine } from '../../runtime/engines/js.js';
-import { LuaEngine } from '../../runtime/engines/lua.js';
-import { Logger } from '../../runtime/log.js';
-import { makeHost, type HostOptions } from '../helpers/script-host.js';
+import { ENGINES, caseOptions, instance, memoryCache, perEngine, runCase, type Case, type Scripts } from '../helpers/engines.js';
+import { serve } from '../helpers/script-host.js';
 
-const lines: string[] = [];
-const log = new Logger('debug', (line) => lines.push(line));
-const engines: Record<'lua' | 'js', ScriptEngine> = { lua: new LuaEngine(), js: await createJsEngine() };
+const values: Case[] = [
+  {
+    name: 'strings and counters round trip; a miss is nil or null',
+    cache: true,
+    script: {
+      lua: [
+        'print(cache.get("nothing") == nil, cache.set("k", "a\\0b é", 60), cache.get("k") == "a\\0b é")',
+        'print(cache.set("n", 41), cache.incr("n"), cache.incr("n", -2), cache.incr("fresh", 5, 30))',
+        'print(cache.delete("k"), cache.delete("k"), cache.get("n"), cache.get("k") == nil)',
+      ].join('\n'),
+      js: [
+        'print((await cache.get("nothing")) === null, await cache.set("k", "a\\0b é", 60), (await cache.get("k")) === "a\\0b é");',
+        'print(await cache.set("n", 41), await cache.incr("n"), await cache.incr("n", -2), await cache.incr("fresh", 5, 30));',
+        'print(await cache.delete("k"), await cache.delete("k"), await cache.get("n"), (await cache.get("k")) === null);',
+      ].join('\n'),
+    },
+    expect: { body: 'true\ttrue\ttrue\ntrue\t42\t40\t5\ntrue\tfalse\t40\ttrue\n' },
+    check: async (_out, ctx) => {
+      assert.equal(await ctx.cache!.get('k'), null);
+      assert.deepEqual(await ctx.cache!.get('n'), Buffer.from('40'));
+      assert.deepEqual(await ctx.cache!.get('fresh'), Buffer.from('5'));
+    },
+  },
+  {
+    name: 'a stored string keeps its exact bytes (Lua: any bytes; JS: its UTF-8)',
+    cache: true,
+    script: { lua: 'cache.set("b", "a\\0b\\255é")', js: 'await cache.set("b", "a\\0b\\u00ffé")' },
+    expect: {},
+    check: async (_out, ctx) => {
+      const bytes = perEngine({ lua: Buffer.from([0x61, 0, 0x62, 0xff, 0xc3, 0xa9]), js: Buffer.from('a\0bÿé') });
+      assert.deepEqual(await ctx.cache!.get('b'), bytes.values[ctx.engine]);
+    },
+  },
+];
 
-function memoryCache(): ContentCache {
-  return createContentCache({ ...defaultContentCacheConfig, backend: 'memory' }, log);
-}
+const emitting: Case[] = [
+  {
+    name: 'emit() of a script-built response',
+    script: {
+      lua: 'emit({ status = 404, headers = { ["Content-Type"] = "text/plain" }, body = "gone" })',
+      js: "emit({ status: 404, headers: { 'Content-Type': 'text/plain' }, body: 'gone' })",
+    },
+    expect: { status: 404, body: 'gone', headers: { 'content-type': 'text/plain' } },
+  },
+  {
+    name: 'emit() with an invalid status is an error at its line',
+    script: { lua: '\n emit({ status = 42 })', js: '\n emit({ status: 42 })' },
+    expect: { error: { kind: 'runtime', message: /invalid response status 42/, line: 2 } },
+  },
+  {
+    name: 'emit() with an invalid header name is an error',
+    script: { lua: 'emit({ headers = { ["Bad Name"] = "x" } })', js: "emit({ headers: { 'Bad Name': 'x' } })" },
+    expect: { error: { kind: 'runtime', message: /invalid header name/ } },
+  },
+];
 
-interface Outcome {
-  error: ScriptError | null;
-  status: number;
-  headers: Record<string, string>;
-  body: Buffer;
-  text: string;
-}
+/** A bad call: [what, Lua, JS, the message]. The engine reports it; the pipeline makes the 500. */
+const badCalls: Array<[what: string, lua: string, js: string, message: RegExp]> = [
+  ['cache.incr() of a value that is text', 'cache.incr("text")', "await cache.incr('text')", /not an integer/],
+  ['an empty cache key', 'cache.get("")', "await cache.get('')", /cache key must be 1 to 1024 bytes/],
+  ['a cache key over 1024 bytes', 'cache.get(("x"):rep(2000))', "await cache.get('x'.repeat(2000))", /cache key must be 1 to 1024 bytes/],
+  ['a negative ttl', 'cache.set("k", "v", -1)', "await cache.set('k', 'v', -1)", /ttl must be a number of seconds >= 0/],
+  ['a value that is neither a string nor a response', 'cache.set("k", true)', "await cache.set('k', true)", /value must be a string or a response (table|object)/],
+  ['an increment that is not an integer', 'cache.incr("n", 1.5)', "await cache.incr('n', 1.5)", /integer/],
+  [
+    'a response naming a file cache.set() did not write',
+    'cache.set("k", { file = "/etc/passwd" })',
+    "await cache.set('k', { file: '/etc/passwd' })",
+    /a response file must be one cache.set\(\) wrote into cache.fileDir/,
+  ],
+];
 
-async function run(ext: 'lua' | 'js', source: string, cache: ContentCache | null, opts: HostOptions = {}): Promise<Outcome> {
-  const file = `/srv/www/test.${ext}`;
-  const t = makeHost({ scriptFilename: file, documentRoot: '/srv/www', services: { ...noServices, cache }, ...opts });
-  const engine = engines[ext];
-  const script = engine.compile(source, file);
-  let error: ScriptError | null = null;
-  t.host.start();
-  try {
-    const status = await engine.run(script, t.host);
-    t.host.endOutput();
-    if (t.host.fatal) throw t.host.fatal;
-    t.host.end(status);
-  } catch (err) {
-    assert.ok(err instanceof ScriptError, `not a ScriptError: ${String(err)}`);
-    error = err;
-  } finally {
-    t.host.finish();
+const errors: Case[] = [
+  ...badCalls.map(
+    ([what, lua, js, message]): Case => ({
+      name: `${what} is a script error at its line, not a crash`,
+      cache: true,
+      before: async (ctx) => void (await ctx.cache!.set('text', Buffer.from('hello'), 0)),
+      script: { lua: `print("a")\n${lua}`, js: `print("a");\n${js}` },
+      expect: { error: { kind: 'runtime', message, line: 2 }, status: 200 },
+    }),
+  ),
+  {
+    name: 'without a configured cache, a cache call is a clear error',
+    script: { lua: 'cache.get("k")', js: "await cache.get('k')" },
+    expect: { error: { kind: 'runtime', message: /content cache is not configured/ } },
+  },
+  {
+    name: 'pass() to a backend that is not configured is a clear error at its line',
+    script: { lua: 'print("a")\npass("nope")', js: "print('a');\nawait pass('nope')" },
+    expect: { error: { kind: 'runtime', message: /no backend named "nope"/, line: 2 } },
+  },
+];
+
+const cases = [...values, ...emitting, ...errors];
+
+for (const engine of ENGINES) for (const c of cases) test(`${engine.name}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));
+
+// ---- a response cached by one engine, emitted by another ---------------------------------
+
+/** Caches "page": a response with status 203, a repeated header and a body of `body` bytes. */
+const writers: { [E in EngineName]: { script: string; body: Buffer } } = {
+  // Lua strings are bytes: any body.
+  lua: {
+    script:
+      'assert(cache.set("page", { status = 203, headers = { ["Content-Type"] = "application/octet-stream", ["X-Two"] = "a\\nb" }, body = "\\0\\1\\2\\255\\254\\128\\n" }, 60))',
+    body: Buffer.from([0, 1, 2, 0xff, 0xfe, 0x80, 10]),
+  },
+  // A JS body string is sent as its UTF-8.
+  js: {
+    script:
+      "if (!(await cache.set('page', { status: 203, headers: { 'Content-Type': 'application/octet-stream', 'X-Two': 'a\\nb' }, body: 'h\\u00e9\\u0000llo\\n' }, 60))) throw new Error('not stored');",
+    body: Buffer.from('hé\0llo\n'),
+  },
+};
+
+/** Emits the cached "page" after checking its age, status and repeated header; then writes "+". */
+const reader: Scripts = {
+  lua: [
+    'local hit = cache.get("page")',
+    'assert(type(hit.age) == "number" and hit.status == 203, "bad hit")',
+    'assert(hit.headers["x-two"] == "a\\nb", "repeated header")',
+    'emit(hit)',
+    'response.headers["X-Cache"] = "HIT"',
+    'write("+")',
+  ].join('\n'),
+  js: [
+    "const hit = await cache.get('page');",
+    "if (typeof hit.age !== 'number' || hit.status !== 203) throw new Error('bad hit ' + JSON.stringify(hit));",
+    "if (hit.headers['x-two'] !== 'a\\nb') throw new Error('repeated header ' + JSON.stringify(hit.headers));",
+    'emit(hit);',
+    "response.headers['X-Cache'] = 'HIT';",
+    "write('+');",
+  ].join('\n'),
+};
+
+for (const writer of ENGINES) {
+  for (const emitter of ENGINES) {
+    test(`${writer.name} caches a response, ${emitter.name} emits it: exact bytes, headers, an age`, async () => {
+      const cache = memoryCache();
+      const services = { ...noServices, cache };
+      const wrote = await serve(await instance(writer), writers[writer.name].script, { services });
+      assert.equal(wrote.error, null, wrote.error?.message);
+      const stored = await cache.get('page');
+      assert.ok(stored !== null && !Buffer.isBuffer(stored));
+      assert.equal(stored.status, 203);
+      assert.deepEqual(stored.body, writers[writer.name].body);
+      assert.ok(Math.abs(stored.storedAt - Date.now()) < 60_000);
+
+      const out = await serve(await instance(emitter), reader[emitter.name] as string, { services });
+      assert.equal(out.error, null, out.error?.message);
+      assert.equal(out.status, 203);
+      assert.deepEqual(out.body, Buffer.concat([writers[writer.name].body, Buffer.from('+')]));
+      assert.equal(out.headers['content-type'], 'application/octet-stream');
+      assert.equal(out.headers['x-cache'], 'HIT');
+    });
   }
-  const out = t.result();
-  return { error, status: out.status, headers: out.headers, body: out.body, text: out.body.toString() };
 }
-
-async function ok(ext: 'lua' | 'js', source: string, cache: ContentCache | null): Promise<Outcome> {
-  const out = await run(ext, source, cache);
-  assert.equal(out.error, null, `${out.error?.location}: ${out.error?.message}`);
-  return out;
-}
-
-test('Lua: strings and counters round trip; a miss is nil', async () => {
-  const cache = memoryCache();
-  const out = await ok(
-    'lua',
-    `
-    assert(cache.get("nothing") == nil)
-    assert(cache.set("k", "a\\0b\\255", 60) == true)
-    local v = cache.get("k")
-    assert(v == "a\\0b\\255", "bytes kept")
-    assert(cache.set("n", 41) == true)
-    assert(cache.incr("n") == 42)
-    assert(cache.incr("n", -2) == 40)
-    assert(cache.incr("fresh", 5, 30) == 5)
-    assert(cache.delete("k") == true and cache.delete("k") == false)
-    write(tostring(cache.get("n")), " ", tostring(cache.get("k")))
-    `,
-    cache,
-  );
-  assert.equal(out.text, '40 nil');
-  const raw = await cache.get('k');
-  assert.equal(raw, null);
-  assert.deepEqual(await cache.get('fresh'), Buffer.from('5'));
-});
-
-test('JS: strings and counters round trip; a miss is null', async () => {
-  const cache = memoryCache();
-  const out = await ok(
-    'js',
-    `
-    if ((await cache.get('nothing')) !== null) throw new Error('miss expected');
-    if ((await cache.set('k', 'a\\u0000b é', 60)) !== true) throw new Error('not stored');
-    const v = await cache.get('k');
-    if (v !== 'a\\u0000b é') throw new Error('got ' + JSON.stringify(v));
-    await cache.set('n', 41);
-    const a = await cache.incr('n'), b = await cache.incr('n', -2);
-    write(a, ' ', b, ' ', await cache.delete('k'), ' ', await cache.delete('k'));
-    `,
-    cache,
-  );
-  assert.equal(out.text, '42 40 true false');
-  assert.deepEqual(await cache.get('n'), Buffer.from('40'));
-});
-
-test('a response cached by Lua is emitted by JS with its exact bytes, headers and an age', async () => {
-  const cache = memoryCache();
-  const binary = Buffer.from([0, 1, 2, 0xff, 0xfe, 0x80, 10]);
-  await ok(
-    'lua',
-    `
-    local body = "\\0\\1\\2\\255\\254\\128\\n"
-    assert(cache.set("page", { status = 203, headers = { ["Content-Type"] = "application/octet-stream", ["X-Two"] = "a\\nb" }, body = body }, 60))
-    `,
-    cache,
-  );
-  const stored = await cache.get('page');
-  assert.ok(stored !== null && !Buffer.isBuffer(stored));
-  assert.equal(stored.status, 203);
-  assert.deepEqual(stored.body, binary);
-  assert.ok(Math.abs(stored.storedAt - Date.now()) < 60_000);
-
-  const js = await ok(
-    'js',
-    `
-    const hit = await cache.get('page');
-    if (typeof hit.age !== 'number' || hit.status !== 203) throw new Error('bad hit ' + JSON.stringify(hit));
-    if (hit.headers['x-two'] !== 'a\\nb') throw new Error('repeated header ' + JSON.stringify(hit.headers));
-    emit(hit);
-    response.headers['X-Cache'] = 'HIT';
-    `,
-    cache,
-  );
-  assert.equal(js.status, 203);
-  assert.deepEqual(js.body, binary);
-  assert.equal(js.headers['content-type'], 'application/octet-stream');
-  assert.equal(js.headers['x-cache'], 'HIT');
-
-  const lua = await ok('lua', `local hit = cache.get("page"); emit(hit); write("+")`, cache);
-  assert.deepEqual(lua.body, Buffer.concat([binary, Buffer.from('+')]));
-  assert.equal(lua.status, 203);
-});
-
-test('emit() of a script-built response; bad responses are script errors with file:line', async () => {
-  for (const ext of ['lua', 'js'] as const) {
-    const built =
-      ext === 'lua'
-        ? `emit({ status = 404, headers = { ["Content-Type"] = "text/plain" }, body = "gone" })`
-        : `emit({ status: 404, headers: { 'Content-Type': 'text/plain' }, body: 'gone' })`;
-    const out = await ok(ext, built, memoryCache());
-    assert.equal(out.status, 404);
-    assert.equal(out.text, 'gone');
-    assert.equal(out.headers['content-type'], 'text/plain');
-
-    const badStatus = ext === 'lua' ? `\n emit({ status = 42 })` : `\n emit({ status: 42 })`;
-    const failed = await run(ext, badStatus, memoryCache());
-    assert.ok(failed.error, `${ext}: emit with status 42 must fail`);
-    assert.match(failed.error.message, /invalid response status 42/);
-    assert.equal(failed.error.line, 2);
-
-    const badHeader = ext === 'lua' ? `emit({ headers = { ["Bad Name"] = "x" } })` : `emit({ headers: { 'Bad Name': 'x' } })`;
-    const refused = await run(ext, badHeader, memoryCache());
-    assert.match(refused.error?.message ?? '', /invalid header name/);
-  }
-});
-
-test('bad cache arguments and incr on text are script errors, not crashes', async () => {
-  const cache = memoryCache();
-  await cache.set('text', Buffer.from('hello'), 0);
-  const cases: Array<[ext: 'lua' | 'js', source: string, message: RegExp]> = [
-    ['lua', `cache.incr("text")`, /not an integer/],
-    ['js', `await cache.incr('text')`, /not an integer/],
-    ['lua', `cache.get("")`, /cache key must be 1 to 1024 bytes/],
-    ['js', `await cache.get('x'.repeat(2000))`, /cache key must be 1 to 1024 bytes/],
-    ['lua', `cache.set("k", "v", -1)`, /ttl must be a number of seconds >= 0/],
-    ['lua', `cache.set("k", true)`, /value must be a string or a response table/],
-    ['js', `await cache.set('k', true)`, /value must be a string or a response object/],
-    ['lua', `cache.incr("n", 1.5)`, /number has no integer representation|integer/],
-    ['lua', `cache.x = 1`, /read-only table 'cache'/],
-    ['lua', `cache.set("k", { file = "/etc/passwd" })`, /a response file must be one cache.set\(\) wrote into cache.fileDir/],
-    ['js', `await cache.set('k', { file: '/etc/passwd' })`, /a response file must be one cache.set\(\) wrote into cache.fileDir/],
-  ];
-  for (const [ext, source, message] of cases) {
-    const out = await run(ext, source, cache);
-    assert.ok(out.error, `${ext}: ${source} must fail`);
-    assert.match(out.error.message, message, `${ext}: ${source}`);
-    assert.equal(out.status, 200, 'the pipeline, not the engine, turns it into a 500');
-  }
-});
-
-test('without a configured cache, pass() without a backend: clear errors', async () => {
-  const noCache = await run('lua', `cache.get("k")`, null);
-  assert.match(noCache.error?.message ?? '', /content cache is not configured/);
-  for (const ext of ['lua', 'js'] as const) {
-    const src = ext === 'lua' ? `pass("nope")` : `await pass('nope')`;
-    const out = await run(ext, src, memoryCache());
-    assert.match(out.error?.message ?? '', /no backend named "nope"/, ext);
-  }
-});
