@@ -2,11 +2,13 @@
 // Thin launcher: the code lives in dist/, built by `npm install` (the prepare script).
 //
 // CommonJS on purpose (bin/package.json): libuv sizes its thread pool from UV_THREADPOOL_SIZE
-// once, when the pool starts, and Node's ES module loader starts it before an ESM entry's first
-// line runs. Here nothing has touched the pool yet, so --stat-threads (or files.statThreads in
-// the --config file) can still take effect. The real validation happens in dist/runtime/config.js.
+// once, when the pool starts, and Node 20's ES module loader starts it before an ESM entry's
+// first line runs (22 and 24 start it at the first asynchronous file call). Here nothing has
+// touched the pool yet, so --stat-threads (or files.statThreads in the --config file) can still
+// take effect. The file is read as the server reads it (TOML, or JSON for a .json name), by the
+// same module, CommonJS too; the server validates it.
 'use strict';
-const fs = require('node:fs');
+const { readConfigFile } = require('../dist/runtime/config-file.cjs');
 
 function statThreads(argv) {
   let config;
@@ -18,12 +20,9 @@ function statThreads(argv) {
     else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
   }
   if (config === undefined) return undefined;
-  try {
-    const value = JSON.parse(fs.readFileSync(config, 'utf8'))?.files?.statThreads;
-    return value === undefined ? undefined : String(value);
-  } catch {
-    return undefined; // the config loader reports a bad file
-  }
+  const read = readConfigFile(config);
+  const value = read.value?.files?.statThreads; // a bad file is reported by the server
+  return value === undefined ? undefined : String(value);
 }
 
 const threads = statThreads(process.argv.slice(2));

@@ -3,34 +3,86 @@
  * interface and its counters. The factory (content-cache.ts) and both backends import these, so
  * none of them imports another's module for a type.
  */
+import path from 'node:path';
+import { defaults, field, integer, invalid, section, stringValue, type Context, type Values } from '../config-schema.js';
 import type { CacheValue } from './cache-codec.js';
 
-/** Where the content cache lives and how large it may grow. */
-export interface ContentCacheConfig {
-  readonly backend: 'memory' | 'redis';
-  /** Memory backend bound: encoded values plus keys, in bytes. */
-  readonly maxBytes: number;
+const REDIS_URL = /^rediss?:\/\//;
+
+/** Where the content cache lives and how large it may grow: the config's `[cache]`. */
+export const contentCacheFields = {
+  backend: field<'memory' | 'redis'>({
+    doc: '`memory` (per worker) or `redis` (shared); `--cache` sets it too',
+    default: 'memory',
+    parse(value, at) {
+      if (value !== 'memory' && value !== 'redis') throw invalid(at.name, 'must be "memory" or "redis"');
+      return value;
+    },
+  }),
+  /** Memory backend bound: encoded values plus keys. */
+  maxBytes: integer({ doc: 'bytes the memory cache keeps (LRU)', min: 1024, max: Number.MAX_SAFE_INTEGER, default: 64 * 1024 * 1024 }),
   /** Larger encoded values are not stored (set resolves false). */
-  readonly maxValueBytes: number;
-  readonly redis: {
-    /** "redis://127.0.0.1:6379/0" (also rediss:// and credentials); or */
-    readonly url: string | null;
-    /** a unix socket path (one of the two when backend is redis). */
-    readonly socket: string | null;
-    /** Prepended to every key (shares keys with PHP apps that use the same prefix). */
-    readonly prefix: string;
+  maxValueBytes: integer({
+    doc: 'larger values are not stored (`set` returns false)',
+    min: 1,
+    max: 512 * 1024 * 1024,
+    default: 8 * 1024 * 1024,
+  }),
+  /** One of url and socket when backend is redis. */
+  redis: section({
+    /** "redis://127.0.0.1:6379/0" (also rediss:// and credentials). */
+    url: field<string | null>({
+      doc: '`redis://HOST:PORT[/DB]` (or `rediss://`); this or `socket`',
+      default: null,
+      parse(value, at) {
+        if (typeof value !== 'string' || !REDIS_URL.test(value)) throw invalid(at.name, 'must be a redis:// or rediss:// URL');
+        return value;
+      },
+    }),
+    socket: field<string | null>({
+      doc: 'Redis unix socket path (relative to the config file)',
+      default: null,
+      parse(value, at) {
+        if (typeof value !== 'string' || value === '') throw invalid(at.name, 'must be a unix socket path');
+        return path.resolve(at.dir, value);
+      },
+    }),
+    /** Shares keys with PHP apps that use the same prefix. */
+    prefix: field({ doc: 'prepended to every key', default: '', parse: (value, at) => stringValue(value, at.name) }),
     /** Per command; past it the call is a miss/failure. */
-    readonly timeoutMs: number;
-  };
+    timeoutMs: integer({
+      doc: 'a command slower than this is a miss; Redis is then treated as down until it answers again',
+      min: 1,
+      max: 60_000,
+      default: 250,
+    }),
+  }),
+};
+
+export type ContentCacheConfig = Values<typeof contentCacheFields>;
+
+/**
+ * `--cache memory|redis://...|unix:/path` over the file's choice, then the one rule across the
+ * fields: the redis backend needs exactly one of url and socket. `C` may carry more fields.
+ */
+export function withCacheFlag<C extends ContentCacheConfig>(config: C, name: string, ctx: Context): C {
+  const flag = ctx.cli.cache;
+  let { backend } = config;
+  let { url, socket } = config.redis;
+  if (typeof flag === 'string') {
+    if (flag === 'memory') backend = 'memory';
+    else if (REDIS_URL.test(flag)) [backend, url, socket] = ['redis', flag, null];
+    else if (flag.startsWith('unix:') && flag.length > 5) [backend, url, socket] = ['redis', null, path.resolve(flag.slice(5))];
+    else throw invalid('--cache', 'must be "memory", a redis:// URL or unix:/path/to/redis.sock');
+  }
+  if (backend === 'redis' && (url === null) === (socket === null)) {
+    throw invalid(`${name}.redis`, 'give exactly one of url and socket for the redis backend');
+  }
+  return { ...config, backend, redis: Object.freeze({ ...config.redis, url, socket }) };
 }
 
 /** 64 MiB in memory, 8 MiB per value, Redis commands answered within 250 ms. */
-export const defaultContentCacheConfig: ContentCacheConfig = Object.freeze({
-  backend: 'memory',
-  maxBytes: 64 * 1024 * 1024,
-  maxValueBytes: 8 * 1024 * 1024,
-  redis: Object.freeze({ url: null, socket: null, prefix: '', timeoutMs: 250 }),
-});
+export const defaultContentCacheConfig: ContentCacheConfig = defaults(section(contentCacheFields));
 
 /**
  * Counters since creation. `hits + misses` counts every get() (a get that failed on the backend

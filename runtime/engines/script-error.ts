@@ -4,6 +4,7 @@
  * apart from engine.ts so the host, which raises them, need not import the engine interface
  * that names the host.
  */
+import { defaults, positive, section, type ValueOf } from '../config-schema.js';
 import type { Code } from '../errors.js';
 
 /**
@@ -46,38 +47,30 @@ export class ScriptError extends Error {
   }
 }
 
-/** Per-request limits; exceeding one ends the script with a ScriptError of kind 'limit'. */
-export interface ScriptLimits {
-  /** CPU time the script may spend running (not waiting), in ms. */
-  readonly cpuMs: number;
+/**
+ * Per-request limits, the config's `[scriptLimits]`; exceeding one ends the script with a
+ * ScriptError of kind 'limit'. Defaults: generous for edge logic, tight enough that a runaway
+ * script cannot hurt the worker.
+ */
+export const scriptLimitsSection = section({
+  /** CPU time the script spends running, not waiting. */
+  cpuMs: positive(1000, 'CPU time a script may run per request'),
   /**
-   * Memory the script may allocate. Lua: the worker heap's growth during the run (approximate).
-   * JS: passed to QuickJS's memory limit, which in this build counts allocations rather than
-   * bytes, so it only stops single huge allocations; the real JS bound is the engine's capped
-   * wasm heap (createJsEngine's maxHeapBytes, 256 MiB by default).
+   * Lua: the worker heap's growth during the run (approximate). JS: passed to QuickJS's memory
+   * limit, which in this build counts allocations rather than bytes, so it only stops single
+   * huge allocations; the real JS bound is the engine's capped wasm heap (createJsEngine's
+   * maxHeapBytes, 256 MiB by default).
    */
-  readonly memoryBytes: number;
-  /** Wall-clock time for the whole run, async waits included, in ms. */
-  readonly wallMs: number;
-  /** Response body bytes the script may produce. */
-  readonly outputBytes: number;
-  /**
-   * Bytes log() may send to the web server's error log (FCGI_STDERR) in one run; past it the
-   * line is cut with a marker and later lines are dropped (the run goes on).
-   */
-  readonly logBytes: number;
-  /** Bytes one log() line may carry; a longer line is cut with a marker. */
-  readonly logLineBytes: number;
-}
-
-/** Defaults: generous for edge logic, tight enough that a runaway script cannot hurt the worker. */
-export const defaultScriptLimits: ScriptLimits = Object.freeze({
-  cpuMs: 1000,
-  memoryBytes: 64 * 1024 * 1024,
-  wallMs: 30_000,
-  outputBytes: 16 * 1024 * 1024,
-  // An error log is read by people and rotated by size: 64 KiB a run is a long stack dump, and
-  // a line of 8 KiB is four times nginx's own error line (NGX_MAX_ERROR_STR, 2048).
-  logBytes: 64 * 1024,
-  logLineBytes: 8 * 1024,
+  memoryBytes: positive(64 * 1024 * 1024, 'memory a script may allocate per request'),
+  wallMs: positive(30_000, 'wall time per request, waits included'),
+  outputBytes: positive(16 * 1024 * 1024, 'response body bytes per request'),
+  // What log() sends to the web server's error log (FCGI_STDERR); the run goes on. An error log
+  // is read by people and rotated by size: 64 KiB a run is a long stack dump, and a line of
+  // 8 KiB is four times nginx's own error line (NGX_MAX_ERROR_STR, 2048).
+  logBytes: positive(64 * 1024, 'bytes `log()` may send per request; then lines are dropped (marked once)'),
+  logLineBytes: positive(8 * 1024, 'bytes one `log()` line keeps; a longer one is cut (marked)'),
 });
+
+export type ScriptLimits = ValueOf<typeof scriptLimitsSection>;
+
+export const defaultScriptLimits: ScriptLimits = defaults(scriptLimitsSection);

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
+import { positive, section } from '../config-schema.js';
 import { openRegular, readUpTo, type OpenedFile } from '../files/open-regular.js';
 import type { Logger } from '../log.js';
 
@@ -39,6 +40,16 @@ export interface StoreOptions {
  * `.js` worse), so 4 MiB keeps one compile near 15 MiB while leaving room for generated tables.
  */
 export const DEFAULT_MAX_SCRIPT_BYTES = 4 * 1024 * 1024;
+
+/** The config's `[scriptCache]`: the bounds of the store. */
+export const scriptCacheSection = section({
+  maxEntries: positive(1000, 'compiled scripts kept (LRU)'),
+  maxBytes: positive(64 * 1024 * 1024, 'estimated memory of compiled scripts kept'),
+  maxScriptBytes: positive(
+    DEFAULT_MAX_SCRIPT_BYTES,
+    'largest script file read: a bigger one is refused before it is read (500, `LS_SCRIPT_TOO_LARGE` with its path and size); `lodestone check` reports it too',
+  ),
+});
 
 /** The operator's words for a script over the size bound (the server's log and `lodestone check`). */
 export function tooLargeMessage(size: number, max: number): string {

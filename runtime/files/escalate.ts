@@ -12,7 +12,8 @@
 import { LodestoneError } from '../errors.js';
 
 /** How a file is handed to the web server; 'auto' decides per request from SERVER_SOFTWARE. */
-export type SendfileMode = 'auto' | 'x-sendfile' | 'x-sendfile2' | 'x-lighttpd-send-file' | 'x-accel-redirect';
+export const sendfileModes = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'] as const;
+export type SendfileMode = (typeof sendfileModes)[number];
 
 /** A mode that names one header. */
 export type ConcreteMode = Exclude<SendfileMode, 'auto'>;

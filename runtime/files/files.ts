@@ -7,32 +7,15 @@
 import type { Request } from '../fastcgi/server/request.js';
 import type { Response } from '../fastcgi/server/response.js';
 import { confine, type Confined } from './confine.js';
-import { accelUri, contentDisposition, escalationHeader, pickMode, type SendfileMode } from './escalate.js';
+import { accelUri, contentDisposition, escalationHeader, pickMode } from './escalate.js';
+import type { FilesConfig } from './files-config.js';
 import { openRegular } from './open-regular.js';
 import { isUnreadable, StatCache, type FileInfo } from './stat-cache.js';
 import { LRUCache } from 'lru-cache';
 
 export type { FileInfo } from './stat-cache.js';
 export type { SendfileMode } from './escalate.js';
-
-/** The `files` section of the configuration, validated. */
-export interface FilesConfig {
-  /** Directories stat() and sendfile() may reach (real paths); the first resolves relative paths. */
-  readonly roots: readonly string[];
-  /** libuv thread pool size (UV_THREADPOOL_SIZE), set by bin/lodestone.js before the pool starts. */
-  readonly statThreads: number;
-  /** How long a stat result is reused, in ms; 0 stats on every call. */
-  readonly statCacheMs: number;
-  readonly statCacheEntries: number;
-  /** The escalation header; 'auto' picks it per request from SERVER_SOFTWARE. */
-  readonly sendfile: SendfileMode;
-  /** nginx X-Accel-Redirect mapping: [filesystem root, internal URI prefix]. */
-  readonly accel: ReadonlyArray<readonly [string, string]>;
-  /** Stat this param's path as soon as the request arrives (and read its first page). */
-  readonly prefetch: { readonly param: string; readonly read: boolean } | null;
-  /** Let stat(), sendfile() and stat-accel reach script sources (see {@link ScriptSources}). */
-  readonly allowScripts: boolean;
-}
+export type { FilesConfig } from './files-config.js';
 
 /**
  * True for a real path the script store would run: a script's source is code (and often
@@ -40,15 +23,6 @@ export interface FilesConfig {
  * says for PHP.
  */
 export type ScriptSources = (realPath: string) => boolean;
-
-/** Defaults: the roots default to the script root (filled in by the config loader). */
-export const defaultFiles = Object.freeze({
-  statThreads: 4,
-  statCacheMs: 1000,
-  statCacheEntries: 10_000,
-  sendfile: 'auto',
-  allowScripts: false,
-});
 
 /** What a path names, after confinement and stat. */
 export type FileLookup =

@@ -1,13 +1,17 @@
 /**
- * The launcher (bin/lodestone.js) on every supported Node: on 22.15+ it re-executes itself in
- * place with V8's young generation capped at Node 20's 16 MiB semi-space through NODE_OPTIONS
- * (see its comment for the measurement), keeping the pid, and leaves a size the user chose alone.
+ * The launcher (bin/lodestone.js) on every supported Node: it sizes libuv's thread pool from
+ * files.statThreads in the config file, TOML or JSON, with or without the process manager. On
+ * 22.15+ it re-executes itself in place with V8's young generation capped at Node 20's 16 MiB
+ * semi-space through NODE_OPTIONS (see its comment for the measurement), keeping the pid, and
+ * leaves a size the user chose alone.
  * That systemd's fd 3 and cgi-fcgi's fd 0 survive is proven by cgi-fcgi.test.ts on every version.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import test from 'node:test';
-import { startLodestone } from '../helpers/lodestone.js';
+import path from 'node:path';
+import test, { type TestContext } from 'node:test';
+import { parseCgi, RawClient, request } from '../helpers/fcgi-client.js';
+import { run, startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
 
 const canExec = typeof (process as { execve?: unknown }).execve === 'function';
 const skip = canExec ? false : `Node ${process.version} has no process.execve; its semi-space is already capped at 16 MiB`;
@@ -37,3 +41,63 @@ test('a semi-space size chosen in NODE_OPTIONS is left alone', { skip, timeout: 
   assert.equal(nodeOptionsOf(ls.child.pid!), '--max-semi-space-size=32');
   assert.match(ls.log(), /lodestone listening/);
 });
+
+// files.statThreads sizes libuv's pool, which starts once per process: the launcher must read
+// it from the config file, TOML or JSON, before anything starts the pool. Counted in /proc in the
+// process that serves (the worker under the manager), after a script request has used the pool.
+
+/** The threads of a process, by name. */
+function threadNames(pid: number): string[] {
+  return fs.readdirSync(`/proc/${pid}/task`).map((tid) => fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
+}
+
+// libuv names its pool threads "libuv-worker" on Node 22 and 24; on Node 20 every thread is
+// "node", and the pool is what a serving process has beyond one whose pool is a single thread.
+const namesPoolThreads =
+  run(process.execPath, [
+    '-e',
+    `require('fs').stat('/', () => { const fs = require('fs');
+      console.log(fs.readdirSync('/proc/self/task').some((t) => fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim() === 'libuv-worker')); })`,
+  ]).stdout.toString().trim() === 'true';
+let otherThreads: number | undefined;
+
+async function serve(t: TestContext, args: string[]): Promise<{ ls: Lodestone; pid: number }> {
+  const root = tempDir(t);
+  fs.writeFileSync(path.join(root, 'hello.lua'), 'print("hi")');
+  const env = { ...process.env };
+  delete env.UV_THREADPOOL_SIZE;
+  const ls = await startLodestone(t, { diagnostic: false, args: ['--root', root, ...args], env });
+  const worker = /worker listening .*pid=(\d+)/.exec(ls.log());
+  const pid = worker ? Number(worker[1]) : ls.child.pid!;
+  const client = await RawClient.connect({ port: ls.port });
+  await client.write(request(1, { SCRIPT_FILENAME: path.join(root, 'hello.lua'), REQUEST_METHOD: 'GET' }));
+  assert.equal(parseCgi((await client.reply(1)).stdout).body.toString(), 'hi\n');
+  client.close();
+  return { ls, pid };
+}
+
+async function poolThreads(t: TestContext, pid: number): Promise<number> {
+  const names = threadNames(pid);
+  if (namesPoolThreads) return names.filter((n) => n === 'libuv-worker').length;
+  if (otherThreads === undefined) {
+    const one = await serve(t, ['--workers', '0', '--stat-threads', '1']);
+    otherThreads = threadNames(one.pid).length - 1;
+    await one.ls.stop();
+  }
+  return names.length - otherThreads;
+}
+
+for (const [file, text] of [
+  ['lodestone.toml', '[files]\nstatThreads = 20\n'],
+  ['lodestone.json', '{ "files": { "statThreads": 20 } }'],
+] as const) {
+  for (const workers of ['0', '1']) {
+    test(`files.statThreads = 20 in ${file}, --workers ${workers}: the serving process has 20 pool threads`, { timeout: 60_000 }, async (t) => {
+      const config = path.join(tempDir(t), file);
+      fs.writeFileSync(config, text);
+      const { ls, pid } = await serve(t, ['--config', config, '--workers', workers]);
+      assert.equal(await poolThreads(t, pid), 20, `threads of ${pid}: ${threadNames(pid).join(' ')}`);
+      assert.doesNotMatch(ls.log(), /cannot take effect/);
+    });
+  }
+}

@@ -122,3 +122,8 @@ test("README's TOML example loads", (t) => {
   const config = loadConfig({ config: file }, {});
   assert.equal(config.root, dir);
 });
+
+test('a variable set but blank counts as unset, as an empty one did', () => {
+  assert.equal(loadConfig({ workers: '2' }, { PHP_FCGI_MAX_REQUESTS: ' ' }).workerMaxRequests, 0);
+  assert.equal(loadConfig({}, { PHP_FCGI_CHILDREN: '', FCGI_WEB_SERVER_ADDRS: ' ' }).webServerAddrs, null);
+});

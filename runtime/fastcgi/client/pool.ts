@@ -18,49 +18,11 @@ import {
   type ServerTarget,
 } from './client.js';
 import { encodePairs } from '../pairs.js';
+import { parseServer, type PoolOptions } from './pool-config.js';
 
 export { BackendError } from './client.js';
+export { defaultPoolOptions, parseServer, type PoolOptions } from './pool-config.js';
 export type { BackendErrorKind, BackendRequest, BackendResponse, ServerTarget } from './client.js';
-
-/** A backend pool's configuration; see {@link defaultPoolOptions}. */
-export interface PoolOptions {
-  /** Pool name, in log lines and errors. */
-  readonly name: string;
-  /** `unix:/run/php/fpm.sock`, `127.0.0.1:9001`, `[::1]:9001` or `localhost:9001` ({@link parseServer}). */
-  readonly servers: readonly string[];
-  /** Connect timeout; a server that does not accept in time is disabled like one that refuses. */
-  readonly connectTimeoutMs: number;
-  /**
-   * Max wait for the first response byte and between reads (nginx fastcgi_read_timeout); the
-   * time a request waited in the queue counts against it. A timeout is a 504 and a server failure.
-   */
-  readonly responseTimeoutMs: number;
-  /** How long a failed server is left out (lighttpd disable-time). */
-  readonly disableTimeMs: number;
-  /**
-   * Concurrent requests per server; more wait in a FIFO queue here. It must not exceed
-   * php-fpm's pm.max_children (divided among the Lodestone workers, which each have their own
-   * pool): php-fpm binds a child to a kept connection until the client closes it, so with more
-   * connections than children the extra ones are accepted by the kernel but sit in the listen
-   * backlog, unserved, while every child waits on an idle kept connection of ours: those
-   * requests time out (504) instead of queueing here, where they would be served.
-   */
-  readonly maxConnections: number;
-  /** Send FCGI_KEEP_CONN and reuse idle connections; false: a connection per request. */
-  readonly keepAlive: boolean;
-  /** Idle kept connections are closed after this, freeing their php-fpm children. */
-  readonly idleTimeoutMs: number;
-}
-
-/** nginx's and lighttpd's defaults, with php-fpm's default pm.max_children 5 in mind. */
-export const defaultPoolOptions: Omit<PoolOptions, 'name' | 'servers'> = Object.freeze({
-  connectTimeoutMs: 1000,
-  responseTimeoutMs: 60_000,
-  disableTimeMs: 1000,
-  maxConnections: 8,
-  keepAlive: true,
-  idleTimeoutMs: 10_000,
-});
 
 /** Counters of one server, for tests and a status page. */
 export interface ServerStats {
@@ -77,32 +39,6 @@ export interface ServerStats {
   readonly failures: number;
   /** Until when the server is left out (ms since epoch); 0 when enabled. */
   readonly disabledUntil: number;
-}
-
-/**
- * Parses a server spec; returns an error string for a bad one (config validation uses it).
- * `tcp:` in front of a host is accepted too, as in `--listen`.
- *
- * @example
- *   parseServer('unix:/run/php/php8.2-fpm.sock'); // { kind: 'unix', path: '/run/php/php8.2-fpm.sock' }
- *   parseServer('[::1]:9001');                     // { kind: 'tcp', host: '::1', port: 9001 }
- */
-export function parseServer(
-  spec: string,
-): { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number } | string {
-  if (spec.startsWith('unix:')) {
-    const path = spec.slice(5);
-    if (!path.startsWith('/')) return `unix: needs an absolute socket path, e.g. unix:/run/php/fpm.sock (got ${JSON.stringify(spec)})`;
-    // sun_path is 108 bytes with its terminating NUL on Linux.
-    if (Buffer.byteLength(path) > 107) return `unix socket path over 107 bytes: ${JSON.stringify(spec)}`;
-    return { kind: 'unix', path };
-  }
-  const rest = spec.startsWith('tcp:') ? spec.slice(4) : spec;
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(rest);
-  if (!m) return `bad server ${JSON.stringify(spec)}: use unix:/path.sock, HOST:PORT or [IPv6]:PORT`;
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return `bad server ${JSON.stringify(spec)}: port must be 1-65535`;
-  return { kind: 'tcp', host: m[1] ?? m[2]!, port };
 }
 
 /** What is wrong with a pool's options, or null; the constructor throws it as LS_CONFIG_INVALID. */
