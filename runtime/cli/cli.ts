@@ -298,7 +298,7 @@ async function serve(config: Config): Promise<number> {
     let stopping = false;
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) {
-        log.warn('-', 'second signal: stopping now', { signal });
+        log.warn('LS_FORCED_STOP', 'second signal: stopping now', { signal });
         resolve(1);
         return;
       }

@@ -8,7 +8,7 @@
 import net, { type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { parseCgiHead } from '../../cgi.js';
-import { LodestoneError, type Code } from '../../errors.js';
+import { LodestoneError, httpStatus, type Code } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import {
   FCGI_BEGIN_REQUEST,
@@ -31,22 +31,22 @@ export type ServerTarget =
 /** What went wrong with a backend request; decides the status a caller answers with. */
 export type BackendErrorKind = 'unavailable' | 'timeout' | 'protocol' | 'aborted';
 
-const statusOf = { unavailable: 502, timeout: 504, protocol: 502, aborted: 499 } as const;
-const codeOf: Record<BackendErrorKind, Code> = {
+const codeOf = {
   unavailable: 'LS_BACKEND_UNAVAILABLE',
   timeout: 'LS_BACKEND_TIMEOUT',
   protocol: 'LS_BACKEND_PROTOCOL',
   aborted: 'LS_REQUEST_ABORTED',
-};
+} as const satisfies Record<BackendErrorKind, Code>;
 
 /**
- * Why a backend request failed. `status` is what the web server's client should see (nginx
- * answers 502 and 504 in the same cases; 499 is nginx's "client closed request"), `code` the
- * stable log code. The pool and connection have already logged it: callers need not log again.
+ * Why a backend request failed. `code` is the stable log code, `status` what the web server's
+ * client should see, {@link httpStatus} of the code (nginx answers 502 and 504 in the same
+ * cases; 499 is nginx's "client closed request"). The pool and connection have already logged
+ * it: callers need not log again.
  */
 export class BackendError extends LodestoneError {
   readonly kind: BackendErrorKind;
-  readonly status: 502 | 504 | 499;
+  readonly status: (typeof httpStatus)[(typeof codeOf)[BackendErrorKind]];
   readonly pool: string;
   /** The server spec involved, when one was. */
   readonly server: string | undefined;
@@ -55,7 +55,7 @@ export class BackendError extends LodestoneError {
     super(codeOf[kind], message);
     this.name = 'BackendError';
     this.kind = kind;
-    this.status = statusOf[kind];
+    this.status = httpStatus[codeOf[kind]];
     this.pool = pool;
     this.server = server;
     if (options?.cause !== undefined) this.cause = options.cause;

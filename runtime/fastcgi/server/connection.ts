@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
-import { LodestoneError, type Code } from '../../errors.js';
+import { LodestoneError, httpStatus, type AnswerCode, type Code } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { Request, type ConnectionInfo, type FlowControl, type Input, type Role } from './request.js';
 import { Response, type ResponseChannel } from './response.js';
@@ -367,7 +367,7 @@ export class Connection implements FlowControl, ConnectionInfo {
     if (end > start) {
       ex.paramsBytes += end - start;
       if (ex.paramsBytes > limits.maxParamsBytes) {
-        this.refuse(ex, 431, 'LS_PARAMS_TOO_LARGE', `params over ${limits.maxParamsBytes} bytes`);
+        this.refuse(ex, 'LS_PARAMS_TOO_LARGE', `params over ${limits.maxParamsBytes} bytes`);
         return;
       }
       ex.appendParams(buf, start, end);
@@ -381,13 +381,13 @@ export class Connection implements FlowControl, ConnectionInfo {
       return;
     }
     if (err === 'too-many') {
-      this.refuse(ex, 431, 'LS_TOO_MANY_PARAMS', `more than ${limits.maxParams} params`);
+      this.refuse(ex, 'LS_TOO_MANY_PARAMS', `more than ${limits.maxParams} params`);
       return;
     }
     ex.request.setParams(block);
     const declared = ex.request.param('CONTENT_LENGTH');
     if (declared !== undefined && Number(declared) > limits.maxBodyBytes) {
-      this.refuse(ex, 413, 'LS_BODY_TOO_LARGE', `CONTENT_LENGTH ${declared} over ${limits.maxBodyBytes}`);
+      this.refuse(ex, 'LS_BODY_TOO_LARGE', `CONTENT_LENGTH ${declared} over ${limits.maxBodyBytes}`);
       return;
     }
     this.run(ex);
@@ -401,7 +401,7 @@ export class Connection implements FlowControl, ConnectionInfo {
     }
     const max = this.ctx.limits.maxBodyBytes;
     if (input.received + (end - start) > max) {
-      this.refuse(ex, 413, 'LS_BODY_TOO_LARGE', `body over ${max} bytes`);
+      this.refuse(ex, 'LS_BODY_TOO_LARGE', `body over ${max} bytes`);
       return;
     }
     input.push(buf.subarray(start, end));
@@ -440,27 +440,28 @@ export class Connection implements FlowControl, ConnectionInfo {
     if (ex.done) return;
     const message = err instanceof Error ? err.message : String(err);
     this.ctx.log.error('LS_HANDLER_FAILED', message, this.fields(ex));
-    this.replyError(ex, 500);
+    this.replyError(ex, 'LS_HANDLER_FAILED');
   }
 
-  /** Answers with an error status if nothing was sent yet, else cuts the response short. */
-  private replyError(ex: Exchange, status: number): void {
+  /** Answers with the code's status if nothing was sent yet, else cuts the response short. */
+  private replyError(ex: Exchange, code: AnswerCode): void {
     const res = ex.response;
     if (res.headersSent) {
       this.endAbruptly(ex);
       return;
     }
+    const status = httpStatus[code];
     res.reset();
     res.status = status;
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     res.end(`${status} ${STATUS_CODES[status] ?? ''}\n`);
   }
 
-  private refuse(ex: Exchange, status: number, code: Code, message: string): void {
+  private refuse(ex: Exchange, code: AnswerCode, message: string): void {
     this.ctx.log.warn(code, message, this.fields(ex));
     this.ctx.stats.requestsRefused++;
     ex.request.abort(new LodestoneError(code, message));
-    this.replyError(ex, status);
+    this.replyError(ex, code);
   }
 
   private abort(ex: Exchange): void {
@@ -479,7 +480,7 @@ export class Connection implements FlowControl, ConnectionInfo {
       return;
     }
     ex.request.abort(new LodestoneError('LS_REQUEST_TIMEOUT'));
-    this.replyError(ex, 504);
+    this.replyError(ex, 'LS_REQUEST_TIMEOUT');
   }
 
   /** Sends END_REQUEST alone, after an abort or when output had already started. */

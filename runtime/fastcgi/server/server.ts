@@ -129,7 +129,7 @@ export class FastcgiServer {
       } catch (err) {
         // A process that gave up root (--workers 0 with a user) may not unlink in a root-owned
         // directory; the next start removes the stale socket.
-        this.options.log.warn('-', 'cannot remove the socket file', { path: this.unixPath, error: (err as NodeJS.ErrnoException).code ?? String(err) });
+        this.options.log.warn('LS_SOCKET_NOT_REMOVED', 'cannot remove the socket file', { path: this.unixPath, error: (err as NodeJS.ErrnoException).code ?? String(err) });
       }
     }
   }
