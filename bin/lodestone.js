@@ -4,7 +4,7 @@
 // CommonJS on purpose (bin/package.json): libuv sizes its thread pool from UV_THREADPOOL_SIZE
 // once, when the pool starts, and Node's ES module loader starts it before an ESM entry's first
 // line runs. Here nothing has touched the pool yet, so --stat-threads (or files.statThreads in
-// the --config file) can still take effect. The real validation happens in dist/runtime/config.js.
+// the --config file) can still take effect. The real validation happens in dist/runtime/cli/config.js.
 'use strict';
 const fs = require('node:fs');
 

@@ -99,7 +99,7 @@ function makeFiles(root: string, count: number): void {
  * point of the delay is that Lodestone's stat is always a real one).
  */
 function wrkScript(count: number): string {
-  return `-- bench/stat-accel.ts: each request a different file, in turn (wrk runs LuaJIT: Lua 5.1).
+  return `-- bench/scenarios/stat-accel.ts: each request a different file, in turn (wrk runs LuaJIT: Lua 5.1).
 local count = ${count}
 local i
 local function name(n)
