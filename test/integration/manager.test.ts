@@ -10,7 +10,8 @@ import http from 'node:http';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
-import { havePrograms, signalPid, startNginx, waitFor, type WebServer } from '../helpers/peers.js';
+import { havePrograms, signalPid, startNginx, type WebServer } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 
 const timeout = 20_000;
 

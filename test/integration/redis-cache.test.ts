@@ -17,8 +17,9 @@ import {
   type ContentCacheConfig,
 } from '../../runtime/content-cache/content-cache.js';
 import { Logger } from '../../runtime/log.js';
-import { repoRoot } from '../helpers/lodestone.js';
-import { waitFor, within } from '../helpers/peers.js';
+import { repoRoot } from '../shared/repo.js';
+import { within } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 import { redisRaw, startRedis, type RedisServer } from '../helpers/redis.js';
 
 const TIMEOUT_MS = 250;

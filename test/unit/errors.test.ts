@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
 import { codes, httpStatus } from '../../runtime/errors.js';
-import { repoRoot } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
 
 test('the README documents every error code, and only real ones', () => {
   const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
