@@ -19,8 +19,8 @@ export const codes = {
   LS_CONNECTION_LIMIT: 'a connection was dropped because limits.maxConnections were open',
   LS_PEER_REFUSED: 'a TCP peer not in FCGI_WEB_SERVER_ADDRS was refused',
   LS_IDLE_TIMEOUT: 'a connection without an active request was closed after limits.idleTimeoutMs',
-  LS_REQUEST_TIMEOUT: 'a request ran longer than limits.requestTimeoutMs',
-  LS_REQUEST_ABORTED: 'the web server aborted a request (ABORT_REQUEST or closed socket)',
+  LS_REQUEST_TIMEOUT: 'a request ran longer than limits.requestTimeoutMs; 504 if nothing was sent yet',
+  LS_REQUEST_ABORTED: 'the web server aborted a request (ABORT_REQUEST or closed socket); nobody is answered (499, as nginx logs it)',
   LS_HANDLER_FAILED: 'the request handler threw; the client got a 500',
   LS_SOCKET_ERROR: 'a socket error on a connection to the web server',
   LS_SCRIPT_NOT_FOUND: 'SCRIPT_FILENAME names no file; 404',
@@ -41,10 +41,49 @@ export const codes = {
   LS_SLOW_REQUEST: 'a request took longer than slowRequestMs (the slow log: script, URI and time)',
   LS_CACHE_RECOVERED: 'the shared cache is reachable again',
   LS_WATCHDOG: 'a worker\'s event loop was stuck longer than watchdogMs (a script in an uninterruptible call); the worker was killed and replaced',
+  LS_WORKER_DIED: 'a worker exited unexpectedly (a crash, a kill, the watchdog); the manager forks a new one',
+  LS_WORKER_CRASH_LOOP: 'workers exited unexpectedly more often than there are workers within 10 s; each next fork waits (1 s, doubling to 30 s)',
+  LS_RELOAD_IN_PROGRESS: 'a reload signal came while a reload was under way; no second reload was started',
+  LS_FORCED_STOP: 'a second stop signal during a graceful stop: the requests in flight were cut (workers killed, or the process exited)',
+  LS_SOCKET_NOT_REMOVED: 'the unix socket file could not be removed on stop (the next start removes a stale one)',
+  LS_CACHE_RECORD_INVALID: 'a cached response record does not decode (corrupt, or written by another version); the call misses',
+  LS_CACHE_COMMAND_FAILED: 'Redis refused a cache command (OOM, WRONGTYPE, NOPERM, a read-only replica) or replied unexpectedly; the call misses',
+  LS_SENDFILE_UNSUPPORTED: 'the development server got X-Accel-Redirect, which only nginx follows (set files.sendfile to auto or x-sendfile); 502',
 } as const;
 
 /** A stable code from {@link codes}. */
 export type Code = keyof typeof codes;
+
+/**
+ * The HTTP status Lodestone answers with when it refuses or fails a request itself, by the code
+ * it logs: the one place a code is paired with a status (the README's table says the same).
+ * 499 is nginx's "client closed request": nobody receives it, it is what a backend request that
+ * the client abandoned reports (`BackendError.status`).
+ */
+export const httpStatus = {
+  LS_PARAMS_TOO_LARGE: 431,
+  LS_TOO_MANY_PARAMS: 431,
+  LS_BODY_TOO_LARGE: 413,
+  LS_REQUEST_TIMEOUT: 504,
+  LS_REQUEST_ABORTED: 499,
+  LS_HANDLER_FAILED: 500,
+  LS_SCRIPT_NOT_FOUND: 404,
+  LS_SCRIPT_FORBIDDEN: 403,
+  LS_SCRIPT_COMPILE: 500,
+  LS_SCRIPT_ERROR: 500,
+  LS_SCRIPT_LIMIT: 500,
+  LS_SCRIPT_TOO_LARGE: 500,
+  LS_FILE_FORBIDDEN: 403,
+  LS_FILE_NOT_FOUND: 404,
+  LS_SENDFILE_NO_MAPPING: 500,
+  LS_SENDFILE_UNSUPPORTED: 502,
+  LS_BACKEND_UNAVAILABLE: 502,
+  LS_BACKEND_TIMEOUT: 504,
+  LS_BACKEND_PROTOCOL: 502,
+} as const satisfies Partial<Record<Code, number>>;
+
+/** A code Lodestone answers a request with; its status is {@link httpStatus}`[code]`. */
+export type AnswerCode = keyof typeof httpStatus;
 
 /** An error that carries a stable {@link Code}. */
 export class LodestoneError extends Error {

@@ -138,13 +138,27 @@ export async function removeStaleSocket(path: string): Promise<void> {
     return;
   }
   if (!stat.isSocket()) return;
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = net.connect(path);
+  if (!(await accepts(path))) fs.rmSync(path, { force: true });
+}
+
+/**
+ * Whether a server accepts a connection at `target` (a unix socket path, or net.connect's
+ * options): connects and closes at once. Also what the tests and the benchmark wait on.
+ *
+ * @example
+ *   await accepts('/run/lodestone.sock'); // false: refused, or no such socket
+ *   await accepts({ host: '127.0.0.1', port: 9000 });
+ */
+export function accepts(target: string | net.NetConnectOpts): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = typeof target === 'string' ? net.connect(target) : net.connect(target);
     probe.once('connect', () => {
       probe.destroy();
       resolve(true);
     });
-    probe.once('error', () => resolve(false));
+    probe.once('error', () => {
+      probe.destroy();
+      resolve(false);
+    });
   });
-  if (!live) fs.rmSync(path, { force: true });
 }

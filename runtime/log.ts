@@ -12,7 +12,9 @@ export type Sink = (line: string) => void;
 
 /**
  * Line-oriented logger: `TIME LEVEL CODE message key=value ...`, one line per event so that
- * grep, journald and log shippers need no parser. Disabled levels cost one comparison.
+ * grep, journald and log shippers need no parser. Disabled levels cost one comparison. Errors
+ * and warnings always carry a stable code, since those are the lines operators alert on; an
+ * info or debug line that only tells what happened (listening, reloaded) may use `-`.
  */
 export class Logger {
   private readonly max: number;
@@ -29,11 +31,11 @@ export class Logger {
     return levels.indexOf(level) <= this.max;
   }
 
-  error(code: Code | '-', message: string, fields?: Fields): void {
+  error(code: Code, message: string, fields?: Fields): void {
     if (this.max >= 0) this.write('error', code, message, fields);
   }
 
-  warn(code: Code | '-', message: string, fields?: Fields): void {
+  warn(code: Code, message: string, fields?: Fields): void {
     if (this.max >= 1) this.write('warn', code, message, fields);
   }
 

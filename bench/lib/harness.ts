@@ -8,15 +8,13 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoRoot } from '../../test/shared/repo.js';
 import { sample, usage, type Sample } from './cpu.js';
 import type { Managed } from './procs.js';
 import { Progress, type Step } from './progress.js';
 import { envInt } from './settings.js';
 import { runWrk, wrkProblems, type WrkResult } from './wrk.js';
 
-/** The repository root (harness.js runs from dist/bench/lib). */
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 /** Where reports and charts go. */
 export const resultsDir = path.join(repoRoot, 'bench/results');
 /** Servers (front end and backend) share CPU 0; wrk has CPU 1. */

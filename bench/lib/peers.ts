@@ -1,7 +1,7 @@
 /** How the benchmark starts its peers: commands only, started through procs.ts by the scenarios. */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { repoRoot } from './harness.js';
+import { repoRoot } from '../../test/shared/repo.js';
 
 /**
  * `lodestone serve` on `listen` ("tcp:127.0.0.1:PORT" or "unix:PATH") as one process

@@ -2,60 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-
-/** PATH, then the sbin directories (nginx and php-fpm live in /usr/sbin). */
-const searchDirs = (): string[] => [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/local/sbin'];
-
-/** Path of `program` on PATH or in the sbin directories, or null. */
-export function findProgram(program: string): string | null {
-  for (const dir of searchDirs()) {
-    if (dir === '') continue;
-    const candidate = path.join(dir, program);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // keep looking
-    }
-  }
-  return null;
-}
-
-/**
- * The PHP-FPM binary: `php-fpm` on PATH or in the sbin directories, else the highest versioned
- * one (Debian installs `/usr/sbin/php-fpm8.2`); null when there is none.
- */
-export function findPhpFpm(): string | null {
-  const plain = findProgram('php-fpm');
-  if (plain !== null) return plain;
-  const found: Array<{ file: string; version: number[] }> = [];
-  for (const dir of searchDirs()) {
-    if (dir === '') continue;
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir);
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      const m = /^php-fpm(\d+(?:\.\d+)*)$/.exec(name);
-      if (m === null) continue;
-      const file = path.join(dir, name);
-      try {
-        fs.accessSync(file, fs.constants.X_OK);
-      } catch {
-        continue;
-      }
-      found.push({ file, version: m[1]!.split('.').map(Number) });
-    }
-  }
-  const newer = (a: number[], b: number[]): number => {
-    for (let i = 0; i < Math.max(a.length, b.length); i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) - (b[i] ?? 0);
-    return 0;
-  };
-  found.sort((a, b) => newer(b.version, a.version));
-  return found[0]?.file ?? null;
-}
+import { findPhpFpm, findProgram } from '../../test/shared/programs.js';
 
 /** What a scenario can need; each maps to the Debian package (or npm step) that provides it. */
 export type Requirement = 'nginx' | 'wrk' | 'taskset' | 'gcc' | 'libfcgi-dev' | 'php-fpm' | 'lighttpd' | 'mod_magnet' | 'strace' | 'node-fastcgi';

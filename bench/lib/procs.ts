@@ -6,6 +6,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import { accepts } from '../../runtime/listen.js';
+import { waitFor } from '../../test/shared/poll.js';
 
 /** A started process (the leader of its own process group). */
 export interface Managed {
@@ -109,27 +111,22 @@ export function tail(file: string, lines = 20): string {
   }
 }
 
-/** Resolves once 127.0.0.1:`port` accepts a connection; fails early if `m` exits. */
-export async function waitForPort(port: number, m: Managed, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await canConnect(port)) return;
-    const info = m.exitInfo();
-    if (info !== null) throw new Error(`${m.name} exited (${info}) before listening on ${port}:\n${tail(m.logFile)}`);
-    if (Date.now() > deadline) throw new Error(`${m.name} is not listening on ${port} after ${timeoutMs} ms:\n${tail(m.logFile)}`);
-    await sleep(50);
-  }
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
+/**
+ * Resolves once `at` (a port on 127.0.0.1, or a unix socket path) accepts a connection; fails
+ * early if `m` exits, and with the end of its log either way.
+ */
+export async function waitForListen(at: number | string, m: Managed, timeoutMs = 10_000): Promise<void> {
+  const where = typeof at === 'number' ? `port ${at}` : at;
+  await waitFor(
+    async () => {
+      if (await accepts(typeof at === 'number' ? { host: '127.0.0.1', port: at } : at)) return true;
+      const info = m.exitInfo();
+      if (info !== null) throw new Error(`${m.name} exited (${info}) before listening on ${where}:\n${tail(m.logFile)}`);
+      return false;
+    },
+    timeoutMs,
+    () => `${m.name} to listen on ${where}:\n${tail(m.logFile)}`,
+  );
 }
 
 /**

@@ -9,7 +9,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { repoRoot, resultsDir } from './harness.js';
+import { resultsDir } from './harness.js';
+import { repoRoot } from '../../test/shared/repo.js';
 import type { ScenarioResult } from './scenario.js';
 
 /** Where a run's reports, charts and summary page go. */

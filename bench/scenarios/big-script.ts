@@ -17,7 +17,7 @@ import { checkAnswers, loadSettings, machine, measure, SERVER_CPU, type Context,
 import { nginxConfig, type Site } from '../lib/nginx.js';
 import { lodestoneCommand } from '../lib/peers.js';
 import type { Programs } from '../lib/prereq.js';
-import { freePorts, start, stop, tail, waitForPort, type Managed } from '../lib/procs.js';
+import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
 import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { barChart } from '../lib/svg.js';
@@ -67,13 +67,13 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       procs.push(proc);
       return { cache: c, port, proc };
     });
-    for (const s of servers) await waitForPort(s.port, s.proc);
+    for (const s of servers) await waitForListen(s.port, s.proc);
     const sites: Site[] = servers.map((s) => ({ listen: ports.shift()!, backend: s.port, keepalive: settings.connections, name: s.cache.id, root }));
     const conf = path.join(tmp, 'nginx.conf');
     fs.writeFileSync(conf, nginxConfig(tmp, sites, process.getuid?.() === 0));
     const errorLog = path.join(tmp, 'error.log');
     nginx = start('nginx', programs.nginx!, ['-p', tmp, '-c', conf, '-e', errorLog], path.join(tmp, 'nginx.log'), { cpus: SERVER_CPU });
-    for (const s of sites) await waitForPort(s.listen, nginx);
+    for (const s of sites) await waitForListen(s.listen, nginx);
     const front = nginx;
     const targets: Target[] = [];
     for (const l of LANGS) {

@@ -12,12 +12,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { groupRssKiB } from '../lib/cpu.js';
-import { fetchOnce, loadSettings, machine, measure, repoRoot, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
+import { fetchOnce, loadSettings, machine, measure, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
+import { repoRoot } from '../../test/shared/repo.js';
 import { nginxConfig, type Site } from '../lib/nginx.js';
 import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
-import { freePorts, start, stop, tail, waitForPort, type Managed } from '../lib/procs.js';
+import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
 import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { envInt } from '../lib/settings.js';
@@ -56,7 +57,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       { id: 'cache-front.lua', label: 'Lodestone cache-front.lua (hits)', port: luaPort!, proc: lodestone('cache-front-lua', luaPort!, 'cache-front.lua'), lodestone: true },
       { id: 'cache-front.js', label: 'Lodestone cache-front.js (hits)', port: jsPort!, proc: lodestone('cache-front-js', jsPort!, 'cache-front.js'), lodestone: true },
     ];
-    for (const b of backends) await waitForPort(b.port, b.proc);
+    for (const b of backends) await waitForListen(b.port, b.proc);
 
     const sites: Site[] = backends.map((b, i) => ({
       listen: sitePorts[i]!,
@@ -70,7 +71,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     fs.writeFileSync(conf, nginxConfig(tmp, sites, process.getuid?.() === 0).replace('http {', `http {\n  fastcgi_param BENCH_PAGE_MS ${pageMs};`));
     const errorLog = path.join(tmp, 'error.log');
     nginx = start('nginx', programs.nginx!, ['-p', tmp, '-c', conf, '-e', errorLog], path.join(tmp, 'nginx.log'), { cpus: SERVER_CPU });
-    for (const s of sites) await waitForPort(s.listen, nginx);
+    for (const s of sites) await waitForListen(s.listen, nginx);
     const front = nginx;
     const targets: Target[] = backends.map((b, i) => ({
       id: b.id,

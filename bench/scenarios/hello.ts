@@ -27,7 +27,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { groupRssKiB } from '../lib/cpu.js';
-import { checkAnswers, loadSettings, machine, measure, repoRoot, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
+import { checkAnswers, loadSettings, machine, measure, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
+import { repoRoot } from '../../test/shared/repo.js';
 import { lighttpdConfig } from '../lib/lighttpd.js';
 import { nginxConfig, type Site } from '../lib/nginx.js';
 import {
@@ -40,7 +41,7 @@ import {
 } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
-import { freePorts, start, stop, tail, waitForPort, type Managed } from '../lib/procs.js';
+import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
 import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { SettingsError } from '../lib/settings.js';
@@ -145,7 +146,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       procs.push(m);
       backend.set(p, m);
     }
-    for (const p of fastcgi) await waitForPort(backendPort.get(p)!, backend.get(p)!);
+    for (const p of fastcgi) await waitForListen(backendPort.get(p)!, backend.get(p)!);
 
     // --- nginx: a server block per peer and mode ---
     const sites: Array<Site & { peer: PeerId; mode: string }> = [];
@@ -172,7 +173,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     // -e: nginx opens its error log before reading the config; keep even that one in tmp.
     const nginx = start('nginx', programs.nginx!, ['-p', tmp, '-c', conf, '-e', errorLog], path.join(tmp, 'nginx.log'), { cpus: SERVER_CPU });
     fronts.push(nginx);
-    for (const s of sites) await waitForPort(s.listen, nginx);
+    for (const s of sites) await waitForListen(s.listen, nginx);
 
     // --- lighttpd: one per peer, the same configuration but for the handler ---
     const lighty: Array<{ peer: PeerId; port: number; proc: Managed }> = [];
@@ -189,7 +190,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       fronts.push(proc);
       lighty.push({ peer: p, port, proc });
     }
-    for (const l of lighty) await waitForPort(l.port, l.proc);
+    for (const l of lighty) await waitForListen(l.port, l.proc);
 
     const targets: Target[] = [];
     for (const s of sites) {

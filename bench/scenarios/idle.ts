@@ -22,11 +22,12 @@ import { FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_KEEP_CONN, FCGI_PARAMS, FCGI
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
 import { encodeRecord, RecordParser } from '../../runtime/fastcgi/records.js';
 import { NODE_FASTCGI_NOTE } from './hello.js';
-import { machine, repoRoot, SERVER_CPU, type Context } from '../lib/harness.js';
+import { machine, SERVER_CPU, type Context } from '../lib/harness.js';
+import { repoRoot } from '../../test/shared/repo.js';
 import { buildLibfcgi, libfcgiCommand, lodestoneCommand, nodeFastcgiCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
-import { freePorts, sleep, start, stop, waitForPort, type Managed } from '../lib/procs.js';
+import { freePorts, sleep, start, stop, waitForListen, type Managed } from '../lib/procs.js';
 import { int, mib } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { envInt } from '../lib/settings.js';
@@ -172,7 +173,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     const proc: Managed = start(p.id, cmd, args, path.join(tmp, `${p.id}.log`), { cpus: SERVER_CPU, cwd: p.id === 'libfcgi' ? tmp : repoRoot });
     let held: Held | null = null;
     try {
-      await waitForPort(port, proc);
+      await waitForListen(port, proc);
       const request = keptRequest(path.join(root, p.script), root);
       // One request first, so that "before" includes a served request (engines loaded, script compiled).
       const warm = await holdConnections(port, 1, request, ANSWER_WAIT_MS);

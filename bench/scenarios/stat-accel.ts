@@ -37,13 +37,13 @@
  *
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { loadSettings, machine, measure, repoRoot, fetchOnce, CLIENT_CPU, SERVER_CPU, type Context, type LoadSettings, type Machine, type Run, type Target } from '../lib/harness.js';
+import { loadSettings, machine, measure, fetchOnce, CLIENT_CPU, SERVER_CPU, type Context, type LoadSettings, type Machine, type Run, type Target } from '../lib/harness.js';
+import { repoRoot } from '../../test/shared/repo.js';
 import { lighttpdConfig } from '../lib/lighttpd.js';
 import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import type { Programs } from '../lib/prereq.js';
-import { freePorts, sleep, start, stop, tail, waitForPort, type Managed } from '../lib/procs.js';
+import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
 import { chartBars, headerLines, median, ms, int as fmt, pct, perRunTable, verdictLines } from '../lib/report.js';
 import { barChart } from '../lib/svg.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
@@ -99,7 +99,7 @@ function makeFiles(root: string, count: number): void {
  * point of the delay is that Lodestone's stat is always a real one).
  */
 function wrkScript(count: number): string {
-  return `-- bench/stat-accel.ts: each request a different file, in turn (wrk runs LuaJIT: Lua 5.1).
+  return `-- bench/scenarios/stat-accel.ts: each request a different file, in turn (wrk runs LuaJIT: Lua 5.1).
 local count = ${count}
 local i
 local function name(n)
@@ -114,26 +114,6 @@ request = function()
   return wrk.format("GET", name(i))
 end
 `;
-}
-
-/** Resolves once the unix socket accepts a connection; fails early if `m` exits. */
-async function waitForSocket(socket: string, m: Managed, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(socket);
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    const info = m.exitInfo();
-    if (info !== null) throw new Error(`${m.name} exited (${info}) before listening on ${socket}:\n${tail(m.logFile)}`);
-    if (Date.now() > deadline) throw new Error(`${m.name} is not listening on ${socket} after ${timeoutMs} ms:\n${tail(m.logFile)}`);
-    await sleep(100);
-  }
 }
 
 /** `TracerPid` from /proc/PID/status: 0 when nobody traces the process. */
@@ -261,10 +241,10 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     }
     for (const c of configs) {
       if (c.backend) {
-        await waitForSocket(path.join(tmp, `${c.id}.sock`), c.backend);
+        await waitForListen(path.join(tmp, `${c.id}.sock`), c.backend, 60_000);
         c.lodestonePid = groupPids(c.backend.pid).find((p) => commandOf(p) === 'node');
       }
-      await waitForPort(c.port, c.lighttpd!);
+      await waitForListen(c.port, c.lighttpd!);
     }
     const url = (c: Config, p = '/'): string => `http://127.0.0.1:${c.port}${p}`;
 

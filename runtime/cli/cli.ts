@@ -1,10 +1,9 @@
 /**
- * The `lodestone` command line. The `serve` contract is stable:
- *   lodestone serve --listen unix:/path.sock | tcp:HOST:PORT | fd:0 | systemd
- *                   [--root DIR] [--config FILE] [--log-level LEVEL] [--diagnostic]
- *                   [--script FILE] [--cache-dir DIR] [--stat-accel] [--stat-threads N]
- *                   [--file-root DIR]... [--sendfile MODE]
- * `check` and `config SERVER` take the same options and load the same configuration.
+ * The `lodestone` command line: `serve`, `check` and `config SERVER`, which take the same options
+ * and load the same configuration. USAGE below is the contract (README's "Command line" section
+ * is kept in step with it by test/unit/readme-cli.test.ts). `serve` starts the development HTTP
+ * front end (`--http`), the process manager's primary (`--workers N`), or one process that
+ * serves FastCGI with the handler the options ask for (`--workers 0`, and each worker).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -298,7 +297,7 @@ async function serve(config: Config): Promise<number> {
     let stopping = false;
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) {
-        log.warn('-', 'second signal: stopping now', { signal });
+        log.warn('LS_FORCED_STOP', 'second signal: stopping now', { signal });
         resolve(1);
         return;
       }

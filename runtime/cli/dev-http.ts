@@ -14,7 +14,7 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
-import { LodestoneError } from '../errors.js';
+import { LodestoneError, httpStatus } from '../errors.js';
 import { BackendError, BackendPool, defaultPoolOptions, type BackendResponse } from '../fastcgi/client/pool.js';
 import { confine } from '../files/confine.js';
 import { contentType } from '../files/stat-cache.js';
@@ -233,10 +233,10 @@ async function forward(
   const accel = headers.find(([name]) => name.toLowerCase() === ACCEL);
   if (accel !== undefined) {
     backend.body.resume();
-    ctx.options.log.warn('-', 'dev HTTP cannot follow X-Accel-Redirect (nginx only); set files.sendfile to auto or x-sendfile', {
+    ctx.options.log.warn('LS_SENDFILE_UNSUPPORTED', 'dev HTTP cannot follow X-Accel-Redirect (nginx only); set files.sendfile to auto or x-sendfile', {
       script: file,
     });
-    return errorPage(res, 502);
+    return errorPage(res, httpStatus.LS_SENDFILE_UNSUPPORTED);
   }
   const escalation = headers.find(([name]) => SENDFILE_HEADERS.includes(name.toLowerCase()) || name.toLowerCase() === SENDFILE2);
   if (escalation !== undefined) {
@@ -249,7 +249,7 @@ async function forward(
   } catch (err) {
     backend.body.destroy();
     ctx.options.log.warn('LS_BACKEND_PROTOCOL', `dev HTTP: unusable response header: ${(err as Error).message}`, { script: file });
-    return errorPage(res, 502);
+    return errorPage(res, httpStatus.LS_BACKEND_PROTOCOL);
   }
   pipeline(backend.body, res, () => {
     // A failed backend body was logged by the connection; a gone client by nobody, and needs not.
@@ -320,7 +320,7 @@ async function escalate(
     const m = /^(\S+) (\d+)-(\d*)$/.exec(encoded);
     if (m === null || (m[3] !== '' && Number(m[3]) < Number(m[2]))) {
       log.warn('LS_BACKEND_PROTOCOL', `dev HTTP: malformed X-Sendfile2 ${JSON.stringify(value)}`, {});
-      return errorPage(res, 502);
+      return errorPage(res, httpStatus.LS_BACKEND_PROTOCOL);
     }
     encoded = m[1]!;
     range = [Number(m[2]), m[3] === '' ? null : Number(m[3])];
@@ -330,17 +330,17 @@ async function escalate(
     file = decodeURIComponent(encoded);
   } catch {
     log.warn('LS_BACKEND_PROTOCOL', `dev HTTP: ${name} path is not percent-encoded UTF-8`, { path: encoded });
-    return errorPage(res, 502);
+    return errorPage(res, httpStatus.LS_BACKEND_PROTOCOL);
   }
   const roots = ctx.options.fileRoots;
   const where = roots.length === 0 ? null : await confine(file, roots, roots[0]!);
   if (where === null || where.kind === 'refused') {
     log.warn('LS_FILE_FORBIDDEN', `dev HTTP: ${name} outside the file roots`, { path: file });
-    return errorPage(res, 403);
+    return errorPage(res, httpStatus.LS_FILE_FORBIDDEN);
   }
   if (where.kind === 'missing') {
     log.info('LS_FILE_NOT_FOUND', `dev HTTP: ${name} names a missing file`, { path: file });
-    return errorPage(res, 404);
+    return errorPage(res, httpStatus.LS_FILE_NOT_FOUND);
   }
   const kept = backend.headers.filter(([n]) => n.toLowerCase() !== name.toLowerCase());
   return sendFile(ctx, req, res, where.path, backend.status, kept, range);
@@ -379,7 +379,7 @@ async function sendFile(
   if (!st.isFile()) {
     await handle.close();
     ctx.options.log.warn('LS_FILE_FORBIDDEN', 'dev HTTP: not a regular file', { path: file });
-    return errorPage(res, 403);
+    return errorPage(res, httpStatus.LS_FILE_FORBIDDEN);
   }
   const size = st.size;
   let start = 0;
@@ -416,7 +416,7 @@ async function sendFile(
   } catch (err) {
     await handle.close();
     ctx.options.log.warn('LS_BACKEND_PROTOCOL', `dev HTTP: unusable response header: ${(err as Error).message}`, { path: file });
-    return errorPage(res, 502);
+    return errorPage(res, httpStatus.LS_BACKEND_PROTOCOL);
   }
   if (req.method === 'HEAD' || length === 0) {
     await handle.close();
@@ -485,7 +485,7 @@ function errorPage(res: http.ServerResponse, status: number): void {
 
 function internalError(ctx: Context, req: http.IncomingMessage, res: http.ServerResponse, err: unknown): void {
   ctx.options.log.error('LS_HANDLER_FAILED', `dev HTTP: ${(err as Error)?.stack ?? String(err)}`, { uri: req.url });
-  errorPage(res, 500);
+  errorPage(res, httpStatus.LS_HANDLER_FAILED);
 }
 
 /** php -S style: one line per request, at info level, once the response is done. */

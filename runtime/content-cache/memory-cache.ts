@@ -72,7 +72,7 @@ export class MemoryCache implements ContentCache {
       if (!(err instanceof CorruptRecordError)) throw err;
       this.misses++;
       this.errors++;
-      this.log.warn('-', 'a cached response record does not decode; treated as a miss', { key, error: err.message });
+      this.log.warn('LS_CACHE_RECORD_INVALID', 'a cached response record does not decode; treated as a miss', { key, error: err.message });
       return null;
     }
   }

@@ -131,7 +131,7 @@ export class RedisCache implements ContentCache {
       if (!(err instanceof CorruptRecordError)) throw err;
       this.counts.misses++;
       this.counts.errors++;
-      this.log.warn('-', 'a cached response record does not decode; treated as a miss', { key, error: err.message });
+      this.log.warn('LS_CACHE_RECORD_INVALID', 'a cached response record does not decode; treated as a miss', { key, error: err.message });
       return null;
     }
   }
@@ -345,7 +345,7 @@ export class RedisCache implements ContentCache {
     const now = Date.now();
     if (now - this.lastRefusedLog >= UNAVAILABLE_LOG_INTERVAL_MS) {
       this.lastRefusedLog = now;
-      this.log.warn('-', 'redis refused a cache command; the call misses', {
+      this.log.warn('LS_CACHE_COMMAND_FAILED', 'redis refused a cache command; the call misses', {
         redis: this.target,
         command: command.toString(),
         error: err.message,
@@ -356,7 +356,7 @@ export class RedisCache implements ContentCache {
 
   private unexpected(command: string, reply: unknown): null {
     this.counts.errors++;
-    this.log.warn('-', 'unexpected reply from redis; the call misses', { redis: this.target, command, reply: String(reply) });
+    this.log.warn('LS_CACHE_COMMAND_FAILED', 'unexpected reply from redis; the call misses', { redis: this.target, command, reply: String(reply) });
     return null;
   }
 }

@@ -12,7 +12,7 @@ import fsp from 'node:fs/promises';
 import nodePath from 'node:path';
 import { CacheValueError, type CachedResponse, type CacheValue, type ContentCache } from '../content-cache/content-cache.js';
 import { parseCgiHead } from '../cgi.js';
-import type { Code } from '../errors.js';
+import { httpStatus, type AnswerCode, type Code } from '../errors.js';
 import { encodePairs, decodePairs } from '../fastcgi/pairs.js';
 import { BackendError, readBody, type BackendPool, type BackendResponse } from '../fastcgi/client/pool.js';
 import type { FileInfo, Files, SendOptions } from '../files/files.js';
@@ -235,6 +235,11 @@ export class ScriptHost {
    */
   exit(status: number, page: boolean, code: Code | null = null, message = 'exit'): ScriptError {
     return this.stop(new ScriptError('exit', message, this.scriptFilename, null, { status, page, code }));
+  }
+
+  /** Ends the run with the error page of `code`'s status, logged with `code` (a refused file access). */
+  private refuse(code: AnswerCode, message: string): ScriptError {
+    return this.exit(httpStatus[code], true, code, message);
   }
 
   // ---- request ---------------------------------------------------------------------------
@@ -472,7 +477,7 @@ export class ScriptHost {
    */
   async stat(path: string): Promise<FileInfo | null> {
     const found = await this.guard(this.fileAccess.lookup(path));
-    if (found.kind === 'refused') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `stat(${JSON.stringify(path)}): ${found.reason}`);
+    if (found.kind === 'refused') throw this.refuse('LS_FILE_FORBIDDEN', `stat(${JSON.stringify(path)}): ${found.reason}`);
     return found.kind === 'missing' ? null : found.info;
   }
 
@@ -490,16 +495,16 @@ export class ScriptHost {
     if (this.response.headersSent) throw new Error('sendfile() after flush(): the headers are already sent');
     const found = await this.guard(files.lookup(path));
     const what = `sendfile(${JSON.stringify(path)})`;
-    if (found.kind === 'refused') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: ${found.reason}`);
-    if (found.kind === 'missing') throw this.exit(404, true, 'LS_FILE_NOT_FOUND', `${what}: no such file`);
-    if (found.kind === 'dir') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: a directory`);
+    if (found.kind === 'refused') throw this.refuse('LS_FILE_FORBIDDEN', `${what}: ${found.reason}`);
+    if (found.kind === 'missing') throw this.refuse('LS_FILE_NOT_FOUND', `${what}: no such file`);
+    if (found.kind === 'dir') throw this.refuse('LS_FILE_FORBIDDEN', `${what}: a directory`);
     // A FIFO, socket or device: the web server (or Lodestone) would block opening or reading it.
-    if (found.kind === 'special') throw this.exit(403, true, 'LS_FILE_FORBIDDEN', `${what}: not a regular file`);
+    if (found.kind === 'special') throw this.refuse('LS_FILE_FORBIDDEN', `${what}: not a regular file`);
     // Raw-output mode: a header block half printed before sendfile() is dropped with the body.
     this.rawHead = null;
     const delivery = files.deliver(this.request, this.response, found, options);
     if (delivery.kind === 'no-mapping') {
-      throw this.exit(500, true, 'LS_SENDFILE_NO_MAPPING', `${what}: no files.accel mapping covers ${found.path}`);
+      throw this.refuse('LS_SENDFILE_NO_MAPPING', `${what}: no files.accel mapping covers ${found.path}`);
     }
     // The bytes are the server's to send, after the run: the script's limits (wall time,
     // output) cover the script, not a large range streaming out to a slow client.
@@ -680,7 +685,7 @@ export class ScriptHost {
   // ends with the error page, and the web server's error log gets the line too.
   private backendFailed(name: string, err: BackendError): ScriptError {
     this.response.log(`lodestone: ${this.scriptFilename}: pass(${JSON.stringify(name)}): ${err.message}`);
-    return this.exit(err.kind === 'timeout' ? 504 : 502, true, null, `pass(${JSON.stringify(name)}): ${err.message}`);
+    return this.exit(err.status, true, null, `pass(${JSON.stringify(name)}): ${err.message}`);
   }
 
   /**

@@ -6,9 +6,9 @@
 import { errorPage } from './error-page.js';
 import type { ContentCache } from '../content-cache/content-cache.js';
 import { tooLargeMessage, type Lease, type Lookup, type ScriptStore } from '../engines/script-store.js';
-import { ScriptError, type ScriptLimits } from '../engines/engine.js';
+import { ScriptError, type ScriptErrorKind, type ScriptLimits } from '../engines/engine.js';
 import { ScriptHost, noServices, type CacheFiles, type HostServices } from '../engines/host.js';
-import type { Code } from '../errors.js';
+import { httpStatus, type Code } from '../errors.js';
 import type { Handler } from '../fastcgi/server/connection.js';
 import type { BackendPool, BackendResponse } from '../fastcgi/client/pool.js';
 import { sendRange, type Files } from '../files/files.js';
@@ -74,7 +74,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
     const requested = options.script ?? req.param('SCRIPT_FILENAME');
     if (!requested) {
       log.warn('LS_SCRIPT_NOT_FOUND', 'request without SCRIPT_FILENAME', { request: req.id });
-      return errorPage(res, 404);
+      return errorPage(res, httpStatus.LS_SCRIPT_NOT_FOUND);
     }
     const found = store.peek(requested);
     if (found) return serve(options, services, req, res, found);
@@ -88,10 +88,10 @@ function serve(options: PipelineOptions, services: HostServices, req: Request, r
   switch (found.kind) {
     case 'missing':
       log.info('LS_SCRIPT_NOT_FOUND', 'no such script', { script: found.file });
-      return errorPage(res, 404);
+      return errorPage(res, httpStatus.LS_SCRIPT_NOT_FOUND);
     case 'forbidden':
       log.warn('LS_SCRIPT_FORBIDDEN', found.reason, { script: found.file });
-      return errorPage(res, 403);
+      return errorPage(res, httpStatus.LS_SCRIPT_FORBIDDEN);
     case 'error':
       return scriptFailed(options, res, found.error);
     case 'too-large': {
@@ -100,7 +100,7 @@ function serve(options: PipelineOptions, services: HostServices, req: Request, r
       const message = `${tooLargeMessage(found.size, found.max)}; not read`;
       log.error('LS_SCRIPT_TOO_LARGE', message, { script: found.file });
       alsoToStderr(options, res, `lodestone: ${found.file}: ${message}`);
-      return errorPage(res, 500);
+      return errorPage(res, httpStatus.LS_SCRIPT_TOO_LARGE);
     }
   }
   const { lease } = found;
@@ -168,7 +168,7 @@ function exited(options: PipelineOptions, host: ScriptHost, error: ScriptError):
     // Opening or reading failed after the headers may have gone: end what was sent.
     options.log.error('LS_HANDLER_FAILED', `sending ${direct.path}: ${(err as Error).message}`, { script: error.location });
     if (res.headersSent) res.end();
-    else errorPage(res, 500);
+    else errorPage(res, httpStatus.LS_HANDLER_FAILED);
   });
 }
 
@@ -196,12 +196,17 @@ async function relay(options: PipelineOptions, host: ScriptHost, pool: string, g
   host.end(undefined);
 }
 
-const failureCodes: Record<ScriptError['kind'], Code> = {
+/**
+ * The log code of a failed run, by its ScriptError kind: the one table that turns a kind into a
+ * code (the status follows from the code, {@link httpStatus}). An `exit` that is a refusal
+ * carries its own code (ScriptExit.code).
+ */
+const failureCodes = {
   compile: 'LS_SCRIPT_COMPILE',
   runtime: 'LS_SCRIPT_ERROR',
   limit: 'LS_SCRIPT_LIMIT',
   exit: 'LS_SCRIPT_ERROR',
-};
+} as const satisfies Record<ScriptErrorKind, Code>;
 
 // The message goes to the log and to FCGI_STDERR (the web server's error log), never to the
 // client, who could learn file paths and code from it; the development server alone shows it.
@@ -210,14 +215,15 @@ function scriptFailed(options: PipelineOptions, res: Response, error: ScriptErro
     if (error.kind === 'limit') options.counters.limitHits++;
     else options.counters.scriptErrors++;
   }
-  options.log.error(failureCodes[error.kind], error.message, { script: error.location });
+  const code = failureCodes[error.kind];
+  options.log.error(code, error.message, { script: error.location });
   alsoToStderr(options, res, `lodestone: ${error.location}: ${error.message}`);
   if (res.headersSent) {
     // Output already streamed: the status cannot change any more; end what was sent.
     res.end();
     return;
   }
-  errorPage(res, 500, options.dev ? `${error.location}: ${error.message}` : null);
+  errorPage(res, httpStatus[code], options.dev ? `${error.location}: ${error.message}` : null);
 }
 
 // A line this pipeline has logged, for the web server's error log too; not under the dev front

@@ -8,6 +8,7 @@
  */
 import type { Handler } from '../fastcgi/server/connection.js';
 import type { Files } from '../files/files.js';
+import { httpStatus } from '../errors.js';
 import type { Logger } from '../log.js';
 import { errorPage } from './error-page.js';
 
@@ -24,29 +25,29 @@ export function createStatAccelHandler(files: Files, log: Logger): Handler {
     const file = req.param('SCRIPT_FILENAME');
     if (!file) {
       log.info('LS_FILE_NOT_FOUND', 'request without SCRIPT_FILENAME', { request: req.id });
-      return errorPage(res, 404);
+      return errorPage(res, httpStatus.LS_FILE_NOT_FOUND);
     }
     files.prefetch(req);
     const found = await files.lookup(file);
     switch (found.kind) {
       case 'refused':
         log.warn('LS_FILE_FORBIDDEN', found.reason, { file });
-        return errorPage(res, 403);
+        return errorPage(res, httpStatus.LS_FILE_FORBIDDEN);
       case 'missing':
         log.info('LS_FILE_NOT_FOUND', 'no such file', { file });
-        return errorPage(res, 404);
+        return errorPage(res, httpStatus.LS_FILE_NOT_FOUND);
       case 'dir':
         log.info('LS_FILE_FORBIDDEN', 'a directory', { file });
-        return errorPage(res, 403);
+        return errorPage(res, httpStatus.LS_FILE_FORBIDDEN);
       case 'special':
         // A FIFO (or socket, device): the web server's own open() of it would block its worker.
         log.warn('LS_FILE_FORBIDDEN', 'not a regular file', { file });
-        return errorPage(res, 403);
+        return errorPage(res, httpStatus.LS_FILE_FORBIDDEN);
     }
     const delivery = files.deliver(req, res, found);
     if (delivery.kind === 'no-mapping') {
       log.error('LS_SENDFILE_NO_MAPPING', 'no files.accel mapping covers the file', { file: found.path });
-      return errorPage(res, 500);
+      return errorPage(res, httpStatus.LS_SENDFILE_NO_MAPPING);
     }
     res.end();
   };

@@ -243,7 +243,7 @@ class Primary {
     // A new generation's worker that died before listening fails its reload (doReload retires
     // the rest and keeps the running workers); replacing it would fork the same failure again.
     if (this.reloading && !entry.listening) return;
-    this.opts.log.warn('-', 'worker died; replacing it', { worker: worker.pid, code: code ?? undefined, signal: signal ?? undefined });
+    this.opts.log.warn('LS_WORKER_DIED', 'worker died; replacing it', { worker: worker.pid, code: code ?? undefined, signal: signal ?? undefined });
     this.replace();
   }
 
@@ -260,7 +260,7 @@ class Primary {
       return;
     }
     this.backoffMs = this.backoffMs === 0 ? FIRST_BACKOFF_MS : Math.min(MAX_BACKOFF_MS, this.backoffMs * 2);
-    this.opts.log.warn('-', 'workers are crashing in a loop; waiting before the next fork', {
+    this.opts.log.warn('LS_WORKER_CRASH_LOOP', 'workers are crashing in a loop; waiting before the next fork', {
       exits: this.crashes.length,
       windowMs: CRASH_WINDOW_MS,
       delayMs: this.backoffMs,
@@ -276,7 +276,7 @@ class Primary {
   private reload(signal: NodeJS.Signals): Promise<void> {
     if (this.stopping || !this.everListened) return Promise.resolve();
     if (this.reloading) {
-      this.opts.log.warn('-', 'reload already in progress', { signal });
+      this.opts.log.warn('LS_RELOAD_IN_PROGRESS', 'reload already in progress', { signal });
       return this.reloading;
     }
     this.reloading = this.doReload(signal).finally(() => (this.reloading = null));
@@ -334,7 +334,7 @@ class Primary {
   private stop(signal: NodeJS.Signals): void {
     const { log } = this.opts;
     if (this.stopping) {
-      log.warn('-', 'second signal: killing the workers now', { signal });
+      log.warn('LS_FORCED_STOP', 'second signal: killing the workers now', { signal });
       this.exitCode = 1;
       for (const e of this.tracked.values()) e.worker.kill('SIGKILL');
       return;

@@ -8,11 +8,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
+import { findProgram } from '../shared/programs.js';
+import { repoRoot } from '../shared/repo.js';
 
-/** The repository root (this file runs from dist/test/helpers). */
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const cliPath = path.join(repoRoot, 'bin/lodestone.js');
 
 /** A temp dir removed at the end of the test. */
@@ -33,20 +32,6 @@ export function requireProgram(t: TestContext, program: string): string | null {
   if (found) return found;
   if (process.env.CI === 'true') throw new Error(`${program} is not installed; .ci/run must install it`);
   t.skip(`${program} is not installed`);
-  return null;
-}
-
-export function findProgram(program: string): string | null {
-  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/local/sbin'];
-  for (const dir of dirs) {
-    const candidate = path.join(dir, program);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      return candidate;
-    } catch {
-      // keep looking
-    }
-  }
   return null;
 }
 

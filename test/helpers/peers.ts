@@ -12,7 +12,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { findProgram, requireProgram } from './lodestone.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { requireProgram } from './lodestone.js';
+import { waitFor } from '../shared/poll.js';
+import { findProgram } from '../shared/programs.js';
 
 /** How long a peer may take to answer its first request; generous for a loaded CI machine. */
 const READY_TIMEOUT_MS = 30_000;
@@ -80,21 +83,6 @@ export function httpRequest(url: string, opts: HttpOptions = {}): Promise<HttpRe
     req.on('error', reject);
     req.end(body);
   });
-}
-
-/** Polls `check` until it returns a value other than undefined; throws `describe()` at the deadline. */
-export async function waitFor<T>(check: () => T | undefined, timeoutMs: number, describe: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out: ${describe()}`);
-    await sleep(50);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Reads a file that may not exist yet. */

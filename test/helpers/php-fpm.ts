@@ -11,7 +11,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { findPhpFpm } from '../../bench/lib/prereq.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { accepts } from '../../runtime/listen.js';
+import { waitFor } from '../shared/poll.js';
+import { findPhpFpm } from '../shared/programs.js';
 import { freePort, groupAlive, readText, signalPid, within } from './peers.js';
 
 export interface PhpFpmOptions {
@@ -174,32 +177,14 @@ export async function startPhpFpm(t: TestContext, opts: PhpFpmOptions = {}): Pro
   };
 }
 
+// False when php-fpm exited first or never accepted. A connection that php-fpm accepts is closed
+// at once; the child that took it goes back to accept().
 async function untilAccepting(child: ChildProcess, target: net.NetConnectOpts): Promise<boolean> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) return false;
-    if (await accepts(target)) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(25);
+  const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
+  try {
+    await waitFor(async () => exited() || (await accepts(target)), READY_TIMEOUT_MS, 'php-fpm to accept');
+  } catch {
+    return false;
   }
-}
-
-// A connection that php-fpm accepts is closed at once; the child that took it goes back to accept().
-function accepts(target: net.NetConnectOpts): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(target);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => {
-      socket.destroy();
-      resolve(false);
-    });
-  });
-}
-
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return !exited();
 }

@@ -22,6 +22,7 @@ import {
   type RequestOptions,
 } from './fcgi-client.js';
 import { tempDir } from './lodestone.js';
+import { waitFor } from '../shared/poll.js';
 import { parseReport, type Report } from './diagnostic.js';
 
 export type { Report };
@@ -126,15 +127,6 @@ export async function startServer(t: TestContext, opts: HarnessOptions = {}): Pr
     },
   };
   return h;
-}
-
-/** Polls `pred` every 10 ms; rejects after `timeoutMs`. */
-export async function waitFor(pred: () => boolean, timeoutMs = 3000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 export function sleep(ms: number): Promise<void> {

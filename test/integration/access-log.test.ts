@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
 import { startLodestone, tempDir } from '../helpers/lodestone.js';
-import { havePrograms, httpRequest, signalPid, startNginx, waitFor } from '../helpers/peers.js';
+import { havePrograms, httpRequest, signalPid, startNginx } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 
 test('access log: a line per request from both workers; SIGUSR2 reopens it after a rename', { timeout: 20_000 }, async (t) => {
   if (!havePrograms(t, 'nginx')) return;

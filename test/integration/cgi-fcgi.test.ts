@@ -11,8 +11,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { parseCgi, type Cgi } from '../helpers/fcgi-client.js';
-import { cliPath, complaints, findProgram, run, startLodestone, tempDir } from '../helpers/lodestone.js';
-import { havePrograms, killAfter, pidsWithArg, startSocketActivate, waitFor } from '../helpers/peers.js';
+import { cliPath, complaints, run, startLodestone, tempDir } from '../helpers/lodestone.js';
+import { findProgram } from '../shared/programs.js';
+import { havePrograms, killAfter, pidsWithArg, startSocketActivate } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 import { parseReport, sha256, type Report } from '../helpers/diagnostic.js';
 
 /** A hung peer fails its test instead of the whole run. */

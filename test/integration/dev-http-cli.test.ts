@@ -11,8 +11,10 @@ import net from 'node:net';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { RawClient, parseCgi, request as fcgiRequest } from '../helpers/fcgi-client.js';
-import { cliPath, repoRoot, startLodestone, tempDir } from '../helpers/lodestone.js';
-import { httpRequest, killAfter, pidsWithArg, waitFor, type HttpReply } from '../helpers/peers.js';
+import { cliPath, startLodestone, tempDir } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
+import { httpRequest, killAfter, pidsWithArg, type HttpReply } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 
 test('serve --http: banner URL, scripts over HTTP, clean stop', { timeout: 30_000 }, async (t) => {
   const child = spawn(process.execPath, [cliPath, 'serve', '--http', '127.0.0.1:0', '--root', path.join(repoRoot, 'scripts')], {

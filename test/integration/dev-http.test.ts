@@ -20,8 +20,10 @@ import { FastcgiServer } from '../../runtime/fastcgi/server/server.js';
 import { Files } from '../../runtime/files/files.js';
 import { Logger } from '../../runtime/log.js';
 import { createScriptHandler } from '../../runtime/handlers/pipeline.js';
-import { httpRequest, waitFor, type HttpReply } from '../helpers/peers.js';
-import { repoRoot, tempDir } from '../helpers/lodestone.js';
+import { httpRequest, type HttpReply } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
+import { tempDir } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
 
 const KEY = { 'x-download-key': 'open-sesame' };
 

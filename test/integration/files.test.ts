@@ -19,7 +19,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { RawClient, parseCgi, request as fcgiRequest } from '../helpers/fcgi-client.js';
-import { repoRoot, startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
+import { startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
+import { waitFor } from '../shared/poll.js';
 import { havePrograms, httpRequest, lighttpdString, startLighttpd, startNginx, type HttpReply, type WebServer } from '../helpers/peers.js';
 import { startTracedLodestone, threadCount } from '../helpers/traced.js';
 
@@ -595,15 +597,6 @@ for (const [mode, args] of STAT_ACCEL_MODES) {
 /** How long strace holds the slow file's statx. Only order is asserted; this only has to be long. */
 const SLOW_STAT = '4s';
 
-/** Resolves once `check` is true, polling; throws after `ms`. */
-async function until(check: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 function traceSlow(file: string): string[] {
   // -P: only calls on this path are traced, so only they are delayed.
   return ['-e', 'trace=statx,newfstatat,stat', '-e', `inject=statx:delay_exit=${SLOW_STAT}`, '-P', file];
@@ -623,7 +616,7 @@ test('a slow stat does not delay an unrelated request (strace-injected statx del
       return r;
     });
     // Lodestone is inside the slow stat once one of its threads is stopped by the tracer.
-    await until(() => lodestone.stoppedThreads() > 0, 15_000, 'the slow statx to start');
+    await waitFor(() => lodestone.stoppedThreads() > 0, 15_000, 'the slow statx to start');
     const fast = await httpRequest(lighttpd.url('/plain.txt'));
     assert.equal(fast.status, 200);
     assert.equal(fast.body.toString(), PLAIN);
@@ -647,7 +640,7 @@ test('a slow stat does not delay an unrelated request (strace-injected statx del
       slowDone = true;
       return r;
     });
-    await until(() => lodestone.stoppedThreads() > 0, 15_000, 'the slow statx to start');
+    await waitFor(() => lodestone.stoppedThreads() > 0, 15_000, 'the slow statx to start');
     const quick = await httpRequest(lighttpd.url('/s/quick.js'));
     assert.equal(quick.body.toString(), 'quick\n');
     const other = await httpRequest(lighttpd.url('/s/stat-only.lua?path=plain.txt'));

@@ -10,7 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { cliPath, complaints, startLodestone, tempDir } from '../helpers/lodestone.js';
-import { havePrograms, httpRequest, killAfter, startLighttpd, waitFor, type WebServer } from '../helpers/peers.js';
+import { havePrograms, httpRequest, killAfter, startLighttpd, type WebServer } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 import { parseReport, pattern, sha256, type Report } from '../helpers/diagnostic.js';
 
 /** A hung peer fails its test instead of the whole run. */

@@ -10,7 +10,8 @@ import http from 'node:http';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
-import { havePrograms, signalPid, startNginx, waitFor, type WebServer } from '../helpers/peers.js';
+import { havePrograms, signalPid, startNginx, type WebServer } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 
 const timeout = 20_000;
 
@@ -150,7 +151,7 @@ test('a SIGKILLed worker is replaced within a second and load keeps being served
   assert.ok(replacedMs < 1000, `replaced after ${replacedMs} ms`);
   assert.ok(failedAtKill <= 8, `at most the in-flight requests fail: ${l.failures.join(', ')}`);
   assert.equal(l.failures.length, failedAtKill, 'no failures after the replacement');
-  assert.match(s.lodestone.log(), /worker died; replacing it/);
+  assert.match(s.lodestone.log(), / warn LS_WORKER_DIED worker died; replacing it /);
 });
 
 // Ten reloads take ~1 s each on an idle 2-core machine and twice that when the other test file

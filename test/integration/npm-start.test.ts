@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import test from 'node:test';
-import { repoRoot, tempDir } from '../helpers/lodestone.js';
-import { freePort, killAfter, pidsWithArg, waitFor } from '../helpers/peers.js';
+import { tempDir } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
+import { freePort, killAfter, pidsWithArg } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 
 test('SIGTERM to npm start stops the development server it started, temp dir and all', { timeout: 60_000 }, async (t) => {
   const root = tempDir(t, 'lodestone-npm-start-');

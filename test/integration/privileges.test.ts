@@ -13,7 +13,8 @@ import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { parseCgi, RawClient, request } from '../helpers/fcgi-client.js';
 import { cliPath, startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
-import { signalPid, waitFor } from '../helpers/peers.js';
+import { signalPid } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 
 const timeout = 30_000;
 

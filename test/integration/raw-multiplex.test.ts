@@ -18,7 +18,8 @@ import {
   request,
   type RawClient,
 } from '../helpers/fcgi-client.js';
-import { cgiParams, expectClosed, report, sleep, startServer, waitFor } from '../helpers/raw-harness.js';
+import { cgiParams, expectClosed, report, sleep, startServer } from '../helpers/raw-harness.js';
+import { waitFor } from '../shared/poll.js';
 
 /** The order in which END_REQUEST records arrived, by request id. */
 const endOrder = (client: RawClient): number[] =>

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
-import { repoRoot, startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
+import { startLodestone, tempDir, type Lodestone } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
 import { havePrograms, httpRequest, startNginx, type WebServer } from '../helpers/peers.js';
 
 const timeout = 90_000;

@@ -13,7 +13,7 @@ import path from 'node:path';
 import test from 'node:test';
 import { RawClient, parseCgi, request } from '../helpers/fcgi-client.js';
 import { startLodestone, tempDir } from '../helpers/lodestone.js';
-import { waitFor } from '../helpers/peers.js';
+import { waitFor } from '../shared/poll.js';
 
 const timeout = 20_000;
 const config = { watchdogMs: 1000, scriptLimits: { cpuMs: 500 } };

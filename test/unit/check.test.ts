@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
-import { cliPath, repoRoot, run, tempDir } from '../helpers/lodestone.js';
+import { cliPath, run, tempDir } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
 
 function check(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = run(process.execPath, [cliPath, 'check', ...args], { timeoutMs: 15_000 });

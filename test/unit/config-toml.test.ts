@@ -9,7 +9,8 @@ import path from 'node:path';
 import test from 'node:test';
 import { loadConfig } from '../../runtime/cli/config.js';
 import { configError } from '../helpers/config.js';
-import { cliPath, repoRoot, run, tempDir } from '../helpers/lodestone.js';
+import { cliPath, run, tempDir } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
 
 
 test('a TOML file: sections map onto nested fields, comments allowed, paths relative to the file', (t) => {

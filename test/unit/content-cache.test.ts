@@ -232,5 +232,5 @@ test('memory: stats count hits, misses, stores and corrupt records', async (t) =
   await cache.set('d', Buffer.concat([RESPONSE_MAGIC, Buffer.from('zz')]), 0);
   assert.equal(await cache.get('d'), null);
   assert.deepEqual(cache.stats(), { hits: 2, misses: 2, sets: 2, errors: 1 });
-  assert.equal(lines.filter((line) => / warn - .*does not decode/.test(line)).length, 1, lines.join('\n'));
+  assert.equal(lines.filter((line) => / warn LS_CACHE_RECORD_INVALID .*does not decode/.test(line)).length, 1, lines.join('\n'));
 });

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
-import { codes } from '../../runtime/errors.js';
-import { repoRoot } from '../helpers/lodestone.js';
+import { codes, httpStatus } from '../../runtime/errors.js';
+import { repoRoot } from '../shared/repo.js';
 
 test('the README documents every error code, and only real ones', () => {
   const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
@@ -13,6 +13,15 @@ test('the README documents every error code, and only real ones', () => {
   }
   const documented = [...readme.matchAll(/^\| `(LS_[A-Z_]+)` \|/gm)].map((m) => m[1]!);
   for (const code of documented) assert.ok(code in codes, `README documents unknown code ${code}`);
+});
+
+test("the README's row of a code Lodestone answers with names its HTTP status", () => {
+  const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
+  for (const [code, status] of Object.entries(httpStatus)) {
+    const row = new RegExp(`^\\| \`${code}\` \\|.*\\b${status}\\b`, 'm');
+    assert.match(readme, row, `README's row of ${code} does not name ${status}`);
+    assert.match(codes[code as keyof typeof codes], new RegExp(`\\b${status}\\b`), `the meaning of ${code} does not name ${status}`);
+  }
 });
 
 test('codes are used in the source', () => {

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import test, { type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { makePool as makeSharedPool, type PoolSetup } from '../helpers/backend-pool.js';
 import { Logger } from '../../runtime/log.js';
 import { blankLineEnd } from '../../runtime/fastcgi/client/client.js';
@@ -22,6 +23,7 @@ import {
   type PoolOptions,
 } from '../../runtime/fastcgi/client/pool.js';
 import { Decoder, T, decodePairsForTest, record, stream, type Rec } from '../helpers/fcgi-client.js';
+import { waitFor } from '../shared/poll.js';
 
 interface RawRequest {
   keepConn: boolean;
@@ -131,18 +133,6 @@ async function rejects(promise: Promise<unknown>, kind: BackendError['kind'], pa
     return err;
   }
   assert.fail(`expected a '${kind}' BackendError`);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function until(pred: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 test('parseServer accepts unix paths, IPv4, [IPv6] and host names, and explains a bad spec', () => {
@@ -265,7 +255,7 @@ for (const [name, bytes, pattern] of malformed) {
     assert.equal(err.server, backend.spec);
     assert.equal(logged('LS_BACKEND_PROTOCOL').length, 1);
     assert.match(logged('LS_BACKEND_PROTOCOL')[0]!, /pool=raw/);
-    await until(() => backend.open() === 0, 'the client to close the connection');
+    await waitFor(() => backend.open() === 0, 3000, 'the client to close the connection');
     bad = false;
     assert.equal(await text(pool), 'hello 0');
     assert.equal(pool.stats()[0]!.failures, 1);
@@ -288,7 +278,7 @@ test('data after END_REQUEST on an idle kept connection closes it; the next requ
   const backend = await rawBackend(t, (socket) => socket.write(Buffer.concat([reply('x'), record(T.STDOUT, 1, 'stray')])));
   const { pool, logged } = makePool(t, [backend.spec]);
   assert.equal(await text(pool), 'x');
-  await until(() => backend.open() === 0, 'the stray bytes to close the connection');
+  await waitFor(() => backend.open() === 0, 3000, 'the stray bytes to close the connection');
   assert.equal(logged('LS_BACKEND_PROTOCOL').length, 1);
   assert.equal(await text(pool), 'x');
   assert.equal(backend.connections(), 2);
@@ -300,7 +290,7 @@ test('a backend that never answers: timeout (504) after responseTimeoutMs, also 
   const err = await rejects(pool.request({ params, body: null }), 'timeout', /no response from the backend for 150 ms/);
   assert.equal(err.code, 'LS_BACKEND_TIMEOUT');
   assert.equal(logged('LS_BACKEND_TIMEOUT').length, 1);
-  await until(() => silent.open() === 0, 'the timed-out connection to close');
+  await waitFor(() => silent.open() === 0, 3000, 'the timed-out connection to close');
 
   const stalls = await rawBackend(t, (socket) => socket.write(record(T.STDOUT, 1, 'A: b\r\n\r\nsome')));
   const second = makePool(t, [stalls.spec], { responseTimeoutMs: 150 });
@@ -397,7 +387,7 @@ test('a backend answering before reading the whole body: the response is fine, t
   }
   const res = await pool.request({ params, body: endless() });
   assert.equal((await readBody(res, 100)).toString(), 'hello 0');
-  await until(() => backend.open() === 0, 'the connection to close');
+  await waitFor(() => backend.open() === 0, 3000, 'the connection to close');
   const was = pulled;
   await sleep(50);
   assert.equal(pulled, was, 'the body source was stopped');
@@ -414,7 +404,7 @@ test('a request body that fails mid-stream aborts the request (499) and closes t
     throw new Error('client went away');
   }
   await rejects(pool.request({ params, body: failing() }), 'aborted', /client went away/);
-  await until(() => backend.open() === 0, 'the connection to close');
+  await waitFor(() => backend.open() === 0, 3000, 'the connection to close');
   assert.equal(pool.stats()[0]!.failures, 0);
   // Bad input from the caller never throws synchronously.
   const throwing: Iterable<readonly [string, string]> = {
@@ -433,9 +423,9 @@ test('destroying the body early or readBody past maxBytes closes the connection 
   const { pool } = makePool(t, [backend.spec]);
   const res = await pool.request({ params, body: null });
   res.body.destroy();
-  await until(() => backend.open() === 0, 'the connection to close');
+  await waitFor(() => backend.open() === 0, 3000, 'the connection to close');
   await rejects(readBody(await pool.request({ params, body: null }), 100), 'protocol', /over 100 bytes/);
-  await until(() => backend.open() === 0, 'the connection to close');
+  await waitFor(() => backend.open() === 0, 3000, 'the connection to close');
   assert.equal((await readBody(await pool.request({ params, body: null }), 2000)).length, 1004);
   assert.equal(backend.connections(), 3);
   assert.equal(pool.stats()[0]!.failures, 0);
@@ -449,7 +439,7 @@ test('least load with round-robin ties; a full pool queues FIFO, and a queued re
   const { pool, logged } = makePool(t, [a.spec, b.spec], { maxConnections: 2, responseTimeoutMs: 2000 });
   const pending: Array<Promise<BackendResponse>> = [];
   for (let i = 0; i < 4; i++) pending.push(pool.request({ params, body: null }));
-  await until(() => held.length === 4, 'four requests at the backends');
+  await waitFor(() => held.length === 4, 3000, 'four requests at the backends');
   assert.deepEqual(
     pool.stats().map((s) => s.active),
     [2, 2],
@@ -459,7 +449,7 @@ test('least load with round-robin ties; a full pool queues FIFO, and a queued re
   await sleep(30);
   assert.equal(held.length, 4);
   held.shift()!();
-  await until(() => held.length === 4, 'the queued request to reach a backend');
+  await waitFor(() => held.length === 4, 3000, 'the queued request to reach a backend');
   for (const release of held.splice(0)) release();
   for (const res of await Promise.all([...pending, fifth])) await readBody(res, 100);
   assert.equal(a.requests.length + b.requests.length, 5);
@@ -484,14 +474,14 @@ test('an abort while queued or connecting rejects with 499 and frees the slot', 
   const first = pool.request({ params, body: null });
   const ac = new AbortController();
   const queued = pool.request({ params, body: null, signal: ac.signal });
-  await until(() => held.length === 1, 'the first request');
+  await waitFor(() => held.length === 1, 3000, 'the first request');
   ac.abort();
   await rejects(queued, 'aborted', /queued/);
   held.shift()!();
   await readBody(await first, 100);
   assert.equal(await (async () => {
     const p = text(pool);
-    await until(() => held.length === 1, 'the next request');
+    await waitFor(() => held.length === 1, 3000, 'the next request');
     held.shift()!();
     return p;
   })(), 'hello 1');
@@ -537,7 +527,7 @@ test('close() leaves no socket or timer behind, even with a body nobody reads', 
   assert.equal(pool.stats()[1]!.idle, 1);
   await pool.close(100);
   assert.ok(res.body.destroyed, 'the unread body was destroyed after the grace');
-  await until(() => backend.open() === 0 && idle.open() === 0, 'the backends to see the close');
+  await waitFor(() => backend.open() === 0 && idle.open() === 0, 3000, 'the backends to see the close');
   await sleep(10);
   const after = count();
   for (const kind of ['TCPSocketWrap', 'TCPWrap', 'PipeWrap', 'Timeout', 'Immediate']) {

@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Files, type FilesConfig } from '../../runtime/files/files.js';
 import { tempDir } from '../helpers/lodestone.js';
 import { makeHost } from '../helpers/script-host.js';
+import { waitFor } from '../shared/poll.js';
 
 function setup(t: TestContext, overrides: Partial<FilesConfig> = {}): { dir: string; files: Files } {
   const dir = fs.realpathSync(tempDir(t));
@@ -30,14 +31,6 @@ function setup(t: TestContext, overrides: Partial<FilesConfig> = {}): { dir: str
   return { dir, files: new Files(config) };
 }
 
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(1);
-  }
-}
-
 test('lookup: file, dir, missing, refused; repeats answered from the cache', async (t) => {
   const { dir, files } = setup(t);
   const a = await files.lookup(path.join(dir, 'a.txt'));
@@ -54,7 +47,7 @@ test('prefetch: the param path is stat()ed (and its first page read) before anyo
   const { dir, files } = setup(t, { prefetch: { param: 'SCRIPT_FILENAME', read: true } });
   const { request } = makeHost({ scriptFilename: path.join(dir, 'a.txt') });
   files.prefetch(request);
-  await until(() => files.cache.stats === 1 && files.cache.reads === 1, 'the prefetch');
+  await waitFor(() => files.cache.stats === 1 && files.cache.reads === 1, 5000, 'the prefetch');
   const found = await files.lookup(path.join(dir, 'a.txt'));
   assert.equal(found.kind, 'file');
   assert.equal(files.cache.stats, 1, 'the lookup used the prefetched stat');

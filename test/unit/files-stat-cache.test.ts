@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { StatCache } from '../../runtime/files/stat-cache.js';
 import { tempDir } from '../helpers/lodestone.js';
+import { waitFor } from '../shared/poll.js';
 
 /** A clock the test moves by hand. */
 function clock(start = 1_000_000): { now: () => number; advance(ms: number): void } {
@@ -23,15 +24,6 @@ async function dirWith(t: TestContext, files: Record<string, string>): Promise<s
   const dir = await fs.realpath(tempDir(t));
   for (const [name, body] of Object.entries(files)) await fs.writeFile(path.join(dir, name), body);
   return dir;
-}
-
-/** Waits until `cond` holds (prefetch returns nothing to await); fails after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(1);
-  }
 }
 
 test('FileInfo: type, size, whole-second mtime, nginx etag', async (t) => {
@@ -180,7 +172,7 @@ test('a stat error other than missing rejects and is not cached; prefetch swallo
   assert.equal(cache.stats, 2);
   cache.prefetch(loop, true);
   cache.prefetch(path.join(dir, 'missing'), true);
-  await until(() => cache.stats === 4, 'the prefetch stats');
+  await waitFor(() => cache.stats === 4, 5000, 'the prefetch stats');
   await sleep(10);
   assert.equal(cache.reads, 0);
 });
@@ -210,7 +202,7 @@ test('prefetch with read reads the first page of regular, non-empty files only',
   await sleep(10);
   assert.equal(cache.reads, 0);
   cache.prefetch(path.join(dir, 'big.bin'), true);
-  await until(() => cache.reads === 1, 'the first-page read');
+  await waitFor(() => cache.reads === 1, 5000, 'the first-page read');
 });
 
 test('prefetch does not block on a FIFO', async (t) => {
@@ -237,14 +229,14 @@ test('a fresh answer is warmed once: repeated prefetches within the TTL read onc
   const c = clock();
   const cache = new StatCache({ ttlMs: 1000, maxEntries: 10, now: c.now });
   cache.prefetch(file, true);
-  await until(() => cache.reads === 1, 'the first read');
+  await waitFor(() => cache.reads === 1, 5000, 'the first read');
   for (let i = 0; i < 5; i++) cache.prefetch(file, true);
   await sleep(10);
   assert.equal(cache.reads, 1);
   assert.equal(cache.stats, 1);
   c.advance(1000);
   cache.prefetch(file, true);
-  await until(() => cache.reads === 2, 'the read after expiry');
+  await waitFor(() => cache.reads === 2, 5000, 'the read after expiry');
   assert.equal(cache.stats, 2);
 });
 
@@ -265,7 +257,7 @@ test('prefetch with read closes every descriptor it opens', async (t) => {
   const before = await openFds();
   for (let round = 1; round <= 5; round++) {
     for (const n of names) cache.prefetch(path.join(dir, n), true);
-    await until(() => cache.reads === round * names.length, `round ${round}`);
+    await waitFor(() => cache.reads === round * names.length, 5000, `round ${round}`);
   }
   assert.equal(cache.stats, 500);
   assert.equal(await openFds(), before);

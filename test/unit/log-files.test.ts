@@ -42,9 +42,9 @@ test('a log file gets the Logger lines; after rename + reopen new lines go to th
   fs.renameSync(file, `${file}.1`);
   log.info('-', 'second, still to the renamed file');
   reopenLogFiles();
-  log.warn('-', 'third, to the new file');
+  log.info('-', 'third, to the new file');
   const old = fs.readFileSync(`${file}.1`, 'utf8');
   const fresh = fs.readFileSync(file, 'utf8');
   assert.match(old, /info - first n=1\n.*info - second, still to the renamed file\n$/);
-  assert.match(fresh, /^\S+ warn - third, to the new file\n$/);
+  assert.match(fresh, /^\S+ info - third, to the new file\n$/);
 });

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
-import { cliPath, repoRoot, run } from '../helpers/lodestone.js';
+import { cliPath, run } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
 
 const helpFlags = (): string[] => {
   const r = run(process.execPath, [cliPath, '--help']);

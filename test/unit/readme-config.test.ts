@@ -9,7 +9,7 @@ import path from 'node:path';
 import test from 'node:test';
 import { configFields } from '../../runtime/cli/config.js';
 import { rows } from '../../runtime/config-schema.js';
-import { repoRoot } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
 
 function readmeRows(): Map<string, string> {
   const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');

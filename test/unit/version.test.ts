@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
 import { version } from '../../runtime/version.js';
-import { cliPath, repoRoot, run } from '../helpers/lodestone.js';
+import { cliPath, run } from '../helpers/lodestone.js';
+import { repoRoot } from '../shared/repo.js';
 
 const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string };
 

@@ -62,7 +62,7 @@ export class LuaRun {
 /**
  * The run whose Lua code is executing right now, set by the driver around each slice. One for
  * the whole process, not one per engine: Lua code runs synchronously inside lua_resume, so at
- * most one slice of one engine executes at any moment, and the concat guard (limits.ts), which
+ * most one slice of one engine executes at any moment, and the concat guard (guards.ts), which
  * sits inside fengari itself, can find the run without knowing the engine.
  */
 export const running: { current: LuaRun | null } = { current: null };

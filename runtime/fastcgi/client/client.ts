@@ -8,7 +8,7 @@
 import net, { type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { parseCgiHead } from '../../cgi.js';
-import { LodestoneError, type Code } from '../../errors.js';
+import { LodestoneError, httpStatus, type Code } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import {
   FCGI_BEGIN_REQUEST,
@@ -31,22 +31,22 @@ export type ServerTarget =
 /** What went wrong with a backend request; decides the status a caller answers with. */
 export type BackendErrorKind = 'unavailable' | 'timeout' | 'protocol' | 'aborted';
 
-const statusOf = { unavailable: 502, timeout: 504, protocol: 502, aborted: 499 } as const;
-const codeOf: Record<BackendErrorKind, Code> = {
+const codeOf = {
   unavailable: 'LS_BACKEND_UNAVAILABLE',
   timeout: 'LS_BACKEND_TIMEOUT',
   protocol: 'LS_BACKEND_PROTOCOL',
   aborted: 'LS_REQUEST_ABORTED',
-};
+} as const satisfies Record<BackendErrorKind, Code>;
 
 /**
- * Why a backend request failed. `status` is what the web server's client should see (nginx
- * answers 502 and 504 in the same cases; 499 is nginx's "client closed request"), `code` the
- * stable log code. The pool and connection have already logged it: callers need not log again.
+ * Why a backend request failed. `code` is the stable log code, `status` what the web server's
+ * client should see, {@link httpStatus} of the code (nginx answers 502 and 504 in the same
+ * cases; 499 is nginx's "client closed request"). The pool and connection have already logged
+ * it: callers need not log again.
  */
 export class BackendError extends LodestoneError {
   readonly kind: BackendErrorKind;
-  readonly status: 502 | 504 | 499;
+  readonly status: (typeof httpStatus)[(typeof codeOf)[BackendErrorKind]];
   readonly pool: string;
   /** The server spec involved, when one was. */
   readonly server: string | undefined;
@@ -55,7 +55,7 @@ export class BackendError extends LodestoneError {
     super(codeOf[kind], message);
     this.name = 'BackendError';
     this.kind = kind;
-    this.status = statusOf[kind];
+    this.status = httpStatus[codeOf[kind]];
     this.pool = pool;
     this.server = server;
     if (options?.cause !== undefined) this.cause = options.cause;
@@ -95,7 +95,7 @@ export interface BackendResponse {
 }
 
 /** How an exchange ended, for the pool: reuse the connection, count a failure, retry. */
-export interface ExchangeEnd {
+export interface BackendExchangeEnd {
   /** The connection can take another request (KEEP_CONN, clean END_REQUEST, body fully sent). */
   readonly reusable: boolean;
   /** Null when END_REQUEST arrived and the response was complete. */
@@ -105,18 +105,18 @@ export interface ExchangeEnd {
 }
 
 /** Per-exchange settings from the pool. */
-export interface ExchangeOptions {
+export interface BackendExchangeOptions {
   readonly keepConn: boolean;
   /** Wait for the first response byte (the pool subtracts the time the request queued). */
   readonly firstByteTimeoutMs: number;
   /** Wait between reads once the response started, and between writes of a streamed body. */
   readonly responseTimeoutMs: number;
   /** Called exactly once, before the returned promise settles when it rejects. */
-  readonly onEnd: (end: ExchangeEnd) => void;
+  readonly onEnd: (end: BackendExchangeEnd) => void;
 }
 
 /** What a connection needs to know about where it belongs; for errors and log lines. */
-export interface ConnectionContext {
+export interface BackendContext {
   readonly pool: string;
   readonly server: string;
   readonly log: Logger;
@@ -273,7 +273,7 @@ export function connectSocket(target: ServerTarget, timeoutMs: number, signal?: 
 }
 
 /** The state of the request in flight on a connection. */
-class Exchange {
+class BackendExchange {
   headDelivered = false;
   /** Bytes of the header block received so far, when it spans records. */
   head: Buffer | null = null;
@@ -290,7 +290,7 @@ class Exchange {
   over = false;
 
   constructor(
-    readonly options: ExchangeOptions,
+    readonly options: BackendExchangeOptions,
     readonly resolve: (res: BackendResponse) => void,
     readonly reject: (err: BackendError) => void,
     readonly signal: AbortSignal | undefined,
@@ -299,9 +299,9 @@ class Exchange {
 
 /**
  * A connection to one backend server: one request at a time, with KEEP_CONN when asked. The
- * pool owns it; it reports each exchange's end through {@link ExchangeOptions.onEnd} and its own
- * close through {@link onClose}. Nothing here throws into the caller: every socket error becomes
- * a BackendError on the exchange in flight, or just a closed idle connection.
+ * pool owns it; it reports each exchange's end through {@link BackendExchangeOptions.onEnd} and
+ * its own close through {@link onClose}. Nothing here throws into the caller: every socket error
+ * becomes a BackendError on the exchange in flight, or just a closed idle connection.
  */
 export class BackendConnection {
   /** Called once when the socket has closed, whatever the reason. */
@@ -309,7 +309,7 @@ export class BackendConnection {
   /** Exchanges started on this connection. */
   requests = 0;
   private readonly parser: RecordParser;
-  private ex: Exchange | null = null;
+  private ex: BackendExchange | null = null;
   private closedFlag = false;
   private socketError: string | null = null;
   private retiring = false;
@@ -318,7 +318,7 @@ export class BackendConnection {
 
   constructor(
     private readonly socket: Socket,
-    private readonly ctx: ConnectionContext,
+    private readonly ctx: BackendContext,
   ) {
     this.maxHeadBytes = ctx.maxHeadBytes ?? MAX_HEAD_BYTES;
     this.parser = new RecordParser(this.onRecord);
@@ -367,10 +367,10 @@ export class BackendConnection {
     params: Buffer,
     body: Buffer | BodySource | null,
     signal: AbortSignal | undefined,
-    options: ExchangeOptions,
+    options: BackendExchangeOptions,
   ): Promise<BackendResponse> {
     return new Promise((resolve, reject) => {
-      const ex = new Exchange(options, resolve, reject, signal);
+      const ex = new BackendExchange(options, resolve, reject, signal);
       if (this.ex !== null || this.closed) {
         const err = new BackendError('unavailable', 'connection is not free', this.ctx.pool, this.ctx.server);
         options.onEnd({ reusable: false, error: err, closedEarly: false });
@@ -394,7 +394,7 @@ export class BackendConnection {
   // ------------------------------------------------------------------------------------------
   // Sending
 
-  private send(ex: Exchange, params: Buffer, body: Buffer | BodySource | null): void {
+  private send(ex: BackendExchange, params: Buffer, body: Buffer | BodySource | null): void {
     const head = 16 + framedLength(params.length) + 8;
     if (body === null || Buffer.isBuffer(body)) {
       const bodyLength = body?.length ?? 0;
@@ -428,7 +428,7 @@ export class BackendConnection {
   }
 
   // BEGIN_REQUEST, the PARAMS stream and its closing empty record.
-  private writeHead(out: Buffer, ex: Exchange, params: Buffer): number {
+  private writeHead(out: Buffer, ex: BackendExchange, params: Buffer): number {
     let pos = writeBegin(out, ex.options.keepConn);
     pos = writeStream(out, pos, FCGI_PARAMS, REQUEST_ID, [params], params.length);
     return writeHeader(out, pos, FCGI_PARAMS, REQUEST_ID, 0, 0);
@@ -441,7 +441,7 @@ export class BackendConnection {
   }
 
   /** Streams a body into STDIN records, waiting for the socket to drain when it asks to. */
-  private async pump(ex: Exchange, source: BodySource): Promise<void> {
+  private async pump(ex: BackendExchange, source: BodySource): Promise<void> {
     try {
       for (let pos = 0; ; pos++) {
         const chunk = await source.read(pos);
@@ -538,7 +538,7 @@ export class BackendConnection {
   };
 
   /** Collects the CGI header block; delivers the response once its blank line is in. */
-  private headBytes(ex: Exchange, buf: Buffer, start: number, end: number): void {
+  private headBytes(ex: BackendExchange, buf: Buffer, start: number, end: number): void {
     let block: Buffer;
     let from: number;
     if (ex.headLength === 0) {
@@ -568,7 +568,7 @@ export class BackendConnection {
     if (block.length > blank) this.pushBody(ex, block.subarray(blank));
   }
 
-  private appendHead(ex: Exchange, buf: Buffer, start: number, end: number): Buffer {
+  private appendHead(ex: BackendExchange, buf: Buffer, start: number, end: number): Buffer {
     const need = ex.headLength + (end - start);
     if (ex.head === null || ex.head.length < need) {
       const grown = Buffer.allocUnsafe(Math.max(need, 2 * (ex.head?.length ?? 0), 4096));
@@ -580,7 +580,7 @@ export class BackendConnection {
     return ex.head.subarray(0, need);
   }
 
-  private deliver(ex: Exchange, status: number, headers: ReadonlyArray<readonly [string, string]>): void {
+  private deliver(ex: BackendExchange, status: number, headers: ReadonlyArray<readonly [string, string]>): void {
     const body = new Readable({
       // One full record's worth: with the default 16 KiB every 64 KiB record would pause the socket.
       highWaterMark: 64 * 1024,
@@ -597,7 +597,7 @@ export class BackendConnection {
     ex.resolve({ status, headers, body, server: this.ctx.server, pool: this.ctx.pool });
   }
 
-  private pushBody(ex: Exchange, data: Buffer): void {
+  private pushBody(ex: BackendExchange, data: Buffer): void {
     const body = ex.body!;
     if (body.destroyed) return;
     if (!body.push(data) && !ex.paused) {
@@ -608,14 +608,14 @@ export class BackendConnection {
     }
   }
 
-  private resumeFor(ex: Exchange): void {
+  private resumeFor(ex: BackendExchange): void {
     if (!ex.paused || ex.over) return;
     ex.paused = false;
     this.socket.resume();
     this.arm(ex, ex.options.responseTimeoutMs);
   }
 
-  private stderr(ex: Exchange, buf: Buffer, start: number, end: number): void {
+  private stderr(ex: BackendExchange, buf: Buffer, start: number, end: number): void {
     ex.stderrLines++;
     if (ex.stderrLines > STDERR_LINES_PER_REQUEST) return;
     const limit = Math.min(end, start + STDERR_LINE_CHARS * 4);
@@ -625,7 +625,7 @@ export class BackendConnection {
     this.ctx.log.warn('LS_BACKEND_STDERR', text, this.fields());
   }
 
-  private endRequest(ex: Exchange, buf: Buffer, start: number, end: number): void {
+  private endRequest(ex: BackendExchange, buf: Buffer, start: number, end: number): void {
     if (end - start !== 8) {
       this.protocol(ex, `END_REQUEST body of ${end - start} bytes, expected 8`);
       return;
@@ -687,11 +687,11 @@ export class BackendConnection {
     this.onClose(this);
   };
 
-  private protocol(ex: Exchange, message: string): void {
+  private protocol(ex: BackendExchange, message: string): void {
     this.fail(ex, 'protocol', message, 'LS_BACKEND_PROTOCOL');
   }
 
-  private fail(ex: Exchange, kind: BackendErrorKind, message: string, logCode: Code | null, cause?: unknown): void {
+  private fail(ex: BackendExchange, kind: BackendErrorKind, message: string, logCode: Code | null, cause?: unknown): void {
     if (ex.over) return;
     this.over(ex);
     this.parser.stop();
@@ -712,26 +712,26 @@ export class BackendConnection {
   }
 
   // The exchange is settled: no timer, no abort listener, the connection is free.
-  private over(ex: Exchange): void {
+  private over(ex: BackendExchange): void {
     ex.over = true;
     this.disarm(ex);
     ex.signal?.removeEventListener('abort', this.onAbort);
     if (this.ex === ex) this.ex = null;
   }
 
-  private arm(ex: Exchange, ms: number): void {
+  private arm(ex: BackendExchange, ms: number): void {
     this.disarm(ex);
     ex.timer = setTimeout(() => this.timedOut(ex, ms), ms);
   }
 
-  private disarm(ex: Exchange): void {
+  private disarm(ex: BackendExchange): void {
     if (ex.timer !== null) {
       clearTimeout(ex.timer);
       ex.timer = null;
     }
   }
 
-  private timedOut(ex: Exchange, ms: number): void {
+  private timedOut(ex: BackendExchange, ms: number): void {
     const what = ex.gotBytes ? 'backend stopped sending' : 'no response from the backend';
     this.fail(ex, 'timeout', `${what} for ${ms} ms`, 'LS_BACKEND_TIMEOUT');
   }

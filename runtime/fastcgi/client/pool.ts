@@ -14,7 +14,7 @@ import {
   connectSocket,
   type BackendRequest,
   type BackendResponse,
-  type ExchangeEnd,
+  type BackendExchangeEnd,
   type ServerTarget,
 } from './client.js';
 import { encodePairs } from '../pairs.js';
@@ -24,7 +24,7 @@ export { BackendError } from './client.js';
 export { defaultPoolOptions, parseServer, type PoolOptions } from './pool-config.js';
 export type { BackendErrorKind, BackendRequest, BackendResponse, ServerTarget } from './client.js';
 
-/** Counters of one server, for tests and a status page. */
+/** Counters of one server of a pool, read by tests. */
 export interface ServerStats {
   readonly server: string;
   /** Requests holding a connection slot (connecting or in flight). */
@@ -417,7 +417,7 @@ export class BackendPool {
     return conn;
   }
 
-  private finished(server: Server, conn: BackendConnection, e: ExchangeEnd, reused: boolean): void {
+  private finished(server: Server, conn: BackendConnection, e: BackendExchangeEnd, reused: boolean): void {
     server.active--;
     const kind = e.error?.kind;
     if (kind === 'timeout') this.serverFailed(server, 'response timed out');

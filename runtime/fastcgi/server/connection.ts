@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
-import { LodestoneError, type Code } from '../../errors.js';
+import { LodestoneError, httpStatus, type AnswerCode, type Code } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { Request, type ConnectionInfo, type FlowControl, type Input, type Role } from './request.js';
 import { Response, type ResponseChannel } from './response.js';
@@ -26,10 +26,10 @@ import {
 } from '../constants.js';
 import type { Limits } from './limits.js';
 import { decodePairs, encodePairs, scanPairs } from '../pairs.js';
+import { RecordParser, encodeEndRequest, encodeRecord, encodeUnknownType } from '../records.js';
 
 /** How long a graceful shutdown waits for the first request on a just-opened connection. */
 const FIRST_REQUEST_GRACE_MS = 1000;
-import { RecordParser, encodeEndRequest, encodeRecord, encodeUnknownType } from '../records.js';
 
 /**
  * Handles one request. The response is ended for the handler when the handler returns (or its
@@ -37,7 +37,7 @@ import { RecordParser, encodeEndRequest, encodeRecord, encodeUnknownType } from 
  */
 export type Handler = (req: Request, res: Response) => void | Promise<void>;
 
-/** Counters kept per server process; read by tests and, later, the status page. */
+/** Counters kept per server process; read by tests and the status page (handlers/status.ts). */
 export interface Stats {
   connectionsAccepted: number;
   connectionsRefused: number;
@@ -49,7 +49,7 @@ export interface Stats {
 }
 
 /** What all connections of one server share. */
-export interface ConnectionContext {
+export interface ServerContext {
   readonly limits: Limits;
   readonly handler: Handler;
   readonly log: Logger;
@@ -62,7 +62,7 @@ export interface ConnectionContext {
 }
 
 /** A request on a connection, with the state of its PARAMS stream. */
-class Exchange implements ResponseChannel {
+class ServerExchange implements ResponseChannel {
   readonly request: Request;
   readonly response: Response;
   readonly startedAt = Date.now();
@@ -127,10 +127,10 @@ export class Connection implements FlowControl, ConnectionInfo {
   /** When the connection last became idle (ms); -1 while a request is in flight. */
   private idleSince = Date.now();
   private requestsBegun = 0;
-  private readonly exchanges = new Map<number, Exchange>();
+  private readonly exchanges = new Map<number, ServerExchange>();
   // The exchange last begun: nginx and lighttpd use one request id at a time, so this answers
   // nearly every lookup without the Map.
-  private last: Exchange | null = null;
+  private last: ServerExchange | null = null;
   private readonly pausedBy = new Set<Input>();
   private readonly parser: RecordParser;
   private closed = false;
@@ -141,7 +141,7 @@ export class Connection implements FlowControl, ConnectionInfo {
   constructor(
     private readonly socket: Socket,
     readonly id: number,
-    private readonly ctx: ConnectionContext,
+    private readonly ctx: ServerContext,
   ) {
     this.parser = new RecordParser(this.onRecord);
     socket.on('data', this.onData);
@@ -204,7 +204,7 @@ export class Connection implements FlowControl, ConnectionInfo {
   }
 
   /** Writes a request's framed output; see {@link ResponseChannel.send}. */
-  send(ex: Exchange, data: Buffer | Buffer[], last: boolean): boolean {
+  send(ex: ServerExchange, data: Buffer | Buffer[], last: boolean): boolean {
     if (ex.done || this.closed) return false;
     if (Buffer.isBuffer(data)) {
       this.socket.write(data);
@@ -344,12 +344,12 @@ export class Connection implements FlowControl, ConnectionInfo {
     this.ctx.activeRequests++;
     this.ctx.stats.requestsAccepted++;
     this.idleSince = -1;
-    const ex = new Exchange(this, id, role, this.requestsBegun, keepConn);
+    const ex = new ServerExchange(this, id, role, this.requestsBegun, keepConn);
     this.exchanges.set(id, ex);
     this.last = ex;
   }
 
-  private find(id: number): Exchange | undefined {
+  private find(id: number): ServerExchange | undefined {
     const last = this.last;
     return last !== null && last.requestId === id ? last : this.exchanges.get(id);
   }
@@ -360,14 +360,14 @@ export class Connection implements FlowControl, ConnectionInfo {
     if (!keepConn) this.closeWhenIdle();
   }
 
-  private params(ex: Exchange, buf: Buffer, start: number, end: number): void {
+  private params(ex: ServerExchange, buf: Buffer, start: number, end: number): void {
     // A second empty PARAMS record (or stray PARAMS after the end) is ignored, not fatal.
     if (ex.paramsDone) return;
     const limits = this.ctx.limits;
     if (end > start) {
       ex.paramsBytes += end - start;
       if (ex.paramsBytes > limits.maxParamsBytes) {
-        this.refuse(ex, 431, 'LS_PARAMS_TOO_LARGE', `params over ${limits.maxParamsBytes} bytes`);
+        this.refuse(ex, 'LS_PARAMS_TOO_LARGE', `params over ${limits.maxParamsBytes} bytes`);
         return;
       }
       ex.appendParams(buf, start, end);
@@ -381,19 +381,19 @@ export class Connection implements FlowControl, ConnectionInfo {
       return;
     }
     if (err === 'too-many') {
-      this.refuse(ex, 431, 'LS_TOO_MANY_PARAMS', `more than ${limits.maxParams} params`);
+      this.refuse(ex, 'LS_TOO_MANY_PARAMS', `more than ${limits.maxParams} params`);
       return;
     }
     ex.request.setParams(block);
     const declared = ex.request.param('CONTENT_LENGTH');
     if (declared !== undefined && Number(declared) > limits.maxBodyBytes) {
-      this.refuse(ex, 413, 'LS_BODY_TOO_LARGE', `CONTENT_LENGTH ${declared} over ${limits.maxBodyBytes}`);
+      this.refuse(ex, 'LS_BODY_TOO_LARGE', `CONTENT_LENGTH ${declared} over ${limits.maxBodyBytes}`);
       return;
     }
     this.run(ex);
   }
 
-  private input(ex: Exchange, input: Input, buf: Buffer, start: number, end: number): void {
+  private input(ex: ServerExchange, input: Input, buf: Buffer, start: number, end: number): void {
     if (input.complete) return;
     if (end === start) {
       input.end();
@@ -401,13 +401,13 @@ export class Connection implements FlowControl, ConnectionInfo {
     }
     const max = this.ctx.limits.maxBodyBytes;
     if (input.received + (end - start) > max) {
-      this.refuse(ex, 413, 'LS_BODY_TOO_LARGE', `body over ${max} bytes`);
+      this.refuse(ex, 'LS_BODY_TOO_LARGE', `body over ${max} bytes`);
       return;
     }
     input.push(buf.subarray(start, end));
   }
 
-  private run(ex: Exchange): void {
+  private run(ex: ServerExchange): void {
     ex.handlerStarted = true;
     let result: void | Promise<void>;
     try {
@@ -427,7 +427,7 @@ export class Connection implements FlowControl, ConnectionInfo {
   }
 
   // Ends the response the handler left open; ending can throw on a bad status set by it.
-  private endFor(ex: Exchange): void {
+  private endFor(ex: ServerExchange): void {
     if (ex.response.finished) return;
     try {
       ex.response.end();
@@ -436,41 +436,42 @@ export class Connection implements FlowControl, ConnectionInfo {
     }
   }
 
-  private handlerFailed(ex: Exchange, err: unknown): void {
+  private handlerFailed(ex: ServerExchange, err: unknown): void {
     if (ex.done) return;
     const message = err instanceof Error ? err.message : String(err);
     this.ctx.log.error('LS_HANDLER_FAILED', message, this.fields(ex));
-    this.replyError(ex, 500);
+    this.replyError(ex, 'LS_HANDLER_FAILED');
   }
 
-  /** Answers with an error status if nothing was sent yet, else cuts the response short. */
-  private replyError(ex: Exchange, status: number): void {
+  /** Answers with the code's status if nothing was sent yet, else cuts the response short. */
+  private replyError(ex: ServerExchange, code: AnswerCode): void {
     const res = ex.response;
     if (res.headersSent) {
       this.endAbruptly(ex);
       return;
     }
+    const status = httpStatus[code];
     res.reset();
     res.status = status;
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     res.end(`${status} ${STATUS_CODES[status] ?? ''}\n`);
   }
 
-  private refuse(ex: Exchange, status: number, code: Code, message: string): void {
+  private refuse(ex: ServerExchange, code: AnswerCode, message: string): void {
     this.ctx.log.warn(code, message, this.fields(ex));
     this.ctx.stats.requestsRefused++;
     ex.request.abort(new LodestoneError(code, message));
-    this.replyError(ex, status);
+    this.replyError(ex, code);
   }
 
-  private abort(ex: Exchange): void {
+  private abort(ex: ServerExchange): void {
     this.ctx.log.debug('LS_REQUEST_ABORTED', 'ABORT_REQUEST from the web server', this.fields(ex));
     this.ctx.stats.requestsAborted++;
     ex.request.abort(new LodestoneError('LS_REQUEST_ABORTED'));
     this.endAbruptly(ex);
   }
 
-  private timeout(ex: Exchange, now: number): void {
+  private timeout(ex: ServerExchange, now: number): void {
     const fields = { ...this.fields(ex), elapsedMs: now - ex.startedAt };
     this.ctx.log.warn('LS_REQUEST_TIMEOUT', 'request timed out', fields);
     if (!ex.paramsDone) {
@@ -479,17 +480,17 @@ export class Connection implements FlowControl, ConnectionInfo {
       return;
     }
     ex.request.abort(new LodestoneError('LS_REQUEST_TIMEOUT'));
-    this.replyError(ex, 504);
+    this.replyError(ex, 'LS_REQUEST_TIMEOUT');
   }
 
   /** Sends END_REQUEST alone, after an abort or when output had already started. */
-  private endAbruptly(ex: Exchange): void {
+  private endAbruptly(ex: ServerExchange): void {
     if (ex.done) return;
     if (!this.closed) this.socket.write(encodeEndRequest(ex.requestId, 1, FCGI_REQUEST_COMPLETE));
     this.complete(ex);
   }
 
-  private complete(ex: Exchange): void {
+  private complete(ex: ServerExchange): void {
     ex.done = true;
     this.exchanges.delete(ex.requestId);
     if (this.last === ex) this.last = null;
@@ -539,7 +540,7 @@ export class Connection implements FlowControl, ConnectionInfo {
     this.socket.destroy();
   }
 
-  private fields(ex: Exchange): Record<string, string | number | undefined> {
+  private fields(ex: ServerExchange): Record<string, string | number | undefined> {
     return { conn: this.id, request: ex.requestId, script: ex.request.param('SCRIPT_FILENAME') };
   }
 }

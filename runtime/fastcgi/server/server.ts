@@ -10,7 +10,7 @@ import { LodestoneError } from '../../errors.js';
 import { removeStaleSocket, type ListenTarget } from '../../listen.js';
 import type { Logger } from '../../log.js';
 import { FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS } from '../constants.js';
-import { Connection, type ConnectionContext, type Handler, type Stats } from './connection.js';
+import { Connection, type ServerContext, type Handler, type Stats } from './connection.js';
 import type { Limits } from './limits.js';
 
 /** What a {@link FastcgiServer} needs. */
@@ -41,7 +41,7 @@ export class FastcgiServer {
   };
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
-  private readonly ctx: ConnectionContext;
+  private readonly ctx: ServerContext;
   private readonly allowed: ReadonlySet<string> | null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private nextId = 1;
@@ -129,7 +129,7 @@ export class FastcgiServer {
       } catch (err) {
         // A process that gave up root (--workers 0 with a user) may not unlink in a root-owned
         // directory; the next start removes the stale socket.
-        this.options.log.warn('-', 'cannot remove the socket file', { path: this.unixPath, error: (err as NodeJS.ErrnoException).code ?? String(err) });
+        this.options.log.warn('LS_SOCKET_NOT_REMOVED', 'cannot remove the socket file', { path: this.unixPath, error: (err as NodeJS.ErrnoException).code ?? String(err) });
       }
     }
   }
