@@ -15,6 +15,7 @@ import { sendRange, type Files } from './files/files.js';
 import type { Logger } from './log.js';
 import type { Request } from './request.js';
 import type { RunCounters } from './status.js';
+import type { SlowLog } from './slowlog.js';
 import type { Response } from './response.js';
 
 /** What {@link createScriptHandler} needs. */
@@ -37,6 +38,8 @@ export interface PipelineOptions {
   readonly cacheFiles?: CacheFiles | null;
   /** Counts limit hits and script errors for the status page. */
   readonly counters?: RunCounters;
+  /** Logs runs still going after slowRequestMs, with where their script is; null: off. */
+  readonly slowLog?: SlowLog | null;
 }
 
 /**
@@ -60,6 +63,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
     cache: options.cache ?? null,
     backends: options.backends ?? noServices.backends,
     cacheFiles: options.cacheFiles ?? null,
+    slowLog: options.slowLog ?? null,
   };
   return (req, res) => {
     prefetch?.prefetch(req);

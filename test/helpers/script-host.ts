@@ -5,7 +5,9 @@
  */
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
 import { defaultScriptLimits, type ScriptLimits } from '../../runtime/engines/engine.js';
-import { ScriptHost, type HostServices } from '../../runtime/engines/host.js';
+import { ScriptHost, noServices, type HostServices } from '../../runtime/engines/host.js';
+import { Logger } from '../../runtime/log.js';
+import { SlowLog } from '../../runtime/slowlog.js';
 import { Request } from '../../runtime/request.js';
 import { Response, type ResponseChannel } from '../../runtime/response.js';
 import { Decoder, T, parseCgi, type Cgi } from './fcgi-client.js';
@@ -76,4 +78,10 @@ export function makeHost(opts: HostOptions = {}): TestHost {
       return { ...parseCgi(stdout), stderr, ended: mine.some((r) => r.type === T.END_REQUEST) };
     },
   };
+}
+
+/** Host services with an in-flight slow log of `ms` (slowRequestMs), its lines collected in `lines`. */
+export function slowLogged(ms: number): { services: HostServices; lines: string[] } {
+  const lines: string[] = [];
+  return { services: { ...noServices, slowLog: new SlowLog(ms, new Logger('info', (line) => lines.push(line))) }, lines };
 }
