@@ -38,7 +38,7 @@ export const codes = {
   LS_BACKEND_DISABLED: 'a backend server failed and is left out for its pool\'s disableTimeMs',
   LS_BACKEND_STDERR: 'a backend wrote to FCGI_STDERR (like nginx\'s "FastCGI sent in stderr")',
   LS_CACHE_UNAVAILABLE: 'the shared cache (Redis) cannot be reached or timed out; cache calls miss until it is back',
-  LS_SLOW_REQUEST: 'a request took longer than slowRequestMs (the slow log: script, URI and time)',
+  LS_SLOW_REQUEST: 'a request went past slowRequestMs: logged while its script still runs (where it is: its stack, or the host call it waits in) and when it ends (script, URI and total time)',
   LS_CACHE_RECOVERED: 'the shared cache is reachable again',
   LS_WATCHDOG: 'a worker\'s event loop was stuck longer than watchdogMs (a script in an uninterruptible call); the worker was killed and replaced',
   LS_WORKER_DIED: 'a worker exited unexpectedly (a crash, a kill, the watchdog); the manager forks a new one',

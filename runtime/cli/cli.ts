@@ -26,6 +26,7 @@ import { BackendPool } from '../fastcgi/client/pool.js';
 import { runDevServer } from './dev-server.js';
 import { Files, type ScriptSources } from '../files/files.js';
 import { createStatusHandler, type RunCounters } from '../handlers/status.js';
+import { SlowLog } from '../engines/slow-log.js';
 import { createScriptHandler } from '../handlers/pipeline.js';
 import { createStatAccelHandler } from '../handlers/stat-accel.js';
 import { frontEnds, frontendConfig, isFrontEnd } from './frontend-config.js';
@@ -239,11 +240,12 @@ async function serve(config: Config): Promise<number> {
   const backends = new Map<string, BackendPool>();
   if (scripts) for (const [name, options] of config.backends) backends.set(name, new BackendPool(options, log));
   const counters: RunCounters = { limitHits: 0, scriptErrors: 0 };
+  const slowLog = config.slowRequestMs > 0 ? new SlowLog(config.slowRequestMs, log) : null;
   const inner = config.diagnostic
     ? diagnostic
     : config.statAccel
       ? createStatAccelHandler(files, log)
-      : await scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles }, counters);
+      : await scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles, slowLog }, counters);
   let server: FastcgiServer | null = null;
   const measured =
     config.statusPath === null && config.slowRequestMs === 0

@@ -215,7 +215,7 @@ export const configFields = {
     },
   }),
   slowRequestMs: integer({
-    doc: 'requests slower than this are counted and logged with `LS_SLOW_REQUEST` (script, URI, time)',
+    doc: "the [slow log](#slow-log), like php-fpm's `request_slowlog_timeout`: a script run still going after this many ms logs one `LS_SLOW_REQUEST` line saying where the script is at that moment (its stack, or the host call it waits in); the request is counted and logged again with its total time when it ends",
     shown: '0 (off)',
     min: 0,
     max: 86_400_000,

@@ -25,6 +25,8 @@ declare module 'fengari' {
     currentline: number;
     short_src: LuaString | null;
     source: LuaString | null;
+    /** With 'n': the function's name as its caller knows it, or null. */
+    name: LuaString | null;
   }
 
   export const FENGARI_VERSION: string;
@@ -58,6 +60,7 @@ declare module 'fengari' {
       currentline: number;
       short_src: LuaString | null;
       source: LuaString | null;
+      name: LuaString | null;
     }
 
     function lua_atnativeerror(L: LuaState, f: LuaJsFunction | null): LuaJsFunction | null;

@@ -18,6 +18,7 @@ import { BackendError, readBody, type BackendPool, type BackendResponse } from '
 import type { FileInfo, Files, SendOptions } from '../files/files.js';
 import type { Request } from '../fastcgi/server/request.js';
 import { checkHeader, type Response } from '../fastcgi/server/response.js';
+import type { Frame, SlowLog, WaitLocator } from './slow-log.js';
 import { ScriptError, type ScriptLimits } from './script-error.js';
 
 /**
@@ -38,7 +39,13 @@ function watchWallTime(host: ScriptHost): void {
   if (wallClock) return;
   wallClock = setInterval(() => {
     const now = Date.now();
-    for (const h of running) h.checkWallTime(now);
+    const clock = performance.now();
+    for (const h of running) {
+      h.checkWallTime(now);
+      // Only runs that wait are here, and while this tick runs no script executes: a slow one
+      // is waiting for the host (the engines' own checks catch a script that executes).
+      if (clock >= h.slowAt) h.slowWhileWaiting(clock);
+    }
     // Stop after a quiet second, not at once: a busy server would otherwise start and stop the
     // interval around every request, which is the cost this avoids.
     idleTicks = running.size === 0 ? idleTicks + 1 : 0;
@@ -60,6 +67,8 @@ export interface HostServices {
   readonly backends: ReadonlyMap<string, BackendPool>;
   /** Where cache.set() writes large response bodies, to be sent with sendfile; null: kept inline. */
   readonly cacheFiles?: CacheFiles | null;
+  /** The in-flight slow log (slowRequestMs); null or absent: off. */
+  readonly slowLog?: SlowLog | null;
 }
 
 /** Large cached bodies go to files (seed 001's trick: tmpfs, then X-Sendfile / X-Accel-Redirect). */
@@ -118,6 +127,16 @@ export class ScriptHost {
   relay: { readonly pool: string; readonly response: BackendResponse } | null = null;
   /** The first fatal error of this run (a limit or an abort); engines stop when it is set. */
   fatal: ScriptError | null = null;
+  /**
+   * performance.now() from which the run is slow (services.slowLog's ms after {@link start}):
+   * the engines compare it with the clock they read anyway in their periodic checks and then
+   * call {@link slowWhileRunning}. Infinity: no slow log, or the run's slow line is written.
+   */
+  slowAt = Infinity;
+  /** Where a waiting script made its host call, for the slow log: set by the engine when the run waits. */
+  waitLocator: WaitLocator | null = null;
+  // The host calls the run waits in now ('sleep()', 'pass(php)'), for the slow log.
+  private waits: string[] | null = null;
   // Called once when the run is stopped. Plain functions, not an AbortController: creating
   // one and its listeners per run cost more than a whole Lua run (measured under load).
   private stopWaiters: Set<() => void> | null = null;
@@ -164,6 +183,8 @@ export class ScriptHost {
   start(): void {
     this.deadline = Date.now() + this.limits.wallMs;
     this.watch = 1;
+    const slow = this.services.slowLog;
+    if (slow) this.slowAt = performance.now() + slow.ms;
     if (this.request.aborted) this.abortedByWebServer();
   }
 
@@ -192,6 +213,46 @@ export class ScriptHost {
   /** Stops the run when its wall-time limit has passed; called by the process-wide clock. */
   checkWallTime(now: number): void {
     if (now >= this.deadline) this.abort('limit', `wall time over ${this.limits.wallMs} ms`);
+  }
+
+  /**
+   * The engine found the run past {@link slowAt} while its script executes (`now`: the clock it
+   * read): logs the slow line with the script's stack, once per run.
+   */
+  slowWhileRunning(now: number, frames: readonly Frame[]): void {
+    const slow = this.services.slowLog;
+    if (!slow || now < this.slowAt) return;
+    const elapsed = now - (this.slowAt - slow.ms);
+    this.slowAt = Infinity;
+    slow.running(this, elapsed, frames);
+  }
+
+  /**
+   * The wall-time tick found the run past {@link slowAt} between its slices: logs the slow line
+   * with the host calls it waits in and where the script made them, once per run. No call in
+   * progress: the script has ended and the response is still going out (a relay, a range),
+   * which the end-of-request line times; nothing is logged.
+   */
+  slowWhileWaiting(now: number): void {
+    const slow = this.services.slowLog;
+    const waits = this.waits;
+    if (!slow || now < this.slowAt || waits === null || waits.length === 0) return;
+    const elapsed = now - (this.slowAt - slow.ms);
+    this.slowAt = Infinity;
+    slow.waiting(this, elapsed, [...new Set(waits)], this.waitLocator?.waitFrames() ?? []);
+  }
+
+  // Records that the run waits in host call `what` until the returned function is called (once).
+  private waitIn(what: string): () => void {
+    const waits = (this.waits ??= []);
+    waits.push(what);
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      const i = waits.lastIndexOf(what);
+      if (i >= 0) waits.splice(i, 1);
+    };
   }
 
   // Registers `fn` to run when the run is stopped; returns a function that unregisters it.
@@ -303,7 +364,12 @@ export class ScriptHost {
 
   /** The request body, read on demand (once; pass() reuses it); rejects when the run is stopped. */
   body(): Promise<Buffer> {
-    return this.guard((this.bodyRead ??= this.request.readBody()));
+    return this.guard(this.bodyBytes(), 'request.body()');
+  }
+
+  // The body is read once: pass() forwards the bytes request.body() gave, or reads them itself.
+  private bodyBytes(): Promise<Buffer> {
+    return (this.bodyRead ??= this.request.readBody());
   }
 
   // ---- response --------------------------------------------------------------------------
@@ -439,16 +505,19 @@ export class ScriptHost {
     if (this.fatal) return Promise.reject(this.fatal);
     const left = this.deadline - Date.now();
     const clamped = wait >= left;
+    const waited = this.waitIn('sleep()');
     // The timer is cleared on abort: a stopped run must not keep the process busy for the
     // rest of a long sleep.
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout;
       const off = this.onStop(() => {
         clearTimeout(timer);
+        waited();
         reject(this.fatal!);
       });
       const done = (): void => {
         off();
+        waited();
         resolve();
       };
       // Ends the wait at the deadline: the wall limit's own error, not a return to the script.
@@ -476,7 +545,7 @@ export class ScriptHost {
    * (a script probing the filesystem is refused, not answered).
    */
   async stat(path: string): Promise<FileInfo | null> {
-    const found = await this.guard(this.fileAccess.lookup(path));
+    const found = await this.guard(this.fileAccess.lookup(path), 'stat()');
     if (found.kind === 'refused') throw this.refuse('LS_FILE_FORBIDDEN', `stat(${JSON.stringify(path)}): ${found.reason}`);
     return found.kind === 'missing' ? null : found.info;
   }
@@ -493,7 +562,7 @@ export class ScriptHost {
       if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) throw new TypeError(`sendfile(): ${name} must be a non-negative integer`);
     }
     if (this.response.headersSent) throw new Error('sendfile() after flush(): the headers are already sent');
-    const found = await this.guard(files.lookup(path));
+    const found = await this.guard(files.lookup(path), 'sendfile()');
     const what = `sendfile(${JSON.stringify(path)})`;
     if (found.kind === 'refused') throw this.refuse('LS_FILE_FORBIDDEN', `${what}: ${found.reason}`);
     if (found.kind === 'missing') throw this.refuse('LS_FILE_NOT_FOUND', `${what}: no such file`);
@@ -534,7 +603,7 @@ export class ScriptHost {
   cacheGet(key: string): CacheValue | null | Promise<CacheValue | null> {
     ScriptHost.checkKey(key);
     const cache = this.contentCache;
-    const found = cache.now ? cache.now.get(key) : this.guard(cache.get(key));
+    const found = cache.now ? cache.now.get(key) : this.guard(cache.get(key), 'cache.get()');
     if (found instanceof Promise) return found.then((value) => this.checkBodyFile(value));
     return found !== null && !Buffer.isBuffer(found) && bodyFile(found).file !== undefined ? this.checkBodyFile(found) : found;
   }
@@ -547,7 +616,7 @@ export class ScriptHost {
     const file = bodyFile(value).file;
     if (file === undefined) return value;
     if (!this.services.files) return null;
-    const found = await this.guard(this.services.files.lookup(file));
+    const found = await this.guard(this.services.files.lookup(file), 'cache.get()');
     return found.kind === 'file' ? value : null;
   }
 
@@ -567,7 +636,7 @@ export class ScriptHost {
       const { headers, file } = bodyFile(checked);
       const files = this.services.cacheFiles;
       if (file === undefined && files && checked.body.length >= files.minBytes) {
-        return this.guard(this.storeBodyFile(files, key, checked, ttl));
+        return this.guard(this.storeBodyFile(files, key, checked, ttl), 'cache.set()');
       }
       // Only a reference this server made (re-caching a hit) may name a file.
       if (file !== undefined && !(files && nodePath.dirname(file) === files.dir)) {
@@ -575,7 +644,7 @@ export class ScriptHost {
       }
       stored = { status: checked.status, headers: file === undefined ? headers : [...headers, [BODY_FILE, file]], body: checked.body, storedAt: Date.now() };
     }
-    return cache.now ? cache.now.set(key, stored, ttl) : this.guard(cache.set(key, stored, ttl));
+    return cache.now ? cache.now.set(key, stored, ttl) : this.guard(cache.set(key, stored, ttl), 'cache.set()');
   }
 
   // One file per key (a hash of it), replaced atomically: a web server still sending the old
@@ -601,7 +670,7 @@ export class ScriptHost {
   cacheDelete(key: string): boolean | Promise<boolean> {
     ScriptHost.checkKey(key);
     const cache = this.contentCache;
-    return cache.now ? cache.now.delete(key) : this.guard(cache.delete(key));
+    return cache.now ? cache.now.delete(key) : this.guard(cache.delete(key), 'cache.delete()');
   }
 
   /** cache.incr(key, by[, ttl]): the new value, or null when a shared cache is down. */
@@ -611,7 +680,7 @@ export class ScriptHost {
     if (ttl !== undefined) ScriptHost.checkTtl(ttl);
     const cache = this.contentCache;
     try {
-      return cache.now ? cache.now.incr(key, by, ttl) : this.guard(cache.incr(key, by, ttl)).catch(scriptError);
+      return cache.now ? cache.now.incr(key, by, ttl) : this.guard(cache.incr(key, by, ttl), 'cache.incr()').catch(scriptError);
     } catch (err) {
       return scriptError(err);
     }
@@ -628,7 +697,7 @@ export class ScriptHost {
   async pass(name: string, options: PassOptions = {}): Promise<ScriptResponse> {
     const got = await this.forward(name, options);
     try {
-      const body = await this.guard(readBody(got, this.limits.outputBytes));
+      const body = await this.guard(readBody(got, this.limits.outputBytes), passName(name));
       return { status: got.status, headers: got.headers, body };
     } catch (err) {
       got.body.destroy();
@@ -652,13 +721,13 @@ export class ScriptHost {
   private async forward(name: string, options: PassOptions): Promise<BackendResponse> {
     const pool = this.services.backends.get(name);
     if (!pool) throw new Error(`pass(): no backend named ${JSON.stringify(name)} (see config "backends")`);
-    const body = options.body ?? (await this.body());
+    const body = options.body ?? (await this.guard(this.bodyBytes(), passName(name)));
     // A replaced body needs its own CONTENT_LENGTH, or PHP reads the wrong number of bytes.
     const changes = options.body ? { ...options.params, CONTENT_LENGTH: String(options.body.length) } : options.params;
     const params = changes ? this.paramsWith(changes) : (this.request.paramsBlock ?? Buffer.alloc(0));
     const asked = pool.request({ params, body, signal: this.request.signal });
     try {
-      return await this.guard(asked);
+      return await this.guard(asked, passName(name));
     } catch (err) {
       if (err instanceof BackendError) throw this.backendFailed(name, err);
       // The run was stopped (a limit, an abort) while waiting: nobody will read the answer, so
@@ -712,19 +781,28 @@ export class ScriptHost {
     this.write(checked.body);
   }
 
-  /** Rejects with the fatal error as soon as the run is stopped, whatever `work` does. */
-  private guard<T>(work: Promise<T>): Promise<T> {
+  /**
+   * Rejects with the fatal error as soon as the run is stopped, whatever `work` does. `what`
+   * names the script's host call for the slow log while the run waits for it.
+   */
+  private guard<T>(work: Promise<T>, what: string): Promise<T> {
     if (this.watch === 1) this.watchWaits();
     if (this.fatal) return Promise.reject(this.fatal);
+    const waited = this.waitIn(what);
     return new Promise<T>((resolve, reject) => {
-      const off = this.onStop(() => reject(this.fatal!));
+      const off = this.onStop(() => {
+        waited();
+        reject(this.fatal!);
+      });
       work.then(
         (value) => {
           off();
+          waited();
           resolve(value);
         },
         (err: unknown) => {
           off();
+          waited();
           reject(err instanceof Error ? err : new Error(String(err)));
         },
       );
@@ -755,6 +833,14 @@ export function utf8Boundary(bytes: Uint8Array, max: number): number {
   let end = Math.min(max, bytes.length);
   while (end > 0 && end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end--;
   return end;
+}
+
+/**
+ * How the slow log names a pass() call: with its backend, which is what an operator looks for
+ * (a name from the configuration: pass() refuses any other before it waits).
+ */
+function passName(backend: string): string {
+  return `pass(${backend})`;
 }
 
 // A counter holding text is the script's mistake: a TypeError it sees, not a cache failure.

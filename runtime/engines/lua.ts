@@ -188,6 +188,7 @@ export class LuaEngine implements ScriptEngine {
     const L = this.box.L;
     const T = lua_newthread(L);
     lua_pop(L, 1);
+    run.main = T;
     run.envRef = this.freeRefs.pop() ?? --this.lastRef;
     fn(T);
     lua_createtable(T, 0, 0);

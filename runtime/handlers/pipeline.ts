@@ -16,6 +16,7 @@ import type { Logger } from '../log.js';
 import type { Request } from '../fastcgi/server/request.js';
 import type { RunCounters } from './status.js';
 import type { Response } from '../fastcgi/server/response.js';
+import type { SlowLog } from '../engines/slow-log.js';
 
 /** What {@link createScriptHandler} needs. */
 export interface PipelineOptions {
@@ -45,6 +46,8 @@ export interface PipelineOptions {
    * generic page: file paths and code are for the operator.
    */
   readonly dev?: boolean;
+  /** Logs runs still going after slowRequestMs, with where their script is; null: off. */
+  readonly slowLog?: SlowLog | null;
 }
 
 /**
@@ -68,6 +71,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
     cache: options.cache ?? null,
     backends: options.backends ?? noServices.backends,
     cacheFiles: options.cacheFiles ?? null,
+    slowLog: options.slowLog ?? null,
   };
   return (req, res) => {
     prefetch?.prefetch(req);

@@ -38,7 +38,10 @@ export interface StatusSnapshot {
 export interface StatusOptions {
   /** SCRIPT_NAME that gets the status page, e.g. "/status"; null: no page. */
   readonly path: string | null;
-  /** A request that takes longer than this (ms) is counted and logged as slow; 0: never. */
+  /**
+   * A request that takes longer than this (ms) is counted and logged as slow when it ends; 0:
+   * never. (The line written while it is still running is the SlowLog's, slowlog.ts.)
+   */
   readonly slowMs: number;
   readonly log: Logger;
   /** The handler for every other request. */
@@ -113,12 +116,15 @@ export function createStatusHandler(options: StatusOptions): Handler {
     return done.finally(() => timed(req, started));
   };
 
-  // php-fpm's slowlog names the script and the time; a stack trace has no meaning here.
+  // The request's total time, once it ended: where its script was while slow is the line the
+  // SlowLog wrote then (slowlog.ts), which names the request by the same conn and request.
   function timed(req: Request, started: number): void {
     const ms = performance.now() - started;
     if (ms <= slowMs) return;
     slow++;
     log.warn('LS_SLOW_REQUEST', 'slow request', {
+      conn: req.connection.id,
+      request: req.id,
       script: req.param('SCRIPT_FILENAME'),
       uri: req.param('REQUEST_URI'),
       ms: Math.round(ms),

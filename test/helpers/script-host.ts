@@ -7,7 +7,9 @@
 import assert from 'node:assert/strict';
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
 import { ScriptError, defaultScriptLimits, type CompiledScript, type ScriptEngine, type ScriptLimits } from '../../runtime/engines/engine.js';
-import { ScriptHost, type HostServices } from '../../runtime/engines/host.js';
+import { ScriptHost, noServices, type HostServices } from '../../runtime/engines/host.js';
+import { Logger } from '../../runtime/log.js';
+import { SlowLog } from '../../runtime/engines/slow-log.js';
 import { Request } from '../../runtime/fastcgi/server/request.js';
 import { Response, type ResponseChannel } from '../../runtime/fastcgi/server/response.js';
 import { Decoder, T, parseCgi, type Cgi } from './fcgi-client.js';
@@ -153,4 +155,10 @@ export async function serve(engine: ScriptEngine, script: string | CompiledScrip
   }
   const out = t.result();
   return { returned, error, status: out.status, headers: out.headers, body: out.body, text: out.body.toString(), stderr: out.stderr };
+}
+
+/** Host services with an in-flight slow log of `ms` (slowRequestMs), its lines collected in `lines`. */
+export function slowLogged(ms: number): { services: HostServices; lines: string[] } {
+  const lines: string[] = [];
+  return { services: { ...noServices, slowLog: new SlowLog(ms, new Logger('info', (line) => lines.push(line))) }, lines };
 }

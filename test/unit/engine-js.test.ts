@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import { ScriptError, type ScriptEngine } from '../../runtime/engines/engine.js';
 import { createJsEngine, type JsEngine } from '../../runtime/engines/js.js';
-import { makeHost, serve, type Served, type ServeOptions } from '../helpers/script-host.js';
+import { makeHost, serve, slowLogged, type Served, type ServeOptions } from '../helpers/script-host.js';
 
 const engine = await createJsEngine();
 const PATH = '/srv/www/test.js';
@@ -341,4 +341,56 @@ test('compiling never trips the interrupt handler (was ~1 in 10,000 compiles)', 
   } finally {
     engine.close();
   }
+});
+
+// ---- the slow log (slowRequestMs) ----------------------------------------------------------
+
+test('slow log: a run busy past slowRequestMs after an await logs its stack from the interrupt handler, a prelude frame between script frames included', async () => {
+  const { services, lines } = slowLogged(50);
+  const source = [
+    // The rest runs as a job (no host wait, which a loaded machine could stretch past 50 ms).
+    'await Promise.resolve();',
+    'const spin = () => { const stop = Date.now() + 200; while (Date.now() < stop) {} };',
+    'const sorted = [2, 1].sort((a, b) => { spin(); return a - b; });',
+    'print(sorted.join(","));',
+  ].join('\n');
+  const out = await ok(source, { services, limits: { cpuMs: 5000 } });
+  assert.equal(out.text, '1,2\n');
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(lines[0]!, / warn LS_SLOW_REQUEST slow request still running conn=1 request=1 script=\/srv\/www\/test\.js uri="\/test\?x=1" ms=\d+ /);
+  // The comparator, then Array.prototype.sort, then the prelude's sort wrapper (see guardSorts).
+  assert.ok(lines[0]!.endsWith(' stack="spin test.js:2 < test.js:3 < sort [native] < apply [native] < sort <lodestone> < test.js:3"'), lines[0]);
+  await stillServes();
+});
+
+test('slow log: one line for a run busy past slowRequestMs and then waiting; a wait names the calls still waiting and the line of the latest pass() or sleep() among them', async () => {
+  const busy = slowLogged(50);
+  // Busy six times the threshold: the interrupt handler polls many times past it, even on a
+  // loaded machine that stops the process for a while.
+  const source = 'const stop = Date.now() + 300;\nwhile (Date.now() < stop) {}\nawait sleep(100);\nprint("done");';
+  assert.equal((await ok(source, { services: busy.services, limits: { cpuMs: 5000 } })).text, 'done\n');
+  assert.equal(busy.lines.length, 1, busy.lines.join('\n'));
+  assert.ok(busy.lines[0]!.endsWith(' stack=test.js:2'), busy.lines[0]);
+  const waits = slowLogged(100);
+  const several = 'const nap = (ms) => sleep(ms);\nawait Promise.all([sleep(900), sleep(800), nap(20), request.body()]);\nprint("done");';
+  assert.equal((await ok(several, { services: waits.services })).text, 'done\n');
+  assert.equal(waits.lines.length, 1, waits.lines.join('\n'));
+  // At 100 ms nap(20) and request.body() are over: the line is the second sleep's, made last of
+  // those still waiting, not nap()'s (made later, but done).
+  assert.ok(waits.lines[0]!.endsWith(' waiting=sleep() stack=test.js:2'), waits.lines[0]);
+  const quick = slowLogged(1000);
+  assert.equal((await ok('await sleep(20);\nprint("quick");', { services: quick.services })).text, 'quick\n');
+  assert.deepEqual(quick.lines, []);
+});
+
+test('a CPU-limit stop names the line of the loop, whichever poll site the interrupt counter reaches zero at', async () => {
+  // 0-3 calls before the loop shift the counter's phase by whole calls: on the old code the
+  // error the interrupt left said line 4, line 2 (a call made before the loop) or no line.
+  for (let calls = 0; calls < 4; calls++) {
+    const source = `function f(x) { return x + 1; }\nlet n = 0; ${'f(0); '.repeat(calls)}\nfor (;;) {\n  n = f(n);\n}\n`;
+    const err = await fails(source, 'limit', { limits: { cpuMs: 100 } });
+    assert.equal(err.message, 'CPU time over 100 ms');
+    assert.equal(err.line, 4, `with ${calls} calls before the loop`);
+  }
+  await stillServes();
 });

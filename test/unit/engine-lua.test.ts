@@ -11,7 +11,7 @@ import test from 'node:test';
 import { ScriptError } from '../../runtime/engines/engine.js';
 import { LuaEngine, locate } from '../../runtime/engines/lua.js';
 import { guardsInstalled } from '../../runtime/engines/lua/guards.js';
-import { makeHost, serve, type Served, type ServeOptions } from '../helpers/script-host.js';
+import { makeHost, serve, slowLogged, type Served, type ServeOptions } from '../helpers/script-host.js';
 
 const engine = new LuaEngine();
 const PATH = '/srv/www/test.lua';
@@ -307,4 +307,40 @@ test('load() is not a compile; a disposed script cannot run', async () => {
   script.dispose();
   script.dispose();
   await assert.rejects(fresh.run(script, makeHost().host), TypeError);
+});
+
+// ---- the slow log (slowRequestMs) ----------------------------------------------------------
+
+test('slow log: a run busy past slowRequestMs in a coroutine logs, from the count hook, the coroutine\'s frames then its own', async () => {
+  const { services, lines } = slowLogged(50);
+  const source = [
+    'local function spin()',
+    '  local stop = os.clock() + 0.2',
+    '  while os.clock() < stop do end',
+    'end',
+    'local gen = coroutine.wrap(function()',
+    '  spin()',
+    'end)',
+    'gen()',
+    'print("done")',
+  ].join('\n');
+  const out = await runLua(source, { services, limits: { cpuMs: 5000 } });
+  assert.equal(out.text, 'done\n');
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(lines[0]!, / warn LS_SLOW_REQUEST slow request still running conn=1 request=1 script=\/srv\/www\/test\.lua uri="\/test\?x=1" ms=\d+ /);
+  // The function coroutine.wrap made is a JS function to fengari: [JS], named by its caller.
+  assert.ok(lines[0]!.endsWith(' stack="spin test.lua:3 < test.lua:6 < gen [JS] < test.lua:8"'), lines[0]);
+});
+
+test('slow log: one line for a run busy past slowRequestMs and then waiting; none for a run under it', async () => {
+  const { services, lines } = slowLogged(50);
+  // Busy six times the threshold: the count hook runs many times past it, even on a loaded
+  // machine that stops the process for a while.
+  const source = 'local stop = os.clock() + 0.3\nwhile os.clock() < stop do end\nsleep(100)\nprint("done")';
+  assert.equal((await runLua(source, { services, limits: { cpuMs: 5000 } })).text, 'done\n');
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.ok(lines[0]!.endsWith(' stack=test.lua:2'), lines[0]);
+  const quick = slowLogged(1000);
+  assert.equal((await runLua('sleep(20)\nprint("quick")', { services: quick.services })).text, 'quick\n');
+  assert.deepEqual(quick.lines, []);
 });

@@ -58,7 +58,7 @@ const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#r
 
 /**
  * The prelude: an expression evaluating to `install(prim)`, which returns
- * `{ start, takeOut, describe, probe, nul, same }`:
+ * `{ start, takeOut, describe, probe, nul, same, error, where, waitedAt }`:
  * - `start(fn)` calls the compiled wrapper `fn` with the API and returns its promise. The API
  *   acts on the run whose CPU slice is executing (js/vm.ts): only one runs at a time, and no
  *   job of a run outlives its slice, so no run id needs to travel with each call.
@@ -71,6 +71,10 @@ const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#r
  * - `error(name, message)` makes the Error (TypeError, RangeError) a host call rejects or throws with.
  * - `same(fn, text)` returns 1 when `fn`'s source text is `text`.
  * - `probe(n)` returns 1 when an n-byte allocation currently fits the heap, else 0 (see vm.ts).
+ * - `where()` returns the stack where it is called: called by the host from QuickJS's interrupt
+ *   handler, it is the stack of the script the handler interrupted (the slow log).
+ * - `waitedAt()` returns the stack of the script's latest pass() or sleep() still waiting ('' if
+ *   none): where a script waiting past slowRequestMs made the call it waits in.
  *
  * Hardening, after the API exists: `eval` and the four Function constructors are disabled
  * (they would reach the parser, the deepest native recursion in QuickJS, with the large run-time
@@ -85,6 +89,19 @@ export const PRELUDE_SOURCE = `(function install(prim) {
   const parse = JSON.parse, stringify = JSON.stringify, create = Object.create, assign = Object.assign;
   const freeze = Object.freeze, apply = Reflect.apply, fnToString = Function.prototype.toString;
   const TOKEN = freeze(create(null));
+
+  // Where the script called pass() or sleep(), while those wait: the slow log asks for the
+  // latest still waiting (waitedAt). pass() makes its Error anyway (for its errors' stack);
+  // sleep() makes one: a few us of QuickJS time (4-6 us measured on the loaded 2-core dev
+  // machine), next to a wait of at least a timer tick (~1.2 ms for sleep(0)). The other calls
+  // that wait (request.body(), stat(), sendfile(), cache calls on Redis) are hot paths where an
+  // Error each would add those us to every request that makes them: the slow log names them
+  // without a line.
+  const waitSites = new Set();
+  // waitSites.size, kept in a variable: start() reads it every run, a plain read (no accessor call).
+  let sitesWaiting = 0;
+  const waitFrom = (site) => { waitSites.add(site); sitesWaiting++; };
+  const waitDone = (site) => { if (waitSites.delete(site)) sitesWaiting--; };
 
   const show = (v) => { try { return String_(v); } catch { return typeof v; } };
   // Strings reach the host as C strings, which end at the first NUL: a string holding NULs is
@@ -159,7 +176,15 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     if (size > room) out = out.slice(0, room);
     h_log(size - out.length, ...out.split('\\0'));
   };
-  const sleep = (ms) => h_sleep(Number_(ms));
+  const sleep = async (ms) => {
+    const site = new Error_();
+    waitFrom(site);
+    try {
+      return await h_sleep(Number_(ms));
+    } finally {
+      waitDone(site);
+    }
+  };
   // Paths go last, as NUL-separated parts (see send): a NUL must reach the host, which
   // refuses such a path, rather than cut it short.
   const stat = async (path) => {
@@ -255,6 +280,7 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     // The host makes pass()'s errors outside any script frame, so they would carry no line: they
     // get the stack of this call instead (one Error, ~1 us, beside a relay of ~230 us).
     const site = new Error_();
+    waitFrom(site);
     try {
       return fromHost(await h_pass(stringify({ n: String_(name), p: params, b: body, e: !!o.emit })));
     } catch (e) {
@@ -262,6 +288,8 @@ export const PRELUDE_SOURCE = `(function install(prim) {
         try { defineProperty(e, 'stack', { value: site.stack, writable: true, configurable: true }); } catch {}
       }
       throw e;
+    } finally {
+      waitDone(site);
     }
   };
   // Returns a promise when the body is a file (the run ends in sendfile): await it.
@@ -320,6 +348,12 @@ export const PRELUDE_SOURCE = `(function install(prim) {
 
   const start = (fn) => {
     buffered = null;
+    // A wait the last run left unfinished (a sleep() it did not await) never reaches its
+    // finally: its site is not this run's.
+    if (sitesWaiting !== 0) {
+      waitSites.clear();
+      sitesWaiting = 0;
+    }
     return fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, new Request(TOKEN), new Response(TOKEN));
   };
 
@@ -345,10 +379,16 @@ export const PRELUDE_SOURCE = `(function install(prim) {
   function probe(n) {
     try { new ArrayBuffer(n); return 1; } catch { return 0; }
   }
+  const where = () => { try { return String_(new Error_().stack); } catch { return ''; } };
+  const waitedAt = () => {
+    let last = null;
+    for (const site of waitSites) last = site;
+    try { return last === null ? '' : String_(last.stack); } catch { return ''; }
+  };
 
   guardSorts();
   harden();
-  return freeze({ start, takeOut, describe, probe, nul, same, error });
+  return freeze({ start, takeOut, describe, probe, nul, same, error, where, waitedAt });
 
   // QuickJS checks its interrupt handler on calls and loop back-edges of JS code only: a sort
   // without a comparator compares in C and ran 1.9 s with a 400 ms CPU limit (300,000 strings,

@@ -36,6 +36,7 @@ import { ScriptError } from '../engine.js';
 import type { CacheValue } from '../../content-cache/content-cache.js';
 import { bodyFile, type ScriptHost, type ScriptResponse } from '../host.js';
 import { markIdle, markRunning } from '../running.js';
+import { MAX_FRAMES, type Frame, type WaitLocator } from '../slow-log.js';
 import { JSON_FIELDS, PRELUDE_FILENAME, PRELUDE_SOURCE, PRIMITIVES, TEXT_FIELDS } from './prelude.js';
 
 /** Compile-mode evaluation allowed before the interrupt handler stops it (escaped code). */
@@ -170,7 +171,7 @@ export function isModuleFault(err: unknown): boolean {
 }
 
 /** One script run for one request, as the Vm tracks it. */
-export class Run {
+export class Run implements WaitLocator {
   /** Milliseconds spent inside QuickJS for this run (its CPU time). */
   cpuMs = 0;
   sliceStart = 0;
@@ -190,11 +191,18 @@ export class Run {
     readonly id: number,
     readonly host: ScriptHost,
     readonly path: string,
+    /** The Vm the run has to itself (asked where its script waits, for the slow log). */
+    private readonly vm: Vm,
   ) {
     this.done = new Promise((resolve, reject) => {
       this.settleDone = resolve;
       this.failDone = reject;
     });
+  }
+
+  /** Where the script made the host call it waits in (the slow log); [] when not known. */
+  waitFrames(): Frame[] {
+    return this.vm.waitFrames(this);
   }
 
   /** Ends the run (once) with a status or a ScriptError. */
@@ -257,6 +265,10 @@ export class Vm {
   private readonly nulFn: QuickJSHandle;
   private readonly sameFn: QuickJSHandle;
   private readonly errorFn: QuickJSHandle;
+  private readonly whereFn: QuickJSHandle;
+  private readonly waitedAtFn: QuickJSHandle;
+  // Set while the slow log's where() runs inside the interrupt handler: its own polls pass.
+  private capturing = false;
 
   constructor(
     readonly loaded: LoadedModule,
@@ -290,6 +302,8 @@ export class Vm {
     this.nulFn = this.context.getProp(api, 'nul');
     this.sameFn = this.context.getProp(api, 'same');
     this.errorFn = this.context.getProp(api, 'error');
+    this.whereFn = this.context.getProp(api, 'where');
+    this.waitedAtFn = this.context.getProp(api, 'waitedAt');
     api.dispose();
   }
 
@@ -493,19 +507,88 @@ export class Vm {
     // while: QuickJS's interrupt check fires every so many operations, and answering it at
     // once killed about 1 in 10,000 legitimate compiles (the wrapper expression evaluating).
     if (!run) return this.compiling && performance.now() - this.compileStart > COMPILE_BUDGET_MS;
+    if (this.capturing) return false;
     const host = run.host;
     if (host.fatal) return true;
     const now = performance.now();
     if (run.cpuMs + (now - run.sliceStart) > host.limits.cpuMs) {
-      host.abort('limit', `CPU time over ${host.limits.cpuMs} ms`);
+      host.abort('limit', `CPU time over ${host.limits.cpuMs} ms`, this.lineHere(run));
       return true;
     }
     // The wall-clock timer cannot fire while QuickJS holds the event loop: check it here too.
     if (now - run.startedAt > host.limits.wallMs) {
-      host.abort('limit', `wall time over ${host.limits.wallMs} ms`);
+      host.abort('limit', `wall time over ${host.limits.wallMs} ms`, this.lineHere(run));
       return true;
     }
+    // Past slowRequestMs: the slow log gets the stack of the script this handler interrupted.
+    if (now >= host.slowAt) {
+      host.slowWhileRunning(now, this.stackHere(run));
+      return host.fatal !== null;
+    }
     return false;
+  }
+
+  /**
+   * The script's line where the interrupt handler stops it for a limit, or null. The error the
+   * handler leaves in the script knows it less often: in `for (;;) n = f(n)` it said line 4,
+   * an earlier call's line or none (the function's head), depending on which poll site the
+   * interrupt counter reached zero at, which any code run before shifts (a prelude change did);
+   * where()'s Error, made in the same poll, said line 4 in every phase (engine-js test).
+   */
+  private lineHere(run: Run): number | null {
+    return this.stackHere(run).find((f) => f.file === run.path && f.line !== null)?.line ?? null;
+  }
+
+  /**
+   * The stack of the script executing now, from inside the interrupt handler: the prelude's
+   * where() makes an Error there, whose backtrace continues into the frames the handler
+   * interrupted (QuickJS lets a host callback call back into the VM, as every primitive does).
+   * Once per slow run, and once when a limit stops a run. A failure (no memory, the stack limit)
+   * gives no frames, never an error; a native stack overflow stops the run as in a primitive.
+   */
+  private stackHere(run: Run): Frame[] {
+    const ctx = this.context;
+    this.capturing = true;
+    try {
+      const result = ctx.callFunction(this.whereFn, ctx.undefined);
+      if (result.error) {
+        result.error.dispose();
+        return [];
+      }
+      const stack = ctx.typeof(result.value) === 'string' ? ctx.getString(result.value) : '';
+      result.value.dispose();
+      return framesIn(stack, run.path);
+    } catch (err) {
+      if (isModuleFault(err)) {
+        this.suspect = true;
+        run.host.abort('limit', 'stack overflow');
+      }
+      return [];
+    } finally {
+      this.capturing = false;
+    }
+  }
+
+  /**
+   * Where `run`'s script made the host call it waits in (the prelude's waitedAt), for the slow
+   * log, which asks between slices: the script's frames below the prelude's own.
+   */
+  waitFrames(run: Run): Frame[] {
+    if (this.dead || this.disposed || run.finished || this.current !== null) return [];
+    const ctx = this.context;
+    try {
+      const result = ctx.callFunction(this.waitedAtFn, ctx.undefined);
+      if (result.error) {
+        result.error.dispose();
+        return [];
+      }
+      const stack = ctx.typeof(result.value) === 'string' ? ctx.getString(result.value) : '';
+      result.value.dispose();
+      return framesIn(stack, run.path);
+    } catch (err) {
+      if (isModuleFault(err)) this.dead = true;
+      return [];
+    }
   }
 
   private setMemoryLimit(bytes: number): void {
@@ -610,7 +693,7 @@ export class Vm {
 
   /** Starts `fn` (a compiled wrapper) for `host`; `run.done` settles when the script ends. */
   run(fn: QuickJSHandle, id: number, host: ScriptHost, path: string): Run {
-    const run = new Run(id, host, path);
+    const run = new Run(id, host, path, this);
     this.runs.set(id, run);
     this.wrote = false;
     if (host.fatal) {
@@ -772,6 +855,7 @@ export class Vm {
 
   private hostCall<T>(run: Run, work: Promise<T>, toHandle: (value: T) => QuickJSHandle): QuickJSHandle {
     const deferred = this.context.newPromise();
+    run.host.waitLocator = run;
     run.deferreds.add(deferred);
     void work.then(
       (value) => this.settle(run, deferred, () => toHandle(value), false),
@@ -870,7 +954,9 @@ export class Vm {
     this.tenants.clear();
     if (this.dead) return false;
     try {
-      for (const h of [this.start, this.takeOutFn, this.describeFn, this.probeFn, this.nulFn, this.sameFn, this.errorFn]) h.dispose();
+      for (const h of [this.start, this.takeOutFn, this.describeFn, this.probeFn, this.nulFn, this.sameFn, this.errorFn, this.whereFn, this.waitedAtFn]) {
+        h.dispose();
+      }
       this.context.dispose();
       this.runtime.dispose();
       return true;
@@ -897,6 +983,33 @@ export function lineIn(stack: string, path: string): number | null {
     return line;
   }
   return null;
+}
+
+/**
+ * The script's frames in a QuickJS stack (`    at NAME (FILE:LINE:COL)`, `    at NAME (native)`),
+ * innermost first, at most {@link MAX_FRAMES} + 1 (so the slow log knows there were more). The
+ * prelude's frames at either end are left out: the API function the script called or the
+ * where() that took the stack, and the start() that calls the script; one between two script
+ * frames stays, without its line (which means nothing to the script's author). A frame in the
+ * wrapper's head (see {@link lineIn}) has no line; built-ins are `[native]`.
+ */
+export function framesIn(stack: string, path: string): Frame[] {
+  const frames: Frame[] = [];
+  let scriptFrames = 0;
+  for (const text of stack.split('\n')) {
+    if (scriptFrames > MAX_FRAMES) break;
+    const m = /^\s*at (.*) \((.*)\)$/.exec(text);
+    if (!m) continue;
+    const name = m[1] === '<anonymous>' ? null : m[1]!;
+    const loc = /^(.*?):(\d+)(?::(\d+))?$/.exec(m[2]!);
+    const file = loc ? loc[1]! : m[2] === 'native' ? '[native]' : m[2]!;
+    if (file === PRELUDE_FILENAME && frames.length === 0) continue;
+    let line: number | null = loc && file === path ? Number(loc[2]) : null;
+    if (line === 1 && loc![3] !== undefined && Number(loc![3]) <= WRAPPER_HEAD.length) line = null;
+    frames.push({ name, file, line });
+    if (file !== PRELUDE_FILENAME) scriptFrames = frames.length;
+  }
+  return frames.slice(0, scriptFrames);
 }
 
 function textField(host: ScriptHost, i: number): string {

@@ -77,6 +77,9 @@ export function checkCanWait(L: LuaState, what: string): void {
 export function hostWait(L: LuaState, run: LuaRun, promise: Promise<unknown>, push: PushResult | null): never {
   run.pending = promise;
   run.push = push;
+  // For the slow log: the thread suspended in this call keeps its stack, which says where.
+  run.waitThread = L;
+  run.host.waitLocator = run;
   return lua_yieldk(L, 0, null, settleK);
 }
 

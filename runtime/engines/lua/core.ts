@@ -5,6 +5,7 @@
  */
 import { lauxlib, lua, to_luastring, type LuaJsFunction, type LuaProxy, type LuaState, type LuaString } from 'fengari';
 import type { ScriptHost } from '../host.js';
+import { MAX_FRAMES, type Frame, type WaitLocator } from '../slow-log.js';
 
 /** The outcome of an async host call, handed to the Lua side when the driver resumes it. */
 export type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
@@ -13,7 +14,7 @@ export type Settled = { ok: true; value: unknown } | { ok: false; error: unknown
 export type PushResult = (L: LuaState, value: unknown) => number;
 
 /** One script run for one request: what the driver and the Lua-called functions share. */
-export class LuaRun {
+export class LuaRun implements WaitLocator {
   /** The async host call the script is waiting for (set just before the yield). */
   pending: Promise<unknown> | null = null;
   /** How to push {@link pending}'s value once it settles. */
@@ -39,6 +40,13 @@ export class LuaRun {
    * coroutine.resume runs it. The `..` guard (lua/guards.ts) reads the operands on its stack.
    */
   thread: LuaState | null = null;
+  /** The run's own thread (the request's coroutine), set when the run starts. */
+  main: LuaState | null = null;
+  /**
+   * The thread that made the host call the run waits for (a coroutine of the script's, or
+   * {@link main}): suspended in that call, its stack is still there for the slow log to read.
+   */
+  waitThread: LuaState | null = null;
   /** The request body, cached: the request stream can be read once only. */
   body: Buffer | null = null;
   /**
@@ -57,6 +65,40 @@ export class LuaRun {
     /** The script's path, as in its chunk name: errors elsewhere (load()) carry no line. */
     readonly path: string,
   ) {}
+
+  /** Where the waiting script called the host: its frames below the host function itself. */
+  waitFrames(): Frame[] {
+    return this.waitThread === null ? [] : stackOf(this, this.waitThread, 1);
+  }
+}
+
+const frameInfo = to_luastring('Sln', true);
+
+/**
+ * The script's frames on thread `L` from stack level `from` (0: the running function), innermost
+ * first, then, when `L` is a coroutine of the script, those of the run's own thread (which
+ * starts at the coroutine.resume that runs it; coroutines between the two are not shown):
+ * at most {@link MAX_FRAMES} + 1, so the slow log knows when there were more. For the slow log,
+ * once per slow run; reads the stack without changing it, on a running or a suspended thread.
+ */
+export function stackOf(run: LuaRun, L: LuaState, from: number): Frame[] {
+  const frames: Frame[] = [];
+  framesOf(run.path, L, from, frames);
+  if (run.main !== null && L !== run.main) framesOf(run.path, run.main, 0, frames);
+  return frames;
+}
+
+function framesOf(path: string, L: LuaState, from: number, frames: Frame[]): void {
+  const ar = new lua.lua_Debug();
+  const chunk = '@' + path;
+  for (let level = from; frames.length <= MAX_FRAMES && lua.lua_getstack(L, level, ar); level++) {
+    if (!lua.lua_getinfo(L, frameInfo, ar)) continue;
+    // The script's chunk is '@' + its path; a library (JS) function is '=[JS]'; a load()ed
+    // string keeps its text, which short_src shortens to [string "..."].
+    const source = ar.source === null ? null : text(ar.source);
+    const file = source === chunk ? path : ar.short_src === null ? '?' : text(ar.short_src);
+    frames.push({ name: ar.name === null ? null : text(ar.name), file, line: ar.currentline > 0 ? ar.currentline : null });
+  }
 }
 
 /**

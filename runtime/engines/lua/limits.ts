@@ -13,7 +13,7 @@
 import v8 from 'node:v8';
 import { forceGc } from '../gc.js';
 import { lua, to_luastring, type LuaDebug, type LuaHook, type LuaState } from 'fengari';
-import { raiseFatal, running, text, type LuaRun } from './core.js';
+import { raiseFatal, running, stackOf, text, type LuaRun } from './core.js';
 
 /**
  * VM instructions between two hook calls. fengari runs some tens of millions of instructions a
@@ -123,16 +123,21 @@ export function reserve(L: LuaState, run: LuaRun, bytes: number): void {
   run.charged += bytes;
 }
 
-/** Stops the run when it has a fatal error or its CPU time is over (`ar`: for the line). */
+/**
+ * Stops the run when it has a fatal error or its CPU time is over (`ar`: for the line); past
+ * slowRequestMs, has the slow log write where the script is (one comparison until then).
+ */
 function checkCpu(L: LuaState, run: LuaRun, ar: LuaDebug | null): void {
   const host = run.host;
   if (host.fatal) {
     lua.lua_pushstring(L, host.fatal.message);
     raiseFatal(L);
   }
-  if (run.cpu + performance.now() - run.sliceStart > host.limits.cpuMs) {
+  const now = performance.now();
+  if (run.cpu + now - run.sliceStart > host.limits.cpuMs) {
     failLimit(L, run, `CPU time over ${host.limits.cpuMs} ms`, ar ? lineOf(L, run, ar) : null);
   }
+  if (now >= host.slowAt) host.slowWhileRunning(now, stackOf(run, L, 0));
 }
 
 /**
