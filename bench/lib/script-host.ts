@@ -5,9 +5,10 @@
  * default Content-Type, end, finish). The same idea as test/helpers/script-host.ts, kept apart
  * so that the benchmark does not depend on test code.
  */
+import { runScript } from '../../runtime/engines/run.js';
 import type { CompiledScript, ScriptEngine } from '../../runtime/engines/engine.js';
 import { defaultScriptLimits } from '../../runtime/engines/engine.js';
-import { DEFAULT_CONTENT_TYPE, ScriptHost } from '../../runtime/engines/host.js';
+import { ScriptHost } from '../../runtime/engines/host.js';
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
 import { Request } from '../../runtime/fastcgi/server/request.js';
 import { Response, type ResponseChannel } from '../../runtime/fastcgi/server/response.js';
@@ -72,7 +73,7 @@ export function makeHost(params: Buffer, sink: Sink, scriptFilename: string, doc
 }
 
 /**
- * Serves one request with `script` the way runtime/handlers/pipeline.ts does; throws the script's error.
+ * Serves one request with `script` through runScript, as runtime/handlers/pipeline.ts does; throws the script's error.
  * With `engine` null only the host is built, started, ended and finished (the baseline).
  */
 export async function serveOnce(
@@ -84,18 +85,15 @@ export async function serveOnce(
   documentRoot: string,
 ): Promise<void> {
   const host = makeHost(params, sink, scriptFilename, documentRoot);
-  const res = host.response;
-  host.start();
-  try {
-    // As the pipeline does: the engine's synchronous form when it has one.
-    const outcome = engine && script ? (engine.runNow ? engine.runNow(script, host) : engine.run(script, host)) : undefined;
-    const status = typeof outcome === 'object' ? await outcome : outcome;
-    host.endOutput();
-    if (host.fatal) throw host.fatal;
-    if (status !== undefined && !res.headersSent) host.status = status;
-    if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
-    res.end();
-  } finally {
+  if (!engine || !script) {
+    // The baseline: the host's own start, end and finish, no engine.
+    host.start();
+    host.end(undefined);
     host.finish();
+    return;
   }
+  const ran = runScript(engine, script, host);
+  const outcome = ran instanceof Promise ? await ran : ran;
+  if (outcome.kind === 'failed') throw outcome.error;
+  if (outcome.kind !== 'done') throw new Error(`the bench's script ended with ${outcome.kind}`);
 }

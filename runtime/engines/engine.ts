@@ -9,6 +9,14 @@ export { defaultScriptLimits, ScriptError, type ScriptErrorKind, type ScriptExit
 
 export type EngineName = 'lua' | 'js';
 
+/**
+ * The status a script's return value names, mod_magnet style: an integer from 100 to 999; any
+ * other value is no status (the response keeps its own). Both engines judge it here.
+ */
+export function returnedStatus(value: number): number | undefined {
+  return Number.isInteger(value) && value >= 100 && value <= 999 ? value : undefined;
+}
+
 /** A script compiled by an engine, ready to run for many requests. */
 export interface CompiledScript {
   readonly engine: EngineName;
@@ -38,15 +46,14 @@ export interface ScriptEngine {
   readonly compiles: number;
   /** Compiles source; throws ScriptError('compile') naming file:line. */
   compile(source: string, path: string): CompiledScript;
-  /** Runs a compiled script for one request. */
-  run(script: CompiledScript, host: ScriptHost): Promise<number | undefined>;
   /**
-   * Optional fast form of {@link run}, same contract, for engines that can run a script
-   * synchronously until it ends or first waits: a run that never waits returns its status (or
-   * throws its ScriptError) at once, so the request is answered without a promise or a
-   * microtask turn; a run that waits returns the promise `run` would.
+   * Runs a compiled script for one request; callers go through runScript (run.ts). An engine
+   * that can run a script synchronously until it ends or first waits returns the status (or
+   * throws its ScriptError) at once when the run never waits, so the request is answered
+   * without a promise or a microtask turn; a run that waits returns a promise. Either form may
+   * fail, synchronously or by rejecting.
    */
-  runNow?(script: CompiledScript, host: ScriptHost): number | undefined | Promise<number | undefined>;
+  run(script: CompiledScript, host: ScriptHost): number | undefined | Promise<number | undefined>;
   /** Serialised bytecode for the on-disk cache; absent when the engine cannot serialise. */
   dump?(script: CompiledScript): Uint8Array;
   /** Loads what {@link dump} produced; throws when the bytes are not usable. */

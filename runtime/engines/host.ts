@@ -19,7 +19,7 @@ import type { FileInfo, Files, SendOptions } from '../files/files.js';
 import type { Request } from '../fastcgi/server/request.js';
 import { checkHeader, type Response } from '../fastcgi/server/response.js';
 import type { Frame, SlowLog, WaitLocator } from './slow-log.js';
-import { ScriptError, type ScriptLimits } from './script-error.js';
+import { ScriptError, type ExitRest, type ScriptLimits } from './script-error.js';
 
 /**
  * Wall-time limits of all running scripts, checked by one process-wide interval. A Node timer
@@ -121,10 +121,6 @@ export const DEFAULT_CONTENT_TYPE = 'text/html; charset=utf-8';
 
 /** One script run for one request. */
 export class ScriptHost {
-  /** A file range sendfile() left for the server to send after the run (nginx cannot take ranges). */
-  direct: { readonly path: string; readonly start: number; readonly end: number } | null = null;
-  /** A backend response pass(..., emit) left for the server to stream to the client after the run. */
-  relay: { readonly pool: string; readonly response: BackendResponse } | null = null;
   /** The first fatal error of this run (a limit or an abort); engines stop when it is set. */
   fatal: ScriptError | null = null;
   /**
@@ -294,8 +290,8 @@ export class ScriptHost {
    * prepared, or becomes the error page for `status` when `page` is set. Returns the error to
    * throw at the script, which cannot catch it.
    */
-  exit(status: number, page: boolean, code: Code | null = null, message = 'exit'): ScriptError {
-    return this.stop(new ScriptError('exit', message, this.scriptFilename, null, { status, page, code }));
+  exit(status: number, page: boolean, code: Code | null = null, message = 'exit', rest: ExitRest | null = null): ScriptError {
+    return this.stop(new ScriptError('exit', message, this.scriptFilename, null, { status, page, code, rest }));
   }
 
   /** Ends the run with the error page of `code`'s status, logged with `code` (a refused file access). */
@@ -577,8 +573,8 @@ export class ScriptHost {
     }
     // The bytes are the server's to send, after the run: the script's limits (wall time,
     // output) cover the script, not a large range streaming out to a slow client.
-    if (delivery.kind === 'direct') this.direct = { path: found.path, start: delivery.start, end: delivery.end };
-    throw this.exit(this.response.status, false);
+    const rest: ExitRest | null = delivery.kind === 'direct' ? { kind: 'range', path: found.path, start: delivery.start, end: delivery.end } : null;
+    throw this.exit(this.response.status, false, null, 'exit', rest);
   }
 
   // ---- cache -----------------------------------------------------------------------------
@@ -714,8 +710,7 @@ export class ScriptHost {
     if (this.response.headersSent) throw new Error('pass() with emit after flush(): the headers are already sent');
     const got = await this.forward(name, options);
     this.rawHead = null;
-    this.relay = { pool: name, response: got };
-    throw this.exit(got.status, false);
+    throw this.exit(got.status, false, null, 'exit', { kind: 'relay', pool: name, response: got });
   }
 
   private async forward(name: string, options: PassOptions): Promise<BackendResponse> {

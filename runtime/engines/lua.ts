@@ -4,7 +4,7 @@
  * A script is compiled once as `local _ENV = ...; <source>` (on the source's first line, so
  * line numbers stay right) and runs per request in a new coroutine with a fresh globals table
  * over read-only shared globals (lua/sandbox.ts). The coroutine is what makes host calls async: `sleep()` and `request.body()` start a promise and yield; the
- * driver ({@link LuaEngine.runNow}) then awaits it and resumes the script with the result. A
+ * driver ({@link LuaEngine.run}) then awaits it and resumes the script with the result. A
  * script that never waits runs and ends synchronously, with no promise at all. Limits
  * (lua/limits.ts) are checked by a count hook and by guards on the few operations that
  * allocate a lot at once.
@@ -16,7 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { FENGARI_RELEASE, lauxlib, lua, type LuaProxy, type LuaState } from 'fengari';
-import { ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
+import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
 import type { ScriptHost } from './host.js';
 import { LuaRun, running, text } from './lua/core.js';
 import { markIdle, markRunning } from './running.js';
@@ -174,15 +174,11 @@ export class LuaEngine implements ScriptEngine {
     return this.loadChunk(bytecode, path, 'b', bytecode.length * HEAP_PER_BYTECODE_BYTE);
   }
 
-  async run(script: CompiledScript, host: ScriptHost): Promise<number | undefined> {
-    return this.runNow(script, host);
-  }
-
   /**
-   * {@link run} without a promise for a script that ends without waiting (most requests): the
-   * pipeline then answers in the same tick. A script that waits gets the promise `run` gives.
+   * Runs `script` for one request: without a promise for a script that ends without waiting
+   * (most requests), so the pipeline answers in the same tick; a script that waits gets a promise.
    */
-  runNow(script: CompiledScript, host: ScriptHost): number | undefined | Promise<number | undefined> {
+  run(script: CompiledScript, host: ScriptHost): number | undefined | Promise<number | undefined> {
     const fn = this.own(script);
     const run = new LuaRun(host, script.path);
     const L = this.box.L;
@@ -275,7 +271,7 @@ export class LuaEngine implements ScriptEngine {
     let result: number | undefined;
     if (lua_gettop(T) > 0 && lua_type(T, 1) === LUA_TNUMBER) {
       const code = lua_tointegerx(T, 1);
-      if (code !== false) result = code;
+      if (code !== false) result = returnedStatus(code);
     }
     this.box.lighty.finish(this.box.L, run);
     return result;

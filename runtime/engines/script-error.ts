@@ -6,6 +6,7 @@
  */
 import { defaults, positive, section, type ValueOf } from '../config-schema.js';
 import type { Code } from '../errors.js';
+import type { BackendResponse } from '../fastcgi/client/pool.js';
 
 /**
  * What went wrong in a script, with its place, for the log line and FCGI_STDERR. `exit` is not
@@ -22,7 +23,17 @@ export interface ScriptExit {
   readonly page: boolean;
   /** The log code when the exit is a refusal worth a log line (403, 404, 500). */
   readonly code: Code | null;
+  /** What the server still sends after the run, outside the script's limits; null: nothing. */
+  readonly rest: ExitRest | null;
 }
+
+/**
+ * The part of a response an exit leaves to the server: a file range nginx cannot take from an
+ * escalation header (sendfile()), or a backend's response streamed as it arrives (pass with emit).
+ */
+export type ExitRest =
+  | { readonly kind: 'range'; readonly path: string; readonly start: number; readonly end: number }
+  | { readonly kind: 'relay'; readonly pool: string; readonly response: BackendResponse };
 
 /**
  * A script failure. `file:line` points into the script, never into Lodestone. The message is

@@ -5,9 +5,10 @@
  */
 import { errorPage } from './error-page.js';
 import type { ContentCache } from '../content-cache/content-cache.js';
-import { tooLargeMessage, type Lease, type Lookup, type ScriptStore } from '../engines/script-store.js';
+import { tooLargeMessage, type Lookup, type ScriptStore } from '../engines/script-store.js';
 import { ScriptError, type ScriptErrorKind, type ScriptLimits } from '../engines/engine.js';
-import { ScriptHost, noServices, type CacheFiles, type HostServices } from '../engines/host.js';
+import { DEFAULT_CONTENT_TYPE, ScriptHost, noServices, type CacheFiles, type HostServices } from '../engines/host.js';
+import { runScript, type RunOutcome } from '../engines/run.js';
 import { httpStatus, type Code } from '../errors.js';
 import type { Handler } from '../fastcgi/server/connection.js';
 import type { BackendPool, BackendResponse } from '../fastcgi/client/pool.js';
@@ -54,7 +55,7 @@ export interface PipelineOptions {
  * Builds the handler that serves requests with scripts.
  *
  * A cached script whose run never waits (the common request) is served synchronously: the
- * store's peek, the engine's runNow and the response all happen in the socket's data event,
+ * store's peek, the engine's run and the response all happen in the socket's data event,
  * with no promise or microtask turn in between (they cost more than a small Lua run). Only a
  * store miss or a run that waits goes async.
  *
@@ -109,79 +110,50 @@ function serve(options: PipelineOptions, services: HostServices, req: Request, r
   }
   const { lease } = found;
   const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file), services);
-  host.start();
-  let later: Promise<void> | void;
-  try {
-    const engine = lease.engine;
-    const outcome = engine.runNow ? engine.runNow(lease.script, host) : engine.run(lease.script, host);
-    later = typeof outcome === 'object' ? finishLater(options, lease, host, outcome) : succeeded(host, outcome);
-  } catch (err) {
-    later = failed(options, lease, host, err);
-  }
-  if (later) {
-    return later.finally(() => {
-      host.finish();
-      lease.release();
-    });
-  }
-  host.finish();
+  const outcome = runScript(lease.engine, lease.script, host);
+  const later = outcome instanceof Promise ? outcome.then((o) => answer(options, req, res, o, lease.file)) : answer(options, req, res, outcome, lease.file);
+  if (later) return later.finally(() => lease.release());
   lease.release();
 }
 
-/** The end of a run that waited. */
-async function finishLater(options: PipelineOptions, lease: Lease, host: ScriptHost, outcome: Promise<number | undefined>): Promise<void> {
-  try {
-    succeeded(host, await outcome);
-  } catch (err) {
-    await failed(options, lease, host, err);
+/** Finishes the response as the run's outcome says; a range or a relay still streams (a promise). */
+function answer(options: PipelineOptions, req: Request, res: Response, outcome: RunOutcome, script: string): void | Promise<void> {
+  switch (outcome.kind) {
+    case 'done':
+      return;
+    case 'aborted':
+      options.log.info('LS_REQUEST_ABORTED', 'script stopped: request aborted', { script });
+      return;
+    case 'failed':
+      return scriptFailed(options, res, outcome.error);
+    case 'page': {
+      const { status, code, error } = outcome;
+      if (code) {
+        const level = status === 404 ? 'info' : status >= 500 ? 'error' : 'warn';
+        options.log[level](code, error.message, { script: error.location });
+        if (status !== 404) alsoToStderr(options, res, `lodestone: ${error.location}: ${error.message}`);
+      }
+      // Output already went out (flush() before the refusal): end what was sent.
+      if (res.headersSent) return res.end();
+      return errorPage(res, status);
+    }
+    case 'range':
+      return sendRange(res, req, outcome.path, outcome.start, outcome.end).catch((err: unknown) => {
+        // Opening or reading failed after the headers may have gone: end what was sent.
+        options.log.error('LS_HANDLER_FAILED', `sending ${outcome.path}: ${(err as Error).message}`, { script: outcome.error.location });
+        if (res.headersSent) res.end();
+        else errorPage(res, 500);
+      });
+    case 'relay':
+      return relay(options, req, res, outcome.pool, outcome.response, script);
   }
-}
-
-/** The script returned: its output ends (raw mode's head applied), then the response is sent. */
-function succeeded(host: ScriptHost, status: number | undefined): void {
-  host.endOutput();
-  if (host.fatal) throw host.fatal;
-  host.end(status);
-}
-
-/** The run failed or ended itself; only an exit that streams a range returns a promise. */
-function failed(options: PipelineOptions, lease: Lease, host: ScriptHost, err: unknown): void | Promise<void> {
-  const error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), lease.file, null);
-  if (error.exit) return exited(options, host, error);
-  if (host.request.aborted) {
-    options.log.info('LS_REQUEST_ABORTED', 'script stopped: request aborted', { script: lease.file });
-    return;
-  }
-  scriptFailed(options, host.response, error);
-}
-
-// The run ended itself (sendfile(), a refused file access): its response stands.
-function exited(options: PipelineOptions, host: ScriptHost, error: ScriptError): void | Promise<void> {
-  const res = host.response;
-  const { status, page, code } = error.exit!;
-  if (code) {
-    const level = status === 404 ? 'info' : status >= 500 ? 'error' : 'warn';
-    options.log[level](code, error.message, { script: error.location });
-    if (status !== 404) alsoToStderr(options, res, `lodestone: ${error.location}: ${error.message}`);
-  }
-  if (page && !res.headersSent) return errorPage(res, status);
-  if (host.relay) return relay(options, host, host.relay.pool, host.relay.response);
-  const direct = host.direct;
-  if (!direct) return host.end(undefined);
-  return sendRange(res, host.request, direct.path, direct.start, direct.end).catch((err: unknown) => {
-    // Opening or reading failed after the headers may have gone: end what was sent.
-    options.log.error('LS_HANDLER_FAILED', `sending ${direct.path}: ${(err as Error).message}`, { script: error.location });
-    if (res.headersSent) res.end();
-    else errorPage(res, httpStatus.LS_HANDLER_FAILED);
-  });
 }
 
 /**
  * Streams a backend's response to the client as it arrives: headers first, then each chunk,
  * waiting for the web server to take it (socket backpressure) before reading more.
  */
-async function relay(options: PipelineOptions, host: ScriptHost, pool: string, got: BackendResponse): Promise<void> {
-  const res = host.response;
+async function relay(options: PipelineOptions, req: Request, res: Response, pool: string, got: BackendResponse, script: string): Promise<void> {
   res.status = got.status;
   for (const [name, value] of got.headers) res.addHeader(name, value);
   try {
@@ -189,15 +161,18 @@ async function relay(options: PipelineOptions, host: ScriptHost, pool: string, g
       res.write(chunk as Buffer);
       res.flush();
       await res.drain();
-      if (host.request.aborted) break;
+      if (req.aborted) break;
     }
   } catch (err) {
     // The backend failed after its headers: end what was sent, as nginx does.
-    options.log.error('LS_BACKEND_PROTOCOL', `pass(${JSON.stringify(pool)}): ${(err as Error).message}`, { script: host.scriptFilename });
+    options.log.error('LS_BACKEND_PROTOCOL', `pass(${JSON.stringify(pool)}): ${(err as Error).message}`, { script });
   } finally {
     got.body.destroy();
   }
-  host.end(undefined);
+  // As a script's own response: a backend that named no type gets the default (an empty body
+  // never flushed the headers).
+  if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
+  res.end();
 }
 
 /**

@@ -5,6 +5,7 @@
  * engine on it the way the pipeline does: the one place engine tests call the run API.
  */
 import assert from 'node:assert/strict';
+import { runScript } from '../../runtime/engines/run.js';
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
 import { ScriptError, defaultScriptLimits, type CompiledScript, type ScriptEngine, type ScriptLimits } from '../../runtime/engines/engine.js';
 import { ScriptHost, noServices, type HostServices } from '../../runtime/engines/host.js';
@@ -106,10 +107,9 @@ export interface Served {
 
 /**
  * Serves one request with `script` (source, compiled for it and disposed after, or a compiled
- * script) on `engine`, the way runtime/handlers/pipeline.ts does: start, the engine's
- * synchronous runNow when it has one (else run), endOutput, the fatal error, end with the
- * returned status, finish. A compile error is the request's error, as the store's lookup makes
- * it. The engine must fail only with a ScriptError; anything else fails the test.
+ * script) on `engine` through runScript, as runtime/handlers/pipeline.ts does. A compile error
+ * is the request's error, as the store's lookup makes it, and so is an exit (a refusal, a
+ * range) or a failure; an aborted run's error is the host's fatal one.
  * The script file is `/srv/www/test<extension>` unless `opts.scriptFilename` says otherwise.
  *
  * @example
@@ -129,28 +129,27 @@ export async function serve(engine: ScriptEngine, script: string | CompiledScrip
     error = err;
   }
   if (compiled !== null) {
-    const host = t.host;
-    host.start();
-    try {
-      const outcome = engine.runNow ? engine.runNow(compiled, host) : engine.run(compiled, host);
-      opts.during?.(t);
-      returned = typeof outcome === 'object' ? await outcome : outcome;
-    } catch (err) {
-      assert.ok(err instanceof ScriptError, `the run failed with a non-ScriptError: ${String(err)}`);
-      error = err;
+    const ran = runScript(engine, compiled, t.host);
+    opts.during?.(t);
+    const outcome = ran instanceof Promise ? await ran : ran;
+    switch (outcome.kind) {
+      case 'done':
+        returned = outcome.returned;
+        break;
+      case 'failed':
+      case 'page':
+      case 'range':
+        error = outcome.error;
+        break;
+      case 'relay':
+        // The engine tests have no backend to relay: a relay here is the test's own mistake.
+        outcome.response.body.destroy();
+        assert.fail('serve() cannot stream a relay');
+        break;
+      case 'aborted':
+        error = t.host.fatal;
+        break;
     }
-    if (error === null) {
-      // As the pipeline's succeeded(): what fails here (raw mode's head, a returned status the
-      // host refuses) is the request's error, wrapped as the pipeline wraps it.
-      try {
-        host.endOutput();
-        if (host.fatal) throw host.fatal;
-        host.end(returned);
-      } catch (err) {
-        error = err instanceof ScriptError ? err : new ScriptError('runtime', String(err), file, null);
-      }
-    }
-    host.finish();
     if (typeof script === 'string') compiled.dispose();
   }
   const out = t.result();

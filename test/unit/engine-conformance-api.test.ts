@@ -235,9 +235,6 @@ const returned: Case[] = [
       name: `a returned integer outside 100..999 (${v}) is not a status`,
       script: everywhere(`return ${v}`),
       expect: { returned: undefined, status: 200, error: null },
-      todo: {
-        lua: `the Lua engine resolves with ${v} (runtime/engines/lua.ts finish() takes any integer); the pipeline's host.end() then throws "invalid status ${v}" and the request is a 500 without a line, where JS answers 200`,
-      },
     }),
   ),
 ];
@@ -275,9 +272,6 @@ const logging: Case[] = [
         lua: '€€€ [lodestone: log line cut, 3 more bytes not logged]\n',
         js: '€€€ [lodestone: log line cut, 1 more characters not logged]\n',
       }),
-    },
-    todo: {
-      lua: 'runtime/engines/lua/api.ts log() cuts the bytes to the room first and looks for a character boundary in what is left, where the split cannot be seen: the stray byte decodes to U+FFFD (3 bytes), the host cuts that again and the marker says 5 bytes for 3',
     },
   },
 ];

@@ -34,9 +34,6 @@ const cpu: Case[] = [
         { ...CPU_50, line: 1 },
       ],
     },
-    todo: {
-      js: 'the line is found on some runs only: on a fresh engine this stop names line 4, but right after a clean run on the same pooled Vm (print(1), then this script) it names no line, and the run after names line 4 again (runtime/engines/js/vm.ts check()/fail() find no line in what the interrupted script left)',
-    },
   },
   {
     name: 'CPU limit: catching errors around an endless loop does not catch the limit',

@@ -2,7 +2,7 @@
  * What only the Lua engine has, against a real ScriptHost: fengari's version and limit guards,
  * Lua's own forms of the sandbox (read-only libraries and tables, rawset, _G, load, binary
  * chunks), pcall and coroutines against the limits, the one-instruction amplifiers, mod_magnet's
- * lighty table, bytecode dump/load and runNow. The behaviours every engine shares are the
+ * lighty table, bytecode dump/load and a synchronous run. The behaviours every engine shares are the
  * conformance tables (engine-conformance-*.test.ts, engine-cache-api.test.ts), run on this
  * engine too. One engine serves most tests, in order, as one worker serves requests.
  */
@@ -92,20 +92,20 @@ test('tostring: strings as they are, numbers as Lua writes them, __tostring hono
   assert.match(lines[2]!, /^false\t.*bad argument #1 to 'tostring' \(value expected\)/);
 });
 
-test('runNow: a run that never waits ends synchronously, one that waits returns a promise', async () => {
+test('run: a run that never waits ends synchronously, one that waits returns a promise', async () => {
   const quick = makeHost({ scriptFilename: PATH });
   quick.host.start();
-  assert.equal(engine.runNow(engine.compile('write("x") return 201', PATH), quick.host), 201);
+  assert.equal(engine.run(engine.compile('write("x") return 201', PATH), quick.host), 201);
   quick.host.finish();
   const slow = makeHost({ scriptFilename: PATH });
   slow.host.start();
-  const waiting = engine.runNow(engine.compile('sleep(1) return 202', PATH), slow.host);
+  const waiting = engine.run(engine.compile('sleep(1) return 202', PATH), slow.host);
   assert.ok(waiting instanceof Promise);
   assert.equal(await waiting, 202);
   slow.host.finish();
   const failing = makeHost({ scriptFilename: PATH });
   failing.host.start();
-  assert.throws(() => engine.runNow(engine.compile('error("boom")', PATH), failing.host), (err: unknown) => err instanceof ScriptError && err.line === 1);
+  assert.throws(() => engine.run(engine.compile('error("boom")', PATH), failing.host), (err: unknown) => err instanceof ScriptError && err.line === 1);
   failing.host.finish();
 });
 
@@ -294,10 +294,10 @@ test('bytecode: dump, load in a new engine, same output and error lines; garbage
   for (const garbage of [new Uint8Array([1, 2, 3]), Buffer.from('print("text is not bytecode")'), bytes.subarray(0, bytes.length >> 1)]) {
     assert.throws(() => other.load(garbage, PATH), ScriptError);
   }
-  await assert.rejects(other.run(script, makeHost().host), TypeError);
+  assert.throws(() => other.run(script, makeHost().host), TypeError);
 });
 
-test('load() is not a compile; a disposed script cannot run', async () => {
+test('load() is not a compile; a disposed script cannot run', () => {
   // compile() and run() against the count: engine-conformance-api.test.ts.
   const fresh = new LuaEngine();
   assert.equal(fresh.compiles, 0);
@@ -306,7 +306,7 @@ test('load() is not a compile; a disposed script cannot run', async () => {
   assert.equal(fresh.compiles, 1);
   script.dispose();
   script.dispose();
-  await assert.rejects(fresh.run(script, makeHost().host), TypeError);
+  assert.throws(() => fresh.run(script, makeHost().host), TypeError);
 });
 
 // ---- the slow log (slowRequestMs) ----------------------------------------------------------

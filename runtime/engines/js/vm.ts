@@ -32,7 +32,7 @@ import {
 import releaseSyncImport from '@jitl/quickjs-wasmfile-release-sync';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { ScriptError } from '../engine.js';
+import { returnedStatus, ScriptError } from '../engine.js';
 import type { CacheValue } from '../../content-cache/content-cache.js';
 import { bodyFile, type ScriptHost, type ScriptResponse } from '../host.js';
 import { markIdle, markRunning } from '../running.js';
@@ -804,7 +804,7 @@ export class Vm {
       const value = state.value;
       const status = this.context.typeof(value) === 'number' ? this.context.getNumber(value) : 0;
       if (value !== promise) value.dispose();
-      return this.finish(run, Number.isInteger(status) && status >= 100 && status <= 999 ? status : undefined);
+      return this.finish(run, returnedStatus(status));
     }
     if (state.type === 'rejected') return this.fail(run, state.error);
     if (run.deferreds.size === 0) {

@@ -133,7 +133,9 @@ const log: LuaJsFunction = (L) => {
   const kept: Uint8Array[] = [];
   let left = room;
   for (let i = 0; i < parts.length && left > 0; i++) {
-    const p = parts[i]!.length <= left ? parts[i]! : parts[i]!.subarray(0, left);
+    // Up to 3 bytes past the room: a character split at the room's edge must show its
+    // continuation bytes, or the cut below cannot see it and keeps half of it.
+    const p = parts[i]!.length <= left + 3 ? parts[i]! : parts[i]!.subarray(0, left + 3);
     kept.push(p);
     left -= p.length + 1;
   }
@@ -333,7 +335,7 @@ const pushResponseResult = (L: LuaState, value: unknown): number => {
 
 /**
  * Pushes a host call's result, waiting first when it is a promise. The embedded cache answers
- * at once, and not yielding keeps the whole run synchronous (see LuaEngine.runNow).
+ * at once, and not yielding keeps the whole run synchronous (see LuaEngine.run).
  */
 function answer<T>(L: LuaState, run: LuaRun, result: T | Promise<T>, push: PushResult): number {
   return result instanceof Promise ? hostWait(L, run, result, push) : push(L, result);
