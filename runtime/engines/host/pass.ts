@@ -1,0 +1,97 @@
+/**
+ * pass(): forwarding the request to a FastCGI backend pool (PHP-FPM and the like), either
+ * buffered into a response value the script can inspect, cache or emit, or relayed to the
+ * client as it arrives after the run. Separate because it is the one capability that talks to
+ * another server: its failures end the run with 502/504, and a stopped run must free the
+ * backend connection.
+ */
+import { encodePairs, decodePairs } from '../../fastcgi/pairs.js';
+import { BackendError, readBody, type BackendResponse } from '../../fastcgi/client/pool.js';
+import type { ScriptError } from '../script-error.js';
+import type { HostCore } from './core.js';
+import { bodyBytes } from './request.js';
+import type { ScriptResponse } from './script-response.js';
+
+/** How pass() forwards the request. */
+export interface PassOptions {
+  /** Params to set (a string) or remove (null) before forwarding, e.g. SCRIPT_FILENAME for PHP. */
+  readonly params?: Readonly<Record<string, string | null>>;
+  /** A body to send instead of the request's own. */
+  readonly body?: Buffer;
+}
+
+/**
+ * pass(backend): forwards this request (params as received, with `options.params` applied,
+ * and the body) to a FastCGI pool and returns the whole response, bounded by the output
+ * limit. A backend failure ends the run with 502/504 and a log line: the script cannot
+ * serve a half answer, and the pool already tried every server it could.
+ */
+export async function pass(host: HostCore, name: string, options: PassOptions = {}): Promise<ScriptResponse> {
+  const got = await forward(host, name, options);
+  try {
+    const body = await host.guard(readBody(got, host.limits.outputBytes), passName(name));
+    return { status: got.status, headers: got.headers, body };
+  } catch (err) {
+    got.body.destroy();
+    if (err instanceof BackendError) throw backendFailed(host, name, err);
+    throw err;
+  }
+}
+
+/**
+ * pass(backend, { emit = true }): the backend's response goes to the client as it arrives
+ * (after the run, outside the script's limits), without buffering the body. Ends the run.
+ */
+export async function passThrough(host: HostCore, name: string, options: PassOptions = {}): Promise<never> {
+  if (host.response.headersSent) throw new Error('pass() with emit after flush(): the headers are already sent');
+  const got = await forward(host, name, options);
+  host.rawHead = null;
+  throw host.exit(got.status, false, null, 'exit', { kind: 'relay', pool: name, response: got });
+}
+
+async function forward(host: HostCore, name: string, options: PassOptions): Promise<BackendResponse> {
+  const pool = host.services.backends.get(name);
+  if (!pool) throw new Error(`pass(): no backend named ${JSON.stringify(name)} (see config "backends")`);
+  const body = options.body ?? (await host.guard(bodyBytes(host), passName(name)));
+  // A replaced body needs its own CONTENT_LENGTH, or PHP reads the wrong number of bytes.
+  const changes = options.body ? { ...options.params, CONTENT_LENGTH: String(options.body.length) } : options.params;
+  const params = changes ? paramsWith(host, changes) : (host.request.paramsBlock ?? Buffer.alloc(0));
+  const asked = pool.request({ params, body, signal: host.request.signal });
+  try {
+    return await host.guard(asked, passName(name));
+  } catch (err) {
+    if (err instanceof BackendError) throw backendFailed(host, name, err);
+    // The run was stopped (a limit, an abort) while waiting: nobody will read the answer, so
+    // it must not hold its backend connection.
+    asked.then((late) => late.body.destroy(), () => undefined);
+    throw err;
+  }
+}
+
+// The params block with the script's changes; CONTENT_LENGTH follows a replaced body.
+function paramsWith(host: HostCore, changes: Readonly<Record<string, string | null>>): Buffer {
+  const params = Object.create(null) as Record<string, string>;
+  const block = host.request.paramsBlock;
+  if (block) decodePairs(block, Infinity, params);
+  for (const name of Object.keys(changes)) {
+    const value = changes[name];
+    if (value === null || value === undefined) delete params[name];
+    else params[name] = value;
+  }
+  return encodePairs(Object.entries(params));
+}
+
+// The pool has logged the failure (once per request, with its LS_BACKEND_* code); the run
+// ends with the error page, and the web server's error log gets the line too.
+function backendFailed(host: HostCore, name: string, err: BackendError): ScriptError {
+  host.response.log(`lodestone: ${host.scriptFilename}: pass(${JSON.stringify(name)}): ${err.message}`);
+  return host.exit(err.status, true, null, `pass(${JSON.stringify(name)}): ${err.message}`);
+}
+
+/**
+ * How the slow log names a pass() call: with its backend, which is what an operator looks for
+ * (a name from the configuration: pass() refuses any other before it waits).
+ */
+function passName(backend: string): string {
+  return `pass(${backend})`;
+}
