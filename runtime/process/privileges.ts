@@ -55,22 +55,31 @@ function lookup(db: 'passwd' | 'group', key: string): Entry | null {
 }
 
 /**
+ * A name or number from the config, looked up: its entry (null for a number the database does
+ * not know, allowed: containers run arbitrary ids) and its id. An unknown name is the field's error.
+ */
+function known(db: 'passwd' | 'group', key: string, field: string): { entry: Entry | null; id: number } {
+  const entry = lookup(db, key);
+  if (entry === null && !/^\d+$/.test(key)) {
+    throw new LodestoneError('LS_CONFIG_INVALID', `${field}: no such ${db === 'passwd' ? 'user' : 'group'} ${JSON.stringify(key)}`);
+  }
+  return { entry, id: entry?.id ?? Number(key) };
+}
+
+/**
  * Resolves `user` / `group` from the config (names or numbers) to ids; `field` names the flag or
  * field in the error. The group defaults to the user's primary group. A number without a passwd
  * entry is allowed (containers run arbitrary uids) but then needs a group.
  */
 export function resolveRunAs(user: string, group: string | null, fields: { user: string; group: string }): RunAs {
   if (user === '') throw new LodestoneError('LS_CONFIG_INVALID', `${fields.user}: must be a user name or number`);
-  const pw = lookup('passwd', user);
-  if (pw === null && !/^\d+$/.test(user)) throw new LodestoneError('LS_CONFIG_INVALID', `${fields.user}: no such user ${JSON.stringify(user)}`);
-  const uid = pw?.id ?? Number(user);
+  const { entry: pw, id: uid } = known('passwd', user, fields.user);
   let gid: number;
   let groupName: string;
   if (group !== null) {
-    const gr = lookup('group', group);
-    if (gr === null && !/^\d+$/.test(group)) throw new LodestoneError('LS_CONFIG_INVALID', `${fields.group}: no such group ${JSON.stringify(group)}`);
-    gid = gr?.id ?? Number(group);
-    groupName = gr?.name ?? group;
+    const gr = known('group', group, fields.group);
+    gid = gr.id;
+    groupName = gr.entry?.name ?? group;
   } else if (pw !== null) {
     gid = pw.gid;
     groupName = lookup('group', String(gid))?.name ?? String(gid);
@@ -154,16 +163,8 @@ export function resolveSocketOwner(spec: string, field: string): { uid: number; 
   const [user, group] = spec.split(':', 2) as [string, string | undefined];
   let uid = -1;
   let gid = -1;
-  if (user !== '') {
-    const pw = lookup('passwd', user);
-    if (pw === null && !/^\d+$/.test(user)) throw new LodestoneError('LS_CONFIG_INVALID', `${field}: no such user ${JSON.stringify(user)}`);
-    uid = pw?.id ?? Number(user);
-  }
-  if (group !== undefined && group !== '') {
-    const gr = lookup('group', group);
-    if (gr === null && !/^\d+$/.test(group)) throw new LodestoneError('LS_CONFIG_INVALID', `${field}: no such group ${JSON.stringify(group)}`);
-    gid = gr?.id ?? Number(group);
-  }
+  if (user !== '') uid = known('passwd', user, field).id;
+  if (group !== undefined && group !== '') gid = known('group', group, field).id;
   if (uid === -1 && gid === -1) throw new LodestoneError('LS_CONFIG_INVALID', `${field}: expected USER, USER:GROUP or :GROUP`);
   return { uid, gid };
 }

@@ -547,17 +547,9 @@ export class Vm {
    * gives no frames, never an error; a native stack overflow stops the run as in a primitive.
    */
   private stackHere(run: Run): Frame[] {
-    const ctx = this.context;
     this.capturing = true;
     try {
-      const result = ctx.callFunction(this.whereFn, ctx.undefined);
-      if (result.error) {
-        result.error.dispose();
-        return [];
-      }
-      const stack = ctx.typeof(result.value) === 'string' ? ctx.getString(result.value) : '';
-      result.value.dispose();
-      return framesIn(stack, run.path);
+      return this.framesFrom(this.whereFn, run.path);
     } catch (err) {
       if (isModuleFault(err)) {
         this.suspect = true;
@@ -575,20 +567,26 @@ export class Vm {
    */
   waitFrames(run: Run): Frame[] {
     if (this.dead || this.disposed || run.finished || this.current !== null) return [];
-    const ctx = this.context;
     try {
-      const result = ctx.callFunction(this.waitedAtFn, ctx.undefined);
-      if (result.error) {
-        result.error.dispose();
-        return [];
-      }
-      const stack = ctx.typeof(result.value) === 'string' ? ctx.getString(result.value) : '';
-      result.value.dispose();
-      return framesIn(stack, run.path);
+      return this.framesFrom(this.waitedAtFn, run.path);
     } catch (err) {
       if (isModuleFault(err)) this.dead = true;
       return [];
     }
+  }
+
+  // Calls a prelude function that returns a stack text (where, waitedAt) and reads its frames;
+  // [] when it failed inside the VM. A module fault is thrown, for the caller to judge.
+  private framesFrom(fn: QuickJSHandle, path: string): Frame[] {
+    const ctx = this.context;
+    const result = ctx.callFunction(fn, ctx.undefined);
+    if (result.error) {
+      result.error.dispose();
+      return [];
+    }
+    const stack = ctx.typeof(result.value) === 'string' ? ctx.getString(result.value) : '';
+    result.value.dispose();
+    return framesIn(stack, path);
   }
 
   private setMemoryLimit(bytes: number): void {
