@@ -23,14 +23,16 @@ import type { QuickJSHandle } from 'quickjs-emscripten-core';
 import { defaultScriptLimits, ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
 import { forceGc } from './gc.js';
 import type { ScriptHost } from './host.js';
-import { isModuleFault, loadModule, Vm, type LoadedModule, type Run, type VmTenant } from './js/vm.js';
+import { isModuleFault, loadModule, type LoadedModule } from './js/module.js';
+import type { Run } from './js/run.js';
+import { Vm, type VmTenant } from './js/vm.js';
 
 /** Options of {@link createJsEngine}. */
 export interface JsEngineOptions {
   /**
    * Cap on the QuickJS heap of this engine, all concurrent runs together, in bytes (default
    * 256 MB). It is the real memory bound: QuickJS's own limit cannot count bytes in this build
-   * (see js/vm.ts), so a run's `memoryBytes` only bounds single allocations; the run whose
+   * (see js/module.ts), so a run's `memoryBytes` only bounds single allocations; the run whose
    * allocation finds the heap full at this cap is the one stopped.
    */
   readonly maxHeapBytes?: number;

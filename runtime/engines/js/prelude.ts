@@ -1,60 +1,50 @@
 /**
- * JavaScript that runs inside the QuickJS sandbox once per context, not per request: it builds
- * the script API (print, request, response...) from a few host primitives and then hardens the
- * global object. Kept as source text here so js.ts stays about driving QuickJS.
+ * The prelude: JavaScript that runs inside the QuickJS sandbox once per context, not per
+ * request. It builds the script API (print, request, response...) from host primitives and then
+ * hardens the global object. This file holds its frame (the shared helpers, the waits the slow
+ * log can place, start() and the functions the host calls, the hardening) and assembles the
+ * capabilities' parts, which live beside their host bindings in api/ (one file a capability).
  *
  * Why most of the API lives in the sandbox: every value that crosses the host boundary costs a
  * handle, a malloc and a copy. Building `request` and `response` from private classes in here
  * lets a request cost one host call, and each field the script reads costs one more.
+ *
+ * The parts are pieces of one function body, not modules: each may use the names this frame
+ * declares (the primitives as `h_NAME`, String_, Number_, TypeError_, Error_, isInteger, parse,
+ * stringify, create, assign, freeze, apply, TOKEN, waitFrom/waitDone, show, send, join) and the
+ * names other parts declare (flushBuffered from output, fromHost/toHost/defineProperty from
+ * script-response), at call time only; the frame uses the API names each part declares.
  */
+import { CACHE_PRELUDE, CACHE_PRIMITIVES } from './api/cache.js';
+import { CORE_PRELUDE, CORE_PRIMITIVES } from './api/core.js';
+import { FILES_PRELUDE, FILES_PRIMITIVES } from './api/files.js';
+import { OUTPUT_PRELUDE, OUTPUT_PRIMITIVES } from './api/output.js';
+import { PASS_PRELUDE, PASS_PRIMITIVES } from './api/pass.js';
+import { REQUEST_PRELUDE, REQUEST_PRIMITIVES } from './api/request.js';
+import { RESPONSE_PRELUDE, RESPONSE_PRIMITIVES } from './api/script-response.js';
 
 /** File name the prelude is evaluated under; stack frames from it are never the script's line. */
 export const PRELUDE_FILENAME = '<lodestone>';
 
 /**
- * Order of the request string fields the `text` primitive serves (index -> field). The prelude
- * and the host both use this table, so the two cannot drift apart.
+ * The parameter list of every compiled wrapper: the script API, in the order start() passes it.
+ * A new global of the API is one name here and one argument there.
  */
-export const TEXT_FIELDS = [
-  'method',
-  'uri',
-  'path',
-  'query_string',
-  'remote_addr',
-  'script_filename',
-  'document_root',
-] as const;
+export const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, cache, pass, emit, request, response) {"use strict"; ';
 
-/** Order of the request record fields the `json` primitive serves. */
-export const JSON_FIELDS = ['query', 'headers', 'params'] as const;
-
-/** Names of the host primitives the prelude expects, in one object passed to it. */
+/** Names of the host primitives the prelude expects, in one object passed to it (api/install.ts makes them). */
 export const PRIMITIVES = [
-  'text',
-  'json',
-  'write',
-  'flush',
-  'log',
-  'logRoom',
-  'sleep',
-  'body',
-  'stat',
-  'sendfile',
-  'cacheGet',
-  'cacheSet',
-  'cacheDelete',
-  'cacheIncr',
-  'pass',
-  'emit',
-  'held',
-  'getStatus',
-  'setStatus',
-  'getHeader',
-  'setHeader',
+  ...REQUEST_PRIMITIVES,
+  ...OUTPUT_PRIMITIVES,
+  ...CORE_PRIMITIVES,
+  ...FILES_PRIMITIVES,
+  ...CACHE_PRIMITIVES,
+  ...PASS_PRIMITIVES,
+  ...RESPONSE_PRIMITIVES,
 ] as const;
 
-const textGetters = TEXT_FIELDS.map((name, i) => `get ${name}() { return this.#text(${i}); }`).join('\n    ');
-const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#record(${i}); }`).join('\n    ');
+/** A host primitive's name. */
+export type Primitive = (typeof PRIMITIVES)[number];
 
 /**
  * The prelude: an expression evaluating to `install(prim)`, which returns
@@ -62,7 +52,8 @@ const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#r
  * - `start(fn)` calls the compiled wrapper `fn` with the API and returns its promise. The API
  *   acts on the run whose CPU slice is executing (js/vm.ts): only one runs at a time, and no
  *   job of a run outlives its slice, so no run id needs to travel with each call.
- * - `takeOut()` returns the output buffered since the first write of the slice (see `emit`);
+ * - `takeOut()` returns the output buffered since the first write of the slice (see `emit`,
+ *   api/output.ts);
  *   the host must call it at the end of every slice in which `write` reached it, and calls it
  *   once more when a run ends: anything left then was not the run's to keep (a leak guard).
  *   `start` also empties it, so a run never begins with another run's output.
@@ -70,7 +61,7 @@ const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#r
  * - `nul(...parts)` joins parts with NUL (the host cannot pass a string holding NUL directly).
  * - `error(name, message)` makes the Error (TypeError, RangeError) a host call rejects or throws with.
  * - `same(fn, text)` returns 1 when `fn`'s source text is `text`.
- * - `probe(n)` returns 1 when an n-byte allocation currently fits the heap, else 0 (see vm.ts).
+ * - `probe(n)` returns 1 when an n-byte allocation currently fits the heap, else 0 (see Vm.ensureRoom).
  * - `where()` returns the stack where it is called: called by the host from QuickJS's interrupt
  *   handler, it is the stack of the script the handler interrupted (the slow log).
  * - `waitedAt()` returns the stack of the script's latest pass() or sleep() still waiting ('' if
@@ -115,233 +106,14 @@ export const PRELUDE_SOURCE = `(function install(prim) {
     }
     return out;
   };
+${OUTPUT_PRELUDE}
+${CORE_PRELUDE}
+${FILES_PRELUDE}
+${RESPONSE_PRELUDE}
+${CACHE_PRELUDE}
+${PASS_PRELUDE}
+${REQUEST_PRELUDE}
 
-  // Output: a host call costs ~5 us, so only the first write of a CPU slice calls the host (which
-  // then knows to collect the rest with takeOut() when the slice ends); later writes collect
-  // in 'buffered', handed over early once it grows large.
-  // The state belongs to the run in progress: start() resets it, and it is set to '' only
-  // after the host took the first write, so a write the host refuses (a stopped run, or a
-  // stack overflow at the call) leaves nothing behind that later writes would pile onto.
-  let buffered = null;
-  const emit = (s) => {
-    if (buffered === null) {
-      send(h_write, s);
-      buffered = '';
-      return;
-    }
-    buffered += s;
-    if (buffered.length >= 16384) {
-      const b = buffered;
-      buffered = '';
-      send(h_write, b);
-    }
-  };
-  // Hands buffered output to the host before a call that acts on the response.
-  const flushBuffered = () => {
-    if (buffered) {
-      const out = buffered;
-      buffered = '';
-      send(h_write, out);
-    }
-  };
-  const takeOut = () => {
-    const b = buffered;
-    buffered = null;
-    return b === null ? '' : b;
-  };
-
-  // The API functions are shared by all runs (and frozen): the host primitives act on the run
-  // whose slice is executing, so nothing here names a run.
-  const print = (...args) => { emit(join(args, '\\t') + '\\n'); };
-  const write = (...args) => { emit(join(args, '')); };
-  const flush = () => {
-    if (buffered) {
-      const b = buffered;
-      buffered = '';
-      send(h_write, b);
-    }
-    h_flush();
-  };
-  // A log line is built only up to the host's room (log bytes left this run, at most one line's
-  // bound): log('x'.repeat(2e7)) copies that room, not 20 MiB, out of the VM. The host gets the
-  // count of characters cut and adds the marker.
-  const log = (...args) => {
-    const room = h_logRoom();
-    let out = '', size = 0;
-    for (let i = 0; i < args.length; i++) {
-      const a = String_(args[i]);
-      size += (i > 0 ? 1 : 0) + a.length;
-      if (out.length <= room) out += (i > 0 ? '\\t' : '') + (a.length > room ? a.slice(0, room) : a);
-    }
-    if (size > room) out = out.slice(0, room);
-    h_log(size - out.length, ...out.split('\\0'));
-  };
-  const sleep = async (ms) => {
-    const site = new Error_();
-    waitFrom(site);
-    try {
-      return await h_sleep(Number_(ms));
-    } finally {
-      waitDone(site);
-    }
-  };
-  // Paths go last, as NUL-separated parts (see send): a NUL must reach the host, which
-  // refuses such a path, rather than cut it short.
-  const stat = async (path) => {
-    const json = await h_stat(...String_(path).split('\0'));
-    return json === '' ? null : freeze(parse(json));
-  };
-  // sendfile(path[, offset, length][, options]); the run ends inside it.
-  const sendfile = (path, a, b, c) => {
-    const ranged = !(a !== null && typeof a === 'object');
-    const options = ranged ? c : a;
-    if (options !== undefined && options !== null && typeof options !== 'object') throw new TypeError_('sendfile(): options must be an object');
-    const type = options?.content_type, name = options?.filename;
-    if ((type !== undefined && typeof type !== 'string') || (name !== undefined && typeof name !== 'string')) {
-      throw new TypeError_('sendfile(): content_type and filename must be strings');
-    }
-    flushBuffered();
-    const offset = ranged && a != null ? Number_(a) : undefined, length = ranged && b != null ? Number_(b) : undefined;
-    return h_sendfile(offset, length, type, name, ...String_(path).split('\0'));
-  };
-
-  // Cache values, pass() and emit(): everything crosses the host boundary as JSON (which
-  // escapes NUL). A response from the host carries a hidden handle, so caching or emitting it
-  // unchanged sends the backend's exact bytes, whatever their encoding; its body string is UTF-8.
-  const HANDLE = Symbol('response');
-  const defineProperty = Object.defineProperty;
-  // A response's headers and body are fetched from the host when first read: emitting a
-  // cached page (the common case) never needs them in here.
-  const fromHost = (json) => {
-    if (json === '') return null;
-    const o = parse(json);
-    if (o.r === undefined) return o.s;
-    const h = o.h;
-    let headers = null, body = null;
-    const res = {
-      status: o.r.status,
-      get headers() {
-        if (headers === null) {
-          headers = create(null);
-          for (const [n, v] of parse(h_held(h, 0))) {
-            const k = n.toLowerCase();
-            headers[k] = k in headers ? headers[k] + '\\n' + v : v;
-          }
-          freeze(headers);
-        }
-        return headers;
-      },
-      get body() { return body ??= h_held(h, 1); },
-    };
-    if (o.r.age !== undefined) res.age = o.r.age;
-    if (o.r.file !== undefined) res.file = o.r.file;
-    defineProperty(res, HANDLE, { value: h });
-    return freeze(res);
-  };
-  const toHost = (what, v) => {
-    if (typeof v === 'string' || typeof v === 'number') return { s: String_(v) };
-    if (v !== null && typeof v === 'object') {
-      if (typeof v[HANDLE] === 'number') return { h: v[HANDLE] };
-      const headers = [];
-      const h = v.headers;
-      if (h !== undefined && h !== null) {
-        if (typeof h !== 'object') throw new TypeError_(what + ': headers must be an object');
-        for (const name of Object.keys(h)) {
-          for (const line of String_(h[name]).split('\\n')) headers.push([name, line]);
-        }
-      }
-      const status = v.status === undefined ? 200 : v.status;
-      if (typeof status !== 'number') throw new TypeError_(what + ': status must be a number');
-      const r = { status, headers, body: v.body === undefined || v.body === null ? '' : String_(v.body) };
-      if (typeof v.file === 'string') r.file = v.file;
-      return { r };
-    }
-    throw new TypeError_(what + ': value must be a string or a response object');
-  };
-  const cache = {
-    get: async (key) => fromHost(await h_cacheGet(stringify(String_(key)))),
-    set: async (key, value, ttl) => parse(await h_cacheSet(stringify({ k: String_(key), v: toHost('cache.set()', value), t: ttl === undefined ? 0 : Number_(ttl) }))),
-    delete: async (key) => parse(await h_cacheDelete(stringify(String_(key)))),
-    incr: async (key, by, ttl) => parse(await h_cacheIncr(stringify({ k: String_(key), by: by === undefined ? 1 : Number_(by), t: ttl === undefined ? null : Number_(ttl) }))),
-  };
-  const pass = async (name, options) => {
-    if (options !== undefined && options !== null && typeof options !== 'object') throw new TypeError_('pass(): options must be an object');
-    const o = options ?? {};
-    let params;
-    if (o.params !== undefined && o.params !== null) {
-      params = create(null);
-      for (const k of Object.keys(o.params)) {
-        const v = o.params[k];
-        params[k] = v === false || v === null || v === undefined ? null : String_(v);
-      }
-    }
-    const body = o.body === undefined || o.body === null ? undefined : String_(o.body);
-    if (o.emit) flushBuffered();
-    // The host makes pass()'s errors outside any script frame, so they would carry no line: they
-    // get the stack of this call instead (one Error, ~1 us, beside a relay of ~230 us).
-    const site = new Error_();
-    waitFrom(site);
-    try {
-      return fromHost(await h_pass(stringify({ n: String_(name), p: params, b: body, e: !!o.emit })));
-    } catch (e) {
-      if (e !== null && typeof e === 'object') {
-        try { defineProperty(e, 'stack', { value: site.stack, writable: true, configurable: true }); } catch {}
-      }
-      throw e;
-    } finally {
-      waitDone(site);
-    }
-  };
-  // Returns a promise when the body is a file (the run ends in sendfile): await it.
-  const emitResponse = (res) => {
-    flushBuffered();
-    return h_emit(stringify(toHost('emit()', res)));
-  };
-
-  // A Request caches what it fetched for its run, so a new one is made per run.
-  class Request {
-    #texts = null; #records = null; #body = null;
-    constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
-    #text(i) {
-      const cache = (this.#texts ??= []);
-      return cache[i] ??= h_text(i);
-    }
-    #record(i) {
-      const cache = (this.#records ??= []);
-      return cache[i] ??= assign(create(null), parse(h_json(i)));
-    }
-    ${textGetters}
-    ${jsonGetters}
-    body() { return this.#body ??= h_body(); }
-  }
-
-  const setHeader = (name, value) => {
-    // undefined asks the host to remove the header.
-    const v = value === undefined || value === null ? undefined : typeof value === 'number' ? value : String_(value);
-    if (name.indexOf('\\0') >= 0 || (typeof v === 'string' && v.indexOf('\\0') >= 0)) {
-      throw new TypeError_('invalid header ' + stringify(name) + ': NUL');
-    }
-    const err = h_setHeader(name, v);
-    if (err !== undefined) throw new TypeError_(err);
-  };
-  const headerTraps = freeze({
-    get: (t, k) => (typeof k === 'string' && k.indexOf('\\0') < 0 ? h_getHeader(k) : undefined),
-    has: (t, k) => typeof k === 'string' && k.indexOf('\\0') < 0 && h_getHeader(k) !== undefined,
-    set: (t, k, v) => { if (typeof k !== 'string') return false; setHeader(k, v); return true; },
-    deleteProperty: (t, k) => { if (typeof k === 'string') setHeader(k, undefined); return true; },
-    defineProperty: () => false,
-  });
-
-  class Response {
-    #headers = null;
-    constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
-    get status() { return h_getStatus(); }
-    set status(v) {
-      if (typeof v !== 'number' || !isInteger(v) || v < 100 || v > 999) throw new TypeError_('invalid status ' + show(v));
-      h_setStatus(v);
-    }
-    get headers() { return this.#headers ??= new Proxy(create(null), headerTraps); }
-  }
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
   const api = [Request, Response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];

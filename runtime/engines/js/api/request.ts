@@ -1,0 +1,94 @@
+/**
+ * The request view, both sides of the boundary: the prelude part (the Request class, whose
+ * getters fetch a field on first read and keep it for the run) and the host primitives that
+ * serve the fields by index (../../host/request.ts reads them from the FastCGI params). Apart
+ * from the output side because it is read-only: one host call per field the script reads.
+ */
+import type { ScriptHost } from '../../host.js';
+import { num, type Bindings, type Bridge } from './binding.js';
+
+/**
+ * Order of the request string fields the `text` primitive serves (index -> field). The prelude
+ * and the host both use this table, so the two cannot drift apart.
+ */
+export const TEXT_FIELDS = [
+  'method',
+  'uri',
+  'path',
+  'query_string',
+  'remote_addr',
+  'script_filename',
+  'document_root',
+] as const;
+
+/** Order of the request record fields the `json` primitive serves. */
+export const JSON_FIELDS = ['query', 'headers', 'params'] as const;
+
+/** The host primitives of this capability. */
+export const REQUEST_PRIMITIVES = ['text', 'json', 'body'] as const;
+
+const textGetters = TEXT_FIELDS.map((name, i) => `get ${name}() { return this.#text(${i}); }`).join('\n    ');
+const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#record(${i}); }`).join('\n    ');
+
+/** The prelude part (see ../prelude.ts for the names in scope): the Request class. */
+export const REQUEST_PRELUDE = `
+  // A Request caches what it fetched for its run, so a new one is made per run.
+  class Request {
+    #texts = null; #records = null; #body = null;
+    constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
+    #text(i) {
+      const cache = (this.#texts ??= []);
+      return cache[i] ??= h_text(i);
+    }
+    #record(i) {
+      const cache = (this.#records ??= []);
+      return cache[i] ??= assign(create(null), parse(h_json(i)));
+    }
+    ${textGetters}
+    ${jsonGetters}
+    body() { return this.#body ??= h_body(); }
+  }`;
+
+/** The host side of the request view. */
+export function requestBindings(vm: Bridge): Bindings<(typeof REQUEST_PRIMITIVES)[number]> {
+  const ctx = vm.context;
+  return {
+    text: (run, [i]) => vm.newString(textField(run.host, num(ctx, i))),
+    json: (run, [i]) => vm.newString(JSON.stringify(jsonField(run.host, num(ctx, i)))),
+    body: (run) => vm.hostCall(run, run.host.body(), (buf) => vm.newString(buf.toString('utf8'))),
+  };
+}
+
+function textField(host: ScriptHost, i: number): string {
+  switch (TEXT_FIELDS[i]) {
+    case 'method':
+      return host.method;
+    case 'uri':
+      return host.uri;
+    case 'path':
+      return host.path;
+    case 'query_string':
+      return host.queryString;
+    case 'remote_addr':
+      return host.remoteAddr;
+    case 'script_filename':
+      return host.scriptFilename;
+    case 'document_root':
+      return host.documentRoot;
+    default:
+      throw new RangeError(`no request field ${i}`);
+  }
+}
+
+function jsonField(host: ScriptHost, i: number): Readonly<Record<string, string>> {
+  switch (JSON_FIELDS[i]) {
+    case 'query':
+      return host.query;
+    case 'headers':
+      return host.headers;
+    case 'params':
+      return host.request.params;
+    default:
+      throw new RangeError(`no request record ${i}`);
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * One script run as the Vm tracks it: its CPU time, the promise its wrapper returned, the host
+ * promises it waits on, the responses lent to it, and how it ends. Apart from the Vm (vm.ts)
+ * because the bindings (api/) and the engine (js.ts) hold runs too, and must not need the Vm to
+ * name one.
+ */
+import type { QuickJSDeferredPromise, QuickJSHandle } from 'quickjs-emscripten-core';
+import { ScriptError } from '../engine.js';
+import type { ScriptHost, ScriptResponse } from '../host.js';
+import type { Frame, WaitLocator } from '../slow-log.js';
+
+/** Where a run's script waits (its Vm): asked between slices, for the slow log. */
+export interface WaitSource {
+  /** The script's frames at the host call `run` waits in; [] when not known. */
+  waitFrames(run: Run): Frame[];
+}
+
+/** One script run for one request, as the Vm tracks it. */
+export class Run implements WaitLocator {
+  /** Milliseconds spent inside QuickJS for this run (its CPU time). */
+  cpuMs = 0;
+  sliceStart = 0;
+  readonly startedAt = performance.now();
+  /** The promise the wrapper returned, until the run finishes. */
+  promise: QuickJSHandle | null = null;
+  /** QuickJS promises handed out for host calls that have not settled yet. */
+  readonly deferreds = new Set<QuickJSDeferredPromise>();
+  /** Responses handed to the script (from pass() or the cache), by handle, for exact bytes. */
+  held: ScriptResponse[] | null = null;
+  finished = false;
+  readonly done: Promise<number | undefined>;
+  private settleDone!: (status: number | undefined) => void;
+  private failDone!: (err: ScriptError) => void;
+
+  constructor(
+    readonly id: number,
+    readonly host: ScriptHost,
+    readonly path: string,
+    /** The Vm the run has to itself (asked where its script waits, for the slow log). */
+    private readonly vm: WaitSource,
+  ) {
+    this.done = new Promise((resolve, reject) => {
+      this.settleDone = resolve;
+      this.failDone = reject;
+    });
+  }
+
+  /** Where the script made the host call it waits in (the slow log); [] when not known. */
+  waitFrames(): Frame[] {
+    return this.vm.waitFrames(this);
+  }
+
+  /** Ends the run (once) with a status or a ScriptError. */
+  end(outcome: number | undefined | ScriptError): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (outcome instanceof ScriptError) this.failDone(outcome);
+    else this.settleDone(outcome);
+  }
+}
