@@ -26,14 +26,8 @@ export interface ControlFunctions {
   load: Ptr;
 }
 
-/** lbaselib's and lcorolib's C functions, called from the wrappers. */
-export interface Originals {
-  pcall: (L: Ptr) => number;
-  xpcall: (L: Ptr) => number;
-}
-
 /** Builds the async-call helper and the control functions of one module. */
-export function makeControl(api: LuaApi, originals: Originals): { b: Bindings; fns: ControlFunctions } {
+export function makeControl(api: LuaApi): { b: Bindings; fns: ControlFunctions } {
   const x = api.x;
   const m = api.module;
   const fatal = (): boolean => active.run?.host.fatal != null;
@@ -82,11 +76,26 @@ export function makeControl(api: LuaApi, originals: Originals): { b: Bindings; f
   };
 
   // ---- pcall / xpcall -------------------------------------------------------------------------
+  // As lbaselib's, with a continuation of our own: an error caught after a yield inside the
+  // protected call is handed to the continuation, never back to the C function that called
+  // lua_pcallk, so the fatal check must live in the continuation.
+
+  function finishPcall(L: Ptr, status: number, extra: number): number {
+    if (status !== LUA_OK && status !== LUA_YIELD) {
+      if (fatal()) return raiseFatal(L);
+      x.lua_pushboolean(L, 0);
+      x.lua_pushvalue(L, -2);
+      return 2;
+    }
+    return x.lua_gettop(L) - extra;
+  }
+  const finishPcallK = m.addFunction((L: Ptr, status: number, extra: number): number => finishPcall(L, status, extra), 'iiii');
 
   const pcall = api.cfunction((L) => {
-    const n = originals.pcall(L);
-    if (fatal()) return raiseFatal(L);
-    return n;
+    x.luaL_checkany(L, 1);
+    x.lua_pushboolean(L, 1);
+    x.lua_rotate(L, 1, 1);
+    return finishPcall(L, x.lua_pcallk(L, x.lua_gettop(L) - 2, LUA_MULTRET, 0, 0, finishPcallK), 0);
   });
 
   /**
@@ -102,14 +111,16 @@ export function makeControl(api: LuaApi, originals: Originals): { b: Bindings; f
   });
 
   const xpcall = api.cfunction((L) => {
+    const n = x.lua_gettop(L);
     x.luaL_checktype(L, 2, LUA_TFUNCTION);
     x.lua_pushvalue(L, 2);
     x.lua_pushcclosure(L, handler, 1);
     x.lua_copy(L, -1, 2);
     x.lua_settop(L, -2);
-    const n = originals.xpcall(L);
-    if (fatal()) return raiseFatal(L);
-    return n;
+    x.lua_pushboolean(L, 1);
+    x.lua_pushvalue(L, 1);
+    x.lua_rotate(L, 3, 2);
+    return finishPcall(L, x.lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finishPcallK), 2);
   });
 
   // ---- coroutines -----------------------------------------------------------------------------

@@ -239,7 +239,7 @@ export class Lua54Engine implements ScriptEngine {
       run.threadRef = x.luaL_ref(L, LUA_REGISTRYINDEX);
       run.main = T;
       x.lua_rawgeti(T, LUA_REGISTRYINDEX, BigInt(fn));
-      world.pushNewEnv(T);
+      world.pushNewEnv(state, T);
       x.lua_pushvalue(T, -1);
       run.envRef = x.luaL_ref(T, LUA_REGISTRYINDEX);
     } catch (err) {
@@ -309,10 +309,11 @@ export class Lua54Engine implements ScriptEngine {
     const T = run.main;
     if (status === LUA_OK) {
       const n = world.api.module.heap.readInt32LE(world.nres);
-      if (n > 0 && x.lua_type(T, -n) === LUA_TNUMBER && x.lua_isinteger(T, -n)) {
-        return returnedStatus(Number(x.lua_tointegerx(T, -n, 0)));
-      }
-      return undefined;
+      if (n === 0 || x.lua_type(T, -n) !== LUA_TNUMBER) return undefined;
+      // An integral float (302.0) is a status too, as lua_tointegerx converts it.
+      const isnum = world.api.scratch;
+      const code = Number(x.lua_tointegerx(T, -n, isnum));
+      return world.api.module.heap.readInt32LE(isnum) !== 0 ? returnedStatus(code) : undefined;
     }
     if (status !== LUA_YIELD) {
       const { message, line } = locate(errorText(world, T), run.path);

@@ -74,7 +74,7 @@ local response = setmetatable({}, {
   __index = function(_, k)
     if k == "headers" then return headers elseif k == "status" then return status_get() end
   end,
-  __newindex = function(_, k, v) response_set(k, v) end,
+  __newindex = response_set,
   __metatable = false,
 })
 readonly[response] = true

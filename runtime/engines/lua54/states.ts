@@ -27,8 +27,6 @@ export const HOOK_COUNT = 1000;
  */
 const GRACE_BYTES = 64 * 1024;
 
-/** The registry slot holding the request-globals metatable in every state. */
-const RIDX_ENV_META = 3;
 /** The real globals table (LUA_RIDX_GLOBALS), emptied once the sandbox is built. */
 const RIDX_GLOBALS = 2;
 
@@ -36,6 +34,8 @@ const RIDX_GLOBALS = 2;
 export class LuaState54 implements RunState {
   used = 0;
   limit = Infinity;
+  /** Registry slot of the request-globals metatable (a luaL_ref: 5.4 keeps its free list at 3). */
+  envMeta = 0;
   /** Registry slots of compiled scripts in this state, by script. */
   readonly scripts = new WeakMap<object, number>();
   constructor(
@@ -87,9 +87,7 @@ export class LuaWorld {
       return q;
     }, 'iiiii');
     this.hook = module.addFunction(onHook, 'vii');
-    // A placeholder for the originals, filled from the first state's base library.
-    const originals = { pcall: (_L: Ptr): number => 0, xpcall: (_L: Ptr): number => 0 };
-    const control = makeControl(api, originals);
+    const control = makeControl(api);
     this.b = control.b;
     Object.assign(this.host, control.fns);
     for (const bind of [bindOutput, bindRequest, bindResponse, bindFiles, bindCache, bindPass]) {
@@ -97,10 +95,7 @@ export class LuaWorld {
       for (const name in fns) this.host[name] = api.cfunction(fns[name]!);
     }
     this.host.lighty = api.cfunction((L) => api.raise(L, 'lighty is not available in the lua54 engine yet'));
-    this.originals = originals;
   }
-
-  private readonly originals: { pcall: (L: Ptr) => number; xpcall: (L: Ptr) => number };
 
   /** Makes a state with the sandbox built; throws WasmAbort when the module is out of memory. */
   newState(): LuaState54 {
@@ -115,12 +110,6 @@ export class LuaWorld {
     }
     state.L = L;
     x.luaL_openlibs(L);
-    // lbaselib's pcall and xpcall, called by the wrappers (the same C code in every state).
-    for (const name of ['pcall', 'xpcall'] as const) {
-      x.lua_getglobal(L, api.name(name));
-      this.originals[name] = api.module.cfunction(x.lua_tocfunction(L, -1));
-      api.pop(L, 1);
-    }
     // Seed math.random from the OS: the build's own seed is the time and an address.
     x.lua_getglobal(L, api.name('math'));
     api.getField(L, -1, 'randomseed');
@@ -141,7 +130,7 @@ export class LuaWorld {
       api.setField(L, -2, name);
     }
     if (x.lua_pcallk(L, 1, 1, 0, 0, 0) !== LUA_OK) throw new Error(`the sandbox failed: ${api.text(L, -1)}`);
-    x.lua_rawseti(L, LUA_REGISTRYINDEX, BigInt(RIDX_ENV_META));
+    state.envMeta = x.luaL_ref(L, LUA_REGISTRYINDEX);
     // The real globals (io, os, debug, package...) are never given to a script; empty them so
     // that a chunk's unused _ENV upvalue holds nothing.
     x.lua_createtable(L, 0, 0);
@@ -152,11 +141,11 @@ export class LuaWorld {
     return state;
   }
 
-  /** Pushes a new request globals table (empty, over the shared globals) onto L. */
-  pushNewEnv(L: Ptr): void {
+  /** Pushes a new request globals table (empty, over the shared globals of `state`) onto L. */
+  pushNewEnv(state: LuaState54, L: Ptr): void {
     const x = this.api.x;
     x.lua_createtable(L, 0, 0);
-    x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(RIDX_ENV_META));
+    x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(state.envMeta));
     x.lua_setmetatable(L, -2);
   }
 

@@ -36,10 +36,11 @@ export function bindResponse(b: Bindings): Record<string, (L: Ptr) => number> {
       return 1;
     },
     response_set(L) {
-      const key = x.lua_type(L, 1) === LUA_TSTRING ? api.text(L, 1) : null;
+      // The response table's __newindex: (table, key, value).
+      const key = x.lua_type(L, 2) === LUA_TSTRING ? api.text(L, 2) : null;
       if (key !== 'status') return api.raise(L, `response.${key ?? '?'} cannot be set (only response.status and response.headers[name])`);
-      if (x.lua_isnumber(L, 2) === 0) return api.raise(L, 'response.status must be a number');
-      b.run(L).host.status = x.lua_tonumberx(L, 2, 0);
+      if (x.lua_isnumber(L, 3) === 0) return api.raise(L, 'response.status must be a number');
+      b.run(L).host.status = x.lua_tonumberx(L, 3, 0);
       return 0;
     },
   };
