@@ -35,12 +35,17 @@ export function upvalueIndex(i: number): number {
  */
 const LONGJMP = Infinity;
 
+/** Bytes always available for a short string going into Lua (names, messages). */
+const RESERVED = 4096;
+
 /** One module's C API with scratch memory for out-parameters and short strings. */
 export class LuaApi {
   readonly x: LuaModule['x'];
   /** 16 bytes for out-parameters (a length, an isnum flag). */
   readonly scratch: Ptr;
-  /** A reusable buffer for strings passed into Lua. */
+  /** RESERVED bytes for short strings passed into Lua. */
+  private readonly reserved: Ptr;
+  /** A reusable buffer for longer strings passed into Lua. */
   private buf: Ptr = 0;
   private bufSize = 0;
   private readonly names = new Map<string, Ptr>();
@@ -48,6 +53,7 @@ export class LuaApi {
   constructor(readonly module: LuaModule) {
     this.x = module.x;
     this.scratch = this.x.malloc(16);
+    this.reserved = this.x.malloc(RESERVED);
   }
 
   /** A C string constant (field names, chunk modes), made once per module. */
@@ -86,17 +92,18 @@ export class LuaApi {
     return { ptr: p, len: this.module.heap.readUInt32LE(this.scratch) };
   }
 
-  /** Room for `size` bytes in the reusable input buffer. */
+  /**
+   * Room for `size` bytes in the reusable input buffer. A short string (an error message)
+   * always has room, in a block reserved at start, even when the heap is full.
+   */
   private room(size: number): Ptr {
+    if (size <= RESERVED) return this.reserved;
     if (size > this.bufSize) {
+      const p = this.x.malloc(size);
+      if (p === 0) throw new Error('not enough memory for a string');
       if (this.buf !== 0) this.x.free(this.buf);
-      const want = Math.max(size, 256);
-      this.buf = this.x.malloc(want);
-      if (this.buf === 0) {
-        this.bufSize = 0;
-        throw new Error('not enough memory for a string');
-      }
-      this.bufSize = want;
+      this.buf = p;
+      this.bufSize = size;
     }
     return this.buf;
   }

@@ -83,7 +83,14 @@ export class LuaWorld {
         if (state.used - old + nsize > state.limit) return 0;
       }
       const q = x.realloc(p, nsize);
-      if (q !== 0 && state) state.used += nsize - old;
+      if (q !== 0) {
+        if (state) state.used += nsize - old;
+      } else {
+        // The module's heap is full (maxHeapBytes, every state together): a limit for the run
+        // that asked, not an error its script could catch.
+        const run = active.run;
+        if (run && run.state === state && !run.host.fatal) run.host.abort('limit', `memory: the Lua heap is full (${maxBytes} bytes)`);
+      }
       return q;
     }, 'iiiii');
     this.hook = module.addFunction(onHook, 'vii');

@@ -172,9 +172,10 @@ export class LuaModule {
     /** The most bytes the memory may grow to; heap growth past it fails malloc (NULL). */
     readonly maxBytes: number,
   ) {
-    let x!: LuaExports;
+    // The imports close over the exports, which exist only once the instance does.
+    const exp = {} as { x: LuaExports };
     const self = (): LuaModule => this;
-    const heap32 = (): Int32Array => new Int32Array(x.memory.buffer);
+    const heap32 = (): Int32Array => new Int32Array(exp.x.memory.buffer);
     const imports = {
       env: {
         abort: (): never => {
@@ -184,22 +185,24 @@ export class LuaModule {
           throw new WasmAbort(`the Lua module called exit(${code})`);
         },
         invoke_vii: (index: number, a: number, b: number): void => {
-          const sp = x.stackSave();
+          const sp = exp.x.stackSave();
           try {
             (self().table.get(index) as (a: number, b: number) => void)(a, b);
           } catch (err) {
-            x.stackRestore(sp);
+            exp.x.stackRestore(sp);
             if (err !== LONGJMP) throw err;
-            x.setThrew(1, 0);
+            exp.x.setThrew(1, 0);
           }
         },
         _emscripten_throw_longjmp: (): never => {
+          // Emscripten's protocol: invoke_* tells a longjmp from an error by a thrown number.
+          // eslint-disable-next-line @typescript-eslint/only-throw-error
           throw LONGJMP;
         },
         emscripten_date_now: (): number => Date.now(),
         _emscripten_get_now_is_monotonic: (): number => 1,
         emscripten_resize_heap: (requested: number): number => {
-          const memory = x.memory;
+          const memory = exp.x.memory;
           const want = requested >>> 0;
           if (want > this.maxBytes) return 0;
           // Grow by a fifth at least, as emscripten does, so a growing heap is not regrown per call.
@@ -249,7 +252,8 @@ export class LuaModule {
       },
     };
     const instance = new wasm.Instance(luaWasmModule(), imports);
-    x = instance.exports as unknown as LuaExports;
+    const x = instance.exports as unknown as LuaExports;
+    exp.x = x;
     this.x = x;
     this.table = x.__indirect_function_table;
     this.view = Buffer.from(x.memory.buffer);

@@ -8,8 +8,8 @@ import type { Ptr } from '../wasm.js';
 
 /** The two conversions, bound to one module's API. */
 export function responseTables(api: LuaApi): {
-  pushResponseTable(L: Ptr, r: ScriptResponse, storedAt: number | null): void;
-  toResponse(L: Ptr, idx: number, what: string): ScriptResponse;
+  pushResponseTable: (L: Ptr, r: ScriptResponse, storedAt: number | null) => void;
+  toResponse: (L: Ptr, idx: number, what: string) => ScriptResponse;
 } {
   const x = api.x;
   return {
@@ -17,7 +17,7 @@ export function responseTables(api: LuaApi): {
      * Pushes a response as a table: headers by lower-case name, a header sent several times
      * with its values joined by "\n" (which emit() splits again); `age` in seconds when cached.
      */
-    pushResponseTable(L, r, storedAt) {
+    pushResponseTable: (L, r, storedAt) => {
       x.lua_createtable(L, 0, 4);
       x.lua_pushinteger(L, BigInt(r.status));
       api.setField(L, -2, 'status');
@@ -46,7 +46,7 @@ export function responseTables(api: LuaApi): {
       }
     },
     /** Reads a response table at `idx` (status defaults to 200, body to ""). */
-    toResponse(L, idx, what) {
+    toResponse: (L, idx, what) => {
       const at = x.lua_absindex(L, idx);
       let status = 200;
       if (api.getField(L, at, 'status') !== LUA_TNIL) {

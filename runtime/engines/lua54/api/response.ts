@@ -26,7 +26,7 @@ export function bindResponse(b: Bindings): Record<string, (L: Ptr) => number> {
       const name = headerName(L, 2);
       const t = x.lua_type(L, 3);
       if (t === LUA_TNIL) host.setHeader(name, null);
-      else if (t === LUA_TSTRING) host.setHeader(name, api.text(L, 3)!);
+      else if (t === LUA_TSTRING) host.setHeader(name, api.text(L, 3));
       else if (t === LUA_TNUMBER) host.setHeader(name, x.lua_tonumberx(L, 3, 0));
       else return api.raise(L, `header ${name} must be a string, a number or nil`);
       return 0;
