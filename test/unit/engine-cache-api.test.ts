@@ -108,7 +108,7 @@ const errors: Case[] = [
 
 const cases = [...values, ...emitting, ...errors];
 
-for (const engine of ENGINES) for (const c of cases) test(`${engine.name}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));
+for (const engine of ENGINES) for (const c of cases) test(`${engine.id}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));
 
 // ---- a response cached by one engine, emitted by another ---------------------------------
 

@@ -340,19 +340,19 @@ const raw: Case[] = [
 
 const cases = [...output, ...request, ...response, ...returned, ...logging, ...waits, ...raw];
 
-for (const engine of ENGINES) for (const c of cases) test(`${engine.name}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));
+for (const engine of ENGINES) for (const c of cases) test(`${engine.id}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));
 
 // ---- the ScriptEngine interface itself ---------------------------------------------------
 
 for (const entry of ENGINES) {
-  test(`${entry.name}: identity: its name, its extension, a version string`, async () => {
+  test(`${entry.id}: identity: its name, its extension, a version string`, async () => {
     const engine = await instance(entry);
     assert.equal(engine.name, entry.name);
     assert.equal(engine.extension, `.${entry.name}`);
     assert.ok(typeof engine.version === 'string' && engine.version.length > 0);
   });
 
-  test(`${entry.name}: compiles counts compile() calls, failed ones too, not runs`, async () => {
+  test(`${entry.id}: compiles counts compile() calls, failed ones too, not runs`, async () => {
     const engine = await instance(entry);
     const before = engine.compiles;
     const script = engine.compile('print(1)', FILE.values[entry.name]);

@@ -71,4 +71,4 @@ const runtime: Case[] = [
 
 const cases = [...compile, ...runtime];
 
-for (const engine of ENGINES) for (const c of cases) test(`${engine.name}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));
+for (const engine of ENGINES) for (const c of cases) test(`${engine.id}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));

@@ -157,5 +157,5 @@ const concurrent: ConcurrentCase[] = [
 
 const cases = [...state, ...isolation];
 
-for (const engine of ENGINES) for (const c of cases) test(`${engine.name}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));
-for (const engine of ENGINES) for (const c of concurrent) test(`${engine.name}: ${c.name}`, concurrentOptions(engine, c), () => runConcurrent(engine, c));
+for (const engine of ENGINES) for (const c of cases) test(`${engine.id}: ${c.name}`, caseOptions(engine, c), () => runCase(engine, c));
+for (const engine of ENGINES) for (const c of concurrent) test(`${engine.id}: ${c.name}`, concurrentOptions(engine, c), () => runConcurrent(engine, c));

@@ -1,0 +1,82 @@
+/**
+ * One Lua 5.4 run and what its host functions share: the run itself ({@link Run54}), the run
+ * executing now ({@link active}), and {@link Bindings}, the context every binding file gets.
+ * Host functions are registered once per wasm module and shared by every state in it; they find
+ * their request through {@link active}, which the driver sets around each slice (Lua runs
+ * synchronously inside lua_resume, so one run at a time executes).
+ */
+import type { ScriptHost } from '../host.js';
+import type { Frame, WaitLocator } from '../slow-log.js';
+import type { LuaApi } from './capi.js';
+import type { Ptr } from './wasm.js';
+
+/** The outcome of an async host call, handed to Lua when the driver resumes the run. */
+export type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** Pushes an async host call's result onto L; returns how many values it pushed. */
+export type PushResult = (L: Ptr, value: unknown) => number;
+
+/** The state a run holds for its whole life (see engine.ts: a state per run in flight). */
+export interface RunState {
+  /** The main thread of the state. */
+  readonly L: Ptr;
+  /** Bytes the state's allocator has handed out and not taken back. */
+  used: number;
+  /** The most {@link used} may reach during the current run. */
+  limit: number;
+}
+
+/** One script run for one request. */
+export class Run54 implements WaitLocator {
+  /** The async host call the script waits for (set just before the yield). */
+  pending: Promise<unknown> | null = null;
+  /** How to push {@link pending}'s value once it settles. */
+  push: PushResult | null = null;
+  /** The settled result, consumed by the continuation of the call that yielded. */
+  settled: Settled | null = null;
+  /** CPU time (ms) spent in the slices that ended; the hook adds the running one. */
+  cpu = 0;
+  /** performance.now() when the running slice started. */
+  sliceStart = 0;
+  /** The run's own thread. */
+  main: Ptr = 0;
+  /** Registry slots of the thread and of the request's globals table (its `_ENV`). */
+  threadRef = 0;
+  envRef = 0;
+  /** The request body, cached: the request stream can be read once only. */
+  body: Buffer | null = null;
+  /** lighty.r.resp_body parts, written after the script ends. */
+  lightyBody: Uint8Array[] | null = null;
+  /** Registry slot of the `lighty` table when the script touched it; 0 before. */
+  lightyRef = 0;
+
+  constructor(
+    readonly host: ScriptHost,
+    /** The script's path, as in its chunk name. */
+    readonly path: string,
+    readonly state: RunState,
+  ) {}
+
+  /** Where the waiting script called the host (not read from a wasm stack yet: none). */
+  waitFrames(): Frame[] {
+    return [];
+  }
+}
+
+/** The run whose Lua code executes now (one for the process: slices never overlap). */
+export const active: { run: Run54 | null } = { run: null };
+
+/** What a binding file needs: the module's C API, the current run, and the async-call helper. */
+export interface Bindings {
+  readonly api: LuaApi;
+  /** The run executing now; a Lua error when there is none. */
+  run(L: Ptr): Run54;
+  /**
+   * Suspends the script until `promise` settles (a yield up to the driver, through the
+   * script's coroutines); `push` puts the result on the stack. Raises, before the promise
+   * matters, when the script cannot wait here.
+   */
+  wait(L: Ptr, run: Run54, what: string, promise: () => Promise<unknown>, push: PushResult | null): number;
+  /** Pushes the run's request globals table. */
+  pushEnv(L: Ptr, run: Run54): void;
+}

@@ -1,0 +1,98 @@
+/**
+ * The sandbox, written in Lua: run once per lua_State, with the state's real globals, before any
+ * script. It builds the shared globals G every request reads through (read-only copies of the
+ * safe libraries, the script API) and the metatables the host hands to each request. Lua is the
+ * natural language for it (tables, metatables, closures) and it runs once per state, so it
+ * costs nothing per request; the host functions it wires in are passed as the table `H`.
+ *
+ * What a script can never reach from here: io, os (but time/clock/date), package/require,
+ * debug, dofile/loadfile, collectgarbage, string.dump, bytecode through load, the real
+ * library tables (pairs() over a read-only table hands out a closure, not the table), and
+ * `readonly`, the set rawset checks.
+ */
+export const SANDBOX_LUA = String.raw`
+local H = ...
+local next, type, setmetatable, rawset, error, ipairs = next, type, setmetatable, rawset, error, ipairs
+local readonly = setmetatable({}, { __mode = "k" })
+
+local function ro(name, t)
+  local p = setmetatable({}, {
+    __index = t,
+    __newindex = function() error("attempt to modify read-only table '" .. name .. "'", 2) end,
+    __pairs = function() return function(_, k) return next(t, k) end, nil, nil end,
+    __len = function() return #t end,
+    __metatable = false,
+  })
+  readonly[p] = true
+  return p
+end
+
+local function copy(t, names)
+  local c = {}
+  for _, k in ipairs(names) do c[k] = t[k] end
+  return c
+end
+
+local G = {}
+for _, k in ipairs({ "assert", "error", "getmetatable", "ipairs", "next", "pairs", "rawequal",
+  "rawget", "rawlen", "select", "setmetatable", "tonumber", "tostring", "type", "_VERSION" }) do
+  G[k] = _G[k]
+end
+G.rawset = function(t, k, v)
+  if readonly[t] then error("attempt to modify a read-only table", 2) end
+  return rawset(t, k, v)
+end
+G.pcall, G.xpcall, G.load = H.pcall, H.xpcall, H.load
+
+-- Bytecode is for the engine's cache only: no string.dump, also not as ("").dump.
+string.dump = nil
+getmetatable("").__metatable = false
+G.string = ro("string", string)
+G.table = ro("table", table)
+G.unpack = table.unpack -- Lua 5.1's global, which mod_magnet-era scripts use
+-- One random state per lua_State, shared by the requests it runs: a seed set by one request
+-- would make the next one's numbers predictable. The host seeded it from the OS already.
+local math2 = {}
+for k, v in next, math do math2[k] = v end
+math2.randomseed = function() end
+G.math = ro("math", math2)
+G.utf8 = ro("utf8", utf8)
+G.os = ro("os", copy(os, { "time", "clock", "date", "difftime" }))
+local co = copy(coroutine, { "create", "isyieldable", "running", "status", "yield", "close" })
+co.resume, co.wrap = H.resume, H.wrap
+G.coroutine = ro("coroutine", co)
+
+for _, k in ipairs({ "print", "write", "flush", "log", "sleep", "stat", "sendfile", "pass", "emit" }) do
+  G[k] = H[k]
+end
+G.cache = ro("cache", { get = H.cache_get, set = H.cache_set, delete = H.cache_delete, incr = H.cache_incr })
+
+local headers = setmetatable({}, { __index = H.header_get, __newindex = H.header_set, __metatable = false })
+readonly[headers] = true
+local status_get, response_set = H.status_get, H.response_set
+local response = setmetatable({}, {
+  __index = function(_, k)
+    if k == "headers" then return headers elseif k == "status" then return status_get() end
+  end,
+  __newindex = response_set,
+  __metatable = false,
+})
+readonly[response] = true
+G.response = response
+
+local requestMeta = { __index = H.request_index, __metatable = false }
+local env, lighty = H.env, H.lighty
+setmetatable(G, {
+  __index = function(_, k)
+    local v
+    if k == "request" then v = setmetatable({}, requestMeta)
+    elseif k == "_G" then v = env()
+    elseif k == "lighty" then v = lighty()
+    else return nil end
+    rawset(env(), k, v)
+    return v
+  end,
+  __metatable = false,
+})
+return { __index = G, __metatable = false }
+`;

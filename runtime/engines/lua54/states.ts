@@ -1,0 +1,164 @@
+/**
+ * The lua_States of one wasm module: how one is made (allocator, libraries, sandbox, hook) and
+ * the host functions they all share. A run holds a state of its own for its whole life, because
+ * the memory limit is the state's allocator budget: exact, and checked before each allocation,
+ * where a shared state could only attribute its bytes to runs approximately. Most runs never
+ * wait, so one state serves them one after another; runs waiting at the same time each hold one.
+ */
+import { randomBytes } from 'node:crypto';
+import { bindCache } from './api/cache.js';
+import { bindFiles } from './api/files.js';
+import { bindOutput } from './api/output.js';
+import { bindPass } from './api/pass.js';
+import { bindRequest } from './api/request.js';
+import { bindResponse } from './api/response.js';
+import { LUA_MASKCOUNT, LUA_OK, LUA_REGISTRYINDEX, LuaApi } from './capi.js';
+import { makeControl } from './control.js';
+import { active, type Bindings, type RunState } from './run.js';
+import { SANDBOX_LUA } from './sandbox-lua.js';
+import { LuaModule, WasmAbort, type Ptr } from './wasm.js';
+
+/** VM instructions between two count-hook calls (a few microseconds of script time). */
+export const HOOK_COUNT = 1000;
+
+/**
+ * Room a run gets past its budget once it is stopped: raising the limit's error and unwinding
+ * allocate a little, and a refusal there would turn the limit into a memory error.
+ */
+const GRACE_BYTES = 64 * 1024;
+
+/** The real globals table (LUA_RIDX_GLOBALS), emptied once the sandbox is built. */
+const RIDX_GLOBALS = 2;
+
+/** A lua_State of the module and the sandbox built in it. */
+export class LuaState54 implements RunState {
+  used = 0;
+  limit = Infinity;
+  /** Registry slot of the request-globals metatable (a luaL_ref: 5.4 keeps its free list at 3). */
+  envMeta = 0;
+  /** Registry slots of compiled scripts in this state, by script. */
+  readonly scripts = new WeakMap<object, number>();
+  constructor(
+    readonly id: number,
+    public L: Ptr,
+  ) {}
+}
+
+/** A wasm module instance with the host functions registered and a way to make states. */
+export class LuaWorld {
+  readonly api: LuaApi;
+  readonly b: Bindings;
+  private readonly states = new Map<number, LuaState54>();
+  private nextId = 1;
+  private readonly alloc: Ptr;
+  private readonly hook: Ptr;
+  private readonly host: Record<string, Ptr> = {};
+  /** lua_resume's out-parameter (the number of results). */
+  readonly nres: Ptr;
+  /** A fault (trap, abort, native stack overflow) happened: nothing here may run again. */
+  dead = false;
+
+  constructor(maxBytes: number, onHook: (L: Ptr, ar: Ptr) => void) {
+    const module = new LuaModule(maxBytes);
+    const api = new LuaApi(module);
+    this.api = api;
+    const x = api.x;
+    this.nres = x.malloc(4);
+    this.alloc = module.addFunction((ud: number, p: Ptr, osize: number, nsize: number): Ptr => {
+      const state = this.states.get(ud);
+      const old = p === 0 ? 0 : osize;
+      if (nsize === 0) {
+        if (p !== 0) {
+          x.free(p);
+          if (state) state.used -= old;
+        }
+        return 0;
+      }
+      if (state && state.used - old + nsize > state.limit) {
+        const run = active.run;
+        if (run && run.state === state && !run.host.fatal) {
+          run.host.abort('limit', `memory over ${run.host.limits.memoryBytes} bytes`);
+          state.limit += GRACE_BYTES;
+        }
+        if (state.used - old + nsize > state.limit) return 0;
+      }
+      const q = x.realloc(p, nsize);
+      if (q !== 0) {
+        if (state) state.used += nsize - old;
+      } else {
+        // The module's heap is full (maxHeapBytes, every state together): a limit for the run
+        // that asked, not an error its script could catch.
+        const run = active.run;
+        if (run && run.state === state && !run.host.fatal) run.host.abort('limit', `memory: the Lua heap is full (${maxBytes} bytes)`);
+      }
+      return q;
+    }, 'iiiii');
+    this.hook = module.addFunction(onHook, 'vii');
+    const control = makeControl(api);
+    this.b = control.b;
+    Object.assign(this.host, control.fns);
+    for (const bind of [bindOutput, bindRequest, bindResponse, bindFiles, bindCache, bindPass]) {
+      const fns = bind(this.b);
+      for (const name in fns) this.host[name] = api.cfunction(fns[name]!);
+    }
+    this.host.lighty = api.cfunction((L) => api.raise(L, 'lighty is not available in the lua54 engine yet'));
+  }
+
+  /** Makes a state with the sandbox built; throws WasmAbort when the module is out of memory. */
+  newState(): LuaState54 {
+    const { api } = this;
+    const x = api.x;
+    const state = new LuaState54(this.nextId++, 0);
+    this.states.set(state.id, state);
+    const L = x.lua_newstate(this.alloc, state.id);
+    if (L === 0) {
+      this.states.delete(state.id);
+      throw new WasmAbort('not enough memory for a new Lua state');
+    }
+    state.L = L;
+    x.luaL_openlibs(L);
+    // Seed math.random from the OS: the build's own seed is the time and an address.
+    x.lua_getglobal(L, api.name('math'));
+    api.getField(L, -1, 'randomseed');
+    const seed = randomBytes(8);
+    x.lua_pushinteger(L, seed.readBigInt64LE(0) >> 11n);
+    if (x.lua_pcallk(L, 1, 0, 0, 0, 0) !== LUA_OK) api.pop(L, 1);
+    api.pop(L, 1);
+
+    const chunk = Buffer.from(SANDBOX_LUA);
+    const p = x.malloc(chunk.length);
+    api.module.heap.set(chunk, p);
+    const status = x.luaL_loadbufferx(L, p, chunk.length, api.name('=sandbox'), api.name('t'));
+    x.free(p);
+    if (status !== LUA_OK) throw new Error(`the sandbox does not compile: ${api.text(L, -1)}`);
+    x.lua_createtable(L, 0, 40);
+    for (const name in this.host) {
+      api.pushFunction(L, this.host[name]!);
+      api.setField(L, -2, name);
+    }
+    if (x.lua_pcallk(L, 1, 1, 0, 0, 0) !== LUA_OK) throw new Error(`the sandbox failed: ${api.text(L, -1)}`);
+    state.envMeta = x.luaL_ref(L, LUA_REGISTRYINDEX);
+    // The real globals (io, os, debug, package...) are never given to a script; empty them so
+    // that a chunk's unused _ENV upvalue holds nothing.
+    x.lua_createtable(L, 0, 0);
+    x.lua_rawseti(L, LUA_REGISTRYINDEX, BigInt(RIDX_GLOBALS));
+    // Threads copy the hook of the thread that creates them: every request and coroutine counts.
+    x.lua_sethook(L, this.hook, LUA_MASKCOUNT, HOOK_COUNT);
+    x.lua_settop(L, 0);
+    return state;
+  }
+
+  /** Pushes a new request globals table (empty, over the shared globals of `state`) onto L. */
+  pushNewEnv(state: LuaState54, L: Ptr): void {
+    const x = this.api.x;
+    x.lua_createtable(L, 0, 0);
+    x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(state.envMeta));
+    x.lua_setmetatable(L, -2);
+  }
+
+  /** Closes a state, freeing its memory in the module. */
+  close(state: LuaState54): void {
+    if (!this.dead) this.api.x.lua_close(state.L);
+    this.states.delete(state.id);
+  }
+}
