@@ -17,7 +17,7 @@
  */
 import { lauxlib, lua, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
 import type { FileInfo } from '../../files/files.js';
-import type { ScriptHost } from '../host.js';
+import { attribute } from '../lighty-attributes.js';
 import { checkCanWait, hostWait } from './control.js';
 import { jsfn, keyAt, raise, runOf, text, type LuaRun } from './core.js';
 import { makeMetatable, pushProxyTable } from './api.js';
@@ -42,35 +42,6 @@ const {
   lua_toproxy,
   lua_type,
 } = lua;
-
-/** mod_magnet request attributes mapped to what a FastCGI request carries. */
-function attribute(host: ScriptHost, key: string): string | number | undefined {
-  const param = (name: string): string | undefined => host.request.param(name);
-  switch (key) {
-    case 'request.method': return host.method;
-    case 'request.uri':
-    case 'request.orig-uri': return host.uri;
-    case 'request.path-info': return param('PATH_INFO');
-    case 'request.protocol': return param('SERVER_PROTOCOL');
-    case 'request.server-name': return param('SERVER_NAME');
-    case 'request.remote-addr':
-    case 'request.remote-ip': return host.remoteAddr;
-    case 'request.remote-port': return param('REMOTE_PORT');
-    case 'request.server-addr': return param('SERVER_ADDR');
-    case 'request.server-port': return param('SERVER_PORT');
-    case 'uri.scheme': return param('REQUEST_SCHEME') ?? (param('HTTPS') === 'on' ? 'https' : 'http');
-    case 'uri.authority': return param('HTTP_HOST') ?? param('SERVER_NAME');
-    case 'uri.path': return host.path;
-    case 'uri.path-raw': return host.uri.split('?', 1)[0];
-    case 'uri.query': return host.queryString;
-    case 'physical.path': return host.scriptFilename;
-    case 'physical.doc-root':
-    case 'physical.basedir': return host.documentRoot;
-    case 'physical.rel-path': return param('SCRIPT_NAME');
-    case 'response.http-status': return host.status;
-    default: return undefined;
-  }
-}
 
 const readOnly = (what: string): LuaJsFunction => (L) => raise(L, `${what} is read-only in Lodestone`);
 

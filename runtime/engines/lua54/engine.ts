@@ -20,6 +20,7 @@ import type { ScriptHost } from '../host.js';
 import { locate } from '../lua.js';
 import { markIdle, markRunning } from '../running.js';
 import { isModuleFault, LUA_OK, LUA_REGISTRYINDEX, LUA_TFUNCTION, LUA_TNUMBER, LUA_TSTRING, LUA_YIELD } from './capi.js';
+import { finishLighty } from './api/lighty.js';
 import { active, Run54 } from './run.js';
 import { LuaState54, LuaWorld } from './states.js';
 import type { Ptr } from './wasm.js';
@@ -308,6 +309,7 @@ export class Lua54Engine implements ScriptEngine {
     const x = world.api.x;
     const T = run.main;
     if (status === LUA_OK) {
+      finishLighty(world.b, T, run);
       const n = world.api.module.heap.readInt32LE(world.nres);
       if (n === 0 || x.lua_type(T, -n) !== LUA_TNUMBER) return undefined;
       // An integral float (302.0) is a status too, as lua_tointegerx converts it.

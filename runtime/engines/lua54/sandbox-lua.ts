@@ -81,7 +81,25 @@ readonly[response] = true
 G.response = response
 
 local requestMeta = { __index = H.request_index, __metatable = false }
-local env, lighty = H.env, H.lighty
+local env = H.env
+
+-- mod_magnet's lighty table, made on a request's first use of it (api/lighty.ts).
+local function readonlyIn(what)
+  return function() error(what .. " is read-only in Lodestone", 2) end
+end
+local reqHeaderMeta = { __index = H.lighty_req_header, __newindex = readonlyIn("lighty.r.req_header"), __metatable = false }
+local reqAttrMeta = { __index = H.lighty_req_attr, __newindex = readonlyIn("lighty.r.req_attr"), __metatable = false }
+local respHeaderMeta = { __index = H.header_get, __newindex = H.header_set, __metatable = false }
+local body_set, body_add, body_get, lighty_stat, keep = H.lighty_body_set, H.lighty_body_add, H.lighty_body_get, H.lighty_stat, H.lighty_keep
+local function lighty()
+  local rh, ra, rs = setmetatable({}, reqHeaderMeta), setmetatable({}, reqAttrMeta), setmetatable({}, respHeaderMeta)
+  local l = {
+    request = rh, env = ra, header = rs, stat = lighty_stat,
+    r = { req_header = rh, req_attr = ra, resp_header = rs, resp_body = { set = body_set, add = body_add, get = body_get } },
+  }
+  keep(l)
+  return l
+end
 setmetatable(G, {
   __index = function(_, k)
     local v

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { bindCache } from './api/cache.js';
 import { bindFiles } from './api/files.js';
+import { bindLighty } from './api/lighty.js';
 import { bindOutput } from './api/output.js';
 import { bindPass } from './api/pass.js';
 import { bindRequest } from './api/request.js';
@@ -97,11 +98,10 @@ export class LuaWorld {
     const control = makeControl(api);
     this.b = control.b;
     Object.assign(this.host, control.fns);
-    for (const bind of [bindOutput, bindRequest, bindResponse, bindFiles, bindCache, bindPass]) {
+    for (const bind of [bindOutput, bindRequest, bindResponse, bindFiles, bindCache, bindPass, bindLighty]) {
       const fns = bind(this.b);
       for (const name in fns) this.host[name] = api.cfunction(fns[name]!);
     }
-    this.host.lighty = api.cfunction((L) => api.raise(L, 'lighty is not available in the lua54 engine yet'));
   }
 
   /** Makes a state with the sandbox built; throws WasmAbort when the module is out of memory. */
