@@ -20,7 +20,7 @@ import type { FileInfo } from '../../files/files.js';
 import { attribute } from '../lighty-attributes.js';
 import { checkCanWait, hostWait } from './control.js';
 import { jsfn, keyAt, raise, runOf, text, type LuaRun } from './core.js';
-import { makeMetatable, pushProxyTable } from './api.js';
+import { makeMetatable, pushProxyTable } from './api/metatables.js';
 import { BIG_STRING, reserve } from './limits.js';
 
 const {

@@ -7,11 +7,11 @@
  * libraries as read-only proxies. G itself is out of reach (the env metatable is hidden), so
  * what a request assigns lands in its own table and dies with it. G's own __index makes the
  * per-request `request`, `lighty` and `_G` on first read; `response` is one read-only table
- * for all requests (lua/api.ts).
+ * for all requests (lua/api/response.ts).
  */
 import { lauxlib, lua, lualib, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
 import { S, jsfn, keyAt, pushEnv, raise, running, runOf, setFunction } from './core.js';
-import { makeApiMetatables, pushProxyTable, pushResponse, registerFunctions } from './api.js';
+import { makeApiMetatables, pushProxyTable, pushResponse, registerFunctions } from './api/index.js';
 import { pcall, xpcall } from './control.js';
 import { Lighty } from './lighty.js';
 import { HOOK_COUNT, limitHook, reserve } from './limits.js';
@@ -149,7 +149,7 @@ export function createSandbox(): Sandbox {
   openLibraries(L);
   const metas = makeApiMetatables(L);
   const lighty = new Lighty(L, metas.headers);
-  pushResponse(L, metas);
+  pushResponse(L, metas.headers);
   lua_setfield(L, -2, 'response');
 
   const lazyGlobal: LuaJsFunction = (L1) => {
