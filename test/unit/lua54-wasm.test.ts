@@ -39,3 +39,38 @@ test('lua54: its own bytecode round-trips through dump and load, and runs with l
   assert.equal(out.text, 'from bytecode\n');
   assert.equal(out.error?.line, 2);
 });
+
+/**
+ * Issue 20's hostile inputs, each a clean error of the run (a limit or a script error), the
+ * engine serving the next request; the sandbox-limits integration suite runs the same kinds of
+ * attack through a real server.
+ */
+const hostile: Array<[name: string, source: string, kind: 'limit' | 'runtime']> = [
+  ['a string.rep bomb', 'local s = string.rep("x", 2^31)', 'runtime'],
+  ['a string.rep bomb with a separator', 'local s = ("abc"):rep(1e9, ",")', 'runtime'],
+  ['a huge string.format width', 'local s = string.format("%99999999d", 1)', 'runtime'],
+  ['a table that grows forever', 'local t = {} local i = 0 while true do i = i + 1 t[i] = {i} end', 'limit'],
+  ['deep recursion', 'local function f(n) return 1 + f(n + 1) end f(1)', 'limit'],
+  ['a C-stack overflow through nested coroutine.wrap', 'local function f() return coroutine.wrap(f)() end f()', 'runtime'],
+  ['an endless xpcall handler around an endless loop', 'xpcall(function() while true do end end, function() while true do end end)', 'limit'],
+  ['a concatenation bomb', 'local t = {} for i = 1, 100 do t[i] = ("x"):rep(1e6) end local s = table.concat(t) .. table.concat(t)', 'limit'],
+  ['a gsub bomb', 'local s = ("x"):rep(1e6):gsub("x", ("y"):rep(1000))', 'limit'],
+  ['string.char of ten million arguments', 'local t = {} for i = 1, 1e7 do t[i] = 65 end print(#string.char(table.unpack(t)))', 'limit'],
+];
+
+for (const [name, source, kind] of hostile) {
+  test(`lua54: hostile: ${name} is a ${kind} error, and the next request is served`, async () => {
+    const engine = new Lua54Engine();
+    const out = await serve(engine, source, { limits: { cpuMs: 400, memoryBytes: 32 * 1024 * 1024 } });
+    assert.equal(out.error?.kind, kind, `got ${out.error ? `${out.error.kind}: ${out.error.message}` : 'success'}`);
+    assert.equal((await serve(engine, 'print("next")')).text, 'next\n');
+  });
+}
+
+test('lua54: nested pcall to the C-stack limit returns, the engine serves on', async () => {
+  const engine = new Lua54Engine();
+  const out = await serve(engine, 'local function f() return pcall(f) end print((f()))');
+  assert.equal(out.error, null);
+  assert.equal(out.text, 'true\n');
+  assert.equal((await serve(engine, 'print("next")')).text, 'next\n');
+});
