@@ -6,7 +6,11 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Lua54Engine } from '../../runtime/engines/lua54/engine.js';
-import { LuaModule, luaWasmModule } from '../../runtime/engines/lua54/wasm.js';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LuaModule, luaWasmModule, strftime } from '../../runtime/engines/lua54/wasm.js';
 import { wasm } from '../../runtime/engines/wasm-api.js';
 import { serve } from '../helpers/script-host.js';
 
@@ -73,4 +77,25 @@ test('lua54: nested pcall to the C-stack limit returns, the engine serves on', a
   assert.equal(out.error, null);
   assert.equal(out.text, 'true\n');
   assert.equal((await serve(engine, 'print("next")')).text, 'next\n');
+});
+
+test('lua54: os.date formats as GNU date does, every conversion, ISO weeks across eight new years', () => {
+  const stamps: number[] = [];
+  for (let d = 0; d < 3000; d++) stamps.push(Date.UTC(2019, 11, 20) / 1000 + d * 86_400 + (d % 7) * 5 * 3600);
+  const file = join(tmpdir(), `lodestone-strftime-${process.pid}.txt`);
+  writeFileSync(file, stamps.map((t) => `@${t}`).join('\n'));
+  const format = '%Y-%m-%d %H:%M:%S %a %A %b %B %j %U %W %V %G %g %u %w %p %I %c %x %X %D %F %T %R %e %y %C %z %Z %%';
+  const want = execFileSync('date', ['-u', '-f', file, `+${format}`], { env: { TZ: 'UTC' } }).toString().trim().split('\n');
+  stamps.forEach((t, k) => {
+    const d = new Date(t * 1000);
+    const tm = new Int32Array(11);
+    tm.set([d.getUTCSeconds(), d.getUTCMinutes(), d.getUTCHours(), d.getUTCDate(), d.getUTCMonth(), d.getUTCFullYear() - 1900, d.getUTCDay(), Math.floor((t * 1000 - Date.UTC(d.getUTCFullYear(), 0, 1)) / 86_400_000)]);
+    assert.equal(strftime(format, tm, 0), want[k], d.toISOString());
+  });
+});
+
+test('lua54: os.date and os.time in a script', async () => {
+  const engine = new Lua54Engine();
+  const out = await serve(engine, 'print(os.date("!%Y-%m-%d %H:%M:%S", 1765000000), os.date("!*t", 0).year, os.time({year = 2020, month = 1, day = 1, hour = 0}) ~= nil)');
+  assert.equal(out.text, '2025-12-06 05:46:40\t1970\ttrue\n');
 });

@@ -216,7 +216,15 @@ export class LuaModule {
           return 1;
         },
         system: (): number => -1,
-        strftime: (): number => 0,
+        strftime: (out: number, max: number, format: number, tm: number): number => {
+          const heap = this.heap;
+          const text = strftime(heap.toString('latin1', format, heap.indexOf(0, format)), new Int32Array(exp.x.memory.buffer), tm);
+          const bytes = Buffer.from(text, 'utf8');
+          if (bytes.length >= max) return 0;
+          this.heap.set(bytes, out);
+          this.heap[out + bytes.length] = 0;
+          return bytes.length;
+        },
         _tzset_js: (): void => {},
         _mktime_js: (tm: number): bigint => BigInt(Math.floor(tmToDate(heap32(), tm, false) / 1000)),
         _localtime_js: (time: bigint, tm: number): void => dateToTm(heap32(), tm, Number(time) * 1000, false),
@@ -347,4 +355,81 @@ function tmToDate(h: Int32Array, tm: number, utc: boolean): number {
   const ms = utc ? Date.UTC(...args) : new Date(...args).getTime();
   if (!utc) dateToTm(h, tm, ms, false);
   return ms;
+}
+
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+
+/**
+ * C's strftime in the "C" locale over a struct tm in wasm memory, for os.date (Lua 5.4 checks
+ * each conversion against its own list first and calls this once per conversion).
+ */
+export function strftime(format: string, h: Int32Array, tm: number): string {
+  const i = tm >> 2;
+  const [sec, min, hour, mday, mon, year, wday, yday] = [h[i]!, h[i + 1]!, h[i + 2]!, h[i + 3]!, h[i + 4]!, h[i + 5]! + 1900, h[i + 6]!, h[i + 7]!];
+  const gmtoff = h[i + 9]!;
+  const pad = (n: number, w = 2, c = '0'): string => String(n).padStart(w, c);
+  // ISO 8601 week-based year and week (Monday first; week 1 holds the year's first Thursday).
+  const isoWeek = (): [number, number] => {
+    const wdayMon = (wday + 6) % 7;
+    let y = year;
+    let week = Math.floor((yday - wdayMon + 10) / 7);
+    const weeksIn = (yr: number): number => {
+      const jan1 = (wdayMon - yday + 7 * 60) % 7; // weekday (Mon=0) of Jan 1 of `year`
+      const leap = (n: number): boolean => (n % 4 === 0 && n % 100 !== 0) || n % 400 === 0;
+      const first = yr === year ? jan1 : (jan1 - (leap(yr) ? 366 : 365) % 7 + 7) % 7;
+      return first === 3 || (first === 2 && leap(yr)) ? 53 : 52;
+    };
+    if (week < 1) {
+      y = year - 1;
+      week = weeksIn(y);
+    } else if (week > weeksIn(year)) {
+      y = year + 1;
+      week = 1;
+    }
+    return [y, week];
+  };
+  const conv = (c: string): string => {
+    switch (c) {
+      case 'a': return DAYS[wday]!.slice(0, 3);
+      case 'A': return DAYS[wday]!;
+      case 'b': case 'h': return MONTHS[mon]!.slice(0, 3);
+      case 'B': return MONTHS[mon]!;
+      case 'c': return `${conv('a')} ${conv('b')} ${conv('e')} ${conv('T')} ${year}`;
+      case 'C': return pad(Math.floor(year / 100));
+      case 'd': return pad(mday);
+      case 'D': case 'x': return `${pad(mon + 1)}/${pad(mday)}/${pad(year % 100)}`;
+      case 'e': return pad(mday, 2, ' ');
+      case 'F': return `${year}-${pad(mon + 1)}-${pad(mday)}`;
+      case 'g': return pad(isoWeek()[0] % 100);
+      case 'G': return String(isoWeek()[0]);
+      case 'H': return pad(hour);
+      case 'I': return pad(hour % 12 === 0 ? 12 : hour % 12);
+      case 'j': return pad(yday + 1, 3);
+      case 'm': return pad(mon + 1);
+      case 'M': return pad(min);
+      case 'n': return '\n';
+      case 'p': return hour < 12 ? 'AM' : 'PM';
+      case 'r': return `${conv('I')}:${pad(min)}:${pad(sec)} ${conv('p')}`;
+      case 'R': return `${pad(hour)}:${pad(min)}`;
+      case 'S': return pad(sec);
+      case 't': return '\t';
+      case 'T': case 'X': return `${pad(hour)}:${pad(min)}:${pad(sec)}`;
+      case 'u': return String(wday === 0 ? 7 : wday);
+      case 'U': return pad(Math.floor((yday + 7 - wday) / 7));
+      case 'V': return pad(isoWeek()[1]);
+      case 'w': return String(wday);
+      case 'W': return pad(Math.floor((yday + 7 - ((wday + 6) % 7)) / 7));
+      case 'y': return pad(year % 100);
+      case 'Y': return String(year);
+      case 'z': {
+        const a = Math.abs(gmtoff) / 60;
+        return `${gmtoff < 0 ? '-' : '+'}${pad(Math.floor(a / 60))}${pad(a % 60)}`;
+      }
+      case 'Z': return gmtoff === 0 ? 'UTC' : '';
+      case '%': return '%';
+      default: return '';
+    }
+  };
+  return format.replace(/%[EO]?(.)/g, (_m, c: string) => conv(c));
 }
