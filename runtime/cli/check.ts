@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Config } from './config.js';
 import { ScriptError, type ScriptEngine } from '../engines/engine.js';
 import { createJsEngine } from '../engines/js.js';
-import { LuaEngine } from '../engines/lua.js';
+import { createLuaEngine } from '../engines/lua-engines.js';
 import { openRegular, readUpTo } from '../files/open-regular.js';
 import { tooLargeMessage } from '../engines/script-store.js';
 
@@ -70,7 +70,7 @@ export async function findScripts(root: string, extensions: ReadonlySet<string>)
  * has nothing left to wait for.
  */
 export async function checkScripts(config: Config): Promise<CheckResult> {
-  const lua = new LuaEngine();
+  const lua = createLuaEngine(config.luaEngine);
   const js = await createJsEngine();
   const engines = new Map<string, ScriptEngine>([
     [lua.extension, lua],

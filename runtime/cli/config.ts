@@ -31,6 +31,7 @@ import {
 } from '../config-schema.js';
 import { contentCacheFields, withCacheFlag, type ContentCacheConfig } from '../content-cache/types.js';
 import type { CacheFiles } from '../engines/host.js';
+import { LUA_ENGINES } from '../engines/lua-engines.js';
 import { scriptLimitsSection } from '../engines/script-error.js';
 import { scriptCacheSection } from '../engines/script-store.js';
 import { backendsField } from '../fastcgi/client/pool-config.js';
@@ -175,6 +176,10 @@ export const configFields = {
     flag: flag('cacheDir', '--cache-dir'),
     default: null,
     parse: pathValue,
+  }),
+  luaEngine: oneOf(LUA_ENGINES, {
+    doc: '`fengari` (Lua 5.3 in JavaScript) or `lua54` (the reference Lua 5.4 in WebAssembly, several times faster on script work); see [Lua engines](#lua-engines)',
+    default: 'fengari',
   }),
   scriptCache: scriptCacheSection,
   scriptLimits: scriptLimitsSection,
