@@ -32,7 +32,9 @@ import { createStatAccelHandler } from '../handlers/stat-accel.js';
 import { frontEnds, frontendConfig, isFrontEnd } from './frontend-config.js';
 import { startWatchdog } from '../process/watchdog.js';
 import { accessLogged, logSink, reopenLogFiles } from '../process/log-files.js';
-import { gatherStatus, isManagedWorker, onPrimary, provideStatus, reportListening, reportRetiring, runPrimary, setSocketAccess } from '../process/manager.js';
+import { runPrimary } from '../process/manager.js';
+import { setSocketAccess } from '../process/shared-socket.js';
+import { gatherStatus, isManagedWorker, onPrimary, provideStatus, reportListening, reportRetiring } from '../process/worker.js';
 import { dropPrivileges, handOver, isRoot, type RunAs } from '../process/privileges.js';
 import { version } from '../version.js';
 
