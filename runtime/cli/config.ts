@@ -40,7 +40,7 @@ import { insideRoots } from '../files/confine.js';
 import { filesSection, type FilesConfig } from '../files/files-config.js';
 import { parseListen, type ListenTarget } from '../listen.js';
 import { levels } from '../log.js';
-import { WORKER_LISTEN_ENV } from '../process/manager.js';
+import { WORKER_LISTEN_ENV } from '../process/worker.js';
 import { resolveRunAs, resolveSocketOwner, type RunAs } from '../process/privileges.js';
 
 /** Values given on the command line; undefined means "not given". */

@@ -3,12 +3,13 @@
  * that maps URL paths to files under the script root and forwards `.lua` / `.js` requests to a
  * real Lodestone FastCGI server through a {@link BackendPool}, with the params nginx's
  * fastcgi_params would send. Every request thus takes the production path; what nginx or
- * lighttpd would do around it (static files, X-Sendfile, error pages) is done here, in small.
+ * lighttpd would do around it (static files, X-Sendfile, error pages) is done here, in small;
+ * sending a file and the error page are in dev-file.ts.
  *
  * It is meant for a developer's machine, not for production: no TLS, no caching, no
  * conditional requests, no directory listings, one byte range at most.
  */
-import { errorHtml, escapeHtml } from '../handlers/error-page.js';
+import { escapeHtml } from '../handlers/error-page.js';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -17,9 +18,9 @@ import { pipeline } from 'node:stream';
 import { LodestoneError, httpStatus } from '../errors.js';
 import { BackendError, BackendPool, defaultPoolOptions, type BackendResponse } from '../fastcgi/client/pool.js';
 import { confine } from '../files/confine.js';
-import { contentType } from '../files/stat-cache.js';
 import type { Logger } from '../log.js';
 import { version } from '../version.js';
+import { errorPage, sendFile, writeHead } from './dev-file.js';
 
 /** What {@link startDevHttp} needs. */
 export interface DevHttpOptions {
@@ -57,8 +58,6 @@ const SCRIPT_EXTENSIONS = new Set(['.lua', '.js']);
 const SENDFILE_HEADERS = ['x-sendfile', 'x-lighttpd-send-file'];
 const SENDFILE2 = 'x-sendfile2';
 const ACCEL = 'x-accel-redirect';
-/** Backend headers that describe the FastCGI hop or the body we no longer send as is. */
-const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection']);
 /** How long close() lets in-flight backend requests finish before the pool destroys them. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -148,7 +147,7 @@ async function handle(ctx: Context, req: http.IncomingMessage, res: http.ServerR
         res.setHeader('Allow', 'GET, HEAD');
         return errorPage(res, 405);
       }
-      return sendFile(ctx, req, res, target.file, 200, [], null);
+      return sendFile(ctx.options.log, req, res, target.file, 200, [], null);
     case 'script':
       return forward(ctx, req, res, target.file, target.uriPath, rawUrl, query);
   }
@@ -343,144 +342,7 @@ async function escalate(
     return errorPage(res, httpStatus.LS_FILE_NOT_FOUND);
   }
   const kept = backend.headers.filter(([n]) => n.toLowerCase() !== name.toLowerCase());
-  return sendFile(ctx, req, res, where.path, backend.status, kept, range);
-}
-
-/**
- * Sends a regular file with Content-Length and Content-Type (from `headers` or mime). `forced`
- * is a range from X-Sendfile2 (206); without one a single `Range: bytes=` of the client is
- * honoured on a 200. The file is opened once and read through that descriptor, so what was
- * stat'ed is what is sent.
- */
-async function sendFile(
-  ctx: Context,
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
-  file: string,
-  status: number,
-  headers: ReadonlyArray<readonly [string, string]>,
-  forced: [number, number | null] | null,
-): Promise<void> {
-  let handle: fs.promises.FileHandle;
-  try {
-    // O_NONBLOCK: a FIFO swapped in after the check must not park a thread-pool thread.
-    handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return errorPage(res, code === 'ENOENT' || code === 'ENOTDIR' ? 404 : 403);
-  }
-  let st: fs.Stats;
-  try {
-    st = await handle.stat();
-  } catch {
-    await handle.close();
-    return errorPage(res, 500);
-  }
-  if (!st.isFile()) {
-    await handle.close();
-    ctx.options.log.warn('LS_FILE_FORBIDDEN', 'dev HTTP: not a regular file', { path: file });
-    return errorPage(res, httpStatus.LS_FILE_FORBIDDEN);
-  }
-  const size = st.size;
-  let start = 0;
-  let end = size - 1;
-  const ranged = headers.some(([n]) => n.toLowerCase() === 'content-range');
-  if (forced !== null) {
-    start = forced[0];
-    end = forced[1] === null ? size - 1 : Math.min(forced[1], size - 1);
-    if (start >= size && size > 0) {
-      await handle.close();
-      res.setHeader('Content-Range', `bytes */${size}`);
-      return errorPage(res, 416);
-    }
-    if (!ranged && (start !== 0 || end !== size - 1)) {
-      status = status === 200 ? 206 : status;
-      headers = [...headers, ['Content-Range', `bytes ${start}-${end}/${size}`]];
-    }
-  } else if (status === 200 && !ranged && req.headers.range !== undefined) {
-    const r = parseRange(req.headers.range, size);
-    if (r === 'unsatisfiable') {
-      await handle.close();
-      res.setHeader('Content-Range', `bytes */${size}`);
-      return errorPage(res, 416);
-    }
-    if (r !== null) {
-      [start, end] = r;
-      status = 206;
-      headers = [...headers, ['Content-Range', `bytes ${start}-${end}/${size}`]];
-    }
-  }
-  const length = Math.max(end - start + 1, 0);
-  try {
-    writeHead(res, status, headers, { length, type: contentType(file), modified: st.mtime });
-  } catch (err) {
-    await handle.close();
-    ctx.options.log.warn('LS_BACKEND_PROTOCOL', `dev HTTP: unusable response header: ${(err as Error).message}`, { path: file });
-    return errorPage(res, httpStatus.LS_BACKEND_PROTOCOL);
-  }
-  if (req.method === 'HEAD' || length === 0) {
-    await handle.close();
-    res.end();
-    return;
-  }
-  const stream = handle.createReadStream({ start, end, autoClose: true });
-  pipeline(stream, res, () => {
-    // A client gone mid-file: pipeline has closed the descriptor; nothing else to do.
-  });
-}
-
-/**
- * One `bytes=` range of a Range header as inclusive [start, end]; null to ignore it (several
- * ranges, other units, malformed: the whole file is sent, as RFC 9110 allows).
- */
-export function parseRange(header: string, size: number): [number, number] | 'unsatisfiable' | null {
-  const m = /^bytes=\s*(\d*)-(\d*)\s*$/.exec(header);
-  if (m === null || (m[1] === '' && m[2] === '')) return null;
-  if (m[1] === '') {
-    const suffix = Number(m[2]);
-    if (suffix === 0) return 'unsatisfiable';
-    return [Math.max(size - suffix, 0), size - 1];
-  }
-  const start = Number(m[1]);
-  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-  if (m[2] !== '' && Number(m[2]) < start) return null;
-  if (start >= size) return 'unsatisfiable';
-  return [start, end];
-}
-
-/** Status and headers in order (Set-Cookie may repeat); hop-by-hop headers are dropped. */
-function writeHead(
-  res: http.ServerResponse,
-  status: number,
-  headers: ReadonlyArray<readonly [string, string]>,
-  file: { length: number; type: string; modified: Date } | null,
-): void {
-  for (const [name, value] of headers) {
-    const lower = name.toLowerCase();
-    if (HOP_HEADERS.has(lower) || (file !== null && lower === 'content-length')) continue;
-    res.appendHeader(name, value);
-  }
-  if (file !== null) {
-    res.setHeader('Content-Length', file.length);
-    if (!res.hasHeader('content-type')) res.setHeader('Content-Type', file.type);
-    if (!res.hasHeader('last-modified')) res.setHeader('Last-Modified', file.modified.toUTCString());
-    if (!res.hasHeader('accept-ranges')) res.setHeader('Accept-Ranges', 'bytes');
-  }
-  res.statusCode = status;
-}
-
-/** The standard error page; replaces headers set so far unless the response has started. */
-function errorPage(res: http.ServerResponse, status: number): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  for (const name of res.getHeaderNames()) if (name !== 'content-range' && name !== 'allow') res.removeHeader(name);
-  const body = errorHtml(status);
-  res.statusCode = status;
-  res.setHeader('Content-Type', 'text/html; charset=utf-8');
-  res.setHeader('Content-Length', Buffer.byteLength(body));
-  res.end(body);
+  return sendFile(ctx.options.log, req, res, where.path, backend.status, kept, range);
 }
 
 function internalError(ctx: Context, req: http.IncomingMessage, res: http.ServerResponse, err: unknown): void {

@@ -12,41 +12,14 @@
  * closes the shared handle, which unlinks a unix socket, frees a TCP port for anyone, and closes
  * an inherited fd 0 for good, so no replacement could ever listen again. A socket the primary
  * holds outlives every worker; connections wait in its backlog until a worker accepts them.
+ * Binding it is shared-socket.ts; what a worker says and hears, worker.ts.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import { lookup } from 'node:dns/promises';
-import { getSystemErrorName } from 'node:util';
-import { LodestoneError } from '../errors.js';
-import { describeTarget, isListeningSocket, removeStaleSocket, type ListenTarget } from '../listen.js';
 import type { Logger } from '../log.js';
 import type { StatusSnapshot } from '../handlers/status.js';
-
-/**
- * Marks a process forked by the manager and carries its listen target. (Workers are plain
- * child_process forks, not node:cluster workers: in a cluster worker Node routes even
- * listen({ fd }) through the primary, ignoring `exclusive`.)
- */
-export const WORKER_LISTEN_ENV = 'LODESTONE_WORKER_LISTEN';
-/** The fd a worker finds the shared listening socket on (0-2 are stdio, 3 the IPC channel). */
-export const WORKER_FD = 4;
-
-/** Messages between primary and worker over the IPC channel. */
-export type WorkerMessage =
-  | { readonly type: 'listening'; readonly address: string }
-  | { readonly type: 'retiring'; readonly served: number }
-  | { readonly type: 'status-request'; readonly seq: number }
-  | { readonly type: 'status-reply'; readonly seq: number; readonly snapshot: StatusSnapshot | null };
-export type PrimaryMessage =
-  | { readonly type: 'stop' }
-  | { readonly type: 'reopen-logs' }
-  | { readonly type: 'status-query'; readonly seq: number }
-  | { readonly type: 'status-result'; readonly seq: number; readonly snapshots: StatusSnapshot[] };
-
-/** How long the primary waits for the workers' status snapshots. */
-const STATUS_WAIT_MS = 1000;
+import type { ListenTarget } from '../listen.js';
+import { openShared, type Shared, type SocketOwner } from './shared-socket.js';
+import { STATUS_WAIT_MS, WORKER_FD, WORKER_LISTEN_ENV, type PrimaryMessage, type WorkerMessage } from './worker.js';
 
 const stopSignals = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1'] as const;
 
@@ -56,7 +29,7 @@ export interface ManagerOptions {
   readonly target: ListenTarget;
   readonly socketMode: number | null;
   /** Owner of a unix socket (-1 keeps that id); null leaves it as created. */
-  readonly socketOwner: { readonly uid: number; readonly gid: number } | null;
+  readonly socketOwner: SocketOwner;
   readonly log: Logger;
   /** Runs once the socket is had, before any worker is forked. */
   readonly onBound?: () => void;
@@ -348,150 +321,4 @@ class Primary {
     }
     for (const e of this.tracked.values()) this.retire(e);
   }
-}
-
-/** Tells the primary this worker is listening (the first one's address goes into the banner). */
-export function reportListening(target: ListenTarget): void {
-  const msg: WorkerMessage = { type: 'listening', address: describeTarget(target) };
-  process.send?.(msg);
-}
-
-/** Tells the primary this worker reached max requests, so it forks the replacement now. */
-export function reportRetiring(served: number): void {
-  const msg: WorkerMessage = { type: 'retiring', served };
-  process.send?.(msg);
-}
-
-/**
- * Wires a worker to its primary: `stop` when asked to stop or when the primary goes away,
- * `reopenLogs` when the primary got SIGUSR2.
- */
-export function onPrimary(handlers: { stop: () => void; reopenLogs?: () => void }): void {
-  process.on('message', (msg: PrimaryMessage) => {
-    switch (msg?.type) {
-      case 'stop':
-        return handlers.stop();
-      case 'reopen-logs':
-        return handlers.reopenLogs?.();
-      case 'status-query':
-        return void process.send?.({ type: 'status-reply', seq: msg.seq, snapshot: statusProvider?.() ?? null } satisfies WorkerMessage);
-      case 'status-result':
-        statusWaiters.get(msg.seq)?.(msg.snapshots);
-        statusWaiters.delete(msg.seq);
-    }
-  });
-  // A primary killed outright must not leave orphan workers serving an unmanaged socket.
-  process.on('disconnect', handlers.stop);
-}
-
-let statusProvider: (() => StatusSnapshot) | null = null;
-const statusWaiters = new Map<number, (all: StatusSnapshot[]) => void>();
-let statusSeq = 0;
-
-/** In a worker: the function the primary's status queries are answered with. */
-export function provideStatus(snapshot: () => StatusSnapshot): void {
-  statusProvider = snapshot;
-}
-
-/** In a worker: every worker's status snapshot, through the primary; rejects if it does not answer. */
-export function gatherStatus(): Promise<StatusSnapshot[]> {
-  return new Promise((resolve, reject) => {
-    const seq = ++statusSeq;
-    const timer = setTimeout(() => {
-      statusWaiters.delete(seq);
-      reject(new Error('the primary did not answer'));
-    }, 2 * STATUS_WAIT_MS);
-    statusWaiters.set(seq, (all) => {
-      clearTimeout(timer);
-      resolve(all);
-    });
-    process.send?.({ type: 'status-request', seq } satisfies WorkerMessage);
-  });
-}
-
-/** The listening socket the primary holds for its workers. */
-interface Shared {
-  /** What goes into the workers' stdio at {@link WORKER_FD}: a bound handle or an inherited fd. */
-  readonly stdio: number;
-  /** For the log: the address with the port the kernel chose for port 0. */
-  readonly address: string;
-  close(): void;
-}
-
-/** Minimal view of the bound handle net._createServerHandle returns. */
-interface ServerHandle {
-  readonly fd: number;
-  getsockname?(out: { port?: number }): number;
-  close(): void;
-}
-
-/**
- * Binds (tcp, unix) or adopts (fd) the socket the workers share. Binding uses Node's
- * net._createServerHandle, the call node:cluster makes for the same purpose: it binds
- * without starting to accept in this process (a net.Server would accept here too). Each
- * worker's listen() on its copy then makes it a listening socket.
- */
-async function openShared(target: ListenTarget, socketMode: number | null, owner: ManagerOptions['socketOwner']): Promise<Shared> {
-  if (target.kind === 'fd') {
-    if (!isListeningSocket(target.fd)) {
-      throw new LodestoneError('LS_LISTEN_FAILED', `fd ${target.fd} is not a listening socket (the web server or spawner must pass one)`);
-    }
-    return { stdio: target.fd, address: describeTarget(target), close: () => {} };
-  }
-  const create = (net as unknown as { _createServerHandle: (a: string, p: number, t: number) => ServerHandle | number })._createServerHandle;
-  if (target.kind === 'unix') {
-    await removeStaleSocket(target.path);
-    const handle = create(target.path, -1, -1);
-    if (typeof handle === 'number') throw listenError(target, handle);
-    try {
-      setSocketAccess(target.path, socketMode, owner);
-    } catch (err) {
-      handle.close();
-      fs.rmSync(target.path, { force: true });
-      throw err;
-    }
-    return {
-      stdio: handle.fd,
-      address: describeTarget(target),
-      close: () => {
-        handle.close();
-        fs.rmSync(target.path, { force: true });
-      },
-    };
-  }
-  const host = net.isIP(target.host) ? target.host : (await lookup(target.host)).address;
-  const handle = create(host, target.port, net.isIPv6(host) ? 6 : 4);
-  if (typeof handle === 'number') throw listenError(target, handle);
-  const out: { port?: number } = {};
-  const err = handle.getsockname?.(out) ?? 0;
-  // libuv defers a bind's EADDRINUSE to listen() (uv__tcp_bind's delayed_error), which only the
-  // workers call: the handle comes back unbound, and listen(2) on an unbound socket binds it to
-  // a random port on every interface. A bound socket has a port (the kernel's choice for 0).
-  if (err !== 0 || !out.port) {
-    handle.close();
-    throw listenError(target, err !== 0 ? err : -os.constants.errno.EADDRINUSE);
-  }
-  return { stdio: handle.fd, address: describeTarget({ ...target, port: out.port }), close: () => handle.close() };
-}
-
-/**
- * A unix socket's mode and owner, as php-fpm's listen.mode / listen.owner / listen.group: the
- * web server (another user) must be allowed to connect, nobody else.
- */
-export function setSocketAccess(file: string, mode: number | null, owner: ManagerOptions['socketOwner']): void {
-  try {
-    if (owner !== null) fs.chownSync(file, owner.uid, owner.gid);
-  } catch (err) {
-    throw new LodestoneError('LS_LISTEN_FAILED', `socketOwner: cannot give ${file} to ${owner!.uid}:${owner!.gid}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
-  if (mode !== null) fs.chmodSync(file, mode);
-}
-
-function listenError(target: ListenTarget, errno: number): LodestoneError {
-  return new LodestoneError('LS_LISTEN_FAILED', `cannot listen on ${describeTarget(target)}: ${getSystemErrorName(errno)}`);
-}
-
-/** True in a worker forked by the process manager. */
-export function isManagedWorker(env: NodeJS.ProcessEnv = process.env): boolean {
-  return process.send !== undefined && env[WORKER_LISTEN_ENV] !== undefined;
 }

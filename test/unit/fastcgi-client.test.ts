@@ -12,7 +12,7 @@ import test, { type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makePool as makeSharedPool, type PoolSetup } from '../helpers/backend-pool.js';
 import { Logger } from '../../runtime/log.js';
-import { blankLineEnd } from '../../runtime/fastcgi/client/client.js';
+import { blankLineEnd } from '../../runtime/fastcgi/client/wire.js';
 import {
   BackendError,
   BackendPool,

@@ -1,276 +1,37 @@
 /**
  * One connection to a FastCGI backend (PHP-FPM), carrying one request at a time: the client side
- * of the protocol. The codec is the server's own (`records.ts`, `pairs.ts`); what is here is the
- * policy for a peer we do not trust to be well-formed: a 64 KiB cap on the CGI header block,
- * response timeouts, FCGI_STDERR logged like nginx's "FastCGI sent in stderr", and a clean
- * verdict on every way a response can end, so `pool.ts` can decide about reuse and failover.
+ * of the protocol. The codec is the server's own (`records.ts`, `pairs.ts`, and `wire.ts` for the
+ * records we send); what is here is the policy for a peer we do not trust to be well-formed: a
+ * 64 KiB cap on the CGI header block, response timeouts, FCGI_STDERR logged like nginx's
+ * "FastCGI sent in stderr", and a clean verdict on every way a response can end, so `pool.ts` can
+ * decide about reuse and failover.
+ *
+ * It stays one file over 450 lines: what is left is one state machine, in which sending,
+ * receiving, timeouts and failure all settle the same exchange (`over`, `paused`, its timer), and
+ * it reads better whole; the pure parts are in `wire.ts`, `body-source.ts` and `connect.ts`.
  */
-import net, { type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { parseCgiHead } from '../../cgi.js';
-import { LodestoneError, httpStatus, type Code } from '../../errors.js';
-import type { Logger } from '../../log.js';
+import type { Code } from '../../errors.js';
+import { FCGI_END_REQUEST, FCGI_REQUEST_COMPLETE, FCGI_STDERR, FCGI_STDIN, FCGI_STDOUT } from '../constants.js';
+import { RecordParser } from '../records.js';
 import {
-  FCGI_BEGIN_REQUEST,
-  FCGI_END_REQUEST,
-  FCGI_KEEP_CONN,
-  FCGI_PARAMS,
-  FCGI_REQUEST_COMPLETE,
-  FCGI_RESPONDER,
-  FCGI_STDERR,
-  FCGI_STDIN,
-  FCGI_STDOUT,
-} from '../constants.js';
-import { RecordParser, frameStream, framedLength, writeHeader, writeStream } from '../records.js';
+  BackendError,
+  MAX_HEAD_BYTES,
+  type BackendContext,
+  type BackendErrorKind,
+  type BackendExchangeOptions,
+  type BackendResponse,
+} from './backend.js';
+import type { BodySource } from './body-source.js';
+import { appendHead, blankLineEnd, emptyRecord, requestBuffer, requestHead, requestLength, requestParts, REQUEST_ID, stderrLine, stdinRecords } from './wire.js';
 
-/** Where a backend listens, as `parseServer` in `pool.ts` returns it. */
-export type ServerTarget =
-  | { readonly kind: 'unix'; readonly path: string }
-  | { readonly kind: 'tcp'; readonly host: string; readonly port: number };
-
-/** What went wrong with a backend request; decides the status a caller answers with. */
-export type BackendErrorKind = 'unavailable' | 'timeout' | 'protocol' | 'aborted';
-
-const codeOf = {
-  unavailable: 'LS_BACKEND_UNAVAILABLE',
-  timeout: 'LS_BACKEND_TIMEOUT',
-  protocol: 'LS_BACKEND_PROTOCOL',
-  aborted: 'LS_REQUEST_ABORTED',
-} as const satisfies Record<BackendErrorKind, Code>;
-
-/**
- * Why a backend request failed. `code` is the stable log code, `status` what the web server's
- * client should see, {@link httpStatus} of the code (nginx answers 502 and 504 in the same
- * cases; 499 is nginx's "client closed request"). The pool and connection have already logged
- * it: callers need not log again.
- */
-export class BackendError extends LodestoneError {
-  readonly kind: BackendErrorKind;
-  readonly status: (typeof httpStatus)[(typeof codeOf)[BackendErrorKind]];
-  readonly pool: string;
-  /** The server spec involved, when one was. */
-  readonly server: string | undefined;
-
-  constructor(kind: BackendErrorKind, message: string, pool: string, server?: string, options?: { cause?: unknown }) {
-    super(codeOf[kind], message);
-    this.name = 'BackendError';
-    this.kind = kind;
-    this.status = httpStatus[codeOf[kind]];
-    this.pool = pool;
-    this.server = server;
-    if (options?.cause !== undefined) this.cause = options.cause;
-  }
-}
-
-/** A request to forward. */
-export interface BackendRequest {
-  /**
-   * The PARAMS: a ready encoded name-value block (e.g. forwarded as received) or pairs. PHP reads
-   * exactly CONTENT_LENGTH bytes of the body: without that param it sees an empty body.
-   */
-  readonly params: Buffer | Iterable<readonly [string, string]>;
-  /** FCGI_STDIN: whole, streamed, or none (an empty STDIN record is still sent). */
-  readonly body: Buffer | AsyncIterable<Uint8Array> | null;
-  /** Aborting closes the backend connection (php-fpm ignores FCGI_ABORT_REQUEST) and rejects/destroys the body. */
-  readonly signal?: AbortSignal;
-}
-
-/** The backend's answer, delivered once its CGI header block is complete. */
-export interface BackendResponse {
-  /** From `Status:`, `Location` -> 302, else 200 (parseCgiHead). */
-  readonly status: number;
-  /** In order, names as sent, Set-Cookie may repeat; without `Status`. */
-  readonly headers: ReadonlyArray<readonly [string, string]>;
-  /**
-   * The body after the header block; ends at END_REQUEST. Backpressure: pausing it pauses the
-   * socket. Destroying it early closes the connection (not reused). An 'error' listener is
-   * installed, so a body nobody reads never crashes the process; `pipeline`, `for await` and
-   * `stream.finished` still see its errors (BackendError).
-   */
-  readonly body: Readable;
-  /** The spec of the server that answered. */
-  readonly server: string;
-  /** The pool's name. */
-  readonly pool: string;
-}
-
-/** How an exchange ended, for the pool: reuse the connection, count a failure, retry. */
-export interface BackendExchangeEnd {
-  /** The connection can take another request (KEEP_CONN, clean END_REQUEST, body fully sent). */
-  readonly reusable: boolean;
-  /** Null when END_REQUEST arrived and the response was complete. */
-  readonly error: BackendError | null;
-  /** The connection closed (EOF, reset, EPIPE) before any byte of the response. */
-  readonly closedEarly: boolean;
-}
-
-/** Per-exchange settings from the pool. */
-export interface BackendExchangeOptions {
-  readonly keepConn: boolean;
-  /** Wait for the first response byte (the pool subtracts the time the request queued). */
-  readonly firstByteTimeoutMs: number;
-  /** Wait between reads once the response started, and between writes of a streamed body. */
-  readonly responseTimeoutMs: number;
-  /** Called exactly once, before the returned promise settles when it rejects. */
-  readonly onEnd: (end: BackendExchangeEnd) => void;
-}
-
-/** What a connection needs to know about where it belongs; for errors and log lines. */
-export interface BackendContext {
-  readonly pool: string;
-  readonly server: string;
-  readonly log: Logger;
-  /** Cap on the CGI header block; default {@link MAX_HEAD_BYTES}. */
-  readonly maxHeadBytes?: number;
-}
-
-/** nginx's default fastcgi_buffer_size is 4-8 KiB; 64 KiB leaves room for many cookies. */
-export const MAX_HEAD_BYTES = 64 * 1024;
-/** php-fpm never multiplexes, and nginx always uses id 1: so do we. */
-const REQUEST_ID = 1;
-/** A FCGI_STDERR record is logged as one line, cut at this many characters. */
-const STDERR_LINE_CHARS = 1024;
 /** A script printing to stderr in a loop must not flood the log: later records are counted. */
 const STDERR_LINES_PER_REQUEST = 20;
 /** Below this size PARAMS + STDIN are copied into one buffer; above, written as a corked writev. */
 const COPY_LIMIT = 64 * 1024;
-const LF = 10;
-const CR = 13;
 const noop = (): void => {};
-
-/**
- * How much of a streamed body is kept for a replay. A request on a reused kept connection is
- * sent again on a fresh one when the backend had closed it (php-fpm recycling a child under
- * pm.max_requests closes it after END_REQUEST, and its FIN usually arrives after we reused the
- * connection); a streamed body can only be sent again if what was taken from it is still here.
- */
-export const REPLAY_LIMIT = 256 * 1024;
-
-/**
- * A streamed request body that can be read again from the start, once more, as long as at most
- * `limit` bytes were taken from it and keeping was not stopped. The pool creates one per request;
- * each exchange reads it by position. Kept chunks are dropped once they cannot be needed (the
- * response started, or the exchange is not one that is retried).
- */
-export class BodySource {
-  private readonly iterator: AsyncIterator<Uint8Array>;
-  private readonly kept: Array<Buffer | null> = [];
-  private keptBytes = 0;
-  private keeping = true;
-  private taken = 0;
-  private fetching: Promise<void> | null = null;
-  private done = false;
-  private closed = false;
-
-  constructor(
-    body: AsyncIterable<Uint8Array>,
-    private readonly limit = REPLAY_LIMIT,
-  ) {
-    this.iterator = body[Symbol.asyncIterator]();
-  }
-
-  /** Every chunk taken so far can be read again. */
-  get replayable(): boolean {
-    return this.keeping;
-  }
-
-  /** Keeps no further chunks; those kept are dropped once written again. */
-  stopKeeping(): void {
-    this.keeping = false;
-  }
-
-  /** The chunk at `pos` (taken from the iterator when not yet), or null after the last one. */
-  async read(pos: number): Promise<Buffer | null> {
-    while (pos >= this.taken) {
-      if (this.done) return null;
-      this.fetching ??= this.fetch();
-      await this.fetching;
-    }
-    const chunk = this.kept[pos];
-    if (chunk === null || chunk === undefined) throw new Error('the request body cannot be sent again');
-    return chunk;
-  }
-
-  /**
-   * The chunk at `pos` was written by the exchange that is live. Only then is it dropped (when
-   * not kept): the pump of a failed exchange may wake on the same chunk and must not take it.
-   */
-  written(pos: number): void {
-    if (!this.keeping && pos < this.kept.length) this.kept[pos] = null;
-  }
-
-  /** Tells the source to stop (a Readable is destroyed); for a request that is over. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.kept.length = 0;
-    if (this.done || this.iterator.return === undefined) return;
-    try {
-      this.iterator.return().then(noop, noop);
-    } catch {
-      // a broken iterator; nothing more to do
-    }
-  }
-
-  private async fetch(): Promise<void> {
-    try {
-      const step = await this.iterator.next();
-      if (step.done === true) {
-        this.done = true;
-        return;
-      }
-      const value: unknown = step.value;
-      if (!(value instanceof Uint8Array)) throw new TypeError('request body chunks must be Uint8Array');
-      const chunk = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-      this.kept.push(chunk);
-      this.taken++;
-      if (this.keeping) {
-        this.keptBytes += chunk.length;
-        if (this.keptBytes > this.limit) {
-          // Too big to replay: everything before this chunk has been read already.
-          this.keeping = false;
-          this.kept.fill(null, 0, this.taken - 1);
-        }
-      }
-    } finally {
-      this.fetching = null;
-    }
-  }
-}
-
-/**
- * Opens a socket to `target`; rejects with the socket error (`code` ECONNREFUSED, ENOENT, ...)
- * or an ETIMEDOUT error after `timeoutMs`, or an AbortError when `signal` fires.
- */
-export function connectSocket(target: ServerTarget, timeoutMs: number, signal?: AbortSignal): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = target.kind === 'unix' ? net.connect({ path: target.path }) : net.connect({ host: target.host, port: target.port });
-    const settle = (err: Error | null): void => {
-      clearTimeout(timer);
-      socket.off('connect', onConnect);
-      socket.off('error', onError);
-      signal?.removeEventListener('abort', onAbort);
-      if (err === null) {
-        resolve(socket);
-        return;
-      }
-      // A destroyed socket can still report a late error; it must not become an uncaught one.
-      socket.on('error', noop);
-      socket.destroy();
-      reject(err);
-    };
-    const onConnect = (): void => settle(null);
-    const onError = (err: Error): void => settle(err);
-    const onAbort = (): void => settle(Object.assign(new Error('aborted while connecting'), { name: 'AbortError' }));
-    const timer = setTimeout(
-      () => settle(Object.assign(new Error(`connect timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' })),
-      timeoutMs,
-    );
-    socket.once('connect', onConnect);
-    socket.once('error', onError);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 /** The state of the request in flight on a connection. */
 class BackendExchange {
@@ -392,46 +153,18 @@ export class BackendConnection {
   }
 
   // ------------------------------------------------------------------------------------------
-  // Sending
-
   private send(ex: BackendExchange, params: Buffer, body: Buffer | BodySource | null): void {
-    const head = 16 + framedLength(params.length) + 8;
     if (body === null || Buffer.isBuffer(body)) {
-      const bodyLength = body?.length ?? 0;
-      const total = head + framedLength(bodyLength) + 8;
-      if (total <= COPY_LIMIT) {
-        const out = Buffer.allocUnsafe(total);
-        let pos = this.writeHead(out, ex, params);
-        pos = writeStream(out, pos, FCGI_STDIN, REQUEST_ID, body ? [body] : [], bodyLength);
-        writeHeader(out, pos, FCGI_STDIN, REQUEST_ID, 0, 0);
-        this.socket.write(out);
-        return;
-      }
+      const total = requestLength(params.length, body?.length ?? 0);
+      if (total <= COPY_LIMIT) this.socket.write(requestBuffer(total, params, body, ex.options.keepConn));
       // Several MB of body: framed as views of the caller's buffer, written as one writev.
-      const parts: Buffer[] = [];
-      const first = Buffer.allocUnsafe(16);
-      writeBegin(first, ex.options.keepConn);
-      parts.push(first);
-      frameStream(parts, FCGI_PARAMS, REQUEST_ID, [params], params.length);
-      parts.push(emptyRecord(FCGI_PARAMS));
-      if (body) frameStream(parts, FCGI_STDIN, REQUEST_ID, [body], body.length);
-      parts.push(emptyRecord(FCGI_STDIN));
-      this.writeAll(parts);
+      else this.writeAll(requestParts(params, body, ex.options.keepConn));
       return;
     }
-    const out = Buffer.allocUnsafe(head);
-    this.writeHead(out, ex, params);
-    this.socket.write(out);
+    this.socket.write(requestHead(params, ex.options.keepConn));
     ex.writing = true;
     ex.source = body;
     void this.pump(ex, body);
-  }
-
-  // BEGIN_REQUEST, the PARAMS stream and its closing empty record.
-  private writeHead(out: Buffer, ex: BackendExchange, params: Buffer): number {
-    let pos = writeBegin(out, ex.options.keepConn);
-    pos = writeStream(out, pos, FCGI_PARAMS, REQUEST_ID, [params], params.length);
-    return writeHeader(out, pos, FCGI_PARAMS, REQUEST_ID, 0, 0);
   }
 
   private writeAll(parts: Buffer[]): void {
@@ -449,9 +182,7 @@ export class BackendConnection {
         if (chunk === null) break;
         source.written(pos);
         if (chunk.length === 0) continue;
-        const parts: Buffer[] = [];
-        frameStream(parts, FCGI_STDIN, REQUEST_ID, [chunk], chunk.length);
-        this.writeAll(parts);
+        this.writeAll(stdinRecords(chunk));
         if (!ex.gotBytes) this.arm(ex, ex.options.responseTimeoutMs);
         if (this.socket.writableNeedDrain) await this.drained();
         if (ex.over) return;
@@ -547,7 +278,7 @@ export class BackendConnection {
       from = 0;
     } else {
       from = ex.headLength;
-      block = this.appendHead(ex, buf, start, end);
+      block = appendHead(ex, buf, start, end);
     }
     const blank = blankLineEnd(block, from);
     if (blank < 0 || blank > this.maxHeadBytes) {
@@ -555,7 +286,7 @@ export class BackendConnection {
         this.protocol(ex, `CGI header block over ${this.maxHeadBytes} bytes`);
         return;
       }
-      if (ex.headLength === 0) this.appendHead(ex, buf, start, end);
+      if (ex.headLength === 0) appendHead(ex, buf, start, end);
       return;
     }
     const head = parseCgiHead(block.subarray(0, blank));
@@ -566,18 +297,6 @@ export class BackendConnection {
     ex.head = null;
     this.deliver(ex, head.status, head.headers);
     if (block.length > blank) this.pushBody(ex, block.subarray(blank));
-  }
-
-  private appendHead(ex: BackendExchange, buf: Buffer, start: number, end: number): Buffer {
-    const need = ex.headLength + (end - start);
-    if (ex.head === null || ex.head.length < need) {
-      const grown = Buffer.allocUnsafe(Math.max(need, 2 * (ex.head?.length ?? 0), 4096));
-      ex.head?.copy(grown, 0, 0, ex.headLength);
-      ex.head = grown;
-    }
-    buf.copy(ex.head, ex.headLength, start, end);
-    ex.headLength = need;
-    return ex.head.subarray(0, need);
   }
 
   private deliver(ex: BackendExchange, status: number, headers: ReadonlyArray<readonly [string, string]>): void {
@@ -618,9 +337,7 @@ export class BackendConnection {
   private stderr(ex: BackendExchange, buf: Buffer, start: number, end: number): void {
     ex.stderrLines++;
     if (ex.stderrLines > STDERR_LINES_PER_REQUEST) return;
-    const limit = Math.min(end, start + STDERR_LINE_CHARS * 4);
-    let text = buf.toString('utf8', start, limit).trim();
-    if (text.length > STDERR_LINE_CHARS || limit < end) text = text.slice(0, STDERR_LINE_CHARS) + '...';
+    const text = stderrLine(buf, start, end);
     if (text === '') return;
     this.ctx.log.warn('LS_BACKEND_STDERR', text, this.fields());
   }
@@ -739,33 +456,4 @@ export class BackendConnection {
   private fields(): Record<string, string> {
     return { pool: this.ctx.pool, server: this.ctx.server };
   }
-}
-
-function writeBegin(out: Buffer, keepConn: boolean): number {
-  const pos = writeHeader(out, 0, FCGI_BEGIN_REQUEST, REQUEST_ID, 8, 0);
-  out[pos] = FCGI_RESPONDER >> 8;
-  out[pos + 1] = FCGI_RESPONDER & 0xff;
-  out[pos + 2] = keepConn ? FCGI_KEEP_CONN : 0;
-  out.fill(0, pos + 3, pos + 8);
-  return pos + 8;
-}
-
-function emptyRecord(type: number): Buffer {
-  const out = Buffer.allocUnsafe(8);
-  writeHeader(out, 0, type, REQUEST_ID, 0, 0);
-  return out;
-}
-
-/**
- * Offset just after the blank line that ends a CGI header block (LF or CRLF line ends), looking
- * only at line feeds at or after `from`; -1 when there is none yet.
- */
-export function blankLineEnd(buf: Buffer, from: number): number {
-  let lf = buf.indexOf(LF, from);
-  while (lf >= 0) {
-    const prev = lf > 0 ? buf[lf - 1] : -1;
-    if (lf === 0 || prev === LF || (prev === CR && (lf === 1 || buf[lf - 2] === LF))) return lf + 1;
-    lf = buf.indexOf(LF, lf + 1);
-  }
-  return -1;
 }

@@ -1,6 +1,7 @@
 /**
  * The config's `[backends.NAME]`: the FastCGI pools scripts pass() requests to, from the file
- * and from `--backend NAME=SERVER[,SERVER...]`, and how a server is written.
+ * and from `--backend NAME=SERVER[,SERVER...]`, how a server is written, and what makes a pool's
+ * options valid (which the pool checks for pools made in code too).
  */
 import path from 'node:path';
 import { boolean, defaults, field, integer, invalid, isObject, section, type Context, type Field, type Given, type ValueOf } from '../../config-schema.js';
@@ -135,4 +136,24 @@ function servers(value: unknown, at: Given): readonly string[] {
       return spec;
     }),
   );
+}
+
+/** What is wrong with a pool's options, or null; the constructor throws it as LS_CONFIG_INVALID. */
+export function poolOptionsError(options: PoolOptions): string | null {
+  if (options.name === '') return 'a backend pool needs a name';
+  if (options.servers.length === 0) return `backend pool ${options.name}: servers is empty`;
+  for (const spec of options.servers) {
+    const target = parseServer(spec);
+    if (typeof target === 'string') return `backend pool ${options.name}: ${target}`;
+  }
+  if (new Set(options.servers).size !== options.servers.length) return `backend pool ${options.name}: a server is listed twice`;
+  const positive = ['connectTimeoutMs', 'responseTimeoutMs', 'maxConnections', 'idleTimeoutMs'] as const;
+  for (const key of positive) {
+    const value = options[key];
+    if (!Number.isInteger(value) || value < 1) return `backend pool ${options.name}: ${key} must be a positive integer`;
+  }
+  if (!Number.isInteger(options.disableTimeMs) || options.disableTimeMs < 0) {
+    return `backend pool ${options.name}: disableTimeMs must be an integer >= 0`;
+  }
+  return null;
 }

@@ -7,22 +7,16 @@
  */
 import { LodestoneError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import {
-  BackendConnection,
-  BackendError,
-  BodySource,
-  connectSocket,
-  type BackendRequest,
-  type BackendResponse,
-  type BackendExchangeEnd,
-  type ServerTarget,
-} from './client.js';
+import { BackendError, type BackendExchangeEnd, type BackendRequest, type BackendResponse, type ServerTarget } from './backend.js';
+import { BodySource } from './body-source.js';
+import { BackendConnection } from './client.js';
+import { connectSocket } from './connect.js';
 import { encodePairs } from '../pairs.js';
-import { parseServer, type PoolOptions } from './pool-config.js';
+import { parseServer, poolOptionsError, type PoolOptions } from './pool-config.js';
 
-export { BackendError } from './client.js';
-export { defaultPoolOptions, parseServer, type PoolOptions } from './pool-config.js';
-export type { BackendErrorKind, BackendRequest, BackendResponse, ServerTarget } from './client.js';
+export { BackendError, readBody } from './backend.js';
+export { defaultPoolOptions, parseServer, poolOptionsError, type PoolOptions } from './pool-config.js';
+export type { BackendErrorKind, BackendRequest, BackendResponse, ServerTarget } from './backend.js';
 
 /** Counters of one server of a pool, read by tests. */
 export interface ServerStats {
@@ -39,26 +33,6 @@ export interface ServerStats {
   readonly failures: number;
   /** Until when the server is left out (ms since epoch); 0 when enabled. */
   readonly disabledUntil: number;
-}
-
-/** What is wrong with a pool's options, or null; the constructor throws it as LS_CONFIG_INVALID. */
-export function poolOptionsError(options: PoolOptions): string | null {
-  if (options.name === '') return 'a backend pool needs a name';
-  if (options.servers.length === 0) return `backend pool ${options.name}: servers is empty`;
-  for (const spec of options.servers) {
-    const target = parseServer(spec);
-    if (typeof target === 'string') return `backend pool ${options.name}: ${target}`;
-  }
-  if (new Set(options.servers).size !== options.servers.length) return `backend pool ${options.name}: a server is listed twice`;
-  const positive = ['connectTimeoutMs', 'responseTimeoutMs', 'maxConnections', 'idleTimeoutMs'] as const;
-  for (const key of positive) {
-    const value = options[key];
-    if (!Number.isInteger(value) || value < 1) return `backend pool ${options.name}: ${key} must be a positive integer`;
-  }
-  if (!Number.isInteger(options.disableTimeMs) || options.disableTimeMs < 0) {
-    return `backend pool ${options.name}: disableTimeMs must be an integer >= 0`;
-  }
-  return null;
 }
 
 /** An idle kept connection and the timer that closes it. */
@@ -463,29 +437,4 @@ export class BackendPool {
     });
     this.drainQueue();
   }
-}
-
-/**
- * Reads a whole response body, for caching. Past `maxBytes` it stops reading, destroys the body
- * (so the connection is closed, not reused) and rejects with a BackendError of kind 'protocol'
- * (502): the caller asked for a response it can hold, and the backend sent one it cannot. A body
- * that fails rejects with its BackendError.
- */
-export async function readBody(res: BackendResponse, maxBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of res.body) {
-      const buf = chunk as Buffer;
-      size += buf.length;
-      if (size > maxBytes) {
-        throw new BackendError('protocol', `response body over ${maxBytes} bytes`, res.pool, res.server);
-      }
-      chunks.push(buf);
-    }
-  } catch (err) {
-    if (err instanceof BackendError) throw err;
-    throw new BackendError('protocol', `response body failed: ${(err as Error).message}`, res.pool, res.server, { cause: err });
-  }
-  return Buffer.concat(chunks, size);
 }

@@ -2,6 +2,11 @@
  * One FastCGI connection from a web server: request ids, multiplexing, KEEP_CONN, GET_VALUES,
  * ABORT_REQUEST, limits and timeouts. All protocol policy lives here, in one place; the codec
  * below it (`records.ts`) only knows bytes, the handler above it only knows requests.
+ *
+ * It stays one file over 450 lines: it is one state machine on the hot path, in which every
+ * record type, the flow control, the timeouts and each way a request ends change the same
+ * exchanges; split, its transitions would be read across files and called across objects on
+ * every record.
  */
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
