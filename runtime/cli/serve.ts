@@ -12,7 +12,7 @@ import { fatal } from './exit.js';
 import { diagnostic } from '../handlers/diagnostic.js';
 import type { ScriptEngine } from '../engines/engine.js';
 import { createJsEngine } from '../engines/js.js';
-import { LuaEngine } from '../engines/lua.js';
+import { createLuaEngine } from '../engines/lua-engines.js';
 import { LodestoneError } from '../errors.js';
 import type { Handler } from '../fastcgi/server/connection.js';
 import { FastcgiServer } from '../fastcgi/server/server.js';
@@ -261,7 +261,7 @@ function scriptSources(config: Config): ScriptSources {
 /** The script pipeline: both engines over one script store. */
 async function scriptHandler(config: Config, log: Logger, services: HostServices, counters: RunCounters): Promise<Handler> {
   const engines = new Map<string, ScriptEngine>();
-  for (const engine of [new LuaEngine(), await createJsEngine()]) engines.set(engine.extension, engine);
+  for (const engine of [createLuaEngine(config.luaEngine), await createJsEngine()]) engines.set(engine.extension, engine);
   const store = new ScriptStore({
     root: config.root,
     engines,

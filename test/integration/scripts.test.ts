@@ -30,10 +30,11 @@ async function stack(
   return { lodestone, nginx };
 }
 
-for (const ext of ['lua', 'js']) {
-  test(`scripts/*.${ext} through nginx`, { timeout }, async (t) => {
+// Lua on both engines (README, "Lua engines").
+for (const [ext, luaEngine] of [['lua', 'fengari'], ['lua', 'lua54'], ['js', 'fengari']] as const) {
+  test(`scripts/*.${ext} through nginx${ext === 'lua' ? ` (${luaEngine})` : ''}`, { timeout }, async (t) => {
     if (!havePrograms(t, 'nginx')) return;
-    const { nginx } = await stack(t, scriptsDir);
+    const { nginx } = await stack(t, scriptsDir, { config: { luaEngine } });
 
     const hello = await httpRequest(nginx.url(`/hello.${ext}`));
     assert.equal(hello.status, 200);

@@ -101,3 +101,15 @@ test('without the manager the stuck process is killed (a supervisor restarts it)
   assert.equal(await exited, 'SIGKILL');
   assert.match(ls.log(), /error LS_WATCHDOG event loop stuck.*script=\S*stuck\.lua/);
 });
+
+test('lua54: a pathological pattern, which no hook interrupts in C, is the watchdog\'s: killed, logged, replaced', { timeout }, async (t) => {
+  const dir = site(t);
+  fs.writeFileSync(path.join(dir, 'pattern.lua'), 'print(string.find(("a"):rep(5000), ".-.-.-.-b"))\n');
+  const ls = await startLodestone(t, { diagnostic: false, args: ['--root', dir, '--workers', '1'], config: { ...config, luaEngine: 'lua54' } });
+  const primary = ls.child.pid!;
+  const [before] = await waitFor(() => (children(primary).length === 1 ? children(primary) : undefined), 5000, () => 'one worker');
+  assert.equal(await get(ls.port, path.join(dir, 'pattern.lua'), 10_000), 'closed');
+  assert.match(await ls.waitForLog(/LS_WATCHDOG/), /pattern\.lua/);
+  await waitFor(() => (children(primary).length === 1 && children(primary)[0] !== before ? true : undefined), 5000, () => `a replacement for ${before}`);
+  assert.deepEqual(await get(ls.port, path.join(dir, 'hello.lua')), { status: 200, body: 'hello\n' });
+});
