@@ -104,9 +104,10 @@ async function assertOneInFlightThenEnd(sb: Sandbox, file: string): Promise<void
   assert.match(lines[1]!, /LS_SLOW_REQUEST slow request conn=\d+ request=1 script=\S+ uri=\S+ ms=\d+$/);
 }
 
-for (const lang of LANGUAGES) {
-  test(`${lang}: a busy script past slowRequestMs logs its stack (inner function's line, then the caller's) while in flight`, async (t) => {
-    const sb = await startSandbox(t, { config });
+// Lua on both engines (README, "Lua engines").
+for (const [lang, luaEngine, label] of [['lua', 'fengari', 'lua'], ['lua', 'lua54', 'lua54'], ['js', 'fengari', 'js']] as const) {
+  test(`${label}: a busy script past slowRequestMs logs its stack (inner function's line, then the caller's) while in flight`, async (t) => {
+    const sb = await startSandbox(t, { config: { ...config, luaEngine } });
     sb.script(`busy.${lang}`, BUSY[lang]);
     const { line, answer } = await slowWhileInFlight(sb, `busy.${lang}`, 'running');
     assert.equal(answer.body, 'done\n');
@@ -115,8 +116,8 @@ for (const lang of LANGUAGES) {
     await assertOneInFlightThenEnd(sb, `busy.${lang}`);
   });
 
-  test(`${lang}: a script sleeping past slowRequestMs logs the call it waits in and its line while in flight`, async (t) => {
-    const sb = await startSandbox(t, { config });
+  test(`${label}: a script sleeping past slowRequestMs logs the call it waits in and its line while in flight`, async (t) => {
+    const sb = await startSandbox(t, { config: { ...config, luaEngine } });
     sb.script(`nap.${lang}`, NAP[lang]);
     const { line, answer } = await slowWhileInFlight(sb, `nap.${lang}`, 'waiting');
     assert.equal(answer.body, 'woke\n');
@@ -124,9 +125,9 @@ for (const lang of LANGUAGES) {
     await assertOneInFlightThenEnd(sb, `nap.${lang}`);
   });
 
-  test(`${lang}: a script waiting past slowRequestMs in pass() to a slow backend names the backend and its line`, async (t) => {
+  test(`${label}: a script waiting past slowRequestMs in pass() to a slow backend names the backend and its line`, async (t) => {
     const backend = await startLodestone(t);
-    const sb = await startSandbox(t, { config: { ...config, backends: { slowpoke: { servers: [`127.0.0.1:${backend.port}`] } } } });
+    const sb = await startSandbox(t, { config: { ...config, luaEngine, backends: { slowpoke: { servers: [`127.0.0.1:${backend.port}`] } } } });
     sb.script(`passer.${lang}`, PASS[lang]);
     const { line, answer } = await slowWhileInFlight(sb, `passer.${lang}`, 'waiting');
     assert.equal(answer.body, '200\n');
@@ -134,8 +135,8 @@ for (const lang of LANGUAGES) {
     await assertOneInFlightThenEnd(sb, `passer.${lang}`);
   });
 
-  test(`${lang}: a fast script logs nothing slow`, async (t) => {
-    const sb = await startSandbox(t, { config });
+  test(`${label}: a fast script logs nothing slow`, async (t) => {
+    const sb = await startSandbox(t, { config: { ...config, luaEngine } });
     sb.script(`quick.${lang}`, lang === 'lua' ? 'sleep(10)\nprint("quick")' : 'await sleep(10);\nprint("quick");');
     for (let i = 0; i < 3; i++) assert.equal((await sb.get(`quick.${lang}`)).body, 'quick\n');
     // A slow request after them: its lines are written, so the quick ones' would be by now.

@@ -70,6 +70,7 @@ export function makeControl(api: LuaApi): { b: Bindings; fns: ControlFunctions }
       }
       r.pending = promise();
       r.push = push;
+      r.waitThread = L;
       r.host.waitLocator = r;
       return x.lua_yieldk(L, 0, 0, settleK);
     },

@@ -23,6 +23,7 @@ import { markIdle, markRunning } from '../running.js';
 import { isModuleFault, LUA_OK, LUA_REGISTRYINDEX, LUA_TFUNCTION, LUA_TNUMBER, LUA_TSTRING, LUA_YIELD } from './capi.js';
 import { finishLighty } from './api/lighty.js';
 import { active, Run54 } from './run.js';
+import { stackOf } from './stack.js';
 import { LuaState54, LuaWorld } from './states.js';
 import type { Ptr } from './wasm.js';
 
@@ -120,7 +121,7 @@ export class Lua54Engine implements ScriptEngine {
       if (run.cpu + now - run.sliceStart > host.limits.cpuMs) {
         host.abort('limit', `CPU time over ${host.limits.cpuMs} ms`, this.lineAt(L, ar, run.path));
       } else {
-        if (now >= host.slowAt) host.slowWhileRunning(now, []);
+        if (now >= host.slowAt) host.slowWhileRunning(now, stackOf(api, this.world.ar, run.path, L, 0, run.main));
         return;
       }
     }
@@ -237,6 +238,7 @@ export class Lua54Engine implements ScriptEngine {
       const fn = this.fnIn(state, s);
       const L = state.L;
       run = new Run54(host, script.path, state);
+      run.frames = (thread, from) => stackOf(world.api, world.ar, script.path, thread, from, run.main);
       const T = x.lua_newthread(L);
       run.threadRef = x.luaL_ref(L, LUA_REGISTRYINDEX);
       run.main = T;

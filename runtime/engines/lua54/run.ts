@@ -49,6 +49,13 @@ export class Run54 implements WaitLocator {
   lightyBody: Uint8Array[] | null = null;
   /** Registry slot of the `lighty` table when the script touched it; 0 before. */
   lightyRef = 0;
+  /**
+   * The thread that made the host call the run waits for (a coroutine of the script's, or
+   * {@link main}): suspended in that call, its stack still says where, for the slow log.
+   */
+  waitThread: Ptr = 0;
+  /** Reads a thread's frames (stack.ts, bound to the run's module); set by the engine. */
+  frames: ((L: Ptr, from: number) => Frame[]) | null = null;
 
   constructor(
     readonly host: ScriptHost,
@@ -57,9 +64,9 @@ export class Run54 implements WaitLocator {
     readonly state: RunState,
   ) {}
 
-  /** Where the waiting script called the host (not read from a wasm stack yet: none). */
+  /** Where the waiting script called the host: its frames below the host function itself. */
   waitFrames(): Frame[] {
-    return [];
+    return this.waitThread === 0 || this.frames === null ? [] : this.frames(this.waitThread, 1);
   }
 }
 

@@ -17,6 +17,7 @@ import { LUA_MASKCOUNT, LUA_OK, LUA_REGISTRYINDEX, LuaApi } from './capi.js';
 import { makeControl } from './control.js';
 import { active, type Bindings, type RunState } from './run.js';
 import { SANDBOX_LUA } from './sandbox-lua.js';
+import { LUA_DEBUG_BYTES } from './stack.js';
 import { LuaModule, WasmAbort, type Ptr } from './wasm.js';
 
 /** VM instructions between two count-hook calls (a few microseconds of script time). */
@@ -56,6 +57,8 @@ export class LuaWorld {
   private readonly host: Record<string, Ptr> = {};
   /** lua_resume's out-parameter (the number of results). */
   readonly nres: Ptr;
+  /** A lua_Debug for the slow log's stack reads. */
+  readonly ar: Ptr;
   /** A fault (trap, abort, native stack overflow) happened: nothing here may run again. */
   dead = false;
 
@@ -65,6 +68,7 @@ export class LuaWorld {
     this.api = api;
     const x = api.x;
     this.nres = x.malloc(4);
+    this.ar = x.malloc(LUA_DEBUG_BYTES);
     this.alloc = module.addFunction((ud: number, p: Ptr, osize: number, nsize: number): Ptr => {
       const state = this.states.get(ud);
       const old = p === 0 ? 0 : osize;
