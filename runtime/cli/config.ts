@@ -178,8 +178,8 @@ export const configFields = {
     parse: pathValue,
   }),
   luaEngine: oneOf(LUA_ENGINES, {
-    doc: '`fengari` (Lua 5.3 in JavaScript) or `lua54` (the reference Lua 5.4 in WebAssembly, several times faster on script work); see [Lua engines](#lua-engines)',
-    default: 'fengari',
+    doc: '`lua54` (the reference Lua 5.4 in WebAssembly) or `fengari` (Lua 5.3 in JavaScript, several times slower on script work); see [Lua engines](#lua-engines)',
+    default: 'lua54',
   }),
   scriptCache: scriptCacheSection,
   scriptLimits: scriptLimitsSection,

@@ -1,7 +1,8 @@
 /**
- * The Lua engines, chosen by the config's `luaEngine`: `fengari` (Lua 5.3 in pure JS, the
- * engine since the start) and `lua54` (the reference Lua 5.4 in WebAssembly, ~15x faster on
- * script work). Both serve `.lua`, pass the same engine suite and sandbox; one serves a worker.
+ * The Lua engines, chosen by the config's `luaEngine`: `lua54` (the reference Lua 5.4 in
+ * WebAssembly, the default) and `fengari` (Lua 5.3 in pure JS, the engine before it, several
+ * times slower on script work). Both serve `.lua` and pass the same engine suite and sandbox
+ * tests; one serves a worker.
  */
 import { LuaEngine } from './lua.js';
 import { Lua54Engine } from './lua54/engine.js';

@@ -19,21 +19,23 @@ export function bindOutput(b: Bindings): Record<string, (L: Ptr) => number> {
   const { api } = b;
   const x = api.x;
 
+  /** Argument `i` as a byte string, as tostring() would make it. */
+  function strings1(L: Ptr, i: number): Buffer {
+    const t = x.lua_type(L, i);
+    if (t === LUA_TSTRING || t === LUA_TNUMBER) return api.bytes(L, i)!;
+    if (t === LUA_TNIL) return NIL;
+    if (t === LUA_TBOOLEAN) return x.lua_toboolean(L, i) ? TRUE : FALSE;
+    x.luaL_tolstring(L, i, api.scratch);
+    const out = api.bytes(L, -1)!;
+    x.lua_settop(L, -2);
+    return out;
+  }
+
   /** Arguments 1..n as byte strings, as tostring() would make them. */
   function strings(L: Ptr): Buffer[] {
     const n = x.lua_gettop(L);
     const out: Buffer[] = [];
-    for (let i = 1; i <= n; i++) {
-      const t = x.lua_type(L, i);
-      if (t === LUA_TSTRING || t === LUA_TNUMBER) out.push(api.bytes(L, i)!);
-      else if (t === LUA_TNIL) out.push(NIL);
-      else if (t === LUA_TBOOLEAN) out.push(x.lua_toboolean(L, i) ? TRUE : FALSE);
-      else {
-        x.luaL_tolstring(L, i, api.scratch);
-        out.push(api.bytes(L, -1)!);
-        x.lua_settop(L, -2);
-      }
-    }
+    for (let i = 1; i <= n; i++) out.push(strings1(L, i));
     return out;
   }
 
@@ -79,15 +81,37 @@ export function bindOutput(b: Bindings): Record<string, (L: Ptr) => number> {
     },
     log(L) {
       const host = b.run(L).host;
-      const parts = strings(L);
       const room = host.logRoom;
-      let size = parts.length > 1 ? parts.length - 1 : 0;
-      for (const p of parts) size += p.length;
+      const n = x.lua_gettop(L);
+      // Sizes first, from the strings in place: log() of a 20 MiB string copies at most the
+      // log room out of wasm memory, not the string (the host adds the marker and the budget).
+      let size = n > 1 ? n - 1 : 0;
+      for (let i = 1; i <= n; i++) {
+        const t = x.lua_type(L, i);
+        if (t === LUA_TSTRING || t === LUA_TNUMBER) size += api.view(L, i)!.len;
+        else size += strings1(L, i).length;
+      }
       if (size <= room) {
-        host.log(join(parts, TAB, -1).toString('utf8'));
+        host.log(join(strings(L), TAB, -1).toString('utf8'));
         return 0;
       }
-      const joined = join(parts, TAB, -1).subarray(0, room + 3);
+      const kept: Buffer[] = [];
+      let left = room;
+      for (let i = 1; i <= n && left > 0; i++) {
+        // Up to 3 bytes past the room: a character split at the room's edge must show its
+        // continuation bytes, or the cut below cannot see it and keeps half of it.
+        const t = x.lua_type(L, i);
+        let part: Buffer;
+        if (t === LUA_TSTRING || t === LUA_TNUMBER) {
+          const v = api.view(L, i)!;
+          const take = Math.min(v.len, left + 3);
+          part = Buffer.allocUnsafe(take);
+          api.module.heap.copy(part, 0, v.ptr, v.ptr + take);
+        } else part = strings1(L, i).subarray(0, left + 3);
+        kept.push(part);
+        left -= part.length + 1;
+      }
+      const joined = join(kept, TAB, -1);
       // Cut at a character boundary, so the count of bytes cut is exact.
       const line = joined.subarray(0, utf8Boundary(joined, room));
       host.log(line.toString('utf8'), size - line.length);
