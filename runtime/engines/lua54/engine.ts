@@ -336,9 +336,16 @@ export class Lua54Engine implements ScriptEngine {
     if (world !== this.world || world.dead) return;
     const x = world.api.x;
     const L = run.state.L;
+    const state = run.state as LuaState54;
+    if (run.host.fatal?.kind === 'limit') {
+      // A run stopped by a limit may leave its state holding up to memoryBytes of garbage (or
+      // a coroutine stuck mid-way): closing it returns that to the module at once.
+      world.close(state);
+      return;
+    }
     x.luaL_unref(L, LUA_REGISTRYINDEX, run.envRef);
     x.luaL_unref(L, LUA_REGISTRYINDEX, run.threadRef);
-    this.giveBack(run.state as LuaState54);
+    this.giveBack(state);
   }
 
   /** Drops a faulted module: its states, and every run on it, are gone. */
