@@ -10,6 +10,14 @@
  *   real bound is the wasm Memory's `maximum`, set when the module is instantiated.
  * - A V8 overflow inside wasm unwinds C frames half-way and the module is unusable
  *   ({@link isModuleFault}; compile.ts says how the QuickJS stack limits keep it from happening).
+ *
+ * Not quickjs-ng (@jitl/quickjs-ng-wasmfile-release-sync 0.32, quickjs-ng 0.12.1), measured as
+ * a drop-in here (issue 20): the render workload (200 rows, String.replace with a regex and a
+ * callback, toFixed) took 2,480 us against 1,411 (medians, same process, alternating); replace
+ * with a regex alone ran 4-5x slower on the raw module. hello was even (30.4 vs 32.7 us). It
+ * also failed 7 engine tests: a stack overflow is RangeError "Maximum call stack size exceeded"
+ * (vm.ts expects InternalError "stack overflow"), "nope is not defined" lost its quotes, and a
+ * CPU-limit stop named different lines. setMemoryLimit counts blocks there too (8 bytes each).
  */
 import {
   newQuickJSWASMModuleFromVariant,

@@ -7,7 +7,9 @@
  *
  * Why most of the API lives in the sandbox: every value that crosses the host boundary costs a
  * handle, a malloc and a copy. Building `request` and `response` from private classes in here
- * lets a request cost one host call, and each field the script reads costs one more.
+ * lets a request cost two calls into QuickJS (start, and takeOut for the output at the end of
+ * each CPU slice) and, out of it, one call for the string fields (all of them, on the first
+ * read) and one for each record (query, headers, params) the script reads.
  *
  * The parts are pieces of one function body, not modules: each may use the names this frame
  * declares (the primitives as `h_NAME`, String_, Number_, TypeError_, Error_, isInteger, parse,
@@ -52,10 +54,9 @@ export type Primitive = (typeof PRIMITIVES)[number];
  * - `start(fn)` calls the compiled wrapper `fn` with the API and returns its promise. The API
  *   acts on the run whose CPU slice is executing (js/vm.ts): only one runs at a time, and no
  *   job of a run outlives its slice, so no run id needs to travel with each call.
- * - `takeOut()` returns the output buffered since the first write of the slice (see `emit`,
- *   api/output.ts);
- *   the host must call it at the end of every slice in which `write` reached it, and calls it
- *   once more when a run ends: anything left then was not the run's to keep (a leak guard).
+ * - `takeOut()` returns (and empties) the output buffered since it was last called (see `emit`,
+ *   api/output.ts); the host must call it at the end of every slice, and calls it once more
+ *   when a run ends: anything left then was not the run's to keep (a leak guard).
  *   `start` also empties it, so a run never begins with another run's output.
  * - `describe(err)` turns anything thrown into JSON `[name, message, stack, line]`, never throwing.
  * - `nul(...parts)` joins parts with NUL (the host cannot pass a string holding NUL directly).
@@ -119,7 +120,7 @@ ${REQUEST_PRELUDE}
   const api = [Request, Response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
 
   const start = (fn) => {
-    buffered = null;
+    buffered = '';
     // A wait the last run left unfinished (a sleep() it did not await) never reaches its
     // finally: its site is not this run's.
     if (sitesWaiting !== 0) {

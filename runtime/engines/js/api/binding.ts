@@ -19,8 +19,6 @@ export interface Bridge {
   readonly context: QuickJSContext;
   /** The run whose slice is executing, or null (script code runs only inside its own run's slices). */
   readonly current: Run | null;
-  /** Set when `write` reached the host in this slice: the prelude buffers the rest. */
-  wrote: boolean;
   /** Set when the Vm cannot be trusted with the next run. */
   suspect: boolean;
   /** Copies a string into QuickJS (probing the heap first when it is large, NULs allowed). */

@@ -2,7 +2,8 @@
  * Output: print, write, flush, log, emit() and `response` (status and headers), both sides of
  * the boundary: the prelude part that builds them inside QuickJS and the host primitives they
  * call (../../host/output.ts does the work). Apart from the request view because this is what a
- * script changes, and because writes are buffered in the sandbox to save host calls.
+ * script changes, and because writes are buffered in the sandbox to save host calls (the host
+ * collects them at the end of each CPU slice: js/vm.ts).
  */
 import { isModuleFault } from '../module.js';
 import type { ScriptResponse } from '../../host.js';
@@ -18,21 +19,18 @@ export const OUTPUT_PRIMITIVES = ['write', 'flush', 'log', 'logRoom', 'emit', 'g
  */
 export const OUTPUT_PRELUDE = `
 
-  // Output: a host call costs ~5 us, so only the first write of a CPU slice calls the host (which
-  // then knows to collect the rest with takeOut() when the slice ends); later writes collect
-  // in 'buffered', handed over early once it grows large.
-  // The state belongs to the run in progress: start() resets it, and it is set to '' only
-  // after the host took the first write, so a write the host refuses (a stopped run, or a
-  // stack overflow at the call) leaves nothing behind that later writes would pile onto.
-  let buffered = null;
+  // Output: a call out of QuickJS into the host costs ~7-10 us (quickjs-emscripten's host-function
+  // wrapper), a call from the host in ~1 us, so writes collect in 'buffered' and the host takes
+  // them with takeOut() at the end of every CPU slice; a buffer grown large is handed over at once.
+  // The state belongs to the run in progress: start() empties it. What is handed over leaves the
+  // buffer before the host call, so a write the host refuses (a stopped run, or a stack overflow
+  // at the call) leaves nothing behind that later writes would pile onto.
+  // The host reads takeOut()'s answer as a C string, which ends at the first NUL, so a write
+  // holding one goes out at once, as NUL-separated parts (send).
+  let buffered = '';
   const emit = (s) => {
-    if (buffered === null) {
-      send(h_write, s);
-      buffered = '';
-      return;
-    }
     buffered += s;
-    if (buffered.length >= 16384) {
+    if (buffered.length >= 16384 || s.indexOf('\0') >= 0) {
       const b = buffered;
       buffered = '';
       send(h_write, b);
@@ -48,8 +46,8 @@ export const OUTPUT_PRELUDE = `
   };
   const takeOut = () => {
     const b = buffered;
-    buffered = null;
-    return b === null ? '' : b;
+    buffered = '';
+    return b;
   };
 
   // The API functions are shared by all runs (and frozen): the host primitives act on the run
@@ -117,7 +115,6 @@ export function outputBindings(vm: Bridge): Bindings<(typeof OUTPUT_PRIMITIVES)[
   const ctx = vm.context;
   return {
     write: (run, args) => {
-      vm.wrote = true;
       run.host.write(parts(ctx, args));
       return undefined;
     },

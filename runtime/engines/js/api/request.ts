@@ -1,15 +1,17 @@
 /**
  * The request view, both sides of the boundary: the prelude part (the Request class, whose
- * getters fetch a field on first read and keep it for the run) and the host primitives that
- * serve the fields by index (../../host/request.ts reads them from the FastCGI params). Apart
- * from the output side because it is read-only: one host call per field the script reads.
+ * getters fetch on first read and keep what they fetched for the run) and the host primitives
+ * that serve the fields (../../host/request.ts reads them from the FastCGI params). Apart from
+ * the output side because it is read-only. A call out of QuickJS into the host costs ~7-10 us
+ * (quickjs-emscripten's host-function wrapper), so the first string field read fetches all of
+ * them in one call; each record (query, headers, params) is one call on first read.
  */
 import type { ScriptHost } from '../../host.js';
 import { num, type Bindings, type Bridge } from './binding.js';
 
 /**
- * Order of the request string fields the `text` primitive serves (index -> field). The prelude
- * and the host both use this table, so the two cannot drift apart.
+ * Order of the request string fields the `texts` primitive serves (index -> field), all at once
+ * as a JSON array. The prelude and the host both use this table, so the two cannot drift apart.
  */
 export const TEXT_FIELDS = [
   'method',
@@ -25,7 +27,7 @@ export const TEXT_FIELDS = [
 export const JSON_FIELDS = ['query', 'headers', 'params'] as const;
 
 /** The host primitives of this capability. */
-export const REQUEST_PRIMITIVES = ['text', 'json', 'body'] as const;
+export const REQUEST_PRIMITIVES = ['texts', 'json', 'body'] as const;
 
 const textGetters = TEXT_FIELDS.map((name, i) => `get ${name}() { return this.#text(${i}); }`).join('\n    ');
 const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#record(${i}); }`).join('\n    ');
@@ -37,8 +39,7 @@ export const REQUEST_PRELUDE = `
     #texts = null; #records = null; #body = null;
     constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
     #text(i) {
-      const cache = (this.#texts ??= []);
-      return cache[i] ??= h_text(i);
+      return (this.#texts ??= parse(h_texts()))[i];
     }
     #record(i) {
       const cache = (this.#records ??= []);
@@ -53,7 +54,7 @@ export const REQUEST_PRELUDE = `
 export function requestBindings(vm: Bridge): Bindings<(typeof REQUEST_PRIMITIVES)[number]> {
   const ctx = vm.context;
   return {
-    text: (run, [i]) => vm.newString(textField(run.host, num(ctx, i))),
+    texts: (run) => vm.newString(JSON.stringify(TEXT_FIELDS.map((_, i) => textField(run.host, i)))),
     json: (run, [i]) => vm.newString(JSON.stringify(jsonField(run.host, num(ctx, i)))),
     body: (run) => vm.hostCall(run, run.host.body(), (buf) => vm.newString(buf.toString('utf8'))),
   };
