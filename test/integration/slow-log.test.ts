@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { startLodestone } from '../helpers/lodestone.js';
-import { LANGUAGES, startSandbox, type Answer, type Sandbox } from '../helpers/sandbox.js';
+import { startSandbox, type Answer, type Sandbox } from '../helpers/sandbox.js';
 
 const SLOW_MS = 200;
 /** How long the slow scripts take: far past SLOW_MS, so "still in flight" holds on a loaded machine. */
