@@ -200,16 +200,20 @@ export interface HttpAnswer {
   status: number;
   headers: http.IncomingHttpHeaders;
   body: string;
+  /** The body as sent, for checks that compare bytes rather than decoded text. */
+  bytes: Buffer;
 }
 
 /** GET `url` on a fresh connection; rejects after `timeoutMs` without an answer. */
 export function fetchOnce(url: string, timeoutMs = 10_000): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (s: string) => (body += s));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      const chunks: Buffer[] = [];
+      res.on('data', (b: Buffer) => chunks.push(b));
+      res.on('end', () => {
+        const bytes = Buffer.concat(chunks);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: bytes.toString('utf8'), bytes });
+      });
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error(`no answer from ${url} in ${timeoutMs} ms`)));
@@ -233,6 +237,34 @@ export async function checkAnswers(targets: readonly Target[], body: string, log
   }
 }
 
+/** Offset of the first byte where `a` and `b` differ (the shorter one's length when one is a prefix), or -1 when equal. */
+export function firstDifference(a: Buffer, b: Buffer): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? -1 : n;
+}
+
+/**
+ * Checks that every target answers 200, a `contentType` type and exactly the bytes of `expected`
+ * before anything is timed: peers that do the same work must send the same page, or the
+ * comparison is of different work. Throws naming the first differing byte and both sides there.
+ */
+export async function checkSameBody(targets: readonly Target[], expected: Buffer, contentType: string, logs: (t: Target) => string): Promise<void> {
+  for (const t of targets) {
+    const a = await fetchOnce(t.url);
+    const at = firstDifference(a.bytes, expected);
+    const type = String(a.headers['content-type'] ?? '');
+    if (a.status === 200 && at < 0 && type.startsWith(contentType)) continue;
+    const around = (b: Buffer): string => JSON.stringify(b.subarray(Math.max(0, at - 40), at + 40).toString('latin1'));
+    throw new Error(
+      `${t.label} (${t.mode}): expected 200 ${contentType} with the ${expected.length}-byte page, got ${a.status} ${type}, ` +
+        `${a.bytes.length} bytes` +
+        (at >= 0 ? `, first difference at byte ${at}: got ${around(a.bytes)}, expected ${around(expected)}` : '') +
+        `\n${logs(t)}`,
+    );
+  }
+}
+
 /** The machine a run was made on, for every report's header. */
 export interface Machine {
   date: string;
@@ -240,6 +272,8 @@ export interface Machine {
   cpus: number;
   node: string;
   kernel: string;
+  /** 1, 5 and 15 minute load averages when described: on a shared machine, how busy it was. */
+  loadavg: number[];
 }
 
 /** Describes this machine now. */
@@ -250,5 +284,5 @@ export function machine(): Machine {
   } catch {
     // not Linux: os.cpus() is what there is
   }
-  return { date: new Date().toISOString(), cpuModel: model, cpus: os.cpus().length, node: process.version, kernel: os.release() };
+  return { date: new Date().toISOString(), cpuModel: model, cpus: os.cpus().length, node: process.version, kernel: os.release(), loadavg: os.loadavg() };
 }

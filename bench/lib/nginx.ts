@@ -4,10 +4,18 @@ import path from 'node:path';
 export interface Site {
   /** Port nginx listens on (127.0.0.1) for this backend and mode. */
   listen: number;
-  /** Backend FastCGI port (127.0.0.1); null for a site nginx answers itself ({@link returnBody}). */
-  backend: number | null;
+  /**
+   * Backend FastCGI port (127.0.0.1) or Unix socket path; null for a site nginx answers itself
+   * ({@link returnBody}, {@link luaFile}).
+   */
+  backend: number | string | null;
   /** nginx answers `return 200 BODY` (text/plain) itself: the front end's ceiling. */
   returnBody?: string;
+  /**
+   * nginx runs this Lua file for every request itself (`content_by_lua_file`, lua-nginx-module:
+   * pass its `load_module` paths to {@link nginxConfig}).
+   */
+  luaFile?: string;
   /** Upstream keep-alive pool size, or null for a new FastCGI connection per request. */
   keepalive: number | null;
   /** Unique name, used for the upstream block. */
@@ -45,15 +53,21 @@ const FASTCGI_PARAMS = `
   fastcgi_param SERVER_NAME       $server_name;
   fastcgi_param REDIRECT_STATUS   200;`;
 
-/** nginx.conf for `nginx -p dir -c dir/nginx.conf`; everything nginx writes stays in `dir`. */
-export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean): string {
+/** A backend as nginx names it: a port on 127.0.0.1, or `unix:PATH`. */
+const address = (backend: number | string): string => (typeof backend === 'number' ? `127.0.0.1:${backend}` : `unix:${backend}`);
+
+/**
+ * nginx.conf for `nginx -p dir -c dir/nginx.conf`; everything nginx writes stays in `dir`.
+ * `modules`: dynamic modules to load (absolute paths, in order), e.g. lua-nginx-module's.
+ */
+export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean, modules: readonly string[] = []): string {
   const p = (name: string): string => path.join(dir, name);
   const upstreams = sites
     .filter((s) => s.keepalive !== null && s.backend !== null)
     .map(
       (s) => `
   upstream ${s.name} {
-    server 127.0.0.1:${s.backend};
+    server ${address(s.backend!)};
     keepalive ${s.keepalive};
     # The default (1000) would close and reopen the kept connections during a run.
     keepalive_requests 100000000;
@@ -63,11 +77,13 @@ export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean
   const servers = sites
     .map((s) => {
       const pass =
-        s.backend === null
+        s.backend === null && s.luaFile !== undefined
+          ? `content_by_lua_file ${s.luaFile};`
+          : s.backend === null
           ? `default_type text/plain;\n      return 200 ${JSON.stringify(s.returnBody ?? '')};`
           : s.keepalive !== null
           ? `fastcgi_pass ${s.name};\n      fastcgi_keep_conn on;`
-          : `fastcgi_pass 127.0.0.1:${s.backend};`;
+          : `fastcgi_pass ${address(s.backend)};`;
       return `
   server {
     listen 127.0.0.1:${s.listen};${s.root !== undefined ? `\n    root ${s.root};` : ''}
@@ -78,7 +94,7 @@ export function nginxConfig(dir: string, sites: readonly Site[], asRoot: boolean
     })
     .join('\n');
   return `# Written by the benchmark for one run; see bench/lib/nginx.ts.
-daemon off;
+${modules.map((m) => `load_module ${m};\n`).join('')}daemon off;
 master_process on;
 worker_processes 1;
 ${asRoot ? 'user root;\n' : ''}error_log ${p('error.log')} warn;

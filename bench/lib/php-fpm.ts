@@ -4,7 +4,7 @@ import path from 'node:path';
 
 /**
  * `php-fpm -F` (foreground, so it stays in the process group the benchmark stops) with a config
- * written to `dir`: one pool on 127.0.0.1:`port`, `children` children from the start. The
+ * written to `dir`: one pool on 127.0.0.1:`listen` (or the Unix socket `listen`), `children` children from the start. The
  * system's php.ini applies (OPcache as installed); expose_php off, so the response carries no
  * X-Powered-By header the other backends do not send.
  *
@@ -12,7 +12,7 @@ import path from 'node:path';
  * FastCGI connection until the client closes it, so connections beyond the children wait in the
  * listen queue and the benchmark would time the few that are served.
  */
-export function phpFpmCommand(program: string, dir: string, port: number, children: number): [string, string[]] {
+export function phpFpmCommand(program: string, dir: string, listen: number | string, children: number): [string, string[]] {
   const conf = path.join(dir, 'php-fpm.conf');
   const root = process.getuid?.() === 0;
   fs.writeFileSync(
@@ -26,7 +26,8 @@ export function phpFpmCommand(program: string, dir: string, port: number, childr
       '[bench]',
       // As root, php-fpm wants a user for its children and -R to accept root itself.
       ...(root ? ['user = root'] : []),
-      `listen = 127.0.0.1:${port}`,
+      // A port on 127.0.0.1, or a Unix socket path (as Debian's own pool listens).
+      `listen = ${typeof listen === 'number' ? `127.0.0.1:${listen}` : listen}`,
       'pm = static',
       `pm.max_children = ${children}`,
       '',

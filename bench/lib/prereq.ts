@@ -5,7 +5,18 @@ import path from 'node:path';
 import { findPhpFpm, findProgram } from '../../test/shared/programs.js';
 
 /** What a scenario can need; each maps to the Debian package (or npm step) that provides it. */
-export type Requirement = 'nginx' | 'wrk' | 'taskset' | 'gcc' | 'libfcgi-dev' | 'php-fpm' | 'lighttpd' | 'mod_magnet' | 'strace' | 'node-fastcgi';
+export type Requirement =
+  | 'nginx'
+  | 'wrk'
+  | 'taskset'
+  | 'gcc'
+  | 'libfcgi-dev'
+  | 'php-fpm'
+  | 'lighttpd'
+  | 'mod_magnet'
+  | 'nginx-lua'
+  | 'strace'
+  | 'node-fastcgi';
 
 const PACKAGE: Record<Requirement, string> = {
   nginx: 'nginx',
@@ -16,6 +27,8 @@ const PACKAGE: Record<Requirement, string> = {
   'php-fpm': 'php-fpm',
   lighttpd: 'lighttpd',
   mod_magnet: 'lighttpd-modules-lua',
+  // lua-nginx-module with LuaJIT; it pulls in the NDK module and lua-resty-core it needs.
+  'nginx-lua': 'libnginx-mod-http-lua',
   strace: 'strace',
   'node-fastcgi': '',
 };
@@ -51,6 +64,22 @@ function haveMagnet(): boolean {
   );
 }
 
+/** Where nginx's dynamic modules live on Debian (and in nginx's own default prefix). */
+const NGINX_MODULE_DIRS = ['/usr/lib/nginx/modules', '/usr/share/nginx/modules', '/usr/local/nginx/modules'];
+
+/**
+ * The `load_module` paths of lua-nginx-module, in load order (the NDK first: the Lua module is
+ * built against it), or null when they are not installed. The benchmark's nginx reads none of
+ * /etc/nginx, so it loads them itself rather than through modules-enabled.
+ */
+export function nginxLuaModules(): string[] | null {
+  for (const dir of NGINX_MODULE_DIRS) {
+    const mods = ['ndk_http_module.so', 'ngx_http_lua_module.so'].map((m) => path.join(dir, m));
+    if (mods.every((m) => fs.existsSync(m))) return mods;
+  }
+  return null;
+}
+
 /** The libfcgi headers the C peer is built with; the compiler knows its include path. */
 function haveLibfcgiHeaders(gcc: string | null): boolean {
   if (gcc === null) return fs.existsSync('/usr/include/fcgiapp.h');
@@ -73,6 +102,7 @@ export function missingOf(needs: readonly Requirement[], programs: Programs, ben
     'php-fpm': () => programs.phpFpm !== null,
     lighttpd: () => programs.lighttpd !== null,
     mod_magnet: haveMagnet,
+    'nginx-lua': () => nginxLuaModules() !== null,
     strace: () => programs.strace !== null,
     'node-fastcgi': () => haveNodeFastcgi(benchDir),
   };

@@ -55,10 +55,15 @@ export interface Rss {
   processes: number;
 }
 
+/** "load average 1.00, 2.00, 3.00 (1/5/15 min) at the end": how busy a shared machine was, runs and gaps alike. */
+function loadLine(m: Machine): string {
+  return `load average ${m.loadavg.map((n) => n.toFixed(2)).join(', ')} (1/5/15 min) at the end`;
+}
+
 /** The header every load report starts with: when, on what, how. */
 export function headerLines(m: Machine, s: LoadSettings, extra: readonly string[]): string[] {
   return [
-    `- Date: ${m.date}; machine: ${m.cpuModel}, ${m.cpus} CPUs, Linux ${m.kernel}; Node ${m.node}`,
+    `- Date: ${m.date}; machine: ${m.cpuModel}, ${m.cpus} CPUs, Linux ${m.kernel}; Node ${m.node}; ${loadLine(m)}`,
     `- Method: \`wrk -t1 -c${s.connections} -d${s.seconds}s --latency\`, ${s.rounds} interleaved round(s) after a ${s.warmup} s ` +
       'warm-up per target; servers (front end and backend) pinned to CPU 0, wrk to CPU 1 (taskset); medians over rounds, ' +
       'ratios taken per round, then their median (and range)',

@@ -17,5 +17,10 @@ export interface Scenario {
   summary: string;
   /** Skipped, with the packages to install, when any of these is missing. */
   needs: readonly Requirement[];
+  /**
+   * What only some of its peers need: when one is missing the scenario runs without those peers
+   * (it checks with `missingOf` itself), and the runner names the package and exits 1 as for `needs`.
+   */
+  optional?: readonly Requirement[];
   run(ctx: Context, programs: Programs): Promise<ScenarioResult>;
 }

@@ -10,6 +10,9 @@
  *   next to the host alone; the ~2,000-line script (bench/lib/big-script.ts) cached and parsed:
  *   what the script cache saves. Each request is served as runtime/handlers/pipeline.ts serves one
  *   (bench/lib/script-host.ts).
+ * - Engines side by side: lua54, fengari and JS, cached, on hello, the render scenario's page
+ *   (bench/peers/render.lua / .js) and a 20,000-step arithmetic loop: the cost of script work
+ *   per engine, where hello is mostly the host's.
  * - Script store: a hit inside the stat interval, a hit that re-stats the file (interval 0), and
  *   a miss that reads and compiles (two files, room for one).
  *
@@ -26,6 +29,7 @@ import { ScriptStore } from '../../runtime/engines/script-store.js';
 import type { ScriptEngine } from '../../runtime/engines/engine.js';
 import { createJsEngine } from '../../runtime/engines/js.js';
 import { LuaEngine } from '../../runtime/engines/lua.js';
+import { createLuaEngine } from '../../runtime/engines/lua-engines.js';
 import { FCGI_BEGIN_REQUEST, FCGI_PARAMS, FCGI_RESPONDER, FCGI_STDIN, FCGI_STDOUT } from '../../runtime/fastcgi/constants.js';
 import { scanPairs } from '../../runtime/fastcgi/pairs.js';
 import { encodeRecord, RecordParser, writeStream, framedLength } from '../../runtime/fastcgi/records.js';
@@ -33,6 +37,7 @@ import { Request } from '../../runtime/fastcgi/server/request.js';
 import { Response } from '../../runtime/fastcgi/server/response.js';
 import { BIG_OUTPUT, bigJsScript, bigLuaScript } from '../lib/big-script.js';
 import { machine, type Context } from '../lib/harness.js';
+import { COMPUTE_SOURCE, COMPUTE_STEPS, computeOutput, peerScript, renderPage, RENDER_ROWS } from '../lib/render.js';
 import { median } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { nginxParams, serveOnce, Sink } from '../lib/script-host.js';
@@ -365,6 +370,103 @@ async function engines(quick: boolean, step: (l: string) => void): Promise<strin
 }
 
 // ---------------------------------------------------------------------------------------------
+// Engines side by side
+
+/** One workload of {@link perEngine}: its source per language and what it prints. */
+interface Workload {
+  name: string;
+  lua: string;
+  js: string;
+  expected: string;
+}
+
+/**
+ * Calls `op` until `minMs` have passed (at least twice) and returns its mean time in ns: a first
+ * estimate, so that every case gets batches of about the same length, whether it costs 3 µs
+ * (hello) or 5 ms (the render on fengari).
+ */
+async function estimateNs(op: () => Promise<void>, minMs: number): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  let n = 0;
+  while (n < 2 || Number(process.hrtime.bigint() - t0) < minMs * 1e6) {
+    await op();
+    n++;
+  }
+  return Number(process.hrtime.bigint() - t0) / n;
+}
+
+async function perEngine(quick: boolean, step: (l: string) => void): Promise<string[]> {
+  const root = '/srv/bench';
+  const js = await createJsEngine();
+  const engines: Array<{ label: string; engine: ScriptEngine; lang: 'lua' | 'js' }> = [
+    { label: 'Lua 5.4 (lua54)', engine: createLuaEngine('lua54'), lang: 'lua' },
+    { label: 'Lua 5.3 (fengari)', engine: createLuaEngine('fengari'), lang: 'lua' },
+    { label: 'JS (QuickJS)', engine: js, lang: 'js' },
+  ];
+  const workloads: Workload[] = [
+    { name: 'hello', lua: 'print("hello")', js: 'print("hello")', expected: 'hello\n' },
+    { name: `render: ${RENDER_ROWS}-row table (bench/peers/render.*)`, lua: peerScript('render.lua'), js: peerScript('render.js'), expected: renderPage() },
+    { name: `compute: ${COMPUTE_STEPS.toLocaleString('en-US')}-step arithmetic loop`, lua: COMPUTE_SOURCE.lua, js: COMPUTE_SOURCE.js, expected: computeOutput() },
+  ];
+  // Batches of ~50 ms (~5 ms quick): long against the clock, short against drift.
+  const batchMs = quick ? 5 : 50;
+  const batches = quick ? 2 : 10;
+  const cells = new Map<string, Timing>();
+  try {
+    for (const w of workloads) {
+      for (const e of engines) {
+        const name = `${w.name}, ${e.label}`;
+        const file = path.join(root, `${w.name.split(':')[0]}${e.engine.extension}`);
+        const params = nginxParams(file, root);
+        const sink = new Sink();
+        const script = e.engine.compile(w[e.lang], file);
+        try {
+          // Check the body once, outside the timing: a fast wrong answer is no result.
+          sink.kept = [];
+          await serveOnce(e.engine, script, params, sink, file, root);
+          const body = bodyOf(Buffer.concat(sink.kept));
+          if (body !== w.expected) throw new Error(`${name}: expected ${JSON.stringify(w.expected.slice(0, 200))}, got ${JSON.stringify(body.slice(0, 200))}`);
+          sink.kept = null;
+          step(`micro: ${name}`);
+          const op = (): Promise<void> => serveOnce(e.engine, script, params, sink, file, root);
+          const perBatch = Math.max(2, Math.round((batchMs * 1e6) / (await estimateNs(op, batchMs))));
+          const compiles = e.engine.compiles;
+          cells.set(name, await time(name, perBatch, batches, op));
+          if (e.engine.compiles !== compiles) throw new Error(`${name}: compiled during the timing`);
+        } finally {
+          script.dispose();
+        }
+      }
+    }
+  } finally {
+    js.close();
+  }
+  const med = (w: Workload, label: string): number => median(cells.get(`${w.name}, ${label}`)?.perOpNs ?? []);
+  const [l54, feng, jsLabel] = engines.map((e) => e.label) as [string, string, string];
+  const lines = [
+    `| Workload | ${engines.map((e) => `${e.label} per request (median, min–max)`).join(' | ')} | fengari / lua54 | JS / lua54 |`,
+    `|---|${'---:|'.repeat(engines.length + 2)}`,
+  ];
+  for (const w of workloads) {
+    const cell = (label: string): string => {
+      const t = cells.get(`${w.name}, ${label}`)!;
+      return `${duration(median(t.perOpNs))} (${duration(Math.min(...t.perOpNs))}–${duration(Math.max(...t.perOpNs))})`;
+    };
+    lines.push(`| ${w.name} | ${engines.map((e) => cell(e.label)).join(' | ')} | ${(med(w, feng) / med(w, l54)).toFixed(1)}x | ${(med(w, jsLabel) / med(w, l54)).toFixed(1)}x |`);
+  }
+  return [
+    '## Engines side by side',
+    '',
+    `The same work on each engine, cached, served as in "Engines" (host included): ${engines.map((e) => `${e.label}: ${e.engine.version}`).join('; ')}. ` +
+      `The render is the render scenario's page (${Buffer.byteLength(renderPage()).toLocaleString('en-US')} bytes, checked), ` +
+      'the compute loop integer arithmetic only. Ratios: times of the median batch, over lua54\'s.',
+    '',
+    ...lines,
+    '',
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
 // Script store
 
 async function store(quick: boolean, step: (l: string) => void): Promise<string[]> {
@@ -432,12 +534,14 @@ export async function runMicro(options: MicroOptions): Promise<string> {
   const sections = [
     '# micro: the parts of a request, in one process',
     '',
-    `- Date: ${m.date}; machine: ${m.cpuModel}, ${m.cpus} CPUs, Linux ${m.kernel}; Node ${m.node}`,
+    `- Date: ${m.date}; machine: ${m.cpuModel}, ${m.cpus} CPUs, Linux ${m.kernel}; Node ${m.node}; load average at the start ` +
+      `${m.loadavg.map((n) => n.toFixed(2)).join(', ')} (1/5/15 min): nothing here flags other load, so read the ranges`,
     `- Method: each case checked once, warmed up, then timed in ${options.quick ? 'a few (BENCH_QUICK)' : '10'} batches; ` +
       'per-operation median over batches and the batches\' range; one core, nothing else running in this process',
     '',
     ...codec(options.quick, options.step),
     ...(await engines(options.quick, options.step)),
+    ...(await perEngine(options.quick, options.step)),
     ...(await store(options.quick, options.step)),
   ];
   return sections.join('\n');
@@ -445,7 +549,7 @@ export async function runMicro(options: MicroOptions): Promise<string> {
 
 export const micro: Scenario = {
   name: 'micro',
-  summary: 'in one process: FastCGI codec records/s, engines cached vs parsed, script store hits and misses',
+  summary: 'in one process: FastCGI codec records/s, engines cached vs parsed, lua54/fengari/JS on hello, render, compute, script store',
   needs: [],
   run: async (ctx: Context): Promise<ScenarioResult> => ({
     markdown: await runMicro({ quick: process.env.BENCH_QUICK === '1', step: (label) => ctx.progress.status(label) }),
