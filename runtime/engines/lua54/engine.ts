@@ -155,34 +155,25 @@ export class Lua54Engine implements ScriptEngine {
   compile(source: string, path: string): CompiledScript {
     this.compileCount++;
     const chunk = chunkOf(source);
-    const script = new Lua54Script(path, chunk.length * HEAP_PER_SOURCE_BYTE, chunk, 't', this);
-    const state = this.take();
-    try {
-      this.fnIn(state, script);
-    } finally {
-      this.giveBack(state);
-    }
-    return script;
+    return this.loaded(new Lua54Script(path, chunk.length * HEAP_PER_SOURCE_BYTE, chunk, 't', this));
   }
 
   dump(script: CompiledScript): Uint8Array {
     const s = this.own(script);
     if (s.mode === 'b') return s.chunk;
     const state = this.take();
-    const { api } = this.world;
-    const x = api.x;
+    const world = this.world;
+    const x = world.api.x;
     const parts: Buffer[] = [];
-    const writer = api.module.addFunction((_L: Ptr, p: Ptr, size: number): number => {
-      parts.push(Buffer.from(api.module.heap.subarray(p, p + size)));
-      return 0;
-    }, 'iiiii');
+    world.dumpTo = parts;
     try {
       x.lua_rawgeti(state.L, LUA_REGISTRYINDEX, BigInt(this.fnIn(state, s)));
       // Not stripped: the line info is what makes runtime errors name file:line.
-      const status = x.lua_dump(state.L, writer, 0, 0);
-      api.pop(state.L, 1);
+      const status = x.lua_dump(state.L, world.dumpWriter, 0, 0);
+      world.api.pop(state.L, 1);
       if (status !== 0) throw new Error(`lua_dump failed for ${script.path}`);
     } finally {
+      world.dumpTo = null;
       this.giveBack(state);
     }
     return Buffer.concat(parts);
@@ -190,7 +181,11 @@ export class Lua54Engine implements ScriptEngine {
 
   load(bytecode: Uint8Array, path: string): CompiledScript {
     const chunk = Buffer.from(bytecode);
-    const script = new Lua54Script(path, chunk.length * HEAP_PER_SOURCE_BYTE, chunk, 'b', this);
+    return this.loaded(new Lua54Script(path, chunk.length * HEAP_PER_SOURCE_BYTE, chunk, 'b', this));
+  }
+
+  /** `script`, loaded once in a state: a compile error or bad bytecode throws here, not at its first run. */
+  private loaded(script: Lua54Script): Lua54Script {
     const state = this.take();
     try {
       this.fnIn(state, script);

@@ -59,6 +59,10 @@ export class LuaWorld {
   readonly nres: Ptr;
   /** A lua_Debug for the slow log's stack reads. */
   readonly ar: Ptr;
+  /** lua_dump's writer (one for the module: a table slot per dump would never be freed). */
+  readonly dumpWriter: Ptr;
+  /** Where {@link dumpWriter} puts the bytes of the dump in progress. */
+  dumpTo: Buffer[] | null = null;
   /** A fault (trap, abort, native stack overflow) happened: nothing here may run again. */
   dead = false;
 
@@ -69,6 +73,10 @@ export class LuaWorld {
     const x = api.x;
     this.nres = x.malloc(4);
     this.ar = x.malloc(LUA_DEBUG_BYTES);
+    this.dumpWriter = module.addFunction((_L: Ptr, p: Ptr, size: number): number => {
+      this.dumpTo?.push(Buffer.from(module.heap.subarray(p, p + size)));
+      return 0;
+    }, 'iiiii');
     this.alloc = module.addFunction((ud: number, p: Ptr, osize: number, nsize: number): Ptr => {
       const state = this.states.get(ud);
       const old = p === 0 ? 0 : osize;

@@ -4,32 +4,45 @@ import { LUA_TNIL, LUA_TSTRING, LUA_TTABLE } from '../capi.js';
 import type { Bindings } from '../run.js';
 import type { Ptr } from '../wasm.js';
 
+/** The names of a file table's size, mtime and content type: stat()'s, or mod_magnet's in lighty.stat(). */
+export interface FileFields {
+  readonly size: string;
+  readonly mtime: string;
+  readonly contentType: string;
+}
+
+const STAT_FIELDS: FileFields = { size: 'size', mtime: 'mtime', contentType: 'content_type' };
+
+/** Pushes what stat() found as a table (nil when nothing is there); returns 1. */
+export function pushFileTable(b: Bindings, L: Ptr, info: FileInfo | null, names: FileFields): number {
+  const { api } = b;
+  const x = api.x;
+  if (info === null) {
+    x.lua_pushnil(L);
+    return 1;
+  }
+  x.lua_createtable(L, 0, 6);
+  x.lua_pushboolean(L, info.is_file ? 1 : 0);
+  api.setField(L, -2, 'is_file');
+  x.lua_pushboolean(L, info.is_dir ? 1 : 0);
+  api.setField(L, -2, 'is_dir');
+  x.lua_pushinteger(L, BigInt(info.size));
+  api.setField(L, -2, names.size);
+  x.lua_pushinteger(L, BigInt(info.mtime));
+  api.setField(L, -2, names.mtime);
+  api.push(L, info.etag);
+  api.setField(L, -2, 'etag');
+  api.push(L, info.content_type);
+  api.setField(L, -2, names.contentType);
+  return 1;
+}
+
 /** The host functions of this capability, by their names in the sandbox. */
 export function bindFiles(b: Bindings): Record<string, (L: Ptr) => number> {
   const { api } = b;
   const x = api.x;
 
-  const pushFileInfo = (L: Ptr, value: unknown): number => {
-    const info = value as FileInfo | null;
-    if (info === null) {
-      x.lua_pushnil(L);
-      return 1;
-    }
-    x.lua_createtable(L, 0, 6);
-    x.lua_pushboolean(L, info.is_file ? 1 : 0);
-    api.setField(L, -2, 'is_file');
-    x.lua_pushboolean(L, info.is_dir ? 1 : 0);
-    api.setField(L, -2, 'is_dir');
-    x.lua_pushinteger(L, BigInt(info.size));
-    api.setField(L, -2, 'size');
-    x.lua_pushinteger(L, BigInt(info.mtime));
-    api.setField(L, -2, 'mtime');
-    api.push(L, info.etag);
-    api.setField(L, -2, 'etag');
-    api.push(L, info.content_type);
-    api.setField(L, -2, 'content_type');
-    return 1;
-  };
+  const pushFileInfo = (L: Ptr, value: unknown): number => pushFileTable(b, L, value as FileInfo | null, STAT_FIELDS);
 
   const checkText = (L: Ptr, idx: number): string => {
     x.luaL_checklstring(L, idx, 0);

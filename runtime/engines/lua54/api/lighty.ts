@@ -8,7 +8,11 @@ import type { FileInfo } from '../../../files/files.js';
 import { attribute } from '../../lighty-attributes.js';
 import { LUA_REGISTRYINDEX, LUA_TNUMBER, LUA_TSTRING, LUA_TTABLE } from '../capi.js';
 import type { Bindings, Run54 } from '../run.js';
+import { pushFileTable, type FileFields } from './files.js';
 import type { Ptr } from '../wasm.js';
+
+/** mod_magnet's names in lighty.stat()'s table. */
+const LIGHTY_FIELDS: FileFields = { size: 'st_size', mtime: 'st_mtime', contentType: 'content-type' };
 
 /** The host functions of this capability, by their names in the sandbox. */
 export function bindLighty(b: Bindings): Record<string, (L: Ptr) => number> {
@@ -32,27 +36,7 @@ export function bindLighty(b: Bindings): Record<string, (L: Ptr) => number> {
     }
   }
 
-  const pushStat = (L: Ptr, value: unknown): number => {
-    const info = value as FileInfo | null;
-    if (info === null) {
-      x.lua_pushnil(L);
-      return 1;
-    }
-    x.lua_createtable(L, 0, 6);
-    x.lua_pushboolean(L, info.is_file ? 1 : 0);
-    api.setField(L, -2, 'is_file');
-    x.lua_pushboolean(L, info.is_dir ? 1 : 0);
-    api.setField(L, -2, 'is_dir');
-    x.lua_pushinteger(L, BigInt(info.size));
-    api.setField(L, -2, 'st_size');
-    x.lua_pushinteger(L, BigInt(info.mtime));
-    api.setField(L, -2, 'st_mtime');
-    api.push(L, info.etag);
-    api.setField(L, -2, 'etag');
-    api.push(L, info.content_type);
-    api.setField(L, -2, 'content-type');
-    return 1;
-  };
+  const pushStat = (L: Ptr, value: unknown): number => pushFileTable(b, L, value as FileInfo | null, LIGHTY_FIELDS);
 
   return {
     lighty_req_header(L) {
