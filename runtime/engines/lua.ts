@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto';
 import { FENGARI_RELEASE, lauxlib, lua, type LuaProxy, type LuaState } from 'fengari';
 import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
 import type { ScriptHost } from './host.js';
+import { locate, luaChunk } from './lua-chunk.js';
 import { LuaRun, running, text } from './lua/core.js';
 import { markIdle, markRunning } from './running.js';
 import { createSandbox, type Sandbox } from './lua/sandbox.js';
@@ -45,11 +46,7 @@ const {
   lua_type,
 } = lua;
 
-/**
- * Prepended to every chunk, on its first line. Changing it changes compiled output: bump
- * {@link SANDBOX_REVISION} with it so cached bytecode is not reused.
- */
-const PREFIX = 'local _ENV = ...; ';
+/** Bumped when the chunk prefix (lua-chunk.ts) or the sandbox changes compiled output. */
 const SANDBOX_REVISION = 1;
 
 /**
@@ -82,33 +79,11 @@ class LuaScript implements CompiledScript {
   }
 }
 
-/**
- * `path:LINE: message` as Lua writes it (the chunk name is `@path`; Lua shortens a long one
- * to `...` and its tail) -> the message and the line; other chunks' positions are kept whole.
- */
-export function locate(raw: string, path: string): { message: string; line: number | null } {
-  const m = /^(.*?):(\d+): ([\s\S]*)$/.exec(raw);
-  if (m) {
-    const src = m[1]!;
-    if (src === path || (src.startsWith('...') && path.endsWith(src.slice(3)))) {
-      return { message: m[3]!, line: Number(m[2]) };
-    }
-  }
-  return { message: raw, line: null };
-}
-
 /** The error value at the top of `L` as text (non-string values described, not converted). */
 function errorText(L: LuaState): string {
   const t = lua_type(L, -1);
   if (t === LUA_TSTRING || t === LUA_TNUMBER) return text(lua_tolstring(L, -1)!);
   return `(error object is a ${text(lua.lua_typename(L, t))} value)`;
-}
-
-/** Source -> chunk bytes: the env prefix, a BOM dropped, a `#!` line turned into a comment. */
-function chunkOf(source: string): Uint8Array {
-  let src = source.charCodeAt(0) === 0xfeff ? source.slice(1) : source;
-  if (src.startsWith('#')) src = '--' + src;
-  return Buffer.from(PREFIX + src, 'utf8');
 }
 
 /** Rejects the run with its fatal error (a limit, an abort), which wins over any Lua error. */
@@ -154,7 +129,7 @@ export class LuaEngine implements ScriptEngine {
 
   compile(source: string, path: string): CompiledScript {
     this.compileCount++;
-    const bytes = chunkOf(source);
+    const bytes = luaChunk(source);
     return this.loadChunk(bytes, path, 't', bytes.length * HEAP_PER_SOURCE_BYTE);
   }
 

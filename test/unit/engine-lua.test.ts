@@ -9,7 +9,8 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { ScriptError } from '../../runtime/engines/engine.js';
-import { LuaEngine, locate } from '../../runtime/engines/lua.js';
+import { locate } from '../../runtime/engines/lua-chunk.js';
+import { LuaEngine } from '../../runtime/engines/lua.js';
 import { guardsInstalled } from '../../runtime/engines/lua/guards.js';
 import { makeHost, serve, slowLogged, type Served, type ServeOptions } from '../helpers/script-host.js';
 

@@ -18,7 +18,7 @@
  */
 import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine } from '../engine.js';
 import type { ScriptHost } from '../host.js';
-import { locate } from '../lua.js';
+import { locate, luaChunk } from '../lua-chunk.js';
 import { markIdle, markRunning } from '../running.js';
 import { isModuleFault, LUA_OK, LUA_REGISTRYINDEX, LUA_TFUNCTION, LUA_TNUMBER, LUA_TSTRING, LUA_YIELD } from './capi.js';
 import { finishLighty } from './api/lighty.js';
@@ -27,8 +27,7 @@ import { stackOf } from './stack.js';
 import { LuaState54, LuaWorld } from './states.js';
 import type { Ptr } from './wasm.js';
 
-/** Prepended to every chunk, on its first line; a change needs a new {@link SANDBOX_REVISION}. */
-const PREFIX = 'local _ENV = ...; ';
+/** Bumped when the chunk prefix (lua-chunk.ts) or the sandbox changes compiled output. */
 const SANDBOX_REVISION = 1;
 
 /** The wasm binary's Lua release (checked against the binary by a test). */
@@ -80,12 +79,6 @@ function errorText(b: LuaWorld, L: Ptr): string {
 
 function typeName(t: number): string {
   return ['nil', 'boolean', 'userdata', 'number', 'string', 'table', 'function', 'userdata', 'thread'][t] ?? 'no';
-}
-
-function chunkOf(source: string): Buffer {
-  let src = source.charCodeAt(0) === 0xfeff ? source.slice(1) : source;
-  if (src.startsWith('#')) src = '--' + src;
-  return Buffer.from(PREFIX + src, 'utf8');
 }
 
 /**
@@ -154,7 +147,7 @@ export class Lua54Engine implements ScriptEngine {
 
   compile(source: string, path: string): CompiledScript {
     this.compileCount++;
-    const chunk = chunkOf(source);
+    const chunk = luaChunk(source);
     return this.loaded(new Lua54Script(path, chunk.length * HEAP_PER_SOURCE_BYTE, chunk, 't', this));
   }
 
