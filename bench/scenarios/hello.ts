@@ -48,7 +48,7 @@ import { SettingsError } from '../lib/settings.js';
 import { barChart } from '../lib/svg.js';
 
 /** FastCGI peers behind nginx, in report order. */
-const FASTCGI_PEERS = ['lodestone-lua', 'lodestone-js', 'libfcgi', 'php-fpm', 'node-fastcgi', 'node-floor', 'lodestone-diagnostic'] as const;
+const FASTCGI_PEERS = ['lodestone-lua', 'lodestone-fengari', 'lodestone-js', 'libfcgi', 'php-fpm', 'node-fastcgi', 'node-floor', 'lodestone-diagnostic'] as const;
 type FastcgiPeer = (typeof FASTCGI_PEERS)[number];
 /** Every peer id BENCH_PEERS may name. */
 export const HELLO_PEERS = ['nginx-return', ...FASTCGI_PEERS, 'mod_magnet'] as const;
@@ -58,6 +58,7 @@ const DEFAULT_OFF: readonly PeerId[] = ['lodestone-diagnostic'];
 const LABEL: Record<PeerId, string> = {
   'nginx-return': 'nginx `return 200` (ceiling)',
   'lodestone-lua': 'Lodestone Lua hello',
+  'lodestone-fengari': 'Lodestone Lua hello (fengari)',
   'lodestone-js': 'Lodestone JS hello',
   libfcgi: 'libfcgi (C)',
   'php-fpm': 'PHP-FPM (hello.php)',
@@ -69,6 +70,7 @@ const LABEL: Record<PeerId, string> = {
 // The diagnostic responder answers `?hello` with "123"; everything else answers any URL.
 const PATH: Record<FastcgiPeer, string> = {
   'lodestone-lua': '/hello.lua?hello',
+  'lodestone-fengari': '/hello.lua?hello',
   'lodestone-js': '/hello.js?hello',
   libfcgi: '/hello.lua?hello',
   'php-fpm': '/hello.php?hello',
@@ -127,6 +129,12 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       case 'lodestone-lua':
       case 'lodestone-js':
         return lodestoneCommand(`tcp:127.0.0.1:${port}`, '--root', scriptRoot);
+      case 'lodestone-fengari': {
+        // The Lua engine before lua54 became the default, for the same-run comparison.
+        const config = path.join(tmp, 'fengari.json');
+        fs.writeFileSync(config, JSON.stringify({ luaEngine: 'fengari' }));
+        return lodestoneCommand(`tcp:127.0.0.1:${port}`, '--root', scriptRoot, '--config', config);
+      }
       case 'lodestone-diagnostic':
         return lodestoneCommand(`tcp:127.0.0.1:${port}`, '--diagnostic');
       case 'libfcgi':
