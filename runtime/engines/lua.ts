@@ -19,6 +19,7 @@ import { FENGARI_RELEASE, lauxlib, lua, type LuaProxy, type LuaState } from 'fen
 import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
 import type { ScriptHost } from './host.js';
 import { locate, luaChunk } from './lua-chunk.js';
+import { settle } from './settle.js';
 import { LuaRun, running, text } from './lua/core.js';
 import { markIdle, markRunning } from './running.js';
 import { createSandbox, type Sandbox } from './lua/sandbox.js';
@@ -89,16 +90,6 @@ function errorText(L: LuaState): string {
 /** Rejects the run with its fatal error (a limit, an abort), which wins over any Lua error. */
 function checkFatal(host: ScriptHost): void {
   if (host.fatal) throw host.fatal;
-}
-
-async function settle(run: LuaRun): Promise<void> {
-  const pending = run.pending!;
-  run.pending = null;
-  try {
-    run.settled = { ok: true, value: await pending };
-  } catch (error) {
-    run.settled = { ok: false, error };
-  }
 }
 
 /** What {@link LuaEngine.afterSlice} returns while the run waits for the host. */

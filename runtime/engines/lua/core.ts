@@ -6,9 +6,7 @@
 import { lauxlib, lua, to_luastring, type LuaJsFunction, type LuaProxy, type LuaState, type LuaString } from 'fengari';
 import type { ScriptHost } from '../host.js';
 import { MAX_FRAMES, type Frame, type WaitLocator } from '../slow-log.js';
-
-/** The outcome of an async host call, handed to the Lua side when the driver resumes it. */
-export type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+import type { Settled } from '../settle.js';
 
 /** Pushes the result of an async host call; returns how many values it pushed. */
 export type PushResult = (L: LuaState, value: unknown) => number;

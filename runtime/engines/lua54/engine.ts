@@ -19,6 +19,7 @@
 import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine } from '../engine.js';
 import type { ScriptHost } from '../host.js';
 import { locate, luaChunk } from '../lua-chunk.js';
+import { settle } from '../settle.js';
 import { markIdle, markRunning } from '../running.js';
 import { isModuleFault, LUA_OK, LUA_REGISTRYINDEX, LUA_TFUNCTION, LUA_TNUMBER, LUA_TSTRING, LUA_YIELD } from './capi.js';
 import { finishLighty } from './api/lighty.js';
@@ -266,13 +267,7 @@ export class Lua54Engine implements ScriptEngine {
   private async resumeAfterWaits(world: LuaWorld, run: Run54): Promise<number | undefined> {
     try {
       for (;;) {
-        const pending = run.pending!;
-        run.pending = null;
-        try {
-          run.settled = { ok: true, value: await pending };
-        } catch (error) {
-          run.settled = { ok: false, error };
-        }
+        await settle(run);
         if (run.host.fatal) throw run.host.fatal;
         if (world.dead) throw new ScriptError('limit', 'the Lua engine was restarted', run.path, null);
         const result = this.afterSlice(run, this.slice(world, run, 0));

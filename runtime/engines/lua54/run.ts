@@ -9,9 +9,7 @@ import type { ScriptHost } from '../host.js';
 import type { Frame, WaitLocator } from '../slow-log.js';
 import type { LuaApi } from './capi.js';
 import type { Ptr } from './wasm.js';
-
-/** The outcome of an async host call, handed to Lua when the driver resumes the run. */
-export type Settled = { ok: true; value: unknown } | { ok: false; error: unknown };
+import type { Settled } from '../settle.js';
 
 /** Pushes an async host call's result onto L; returns how many values it pushed. */
 export type PushResult = (L: Ptr, value: unknown) => number;
