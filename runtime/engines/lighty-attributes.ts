@@ -1,8 +1,23 @@
 /**
- * lighttpd mod_magnet's request attributes (`lighty.r.req_attr[key]`, `lighty.env[key]`) mapped to
- * what a FastCGI request carries: the same for every Lua engine, so it lives beside them.
+ * lighttpd mod_magnet's names for what Lodestone gives: the request attributes
+ * (`lighty.r.req_attr[key]`, `lighty.env[key]`) mapped to what a FastCGI request carries, and
+ * lighty.stat()'s field names beside stat()'s. The same for every Lua engine, so it lives
+ * beside them.
  */
 import type { ScriptHost } from './host.js';
+
+/** The names of a file table's size, mtime and content type (the other fields are shared). */
+export interface FileFields {
+  readonly size: string;
+  readonly mtime: string;
+  readonly contentType: string;
+}
+
+/** stat()'s names. */
+export const STAT_FIELDS: FileFields = { size: 'size', mtime: 'mtime', contentType: 'content_type' };
+
+/** mod_magnet's names, in lighty.stat()'s table. */
+export const LIGHTY_FIELDS: FileFields = { size: 'st_size', mtime: 'st_mtime', contentType: 'content-type' };
 
 /** mod_magnet request attributes mapped to what a FastCGI request carries. */
 export function attribute(host: ScriptHost, key: string): string | number | undefined {

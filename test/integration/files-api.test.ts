@@ -275,21 +275,24 @@ test('--stat-threads sets the size of the thread pool stats run on', async (t) =
   assert.equal(more - base, 16, `threads: default ${base}, with --stat-threads 20: ${more}`);
 });
 
-test('lighty.stat(): mod_magnet field names, confined like stat()', async (t) => {
-  const s = await site(t, {
-    'magnet.lua': `
+// On both Lua engines: each builds the table with the shared field names (lighty-attributes.ts).
+for (const luaEngine of ['lua54', 'fengari']) {
+  test(`lighty.stat() (${luaEngine}): mod_magnet field names, confined like stat()`, async (t) => {
+    const s = await site(t, {
+      'magnet.lua': `
 local st = lighty.stat(lighty.r.req_attr["physical.doc-root"] .. "/../files/" .. lighty.r.req_header["X-Want"])
 if not st then return 404 end
 lighty.r.resp_body.set({ tostring(st.is_file), " ", st.st_size, " ", st["content-type"], " ", st.etag })
 return 200
 `,
+    }, { config: { luaEngine } });
+    const file = path.join(s.files, 'a.txt');
+    const r = await get(s, 'magnet.lua', { HTTP_X_WANT: 'a.txt', DOCUMENT_ROOT: s.www });
+    assert.equal(r.status, 200, r.stderr);
+    assert.match(r.body.toString(), /^true 12 text\/plain; charset=utf-8 "[0-9a-f]+-c"$/);
+    assert.equal((await get(s, 'magnet.lua', { HTTP_X_WANT: 'nope.txt' })).status, 404);
+    const out = await get(s, 'magnet.lua', { HTTP_X_WANT: '../outside/secret.txt' });
+    assert.equal(out.status, 403);
+    assert.ok(fs.existsSync(file));
   });
-  const file = path.join(s.files, 'a.txt');
-  const r = await get(s, 'magnet.lua', { HTTP_X_WANT: 'a.txt', DOCUMENT_ROOT: s.www });
-  assert.equal(r.status, 200, r.stderr);
-  assert.match(r.body.toString(), /^true 12 text\/plain; charset=utf-8 "[0-9a-f]+-c"$/);
-  assert.equal((await get(s, 'magnet.lua', { HTTP_X_WANT: 'nope.txt' })).status, 404);
-  const out = await get(s, 'magnet.lua', { HTTP_X_WANT: '../outside/secret.txt' });
-  assert.equal(out.status, 403);
-  assert.ok(fs.existsSync(file));
-});
+}

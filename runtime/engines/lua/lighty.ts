@@ -17,7 +17,8 @@
  */
 import { lauxlib, lua, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
 import type { FileInfo } from '../../files/files.js';
-import { attribute } from '../lighty-attributes.js';
+import { attribute, LIGHTY_FIELDS } from '../lighty-attributes.js';
+import { pushFileTable } from './api/files.js';
 import { checkCanWait, hostWait } from './control.js';
 import { jsfn, keyAt, raise, runOf, text, type LuaRun } from './core.js';
 import { makeMetatable, pushProxyTable } from './api/metatables.js';
@@ -114,27 +115,7 @@ const lightyStat: LuaJsFunction = jsfn((L) => {
   const path = text(lauxlib.luaL_checklstring(L, 1));
   const run = runOf(L);
   checkCanWait(L, 'lighty.stat()');
-  return hostWait(L, run, run.host.stat(path), (L1, value) => {
-    const info = value as FileInfo | null;
-    if (info === null) {
-      lua.lua_pushnil(L1);
-      return 1;
-    }
-    lua_createtable(L1, 0, 6);
-    lua.lua_pushboolean(L1, info.is_file);
-    lua_setfield(L1, -2, 'is_file');
-    lua.lua_pushboolean(L1, info.is_dir);
-    lua_setfield(L1, -2, 'is_dir');
-    lua.lua_pushinteger(L1, info.size);
-    lua_setfield(L1, -2, 'st_size');
-    lua.lua_pushinteger(L1, info.mtime);
-    lua_setfield(L1, -2, 'st_mtime');
-    lua_pushstring(L1, info.etag);
-    lua_setfield(L1, -2, 'etag');
-    lua_pushstring(L1, info.content_type);
-    lua_setfield(L1, -2, 'content-type');
-    return 1;
-  });
+  return hostWait(L, run, run.host.stat(path), (L1, value) => pushFileTable(L1, value as FileInfo | null, LIGHTY_FIELDS));
 });
 
 /** Builds `lighty` tables for one lua_State. */

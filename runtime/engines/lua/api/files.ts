@@ -5,6 +5,7 @@
  */
 import { lauxlib, lua, type LuaJsFunction, type LuaState } from 'fengari';
 import type { FileInfo } from '../../../files/files.js';
+import { STAT_FIELDS, type FileFields } from '../../lighty-attributes.js';
 import { raise, runOf, text } from '../core.js';
 import { checkCanWait, hostWait } from '../control.js';
 
@@ -22,8 +23,8 @@ const {
   lua_type,
 } = lua;
 
-const pushFileInfo = (L: LuaState, value: unknown): number => {
-  const info = value as FileInfo | null;
+/** Pushes what stat() found as a table (nil when nothing is there), with `names`' field names; returns 1. */
+export function pushFileTable(L: LuaState, info: FileInfo | null, names: FileFields): number {
   if (info === null) {
     lua_pushnil(L);
     return 1;
@@ -34,15 +35,17 @@ const pushFileInfo = (L: LuaState, value: unknown): number => {
   lua_pushboolean(L, info.is_dir);
   lua_setfield(L, -2, 'is_dir');
   lua_pushinteger(L, info.size);
-  lua_setfield(L, -2, 'size');
+  lua_setfield(L, -2, names.size);
   lua_pushinteger(L, info.mtime);
-  lua_setfield(L, -2, 'mtime');
+  lua_setfield(L, -2, names.mtime);
   lua_pushstring(L, info.etag);
   lua_setfield(L, -2, 'etag');
   lua_pushstring(L, info.content_type);
-  lua_setfield(L, -2, 'content_type');
+  lua_setfield(L, -2, names.contentType);
   return 1;
-};
+}
+
+const pushFileInfo = (L: LuaState, value: unknown): number => pushFileTable(L, value as FileInfo | null, STAT_FIELDS);
 
 /** stat(path): a table of the file's facts, or nil when it does not exist. */
 export const stat: LuaJsFunction = (L) => {

@@ -1,17 +1,9 @@
 /** File bindings: stat(path) and sendfile(path[, offset, length][, options]). */
 import type { FileInfo } from '../../../files/files.js';
+import { STAT_FIELDS, type FileFields } from '../../lighty-attributes.js';
 import { LUA_TNIL, LUA_TSTRING, LUA_TTABLE } from '../capi.js';
 import type { Bindings } from '../run.js';
 import type { Ptr } from '../wasm.js';
-
-/** The names of a file table's size, mtime and content type: stat()'s, or mod_magnet's in lighty.stat(). */
-export interface FileFields {
-  readonly size: string;
-  readonly mtime: string;
-  readonly contentType: string;
-}
-
-const STAT_FIELDS: FileFields = { size: 'size', mtime: 'mtime', contentType: 'content_type' };
 
 /** Pushes what stat() found as a table (nil when nothing is there); returns 1. */
 export function pushFileTable(b: Bindings, L: Ptr, info: FileInfo | null, names: FileFields): number {

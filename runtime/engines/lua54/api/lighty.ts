@@ -5,14 +5,11 @@
  * writes resp_body and the old API's `lighty.content` after a run that succeeded.
  */
 import type { FileInfo } from '../../../files/files.js';
-import { attribute } from '../../lighty-attributes.js';
+import { attribute, LIGHTY_FIELDS } from '../../lighty-attributes.js';
 import { LUA_REGISTRYINDEX, LUA_TNUMBER, LUA_TSTRING, LUA_TTABLE } from '../capi.js';
 import type { Bindings, Run54 } from '../run.js';
-import { pushFileTable, type FileFields } from './files.js';
+import { pushFileTable } from './files.js';
 import type { Ptr } from '../wasm.js';
-
-/** mod_magnet's names in lighty.stat()'s table. */
-const LIGHTY_FIELDS: FileFields = { size: 'st_size', mtime: 'st_mtime', contentType: 'content-type' };
 
 /** The host functions of this capability, by their names in the sandbox. */
 export function bindLighty(b: Bindings): Record<string, (L: Ptr) => number> {
