@@ -17,9 +17,16 @@ const cpu: Case[] = [
     name: 'CPU limit: an endless loop ends',
     script: { lua: 'local n = 0\nwhile true do n = n + 1 end', js: 'let n = 0;\nwhile (true) { n++ }' },
     request: cpu50,
-    // QuickJS has no line for where a loop without calls stopped; none is better than a wrong
-    // one (test/integration/sandbox-limits.test.ts, issue 17, item 4).
-    expect: { error: { ...CPU_50, line: perEngine({ lua: 2, js: null }) }, withinMs: 2000 },
+    expect: { error: { ...CPU_50, line: 2 }, withinMs: 2000 },
+  },
+  {
+    // A JS script that says `await` runs as an async function. Its line is not asserted: in a
+    // frame resumed after an await QuickJS still holds the await's position, so the error
+    // names line 1 here (a known defect, in the session note).
+    name: 'CPU limit: an endless loop in a script that awaits ends',
+    script: { lua: 'local n = 0\nwhile true do n = n + 1 end', js: 'await null;\nlet n = 0;\nwhile (true) { n++ }' },
+    request: cpu50,
+    expect: { error: CPU_50, withinMs: 2000 },
   },
   {
     name: 'CPU limit: a loop that calls a function names a line of the script, in the function or at the call',

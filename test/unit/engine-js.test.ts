@@ -109,6 +109,29 @@ test('a request cannot leave state on the global object, an intrinsic or an API 
   assert.equal(second.text, 'undefined\tundefined\tundefined\tfunction\tundefined\tundefined\tundefined\n');
 });
 
+test('the response object all runs share carries nothing from one run to the next', async () => {
+  // One Response (and one headers proxy) serves every run of a Vm; head changes wait in the
+  // sandbox until the slice ends, so a run that throws leaves them there for start() to drop.
+  const first = await ok(
+    [
+      'const attempts = [() => { response.x = 1 }, () => Object.freeze(response.headers),',
+      '  () => Object.preventExtensions(response.headers), () => Object.setPrototypeOf(response.headers, {})];',
+      'for (const attempt of attempts) { try { attempt(); print("allowed", attempt) } catch (e) { print(e.name) } }',
+      'response.headers["X-First"] = "1"; response.status = 203;',
+    ].join('\n'),
+  );
+  assert.equal(first.text, 'TypeError\n'.repeat(4));
+  assert.equal(first.status, 203);
+  assert.equal(first.headers['x-first'], '1');
+  const thrower = await runJs('response.headers["X-Thrown"] = "1"; response.status = 404; print("partial"); throw new Error("boom")');
+  assert.equal(thrower.error?.kind, 'runtime');
+  const next = await ok(
+    'print(response.x, response.status, "X-First" in response.headers, response.headers["X-Thrown"], Object.isExtensible(response.headers))',
+  );
+  assert.equal(next.text, 'undefined\t200\tfalse\tundefined\ttrue\n');
+  assert.equal(next.headers['x-thrown'], undefined);
+});
+
 test('every API object and function is frozen: the accessors, cache.get, request.body, print', async () => {
   const out = await ok(
     [

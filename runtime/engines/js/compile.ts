@@ -1,5 +1,5 @@
 /**
- * Compiling a script into a Vm: its source becomes the body of an async wrapper function whose
+ * Compiling a script into a Vm: its source becomes the body of a wrapper function whose
  * parameters are the script API, under the small compile-time stack limit, checked so that a
  * source that closes the wrapper early cannot run or declare anything at compile time. Apart
  * from the Vm's run machinery (vm.ts) because it runs once per script and Vm, not per run.
@@ -14,7 +14,7 @@
  */
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime } from 'quickjs-emscripten-core';
 import { ScriptError } from '../engine.js';
-import { WRAPPER_HEAD } from './prelude.js';
+import { SYNC_WRAPPER_HEAD, WRAPPER_HEAD } from './prelude.js';
 import type { Described } from './prelude-calls.js';
 
 /** QuickJS stack limit while compiling: the parser needs ~20x its size of native stack. */
@@ -44,12 +44,14 @@ export interface CompileVm {
 }
 
 /**
- * Compiles `source` as the body of an async wrapper function in `vm`; returns the function
- * handle. The source starts on the wrapper's first line so QuickJS's line numbers are the file's.
+ * Compiles `source` as the body of a wrapper function in `vm`; returns the function handle.
+ * The wrapper is async only when the source says `await` somewhere (a word match, so a comment
+ * or a string saying it costs only speed): a plain one ends the run within start().
+ * The source starts on the wrapper's first line so QuickJS's line numbers are the file's.
  */
 export function compileWrapper(vm: CompileVm, source: string, path: string, memoryBytes: number): QuickJSHandle {
   const body = source.startsWith('#!') ? '//' + source.slice(2) : source;
-  const text = `${WRAPPER_HEAD}${body}\n}`;
+  const text = `${/\bawait\b/.test(body) ? WRAPPER_HEAD : SYNC_WRAPPER_HEAD}${body}\n}`;
   vm.setMemoryLimit(memoryBytes);
   try {
     vm.ensureRoom(2 * Buffer.byteLength(text) + 16);

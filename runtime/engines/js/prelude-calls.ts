@@ -84,6 +84,7 @@ export function saysYes(ctx: QuickJSContext, fn: QuickJSHandle, ...args: QuickJS
 /** The prelude's host-facing functions (see PRELUDE_SOURCE), held by the Vm for its life. */
 export interface PreludeFns {
   readonly start: QuickJSHandle;
+  readonly promise: QuickJSHandle;
   readonly takeOut: QuickJSHandle;
   readonly describe: QuickJSHandle;
   readonly probe: QuickJSHandle;
@@ -98,6 +99,7 @@ export interface PreludeFns {
 export function preludeFns(ctx: QuickJSContext, api: QuickJSHandle): PreludeFns {
   return {
     start: ctx.getProp(api, 'start'),
+    promise: ctx.getProp(api, 'promise'),
     takeOut: ctx.getProp(api, 'takeOut'),
     describe: ctx.getProp(api, 'describe'),
     probe: ctx.getProp(api, 'probe'),
@@ -111,5 +113,5 @@ export function preludeFns(ctx: QuickJSContext, api: QuickJSHandle): PreludeFns 
 
 /** Frees the handles of {@link preludeFns}. */
 export function disposeFns(fns: PreludeFns): void {
-  for (const h of [fns.start, fns.takeOut, fns.describe, fns.probe, fns.nul, fns.same, fns.error, fns.where, fns.waitedAt]) h.dispose();
+  for (const h of [fns.start, fns.promise, fns.takeOut, fns.describe, fns.probe, fns.nul, fns.same, fns.error, fns.where, fns.waitedAt]) h.dispose();
 }

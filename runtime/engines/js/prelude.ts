@@ -34,6 +34,14 @@ export const PRELUDE_FILENAME = '<lodestone>';
  */
 export const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, cache, pass, emit, request, response) {"use strict"; ';
 
+/**
+ * The head of the wrapper of a script that never says `await` (compile.ts): a plain function,
+ * which start() runs to its end in one call, with no promise to settle and inspect afterwards
+ * (the hello script: 3 calls into QuickJS instead of 7). As long as WRAPPER_HEAD, so that
+ * columns on the script's first line mean the same in either (stack.ts).
+ */
+export const SYNC_WRAPPER_HEAD = WRAPPER_HEAD.replace('async ', '') + '      ';
+
 /** Names of the host primitives the prelude expects, in one object passed to it (api/install.ts makes them). */
 export const PRIMITIVES = [
   ...REQUEST_PRIMITIVES,
@@ -50,14 +58,18 @@ export type Primitive = (typeof PRIMITIVES)[number];
 
 /**
  * The prelude: an expression evaluating to `install(prim)`, which returns
- * `{ start, takeOut, describe, probe, nul, same, error, where, waitedAt }`:
- * - `start(fn)` calls the compiled wrapper `fn` with the API and returns its promise. The API
+ * `{ start, promise, takeOut, describe, probe, nul, same, error, where, waitedAt }`:
+ * - `start(fn)` calls the compiled wrapper `fn` with the API. When it returned an object (the
+ *   promise of an async wrapper), it answers 'P' and `promise()` hands that promise to the host;
+ *   otherwise the run is over and it answers what takeOut() would, led by the status the
+ *   script returned (a number, else nothing). A script that throws throws out of start. The API
  *   acts on the run whose CPU slice is executing (js/vm.ts): only one runs at a time, and no
  *   job of a run outlives its slice, so no run id needs to travel with each call.
- * - `takeOut()` returns (and empties) the output buffered since it was last called (see `emit`,
- *   api/output.ts); the host must call it at the end of every slice, and calls it once more
- *   when a run ends: anything left then was not the run's to keep (a leak guard).
- *   `start` also empties it, so a run never begins with another run's output.
+ * - `takeOut()` returns (and empties) the head changes and output buffered since it was last
+ *   called, as '' \x01 head \x01 output (see `takeOut` in api/output.ts); the host must call it at
+ *   the end of every slice, and calls it once more when a run ends: anything left then was not
+ *   the run's to keep (a leak guard). `start` also empties it, so a run never begins with
+ *   another run's output or head changes.
  * - `describe(err)` turns anything thrown into JSON `[name, message, stack, line]`, never throwing.
  * - `nul(...parts)` joins parts with NUL (the host cannot pass a string holding NUL directly).
  * - `error(name, message)` makes the Error (TypeError, RangeError) a host call rejects or throws with.
@@ -80,6 +92,7 @@ export const PRELUDE_SOURCE = `(function install(prim) {
   const String_ = String, Number_ = Number, TypeError_ = TypeError, Error_ = Error, isInteger = Number.isInteger;
   const parse = JSON.parse, stringify = JSON.stringify, create = Object.create, assign = Object.assign;
   const freeze = Object.freeze, apply = Reflect.apply, fnToString = Function.prototype.toString;
+  const Promise_ = Promise, resolve = (v) => Promise_.resolve(v);
   const TOKEN = freeze(create(null));
 
   // Where the script called pass() or sleep(), while those wait: the slow log asks for the
@@ -117,17 +130,30 @@ ${REQUEST_PRELUDE}
 
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
-  const api = [Request, Response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
+  const api = [Request, Response, response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
 
   const start = (fn) => {
-    buffered = '';
+    resetOut();
     // A wait the last run left unfinished (a sleep() it did not await) never reaches its
     // finally: its site is not this run's.
     if (sitesWaiting !== 0) {
       waitSites.clear();
       sitesWaiting = 0;
     }
-    return fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, new Request(TOKEN), new Response(TOKEN));
+    const r = fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, new Request(TOKEN), response);
+    // An object may be a promise (every async wrapper's result) or a thenable: the host then
+    // waits for it as an async function would, taking it with promise().
+    if (r !== null && (typeof r === 'object' || typeof r === 'function')) {
+      running = r instanceof Promise_ ? r : resolve(r);
+      return 'P';
+    }
+    return (typeof r === 'number' ? String_(r) : '') + takeOut();
+  };
+  let running = null;
+  const promise = () => {
+    const p = running;
+    running = null;
+    return p;
   };
 
   function field(e, name) {
@@ -161,7 +187,7 @@ ${REQUEST_PRELUDE}
 
   guardSorts();
   harden();
-  return freeze({ start, takeOut, describe, probe, nul, same, error, where, waitedAt });
+  return freeze({ start, promise, takeOut, describe, probe, nul, same, error, where, waitedAt });
 
   // QuickJS checks its interrupt handler on calls and loop back-edges of JS code only: a sort
   // without a comparator compares in C and ran 1.9 s with a 400 ms CPU limit (300,000 strings,

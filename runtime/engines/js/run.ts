@@ -23,6 +23,10 @@ export class Run implements WaitLocator {
   readonly startedAt = performance.now();
   /** The promise the wrapper returned, until the run finishes. */
   promise: QuickJSHandle | null = null;
+  /** The status a wrapper that returned no promise returned (0: none), once start() ended the run. */
+  returned: number | null = null;
+  /** Set when start() ended the run and no job ran after it: nothing can be left in the Vm. */
+  quiet = false;
   /** QuickJS promises handed out for host calls that have not settled yet. */
   readonly deferreds = new Set<QuickJSDeferredPromise>();
   /** Responses handed to the script (from pass() or the cache), by handle, for exact bytes. */

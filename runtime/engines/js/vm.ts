@@ -20,6 +20,7 @@ import type { ScriptHost } from '../host.js';
 import { markIdle, markRunning } from '../running.js';
 import type { Frame } from '../slow-log.js';
 import type { Bridge } from './api/binding.js';
+import { applyTaken } from './api/output.js';
 import { install } from './api/install.js';
 import { compileWrapper, RUN_STACK_BYTES, type CompileVm } from './compile.js';
 import { isModuleFault, type HeapUser, type LoadedModule } from './module.js';
@@ -207,8 +208,11 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
     }
     this.slice(run, () => {
       const result = this.context.callFunction(this.fns.start, this.context.undefined, fn);
-      if (result.error) this.fail(run, result.error);
-      else run.promise = result.value;
+      if (result.error) return this.fail(run, result.error);
+      const text = this.context.getString(result.value);
+      result.value.dispose();
+      if (text === 'P') run.promise = this.context.unwrapResult(this.context.callFunction(this.fns.promise, this.context.undefined));
+      else run.returned = this.taken(run, text);
     });
     return run;
   }
@@ -225,8 +229,10 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
     this.setMemoryLimit(run.host.limits.memoryBytes);
     try {
       body();
-      if (!run.finished) this.drain();
-      this.collectOutput(run);
+      // A run that start() finished has handed over everything, unless jobs it queued ran.
+      const ran = !run.finished && this.drain();
+      if (run.returned === null || ran) this.collectOutput(run);
+      else run.quiet = true;
       if (!run.finished) this.check(run);
     } catch (err) {
       if (isModuleFault(err)) this.dead = true;
@@ -259,11 +265,19 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
     }
     const text = this.context.getString(result.value);
     result.value.dispose();
-    if (text === '' || run.finished) return;
+    if (!run.finished) this.taken(run, text);
+  }
+
+  /** Applies what takeOut() or start() answered (api/output.ts); the status part, as a number. */
+  private taken(run: Run, text: string): number {
     try {
-      run.host.write(text);
-    } catch {
-      // Over the output limit: host.write recorded it in host.fatal, which check() reports.
+      const status = applyTaken(run, text);
+      return status === '' ? 0 : Number(status);
+    } catch (err) {
+      // Over the output limit: host.write recorded it in host.fatal, which check() reports. A
+      // head change the host refused (it was checked in the sandbox) fails the run.
+      if (!run.host.fatal) run.host.abort('runtime', err instanceof Error ? err.message : String(err));
+      return 0;
     }
   }
 
@@ -275,9 +289,11 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
    * is marked suspect: the engine disposes of it when the run ends (those jobs belong to this
    * run alone, its Vm being its own) instead of ever running them in a later request.
    */
-  drain(): void {
+  drain(): boolean {
     let deadline = 0;
+    let ran = false;
     while (this.runtime.hasPendingJob()) {
+      ran = true;
       const result = this.runtime.executePendingJobs(JOB_BATCH);
       if (result.error) result.error.dispose();
       if (!this.compiling && !this.current?.host.fatal) continue;
@@ -285,9 +301,10 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
       if (deadline === 0) deadline = now + KILL_BUDGET_MS;
       else if (now > deadline) {
         this.suspect = true;
-        return;
+        return ran;
       }
     }
+    return ran;
   }
 
   /** After a slice: ends the run if it stopped, settled, or can never settle. */
@@ -303,6 +320,7 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
       }
       return this.finish(run, run.host.fatal);
     }
+    if (run.returned !== null) return this.finish(run, returnedStatus(run.returned));
     if (!promise) return;
     const state = this.context.getPromiseState(promise);
     if (state.type === 'fulfilled') {
@@ -412,13 +430,16 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
     if (this.dead || this.suspect || this.disposed) return false;
     const fatal = run.host.fatal;
     if (fatal && fatal.kind !== 'exit') return false;
+    // start() ended the run and nothing ran after it: no job was queued, the buffer is empty.
+    if (run.quiet) return true;
     if (this.runtime.hasPendingJob()) return false;
     const left = this.context.callFunction(this.fns.takeOut, this.context.undefined);
     if (left.error) {
       left.error.dispose();
       return false;
     }
-    const empty = this.context.typeof(left.value) === 'string' && this.context.getString(left.value) === '';
+    // Nothing buffered: no head change and no output (see takeOut in api/output.ts).
+    const empty = this.context.typeof(left.value) === 'string' && this.context.getString(left.value) === '\r\r';
     left.value.dispose();
     return empty;
   }

@@ -25,7 +25,8 @@ export interface ResponseChannel {
 // of record headers and views of the body, because copying them would cost more than iovecs.
 const COPY_LIMIT = 256 * 1024;
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What a header name must match (an HTTP token); the JS sandbox checks names with it too. */
+export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // Names already checked against TOKEN: handlers set the same few headers on every request.
 const validNames = new Set<string>();
 const BAD_VALUE = /[\r\n\0]/;
