@@ -177,7 +177,7 @@ export class JsEngine implements ScriptEngine {
     return script;
   }
 
-  run(script: CompiledScript, host: ScriptHost): Promise<number | undefined> {
+  run(script: CompiledScript, host: ScriptHost): number | undefined | Promise<number | undefined> {
     if (!(script instanceof JsScript)) return Promise.reject(new TypeError(`not a JS script: ${script.path}`));
     // Not an async function: the common path returns the run's own promise, one tick sooner.
     if (!this.loaded) return this.replacement().then(() => this.run(script, host));
@@ -199,7 +199,11 @@ export class JsEngine implements ScriptEngine {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     this.busy.add(vm);
-    return vm.run(fn, this.nextRunId++, host, script.path).done;
+    const run = vm.run(fn, this.nextRunId++, host, script.path);
+    // Ended within its first slice (a script that never waited): answered without a promise.
+    if (!run.finished) return run.done;
+    if (run.outcome instanceof ScriptError) throw run.outcome;
+    return run.outcome;
   }
 
   /** Frees every Vm; the engine cannot be used afterwards. False if QuickJS reported leaks. */

@@ -130,17 +130,18 @@ ${REQUEST_PRELUDE}
 
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
-  const api = [Request, Response, response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
+  const api = [Request, request, Response, response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
 
   const start = (fn) => {
     resetOut();
+    resetRequest(request);
     // A wait the last run left unfinished (a sleep() it did not await) never reaches its
     // finally: its site is not this run's.
     if (sitesWaiting !== 0) {
       waitSites.clear();
       sitesWaiting = 0;
     }
-    const r = fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, new Request(TOKEN), response);
+    const r = fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, request, response);
     // An object may be a promise (every async wrapper's result) or a thenable: the host then
     // waits for it as an async function would, taking it with promise().
     if (r !== null && (typeof r === 'object' || typeof r === 'function')) {

@@ -32,9 +32,10 @@ export class Run implements WaitLocator {
   /** Responses handed to the script (from pass() or the cache), by handle, for exact bytes. */
   held: ScriptResponse[] | null = null;
   finished = false;
-  readonly done: Promise<number | undefined>;
-  private settleDone!: (status: number | undefined) => void;
-  private failDone!: (err: ScriptError) => void;
+  /** How the run ended (a status, or the ScriptError it failed with), once finished. */
+  outcome: number | undefined | ScriptError = undefined;
+  private pending: Promise<number | undefined> | null = null;
+  private waiter: { resolve: (status: number | undefined) => void; reject: (err: ScriptError) => void } | null = null;
 
   constructor(
     readonly id: number,
@@ -42,11 +43,17 @@ export class Run implements WaitLocator {
     readonly path: string,
     /** The Vm the run has to itself (asked where its script waits, for the slow log). */
     private readonly vm: WaitSource,
-  ) {
-    this.done = new Promise((resolve, reject) => {
-      this.settleDone = resolve;
-      this.failDone = reject;
-    });
+  ) {}
+
+  /**
+   * Settles when the run ends. Made only for a run still going after its first slice: most
+   * runs end inside it, and the engine answers them without a promise.
+   */
+  get done(): Promise<number | undefined> {
+    if (this.finished) return this.outcome instanceof ScriptError ? Promise.reject(this.outcome) : Promise.resolve(this.outcome);
+    return (this.pending ??= new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    }));
   }
 
   /** Where the script made the host call it waits in (the slow log); [] when not known. */
@@ -58,7 +65,10 @@ export class Run implements WaitLocator {
   end(outcome: number | undefined | ScriptError): void {
     if (this.finished) return;
     this.finished = true;
-    if (outcome instanceof ScriptError) this.failDone(outcome);
-    else this.settleDone(outcome);
+    this.outcome = outcome;
+    if (!this.waiter) return;
+    if (outcome instanceof ScriptError) this.waiter.reject(outcome);
+    else this.waiter.resolve(outcome);
+    this.waiter = null;
   }
 }

@@ -34,10 +34,13 @@ const jsonGetters = JSON_FIELDS.map((name, i) => `get ${name}() { return this.#r
 
 /** The prelude part (see ../prelude.ts for the names in scope): the Request class. */
 export const REQUEST_PRELUDE = `
-  // A Request caches what it fetched for its run, so a new one is made per run.
+  // One Request serves every run of the context (frozen by harden()); it caches what it fetched
+  // for the run in progress, which start() forgets (resetRequest) before the next run.
+  let resetRequest;
   class Request {
     #texts = null; #records = null; #body = null;
     constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
+    static { resetRequest = (r) => { r.#texts = null; r.#records = null; r.#body = null; }; }
     #text(i) {
       return (this.#texts ??= parse(h_texts()))[i];
     }
@@ -48,7 +51,8 @@ export const REQUEST_PRELUDE = `
     ${textGetters}
     ${jsonGetters}
     body() { return this.#body ??= h_body(); }
-  }`;
+  }
+  const request = new Request(TOKEN);`;
 
 /** The host side of the request view. */
 export function requestBindings(vm: Bridge): Bindings<(typeof REQUEST_PRIMITIVES)[number]> {
