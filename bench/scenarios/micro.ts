@@ -25,6 +25,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import releaseSyncImport from '@jitl/quickjs-wasmfile-release-sync';
+import { newQuickJSWASMModuleFromVariant, type QuickJSSyncVariant } from 'quickjs-emscripten-core';
 import { ScriptStore } from '../../runtime/engines/script-store.js';
 import type { ScriptEngine } from '../../runtime/engines/engine.js';
 import { createJsEngine } from '../../runtime/engines/js.js';
@@ -395,6 +397,39 @@ async function estimateNs(op: () => Promise<void>, minMs: number): Promise<numbe
   return Number(process.hrtime.bigint() - t0) / n;
 }
 
+/**
+ * The floor under the JS column: the same script in a bare QuickJS context of the same build,
+ * with no sandbox, no prelude, no host and no limits (print appends to a string the call
+ * returns). What the JS engine costs beyond this is Lodestone's; the rest is QuickJS's own speed.
+ */
+async function bareQuickJs(): Promise<{ prepare(source: string, expected: string): () => void; close(): void }> {
+  // The package's types describe its CommonJS build; Node's ESM import gives the variant itself.
+  const variant = (releaseSyncImport as unknown as { default?: QuickJSSyncVariant }).default ?? (releaseSyncImport as unknown as QuickJSSyncVariant);
+  const runtime = (await newQuickJSWASMModuleFromVariant(variant)).newRuntime();
+  const ctx = runtime.newContext();
+  const fns: Array<{ dispose(): void }> = [];
+  return {
+    prepare(source, expected) {
+      const fn = ctx.unwrapResult(ctx.evalCode(`(function () { let out = ''; const print = (...a) => { out += a.join('\\t') + '\\n'; };\n${source}\nreturn out; })`));
+      fns.push(fn);
+      const op = (): string => {
+        const result = ctx.unwrapResult(ctx.callFunction(fn, ctx.undefined));
+        const text = ctx.getString(result);
+        result.dispose();
+        return text;
+      };
+      const got = op();
+      if (got !== expected) throw new Error(`bare QuickJS: expected ${JSON.stringify(expected.slice(0, 200))}, got ${JSON.stringify(got.slice(0, 200))}`);
+      return () => void op();
+    },
+    close() {
+      for (const fn of fns) fn.dispose();
+      ctx.dispose();
+      runtime.dispose();
+    },
+  };
+}
+
 async function perEngine(quick: boolean, step: (l: string) => void): Promise<string[]> {
   const root = '/srv/bench';
   const js = await createJsEngine();
@@ -412,8 +447,14 @@ async function perEngine(quick: boolean, step: (l: string) => void): Promise<str
   const batchMs = quick ? 5 : 50;
   const batches = quick ? 2 : 10;
   const cells = new Map<string, Timing>();
+  const bare = await bareQuickJs();
+  const floors = new Map<string, Timing>();
   try {
     for (const w of workloads) {
+      step(`micro: ${w.name}, bare QuickJS`);
+      const op = bare.prepare(w.js, w.expected);
+      const perOp = await estimateNs(() => Promise.resolve(op()), batchMs);
+      floors.set(w.name, timeSync(`${w.name}, bare QuickJS`, Math.max(2, Math.round((batchMs * 1e6) / perOp)), batches, op));
       for (const e of engines) {
         const name = `${w.name}, ${e.label}`;
         const file = path.join(root, `${w.name.split(':')[0]}${e.engine.extension}`);
@@ -440,26 +481,30 @@ async function perEngine(quick: boolean, step: (l: string) => void): Promise<str
     }
   } finally {
     js.close();
+    bare.close();
   }
   const med = (w: Workload, label: string): number => median(cells.get(`${w.name}, ${label}`)?.perOpNs ?? []);
   const [l54, feng, jsLabel] = engines.map((e) => e.label) as [string, string, string];
   const lines = [
-    `| Workload | ${engines.map((e) => `${e.label} per request (median, min–max)`).join(' | ')} | fengari / lua54 | JS / lua54 |`,
-    `|---|${'---:|'.repeat(engines.length + 2)}`,
+    `| Workload | ${engines.map((e) => `${e.label} per request (median, min–max)`).join(' | ')} | bare QuickJS (JS floor) | fengari / lua54 | JS / lua54 | JS / bare QuickJS |`,
+    `|---|${'---:|'.repeat(engines.length + 4)}`,
   ];
+  const range = (t: Timing): string => `${duration(median(t.perOpNs))} (${duration(Math.min(...t.perOpNs))}–${duration(Math.max(...t.perOpNs))})`;
   for (const w of workloads) {
-    const cell = (label: string): string => {
-      const t = cells.get(`${w.name}, ${label}`)!;
-      return `${duration(median(t.perOpNs))} (${duration(Math.min(...t.perOpNs))}–${duration(Math.max(...t.perOpNs))})`;
-    };
-    lines.push(`| ${w.name} | ${engines.map((e) => cell(e.label)).join(' | ')} | ${(med(w, feng) / med(w, l54)).toFixed(1)}x | ${(med(w, jsLabel) / med(w, l54)).toFixed(1)}x |`);
+    const floor = floors.get(w.name)!;
+    lines.push(
+      `| ${w.name} | ${engines.map((e) => range(cells.get(`${w.name}, ${e.label}`)!)).join(' | ')} | ${range(floor)} | ` +
+        `${(med(w, feng) / med(w, l54)).toFixed(1)}x | ${(med(w, jsLabel) / med(w, l54)).toFixed(1)}x | ${(med(w, jsLabel) / median(floor.perOpNs)).toFixed(1)}x |`,
+    );
   }
   return [
     '## Engines side by side',
     '',
     `The same work on each engine, cached, served as in "Engines" (host included): ${engines.map((e) => `${e.label}: ${e.engine.version}`).join('; ')}. ` +
       `The render is the render scenario's page (${Buffer.byteLength(renderPage()).toLocaleString('en-US')} bytes, checked), ` +
-      'the compute loop integer arithmetic only. Ratios: times of the median batch, over lua54\'s.',
+      'the compute loop integer arithmetic only. Bare QuickJS: the JS script called as a function in a plain context of the same QuickJS build ' +
+      '(no sandbox, prelude, host or limits; print appends to a string): what QuickJS itself costs, the floor under the JS column. ' +
+      'Ratios: times of the median batch.',
     '',
     ...lines,
     '',
