@@ -315,6 +315,28 @@ const waits: Case[] = [
     expect: { body: 'a\nb\n', headers: { 'x-early': '1' } },
     check: (_out, ctx) => assert.deepEqual(ctx.notes.midway, { headersSent: true, body: 'a\n', header: '1', ended: false }),
   },
+  {
+    // The JS engine keeps head changes in the sandbox until the slice ends or a call acts on the
+    // response: the order of sets and removals, and the refusal after flush(), must not change.
+    name: 'header changes apply in order; after flush() the head is sent and a header change is refused',
+    script: {
+      lua: [
+        'response.headers["X-A"] = "1" response.headers["X-A"] = nil response.headers["X-B"] = "2" response.headers["x-b"] = "3"',
+        'response.status = 201 print(response.headers["X-B"], response.headers["X-A"]) flush()',
+        'print(pcall(function() response.headers["X-C"] = "4" end) and "set" or "refused", response.headers["X-C"])',
+      ].join('\n'),
+      js: [
+        'response.headers["X-A"] = "1"; delete response.headers["X-A"]; response.headers["X-B"] = "2"; response.headers["x-b"] = "3";',
+        'response.status = 201; print(response.headers["X-B"], response.headers["X-A"]); flush();',
+        'let r; try { response.headers["X-C"] = "4"; r = "set"; } catch (e) { r = e instanceof TypeError ? "refused" : e.name; } print(r, response.headers["X-C"]);',
+      ].join('\n'),
+    },
+    expect: {
+      status: 201,
+      headers: { 'x-a': undefined, 'x-b': '3', 'x-c': undefined },
+      body: perEngine({ lua: '3\tnil\nrefused\tnil\n', js: '3\tundefined\nrefused\tundefined\n' }),
+    },
+  },
 ];
 
 const raw: Case[] = [
