@@ -29,10 +29,26 @@ import { RESPONSE_PRELUDE, RESPONSE_PRIMITIVES } from './api/script-response.js'
 export const PRELUDE_FILENAME = '<lodestone>';
 
 /**
- * The parameter list of every compiled wrapper: the script API, in the order start() passes it.
- * A new global of the API is one name here and one argument there.
+ * The script API's globals: each name a script sees (a parameter of every compiled wrapper) and
+ * the prelude's name for the value start() passes there. A new global is one line here.
  */
-export const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, cache, pass, emit, request, response) {"use strict"; ';
+const API_GLOBALS: ReadonlyArray<readonly [param: string, prelude: string]> = [
+  ['print', 'print'],
+  ['write', 'write'],
+  ['flush', 'flush'],
+  ['log', 'log'],
+  ['sleep', 'sleep'],
+  ['stat', 'stat'],
+  ['sendfile', 'sendfile'],
+  ['cache', 'cache'],
+  ['pass', 'pass'],
+  ['emit', 'emitResponse'],
+  ['request', 'request'],
+  ['response', 'response'],
+];
+
+/** The head of every compiled wrapper: its parameters are the script API (API_GLOBALS). */
+export const WRAPPER_HEAD = `async function (${API_GLOBALS.map(([param]) => param).join(', ')}) {"use strict"; `;
 
 /**
  * The head of the wrapper of a script that never says `await` (compile.ts): a plain function,
@@ -130,7 +146,7 @@ ${REQUEST_PRELUDE}
 
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
-  const api = [Request, request, Response, response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
+  const api = [Request, Response, ${API_GLOBALS.map(([, value]) => value).join(', ')}];
 
   const start = (fn) => {
     resetOut();
@@ -141,7 +157,7 @@ ${REQUEST_PRELUDE}
       waitSites.clear();
       sitesWaiting = 0;
     }
-    const r = fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, request, response);
+    const r = fn(${API_GLOBALS.map(([, value]) => value).join(', ')});
     // An object may be a promise (every async wrapper's result) or a thenable: the host then
     // waits for it as an async function would, taking it with promise().
     if (r !== null && (typeof r === 'object' || typeof r === 'function')) {

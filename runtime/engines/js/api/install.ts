@@ -3,7 +3,7 @@
  * one guard all primitives share, handed to the prelude, which builds the API from them. The one
  * place that lists the capabilities on the host side (../prelude.ts lists them on the sandbox
  * side): a new call of a capability is its file here and nothing else (plus, for a new global,
- * its name in the prelude's WRAPPER_HEAD and start()); a new capability, a file and a line in each.
+ * its line in the prelude's API_GLOBALS); a new capability, a file and a line in each.
  */
 import type { QuickJSHandle } from 'quickjs-emscripten-core';
 import { isModuleFault } from '../module.js';
