@@ -434,8 +434,8 @@ async function perEngine(quick: boolean, step: (l: string) => void): Promise<str
   const root = '/srv/bench';
   const js = await createJsEngine();
   const engines: Array<{ label: string; engine: ScriptEngine; lang: 'lua' | 'js' }> = [
-    { label: 'Lua 5.4 (lua54)', engine: createLuaEngine('lua54'), lang: 'lua' },
-    { label: 'Lua 5.3 (fengari)', engine: createLuaEngine('fengari'), lang: 'lua' },
+    { label: 'Lua 5.4 (lua54)', engine: await createLuaEngine('lua54'), lang: 'lua' },
+    { label: 'Lua 5.3 (fengari)', engine: await createLuaEngine('fengari'), lang: 'lua' },
     { label: 'JS (QuickJS)', engine: js, lang: 'js' },
   ];
   const workloads: Workload[] = [

@@ -70,7 +70,7 @@ export async function findScripts(root: string, extensions: ReadonlySet<string>)
  * has nothing left to wait for.
  */
 export async function checkScripts(config: Config): Promise<CheckResult> {
-  const lua = createLuaEngine(config.luaEngine);
+  const lua = await createLuaEngine(config.luaEngine);
   const js = await createJsEngine();
   const engines = new Map<string, ScriptEngine>([
     [lua.extension, lua],

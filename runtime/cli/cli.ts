@@ -4,7 +4,6 @@
  * is kept in step with it by test/unit/readme-cli.test.ts); its options come from the one table
  * in flags.ts. `serve` itself, what starts once the configuration is loaded, is in serve.ts.
  */
-import { runCheck } from './check.js';
 import { loadConfig, type Config } from './config.js';
 import { fatal, usageError } from './exit.js';
 import { cliValues, optionsHelp, parseCommandLine } from './flags.js';
@@ -47,7 +46,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return fatal(err);
   }
-  if (command === 'check') return runCheck(config, process.stdout, process.stderr);
+  // Imported here: check compiles with both engines, which `serve`'s primary never loads.
+  if (command === 'check') return (await import('./check.js')).runCheck(config, process.stdout, process.stderr);
   if (frontEnd !== undefined) {
     process.stdout.write(frontendConfig(frontEnd, config));
     return 0;

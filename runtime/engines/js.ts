@@ -133,11 +133,12 @@ export class JsEngine implements ScriptEngine {
   /** Use {@link createJsEngine}. */
   constructor(
     first: LoadedModule,
-    spare: LoadedModule,
+    spare: LoadedModule | null,
     private readonly maxHeapBytes: number,
   ) {
     this.loaded = first;
     this.spare = spare;
+    if (!spare) this.reloadSpare();
     // The first compile costs ~6 ms more than later ones (lazily compiled wasm functions,
     // first-use allocations); pay it here rather than in the first request.
     this.compile(WARM_UP, '<warm-up>').dispose();
@@ -323,8 +324,9 @@ export class JsEngine implements ScriptEngine {
  */
 export async function createJsEngine(options: JsEngineOptions = {}): Promise<JsEngine> {
   const maxHeapBytes = options.maxHeapBytes ?? DEFAULT_MAX_HEAP_BYTES;
-  const [first, spare] = await Promise.all([loadModule(maxHeapBytes), loadModule(maxHeapBytes)]);
-  return new JsEngine(first, spare, maxHeapBytes);
+  // The spare (for replacing a faulted module at once) loads after the engine is up: the engine
+  // is made on the first .js request (serve-here.ts), which should not wait for two modules.
+  return new JsEngine(await loadModule(maxHeapBytes), null, maxHeapBytes);
 }
 
 /** quickjs-emscripten-core's version, for the cache key (its package.json is not exported). */

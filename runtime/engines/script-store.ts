@@ -20,8 +20,12 @@ import type { Logger } from '../log.js';
 export interface StoreOptions {
   /** Scripts are only served from inside this directory (after resolving symlinks). */
   readonly root: string;
-  /** Engines by file extension ('.lua', '.js'). */
-  readonly engines: ReadonlyMap<string, ScriptEngine>;
+  /**
+   * Engines by file extension ('.lua', '.js'), or how to make one: a maker is called when the
+   * first script of its extension is compiled, so a site that never runs a `.js` never loads
+   * QuickJS (its two wasm instances, ~40 MB).
+   */
+  readonly engines: ReadonlyMap<string, ScriptEngine | (() => ScriptEngine | Promise<ScriptEngine>)>;
   /** Recheck the file at most this often; 0 checks on every request. */
   readonly statIntervalMs: number;
   readonly maxEntries: number;
@@ -96,6 +100,7 @@ interface Entry {
 export class ScriptStore {
   private readonly entries: LRUCache<string, Entry>;
   private rootReal: string | null = null;
+  private readonly made = new Map<string, ScriptEngine | Promise<ScriptEngine>>();
   private readonly maxScriptBytes: number;
 
   constructor(private readonly options: StoreOptions) {
@@ -169,7 +174,7 @@ export class ScriptStore {
     if (real !== root && !real.startsWith(root + path.sep)) {
       return { kind: 'forbidden', file: requested, reason: `${real} is outside the root ${root}` };
     }
-    const engine = this.options.engines.get(path.extname(real));
+    const engine = await this.engine(path.extname(real));
     if (!engine) return { kind: 'forbidden', file: requested, reason: `${real} is not a .lua or .js script` };
 
     // Never a blocking open (a FIFO in the root would park a thread-pool thread for good), and
@@ -251,6 +256,24 @@ export class ScriptStore {
       await fs.promises.rm(tmp, { force: true });
     }
     return script;
+  }
+
+  /** The engine for `extension`, made on first use (see StoreOptions.engines); undefined: none. */
+  private engine(extension: string): ScriptEngine | Promise<ScriptEngine> | undefined {
+    const made = this.made.get(extension);
+    if (made) return made;
+    const found = this.options.engines.get(extension);
+    if (typeof found !== 'function') return found;
+    // One maker call per extension, however many first requests arrive at once; a maker that
+    // failed is tried again by the next request (its error is this request's).
+    const making = Promise.resolve()
+      .then(found)
+      .catch((err: unknown) => {
+        this.made.delete(extension);
+        throw err;
+      });
+    this.made.set(extension, making);
+    return making;
   }
 
   private async root(): Promise<string> {
