@@ -20,6 +20,7 @@
 import { CACHE_PRELUDE, CACHE_PRIMITIVES } from './api/cache.js';
 import { CORE_PRELUDE, CORE_PRIMITIVES } from './api/core.js';
 import { FILES_PRELUDE, FILES_PRIMITIVES } from './api/files.js';
+import { LIBRARY_PRELUDE, LIBRARY_PRIMITIVES } from './api/library.js';
 import { OUTPUT_PRELUDE, OUTPUT_PRIMITIVES } from './api/output.js';
 import { PASS_PRELUDE, PASS_PRIMITIVES } from './api/pass.js';
 import { REQUEST_PRELUDE, REQUEST_PRIMITIVES } from './api/request.js';
@@ -32,7 +33,7 @@ export const PRELUDE_FILENAME = '<lodestone>';
  * The parameter list of every compiled wrapper: the script API, in the order start() passes it.
  * A new global of the API is one name here and one argument there.
  */
-export const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, cache, pass, emit, request, response) {"use strict"; ';
+export const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, cache, pass, emit, request, response, base64, url, crypto, time) {"use strict"; ';
 
 /**
  * The head of the wrapper of a script that never says `await` (compile.ts): a plain function,
@@ -51,6 +52,7 @@ export const PRIMITIVES = [
   ...CACHE_PRIMITIVES,
   ...PASS_PRIMITIVES,
   ...RESPONSE_PRIMITIVES,
+  ...LIBRARY_PRIMITIVES,
 ] as const;
 
 /** A host primitive's name. */
@@ -127,10 +129,11 @@ ${RESPONSE_PRELUDE}
 ${CACHE_PRELUDE}
 ${PASS_PRELUDE}
 ${REQUEST_PRELUDE}
+${LIBRARY_PRELUDE}
 
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
-  const api = [Request, request, Response, response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
+  const api = [Request, request, Response, response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, base64, url, crypto, time];
 
   const start = (fn) => {
     resetOut();
@@ -141,7 +144,7 @@ ${REQUEST_PRELUDE}
       waitSites.clear();
       sitesWaiting = 0;
     }
-    const r = fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, request, response);
+    const r = fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, request, response, base64, url, crypto, time);
     // An object may be a promise (every async wrapper's result) or a thenable: the host then
     // waits for it as an async function would, taking it with promise().
     if (r !== null && (typeof r === 'object' || typeof r === 'function')) {
