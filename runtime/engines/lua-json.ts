@@ -25,6 +25,13 @@ const T_STRING = 4;
 const T_TABLE = 5;
 const TYPE_NAMES = ['nil', 'boolean', 'userdata', 'number', 'string', 'table', 'function', 'userdata', 'thread'];
 
+/**
+ * Stack slots a {@link LuaStack.checkStack} keeps free beyond what the walk asks for: raising an
+ * error from the deepest level pushes its position and message, and neither engine may push
+ * past the room it was given (fengari asserts; PUC Lua would write past the stack).
+ */
+export const STACK_SLACK = 5;
+
 /** Values one JS loop may walk between two checks of the run's limits (engine's `tick`). */
 const TICK = 4096;
 

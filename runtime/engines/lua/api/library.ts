@@ -20,7 +20,7 @@ import {
   utf8OrNull,
   type Digest,
 } from '../../host/codecs.js';
-import { jsonToLua, luaToJson, type LuaStack } from '../../lua-json.js';
+import { jsonToLua, luaToJson, STACK_SLACK, type LuaStack } from '../../lua-json.js';
 import { jsfn, runOf, text } from '../core.js';
 import { readOnly } from '../libs.js';
 import { BIG_STRING, charge, reserve, spend } from '../limits.js';
@@ -73,7 +73,7 @@ function stackOf(L: LuaState): LuaStack {
     rawgeti: (i, n) => lua.lua_rawgeti(L, i, n),
     pop: (n) => lua.lua_pop(L, n),
     checkStack: (n) => {
-      if (!lua.lua_checkstack(L, n)) throw new Error('json: Lua stack overflow');
+      if (!lua.lua_checkstack(L, n + STACK_SLACK)) throw new Error('json: Lua stack overflow');
     },
     pushNil: () => lua_pushnil(L),
     pushNull: () => lua_pushlightuserdata(L, JSON_NULL),

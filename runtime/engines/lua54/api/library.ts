@@ -18,7 +18,7 @@ import {
   utf8OrNull,
   type Digest,
 } from '../../host/codecs.js';
-import { jsonToLua, luaToJson, type LuaStack } from '../../lua-json.js';
+import { jsonToLua, luaToJson, STACK_SLACK, type LuaStack } from '../../lua-json.js';
 import { LUA_REGISTRYINDEX, LUA_TTABLE } from '../capi.js';
 import type { Bindings } from '../run.js';
 import type { Ptr } from '../wasm.js';
@@ -66,7 +66,7 @@ export function bindLibrary(b: Bindings): Record<string, (L: Ptr) => number> {
     rawgeti: (i, n) => void x.lua_rawgeti(L, i, BigInt(n)),
     pop: (n) => api.pop(L, n),
     checkStack: (n) => {
-      if (x.lua_checkstack(L, n) === 0) throw new Error('json: Lua stack overflow');
+      if (x.lua_checkstack(L, n + STACK_SLACK) === 0) throw new Error('json: Lua stack overflow');
     },
     pushNil: () => x.lua_pushnil(L),
     pushNull: () => x.lua_pushlightuserdata(L, 0),
