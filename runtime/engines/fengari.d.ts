@@ -92,6 +92,7 @@ declare module 'fengari' {
     function lua_pushliteral(L: LuaState, s: string): LuaString;
     function lua_pushnil(L: LuaState): void;
     function lua_pushnumber(L: LuaState, n: number): void;
+    function lua_pushlightuserdata(L: LuaState, p: unknown): void;
     function lua_pushstring(L: LuaState, s: LuaString | string): LuaString;
     function lua_pushvalue(L: LuaState, idx: number): void;
     function lua_rawequal(L: LuaState, a: number, b: number): boolean;

@@ -20,6 +20,7 @@
 import { CACHE_PRELUDE, CACHE_PRIMITIVES } from './api/cache.js';
 import { CORE_PRELUDE, CORE_PRIMITIVES } from './api/core.js';
 import { FILES_PRELUDE, FILES_PRIMITIVES } from './api/files.js';
+import { LIBRARY_PRELUDE, LIBRARY_PRIMITIVES } from './api/library.js';
 import { OUTPUT_PRELUDE, OUTPUT_PRIMITIVES } from './api/output.js';
 import { PASS_PRELUDE, PASS_PRIMITIVES } from './api/pass.js';
 import { REQUEST_PRELUDE, REQUEST_PRIMITIVES } from './api/request.js';
@@ -45,6 +46,10 @@ const API_GLOBALS: ReadonlyArray<readonly [param: string, prelude: string]> = [
   ['emit', 'emitResponse'],
   ['request', 'request'],
   ['response', 'response'],
+  ['base64', 'base64'],
+  ['url', 'url'],
+  ['crypto', 'crypto'],
+  ['time', 'time'],
 ];
 
 /** The head of every compiled wrapper: its parameters are the script API (API_GLOBALS). */
@@ -67,6 +72,7 @@ export const PRIMITIVES = [
   ...CACHE_PRIMITIVES,
   ...PASS_PRIMITIVES,
   ...RESPONSE_PRIMITIVES,
+  ...LIBRARY_PRIMITIVES,
 ] as const;
 
 /** A host primitive's name. */
@@ -143,6 +149,7 @@ ${RESPONSE_PRELUDE}
 ${CACHE_PRELUDE}
 ${PASS_PRELUDE}
 ${REQUEST_PRELUDE}
+${LIBRARY_PRELUDE}
 
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).

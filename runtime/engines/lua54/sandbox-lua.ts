@@ -67,6 +67,28 @@ for _, k in ipairs({ "print", "write", "flush", "log", "sleep", "stat", "sendfil
 end
 G.cache = ro("cache", { get = H.cache_get, set = H.cache_set, delete = H.cache_delete, incr = H.cache_incr })
 
+-- The data library (api/library.ts). json.array marks a table in a weak set the host reads
+-- (not a metatable: the script keeps its own), so a request's tables are never kept alive.
+local function lib(prefix, names)
+  local t = {}
+  for _, k in ipairs(names) do t[k] = H[prefix .. "_" .. k] end
+  return t
+end
+local arrays = setmetatable({}, { __mode = "k" })
+H.json_setup(arrays)
+local json = lib("json", { "encode", "decode" })
+json.null = H.json_null()
+json.array = function(t)
+  if type(t) ~= "table" then error("bad argument #1 to 'array' (table expected, got " .. type(t) .. ")", 2) end
+  arrays[t] = true
+  return t
+end
+G.json = ro("json", json)
+G.base64 = ro("base64", lib("base64", { "encode", "decode", "encode_url", "decode_url" }))
+G.url = ro("url", lib("url", { "escape", "unescape" }))
+G.crypto = ro("crypto", lib("crypto", { "md5", "sha1", "sha256", "sha512", "hmac", "random_bytes", "timing_safe_equal" }))
+G.time = ro("time", lib("time", { "now", "http_date", "parse_http_date" }))
+
 local headers = setmetatable({}, { __index = H.header_get, __newindex = H.header_set, __metatable = false })
 readonly[headers] = true
 local status_get, response_set = H.status_get, H.response_set

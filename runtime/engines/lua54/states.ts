@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { bindCache } from './api/cache.js';
 import { bindFiles } from './api/files.js';
+import { bindLibrary } from './api/library.js';
 import { bindLighty } from './api/lighty.js';
 import { bindOutput } from './api/output.js';
 import { bindPass } from './api/pass.js';
@@ -110,7 +111,7 @@ export class LuaWorld {
     const control = makeControl(api);
     this.b = control.b;
     Object.assign(this.host, control.fns);
-    for (const bind of [bindOutput, bindRequest, bindResponse, bindFiles, bindCache, bindPass, bindLighty]) {
+    for (const bind of [bindOutput, bindRequest, bindResponse, bindFiles, bindCache, bindPass, bindLighty, bindLibrary]) {
       const fns = bind(this.b);
       for (const name in fns) this.host[name] = api.cfunction(fns[name]!);
     }
@@ -143,7 +144,7 @@ export class LuaWorld {
     const status = x.luaL_loadbufferx(L, p, chunk.length, api.name('=sandbox'), api.name('t'));
     x.free(p);
     if (status !== LUA_OK) throw new Error(`the sandbox does not compile: ${api.text(L, -1)}`);
-    x.lua_createtable(L, 0, 40);
+    x.lua_createtable(L, 0, 64);
     for (const name in this.host) {
       api.pushFunction(L, this.host[name]!);
       api.setField(L, -2, name);

@@ -57,7 +57,7 @@ export interface LuaExports {
   lua_tointegerx(L: Ptr, idx: number, isnum: Ptr): bigint;
   lua_toboolean(L: Ptr, idx: number): number;
   lua_tolstring(L: Ptr, idx: number, len: Ptr): Ptr;
-  lua_rawlen(L: Ptr, idx: number): number;
+  lua_rawlen(L: Ptr, idx: number): bigint;
   lua_tocfunction(L: Ptr, idx: number): Ptr;
   lua_touserdata(L: Ptr, idx: number): Ptr;
   lua_tothread(L: Ptr, idx: number): Ptr;
