@@ -12,6 +12,7 @@ import type { Bridge, PrimitiveImpl } from './binding.js';
 import { cacheBindings } from './cache.js';
 import { coreBindings } from './core.js';
 import { filesBindings } from './files.js';
+import { formBindings } from './form.js';
 import { outputBindings } from './output.js';
 import { passBindings } from './pass.js';
 import { requestBindings } from './request.js';
@@ -31,6 +32,7 @@ export function install(vm: Bridge): QuickJSHandle {
     ...cacheBindings(vm),
     ...passBindings(vm),
     ...responseBindings(vm),
+    ...formBindings(vm),
   };
   const prim = ctx.newObject();
   try {
