@@ -53,8 +53,9 @@ export const OUTPUT_PRELUDE = `
   // cookie in the same slice).
   let headAdds = false;
   // The changes as text: the status (or nothing), then '\\n' name ':' value for a header set,
-  // '\\n=' name ':' value for a line added and '\\n' name for one removed. Names are tokens, values hold no CR, LF or NUL: no JSON
-  // (QuickJS's JSON.stringify costs ~1.7 us for a three-element array).
+  // '\\n=' name ':' value for a line added and '\\n' name for one removed. Names are tokens,
+  // values hold no CR, LF or NUL: no JSON (QuickJS's JSON.stringify costs ~1.7 us for a
+  // three-element array).
   const headText = () => {
     let t = headStatus === null ? '' : String_(headStatus);
     if (head !== null) {
@@ -251,7 +252,8 @@ export function applyTaken(run: Run, text: string): string {
 }
 
 // The head changes the prelude collected (its headText()): the status, then each header set,
-// added ('=' name: a Set-Cookie line) or removed, in the script's order. The prelude checked them as the host would.
+// added ('=' name: a Set-Cookie line) or removed, in the script's order. The prelude checked
+// them as the host would.
 function applyHead(run: Run, text: string): void {
   const ops = text.split('\n');
   if (ops[0] !== '') run.host.status = Number(ops[0]);
