@@ -6,7 +6,8 @@
  * ScriptHost holds one run's state and delegates every call: the run core to host/core.ts
  * (limits, fatal/stop/exit, wall clock, waits, slow log), the script API to one capability
  * per module under host/: request.ts (the request view), output.ts (status, headers, body,
- * raw CGI mode, emit, log), files.ts (stat, sendfile), cache.ts (cache.*), pass.ts (pass to a
+ * raw CGI mode, emit, log), cookies.ts (request.cookies, response.cookie), form.ts
+ * (request.form), files.ts (stat, sendfile), cache.ts (cache.*), pass.ts (pass to a
  * backend); script-response.ts and services.ts hold the types they share. Each method only delegates,
  * so adding a script-API call is one function in its capability and one line here, plus one
  * binding per engine. This module also re-exports the public types, so importers need only it.
@@ -16,9 +17,11 @@ import type { Request } from '../fastcgi/server/request.js';
 import type { Response } from '../fastcgi/server/response.js';
 import type { FileInfo, SendOptions } from '../files/files.js';
 import { cacheDelete, cacheGet, cacheIncr, cacheSet } from './host/cache.js';
+import { addCookie, cookies } from './host/cookies.js';
+import { form, type FormPart } from './host/form.js';
 import { abort, checkWallTime, exit, finish, guard, locate, sleep, slowWhileRunning, slowWhileWaiting, start, type HostCore } from './host/core.js';
 import { sendfile, stat } from './host/files.js';
-import { emit, end, endOutput, flush, log, logRoom, setHeader, setStatus, write } from './host/output.js';
+import { addHeader, emit, end, endOutput, flush, log, logRoom, setHeader, setStatus, write } from './host/output.js';
 import { pass, passThrough, type PassOptions } from './host/pass.js';
 import { body, headers, method, path, query, queryString, remoteAddr, uri } from './host/request.js';
 import type { ScriptResponse } from './host/script-response.js';
@@ -28,6 +31,8 @@ import type { ExitRest, ScriptError, ScriptLimits } from './script-error.js';
 import type { Frame, WaitLocator } from './slow-log.js';
 
 export { MAX_CACHE_KEY } from './host/cache.js';
+export { cookieLibrarySource, cookieLine, type CookieOptions } from './host/cookies.js';
+export { FORM_MAX_FIELD_BYTES, FORM_MAX_PARTS, isFile, type FormField, type FormFile, type FormPart } from './host/form.js';
 export { DEFAULT_CONTENT_TYPE, utf8Boundary, utf8Prefix } from './host/output.js';
 export type { PassOptions } from './host/pass.js';
 export { BODY_FILE, bodyFile, type ScriptResponse } from './host/script-response.js';
@@ -58,6 +63,8 @@ export class ScriptHost implements HostCore {
   outputBytes = 0;
   queryCache: Record<string, string> | null = null;
   headerCache: Record<string, string> | null = null;
+  cookieCache: Record<string, string> | null = null;
+  formRead: Promise<readonly FormPart[]> | null = null;
   rawHead: Buffer[] | null;
   bodyRead: Promise<Buffer> | null = null;
   logged = 0;
@@ -176,6 +183,26 @@ export class ScriptHost implements HostCore {
     return body(this);
   }
 
+  // ---- cookies and forms (host/cookies.ts, host/form.ts) ---------------------------------
+
+  /** request.cookies: the request's cookies by name, percent-decoded; a repeated name: the first. */
+  get cookies(): Readonly<Record<string, string>> {
+    return cookies(this);
+  }
+
+  /**
+   * response.cookie(name, value, options): adds one Set-Cookie line. A TypeError for a bad
+   * name, value (bytes must be UTF-8) or option; an Error once the headers are sent.
+   */
+  cookie(name: unknown, value: unknown, options: unknown): void {
+    addCookie(this, name, value, options);
+  }
+
+  /** request.form(): the body's form parts in order (urlencoded or multipart; else none), parsed once. */
+  form(): Promise<readonly FormPart[]> {
+    return form(this);
+  }
+
   // ---- response (host/output.ts) ---------------------------------------------------------
 
   /** The response status. */
@@ -195,6 +222,11 @@ export class ScriptHost implements HostCore {
   /** Sets a response header; null or undefined removes it. Throws TypeError on CR/LF. */
   setHeader(name: string, value: string | number | null | undefined): void {
     setHeader(this, name, value);
+  }
+
+  /** Adds a header line, keeping others of its name (Set-Cookie). Throws TypeError on CR/LF; an Error once sent. */
+  addHeader(name: string, value: string): void {
+    addHeader(this, name, value);
   }
 
   /** Appends to the body; past limits.outputBytes the run is stopped. */

@@ -140,7 +140,10 @@ export interface Reply {
 /** The parsed CGI response in a reply's stdout. */
 export interface Cgi {
   status: number;
+  /** Headers by lower-case name; a repeated header: its last line. */
   headers: Record<string, string>;
+  /** Every header line in order, names lower-cased (repeated ones, such as Set-Cookie, each). */
+  headerLines: Array<[string, string]>;
   body: Buffer;
 }
 
@@ -148,12 +151,16 @@ export function parseCgi(stdout: Buffer): Cgi {
   const sep = stdout.indexOf('\r\n\r\n');
   if (sep < 0) throw new Error(`no CGI header block in ${JSON.stringify(stdout.toString().slice(0, 200))}`);
   const headers: Record<string, string> = {};
+  const headerLines: Array<[string, string]> = [];
   for (const line of stdout.subarray(0, sep).toString('latin1').split('\r\n')) {
     const colon = line.indexOf(':');
-    headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+    const name = line.slice(0, colon).toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    headers[name] = value;
+    headerLines.push([name, value]);
   }
   const status = Number((headers.status ?? '200').split(' ')[0]);
-  return { status, headers, body: stdout.subarray(sep + 4) };
+  return { status, headers, headerLines, body: stdout.subarray(sep + 4) };
 }
 
 /** A connection to a FastCGI server that collects everything it receives. */

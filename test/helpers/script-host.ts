@@ -99,6 +99,8 @@ export interface Served {
   /** The response as sent (on a failure: as the script left it, before the pipeline's 500 page). */
   status: number;
   headers: Record<string, string>;
+  /** Every header line in order, names lower-cased (each Set-Cookie line). */
+  headerLines: Array<[string, string]>;
   body: Buffer;
   text: string;
   /** What went to FCGI_STDERR (log()). */
@@ -153,7 +155,7 @@ export async function serve(engine: ScriptEngine, script: string | CompiledScrip
     if (typeof script === 'string') compiled.dispose();
   }
   const out = t.result();
-  return { returned, error, status: out.status, headers: out.headers, body: out.body, text: out.body.toString(), stderr: out.stderr };
+  return { returned, error, status: out.status, headers: out.headers, headerLines: out.headerLines, body: out.body, text: out.body.toString(), stderr: out.stderr };
 }
 
 /** Host services with an in-flight slow log of `ms` (slowRequestMs), its lines collected in `lines`. */

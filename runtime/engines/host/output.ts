@@ -24,6 +24,14 @@ export function setHeader(host: HostCore, name: string, value: string | number |
   else host.response.setHeader(name, value);
 }
 
+/**
+ * Adds a header line, keeping earlier ones of the same name (Set-Cookie). Throws TypeError on
+ * CR/LF, and an Error once the headers are sent.
+ */
+export function addHeader(host: HostCore, name: string, value: string): void {
+  host.response.addHeader(name, value);
+}
+
 /** Appends to the body; past limits.outputBytes the run is stopped. */
 export function write(host: HostCore, chunk: string | Uint8Array): void {
   const bytes = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;

@@ -14,13 +14,16 @@
  * The parts are pieces of one function body, not modules: each may use the names this frame
  * declares (the primitives as `h_NAME`, String_, Number_, TypeError_, Error_, isInteger, parse,
  * stringify, create, assign, freeze, apply, TOKEN, waitFrom/waitDone, show, send, join) and the
- * names other parts declare (flushBuffered from output, fromHost/toHost/defineProperty from
- * script-response), at call time only; the frame uses the API names each part declares.
+ * names other parts declare (flushBuffered and addHeader from output, fromHost/toHost/
+ * defineProperty from script-response, setCookie from cookies, formOf from form), at call time
+ * only; the frame uses the API names each part declares.
  */
 import { CACHE_PRELUDE, CACHE_PRIMITIVES } from './api/cache.js';
+import { COOKIES_PRELUDE, COOKIES_PRIMITIVES } from './api/cookies.js';
 import { CORE_PRELUDE, CORE_PRIMITIVES } from './api/core.js';
 import { FILES_PRELUDE, FILES_PRIMITIVES } from './api/files.js';
 import { LIBRARY_PRELUDE, LIBRARY_PRIMITIVES } from './api/library.js';
+import { FORM_PRELUDE, FORM_PRIMITIVES } from './api/form.js';
 import { OUTPUT_PRELUDE, OUTPUT_PRIMITIVES } from './api/output.js';
 import { PASS_PRELUDE, PASS_PRIMITIVES } from './api/pass.js';
 import { REQUEST_PRELUDE, REQUEST_PRIMITIVES } from './api/request.js';
@@ -73,6 +76,8 @@ export const PRIMITIVES = [
   ...PASS_PRIMITIVES,
   ...RESPONSE_PRIMITIVES,
   ...LIBRARY_PRIMITIVES,
+  ...COOKIES_PRIMITIVES,
+  ...FORM_PRIMITIVES,
 ] as const;
 
 /** A host primitive's name. */
@@ -148,6 +153,8 @@ ${FILES_PRELUDE}
 ${RESPONSE_PRELUDE}
 ${CACHE_PRELUDE}
 ${PASS_PRELUDE}
+${COOKIES_PRELUDE}
+${FORM_PRELUDE}
 ${REQUEST_PRELUDE}
 ${LIBRARY_PRELUDE}
 

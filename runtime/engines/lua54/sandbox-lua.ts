@@ -91,10 +91,11 @@ G.time = ro("time", lib("time", { "now", "http_date", "parse_http_date" }))
 
 local headers = setmetatable({}, { __index = H.header_get, __newindex = H.header_set, __metatable = false })
 readonly[headers] = true
-local status_get, response_set = H.status_get, H.response_set
+local status_get, response_set, cookie = H.status_get, H.response_set, H.response_cookie
 local response = setmetatable({}, {
   __index = function(_, k)
-    if k == "headers" then return headers elseif k == "status" then return status_get() end
+    if k == "headers" then return headers elseif k == "status" then return status_get()
+    elseif k == "cookie" then return cookie end
   end,
   __newindex = response_set,
   __metatable = false,

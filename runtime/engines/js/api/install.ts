@@ -13,6 +13,7 @@ import { cacheBindings } from './cache.js';
 import { coreBindings } from './core.js';
 import { filesBindings } from './files.js';
 import { libraryBindings } from './library.js';
+import { formBindings } from './form.js';
 import { outputBindings } from './output.js';
 import { passBindings } from './pass.js';
 import { requestBindings } from './request.js';
@@ -33,6 +34,7 @@ export function install(vm: Bridge): QuickJSHandle {
     ...passBindings(vm),
     ...responseBindings(vm),
     ...libraryBindings(vm),
+    ...formBindings(vm),
   };
   const prim = ctx.newObject();
   try {

@@ -47,9 +47,15 @@ export const OUTPUT_PRELUDE = `
   // which refuses those that come too late.
   let head = null, headStatus = null;
   let headSent = false;
-  // The changes as text: the status (or nothing), then '\\n' name ':' value for a header set
-  // and '\\n' name for one removed. Names are tokens, values hold no CR, LF or NUL: no JSON
-  // (QuickJS's JSON.stringify costs ~1.7 us for a three-element array).
+  // A header line added beside the others of its name (Set-Cookie) is '=' name in 'head' (no
+  // header name starts with '='). Which value the host will then report first depends on what
+  // it has, so getHeader() hands 'head' over first while one is pending (rare: a read after a
+  // cookie in the same slice).
+  let headAdds = false;
+  // The changes as text: the status (or nothing), then '\\n' name ':' value for a header set,
+  // '\\n=' name ':' value for a line added and '\\n' name for one removed. Names are tokens,
+  // values hold no CR, LF or NUL: no JSON (QuickJS's JSON.stringify costs ~1.7 us for a
+  // three-element array).
   const headText = () => {
     let t = headStatus === null ? '' : String_(headStatus);
     if (head !== null) {
@@ -57,6 +63,7 @@ export const OUTPUT_PRELUDE = `
     }
     head = null;
     headStatus = null;
+    headAdds = false;
     return t;
   };
   const syncHead = () => {
@@ -83,6 +90,7 @@ export const OUTPUT_PRELUDE = `
     buffered = '';
     head = null;
     headStatus = null;
+    headAdds = false;
     headSent = false;
   };
 
@@ -135,8 +143,20 @@ export const OUTPUT_PRELUDE = `
     if (v !== null && (v.indexOf('\\r') >= 0 || v.indexOf('\\n') >= 0)) throw new TypeError_('invalid value for header ' + name + ': CR, LF or NUL');
     (head ??= []).push(name, v);
   };
+  // Adds a header line, keeping the others of its name; the caller has checked name and value
+  // (setCookie: a fixed name, a line the cookie package wrote). After the head may have been
+  // sent, the host refuses it with its own error, as it refuses a late response.cookie() in Lua.
+  const addHeader = (name, value) => {
+    if (headSent) {
+      h_head('\\n=' + name + ':' + value);
+      return;
+    }
+    (head ??= []).push('=' + name, value);
+    headAdds = true;
+  };
   // A header's value as the script last set it in this slice, else as the host has it.
   const getHeader = (name) => {
+    if (headAdds) syncHead();
     if (head !== null) {
       const lower = name.toLowerCase();
       for (let i = head.length - 2; i >= 0; i -= 2) {
@@ -169,6 +189,7 @@ export const OUTPUT_PRELUDE = `
       else headStatus = v;
     }
     get headers() { return this.#headers; }
+    cookie(name, value, options) { setCookie(name, value, options); }
   }
   const response = new Response(TOKEN);`;
 
@@ -230,8 +251,9 @@ export function applyTaken(run: Run, text: string): string {
   return text.slice(0, a);
 }
 
-// The head changes the prelude collected (its headText()): the status, then each header set
-// or removed, in the script's order. The prelude checked them as the host would.
+// The head changes the prelude collected (its headText()): the status, then each header set,
+// added ('=' name: a Set-Cookie line) or removed, in the script's order. The prelude checked
+// them as the host would.
 function applyHead(run: Run, text: string): void {
   const ops = text.split('\n');
   if (ops[0] !== '') run.host.status = Number(ops[0]);
@@ -239,6 +261,7 @@ function applyHead(run: Run, text: string): void {
     const op = ops[i]!;
     const colon = op.indexOf(':');
     if (colon < 0) run.host.setHeader(op, null);
+    else if (op.charCodeAt(0) === 0x3d) run.host.addHeader(op.slice(1, colon), op.slice(colon + 1));
     else run.host.setHeader(op.slice(0, colon), op.slice(colon + 1));
   }
 }

@@ -4,7 +4,8 @@
  * that serve the fields (../../host/request.ts reads them from the FastCGI params). Apart from
  * the output side because it is read-only. A call out of QuickJS into the host costs ~7-10 us
  * (quickjs-emscripten's host-function wrapper), so the first string field read fetches all of
- * them in one call; each record (query, headers, params) is one call on first read.
+ * them in one call; each record (query, headers, params, cookies) is one call on first read.
+ * request.form() is api/form.ts's; the Request class here serves it.
  */
 import type { ScriptHost } from '../../host.js';
 import { num, type Bindings, type Bridge } from './binding.js';
@@ -24,7 +25,7 @@ export const TEXT_FIELDS = [
 ] as const;
 
 /** Order of the request record fields the `json` primitive serves. */
-export const JSON_FIELDS = ['query', 'headers', 'params'] as const;
+export const JSON_FIELDS = ['query', 'headers', 'params', 'cookies'] as const;
 
 /** The host primitives of this capability. */
 export const REQUEST_PRIMITIVES = ['texts', 'json', 'body'] as const;
@@ -38,9 +39,9 @@ export const REQUEST_PRELUDE = `
   // for the run in progress, which start() forgets (resetRequest) before the next run.
   let resetRequest;
   class Request {
-    #texts = null; #records = null; #body = null;
+    #texts = null; #records = null; #body = null; #form = null;
     constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
-    static { resetRequest = (r) => { r.#texts = null; r.#records = null; r.#body = null; }; }
+    static { resetRequest = (r) => { r.#texts = null; r.#records = null; r.#body = null; r.#form = null; }; }
     #text(i) {
       return (this.#texts ??= parse(h_texts()))[i];
     }
@@ -51,6 +52,8 @@ export const REQUEST_PRELUDE = `
     ${textGetters}
     ${jsonGetters}
     body() { return this.#body ??= h_body(); }
+    // One form object per run (api/form.ts builds it), whatever the number of calls.
+    form() { return this.#form ??= h_form().then(formOf); }
   }
   const request = new Request(TOKEN);`;
 
@@ -93,6 +96,8 @@ function jsonField(host: ScriptHost, i: number): Readonly<Record<string, string>
       return host.headers;
     case 'params':
       return host.request.params;
+    case 'cookies':
+      return host.cookies;
     default:
       throw new RangeError(`no request record ${i}`);
   }

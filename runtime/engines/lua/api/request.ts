@@ -8,6 +8,7 @@
 import { lua, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
 import { jsfn, keyAt, pushRecord, runOf } from '../core.js';
 import { checkCanWait, hostWait } from '../control.js';
+import { form } from './form.js';
 import { makeMetatable } from './metatables.js';
 
 const {
@@ -37,6 +38,7 @@ const body: LuaJsFunction = (L) => {
 };
 
 const bodyFunction = jsfn(body);
+const formFunction = jsfn(form);
 
 /** Pushes request field `key`; false when there is no such field. */
 function pushRequestField(L: LuaState, key: string): boolean {
@@ -52,7 +54,9 @@ function pushRequestField(L: LuaState, key: string): boolean {
     case 'query': pushRecord(L, host.query); break;
     case 'headers': pushRecord(L, host.headers); break;
     case 'params': pushRecord(L, host.request.params); break;
+    case 'cookies': pushRecord(L, host.cookies); break;
     case 'body': lua_pushjsfunction(L, bodyFunction); break;
+    case 'form': lua_pushjsfunction(L, formFunction); break;
     default: return false;
   }
   return true;

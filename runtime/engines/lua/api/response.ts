@@ -1,6 +1,6 @@
 /**
  * The `response` table's bindings: `response.status` and `response.headers[name]`, over the
- * status and header half of host/output.ts. These are tables and not functions, so they are
+ * status and header half of host/output.ts, and where `response.cookie` (cookies.ts) sits. These are tables and not functions, so they are
  * apart from output.ts. One read-only `response` table serves every request, because it holds
  * nothing of its own ({@link pushResponse}). lighty.ts uses the same headers metatable for
  * `lighty.r.resp_header`.
@@ -8,6 +8,7 @@
 import { lua, type LuaJsFunction, type LuaProxy, type LuaState, type LuaString } from 'fengari';
 import { S, jsfn, keyAt, raise, runOf, setFunction, text } from '../core.js';
 import { readOnlyTables } from '../libs.js';
+import { cookie } from './cookies.js';
 import { makeMetatable, pushProxyTable } from './metatables.js';
 
 const {
@@ -81,16 +82,17 @@ const responseNewindex: LuaJsFunction = (L) => {
  * Pushes the `response` table, one for every request: it holds nothing per request (status and
  * headers live in the run's host), so building it per request, and `response.headers` per
  * read, cost a table and a JS call each for nothing. It is an empty read-only table: reads go
- * to a hidden table whose `headers` field is the shared, read-only headers table (no JS call),
- * and from there to a function for `status`; writes go to a function that allows only `status`.
+ * to a hidden table whose `headers` field is the shared, read-only headers table (no JS call)
+ * and whose `cookie` field is response.cookie (cookies.ts), and from there to a function for `status`; writes go to a function that allows only `status`.
  * `headers` is the metatable from {@link makeHeadersMetatable}.
  */
 export function pushResponse(L: LuaState, headers: LuaProxy): void {
   pushProxyTable(L, headers);
   readOnlyTables.add(lua_topointer(L, -1)!);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 2);
   lua_insert(L, -2);
   lua_setfield(L, -2, 'headers');
+  setFunction(L, 'cookie', jsfn(cookie));
   makeMetatable(L, responseIndex, null)(L);
   lua_setmetatable(L, -2);
   lua_createtable(L, 0, 0);

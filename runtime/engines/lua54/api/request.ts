@@ -1,11 +1,12 @@
 /**
  * Request bindings: the fields of `request` (filled in on first read by its __index, since
  * most scripts read a few and decoding every param costs), request.body(), and the request's
- * own globals table for `_G`.
+ * own globals table for `_G`. request.form() is form.ts's; it is served here as a field.
  */
 import type { Bindings, Run54 } from '../run.js';
 import type { Ptr } from '../wasm.js';
 import { LUA_TSTRING } from '../capi.js';
+import { formFunction } from './form.js';
 
 /** The host functions of this capability, by their names in the sandbox. */
 export function bindRequest(b: Bindings): Record<string, (L: Ptr) => number> {
@@ -28,6 +29,8 @@ export function bindRequest(b: Bindings): Record<string, (L: Ptr) => number> {
     return 1;
   };
 
+  const form = formFunction(b);
+  let formFn: Ptr = 0;
   let bodyFn: Ptr = 0;
   const body = (L: Ptr): number => {
     const run = b.run(L);
@@ -51,9 +54,14 @@ export function bindRequest(b: Bindings): Record<string, (L: Ptr) => number> {
       case 'query': pushRecord(L, host.query); break;
       case 'headers': pushRecord(L, host.headers); break;
       case 'params': pushRecord(L, host.request.params); break;
+      case 'cookies': pushRecord(L, host.cookies); break;
       case 'body':
         bodyFn ||= api.cfunction(body);
         api.pushFunction(L, bodyFn);
+        break;
+      case 'form':
+        formFn ||= api.cfunction(form);
+        api.pushFunction(L, formFn);
         break;
       default: return false;
     }
