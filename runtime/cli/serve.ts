@@ -21,6 +21,7 @@ import { Logger } from '../log.js';
 import { createContentCache } from '../content-cache/content-cache.js';
 import type { HostServices } from '../engines/host.js';
 import { BackendPool } from '../fastcgi/client/pool.js';
+import { FetchClient } from '../fetch/fetch-client.js';
 import { runDevServer } from './dev-server.js';
 import { Files, type ScriptSources } from '../files/files.js';
 import { createStatusHandler, type RunCounters } from '../handlers/status.js';
@@ -103,13 +104,15 @@ export async function serve(config: Config): Promise<number> {
   const cache = scripts ? createContentCache(config.cache, log) : null;
   const backends = new Map<string, BackendPool>();
   if (scripts) for (const [name, options] of config.backends) backends.set(name, new BackendPool(options, log));
+  // One per worker: its keep-alive pools and its concurrency bound are the worker's, not a request's.
+  const fetchClient = scripts ? new FetchClient(config.fetch, log) : null;
   const counters: RunCounters = { limitHits: 0, scriptErrors: 0 };
   const slowLog = config.slowRequestMs > 0 ? new SlowLog(config.slowRequestMs, log) : null;
   const inner = config.diagnostic
     ? diagnostic
     : config.statAccel
       ? createStatAccelHandler(files, log)
-      : await scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles, slowLog }, counters);
+      : await scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles, slowLog, fetch: fetchClient }, counters);
   let server: FastcgiServer | null = null;
   const measured =
     config.statusPath === null && config.slowRequestMs === 0
@@ -171,7 +174,7 @@ export async function serve(config: Config): Promise<number> {
       log.info('-', 'stopping gracefully', { signal, inFlight: server.activeRequests });
       void server
         .close()
-        .then(() => Promise.allSettled([cache?.close(), ...[...backends.values()].map((pool) => pool.close())]))
+        .then(() => Promise.allSettled([cache?.close(), fetchClient?.close(), ...[...backends.values()].map((pool) => pool.close())]))
         .then(() => stopWatchdog?.())
         .then(() => resolve(0));
     };
