@@ -19,6 +19,7 @@
  */
 import { CACHE_PRELUDE, CACHE_PRIMITIVES } from './api/cache.js';
 import { CORE_PRELUDE, CORE_PRIMITIVES } from './api/core.js';
+import { FETCH_PRELUDE, FETCH_PRIMITIVES } from './api/fetch.js';
 import { FILES_PRELUDE, FILES_PRIMITIVES } from './api/files.js';
 import { OUTPUT_PRELUDE, OUTPUT_PRIMITIVES } from './api/output.js';
 import { PASS_PRELUDE, PASS_PRIMITIVES } from './api/pass.js';
@@ -32,7 +33,7 @@ export const PRELUDE_FILENAME = '<lodestone>';
  * The parameter list of every compiled wrapper: the script API, in the order start() passes it.
  * A new global of the API is one name here and one argument there.
  */
-export const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, cache, pass, emit, request, response) {"use strict"; ';
+export const WRAPPER_HEAD = 'async function (print, write, flush, log, sleep, stat, sendfile, cache, pass, fetch, emit, request, response) {"use strict"; ';
 
 /**
  * The head of the wrapper of a script that never says `await` (compile.ts): a plain function,
@@ -50,6 +51,7 @@ export const PRIMITIVES = [
   ...FILES_PRIMITIVES,
   ...CACHE_PRIMITIVES,
   ...PASS_PRIMITIVES,
+  ...FETCH_PRIMITIVES,
   ...RESPONSE_PRIMITIVES,
 ] as const;
 
@@ -126,11 +128,12 @@ ${FILES_PRELUDE}
 ${RESPONSE_PRELUDE}
 ${CACHE_PRELUDE}
 ${PASS_PRELUDE}
+${FETCH_PRELUDE}
 ${REQUEST_PRELUDE}
 
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
-  const api = [Request, request, Response, response, print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse];
+  const api = [Request, request, Response, response, print, write, flush, log, sleep, stat, sendfile, cache, pass, fetch, emitResponse];
 
   const start = (fn) => {
     resetOut();
@@ -141,7 +144,7 @@ ${REQUEST_PRELUDE}
       waitSites.clear();
       sitesWaiting = 0;
     }
-    const r = fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, emitResponse, request, response);
+    const r = fn(print, write, flush, log, sleep, stat, sendfile, cache, pass, fetch, emitResponse, request, response);
     // An object may be a promise (every async wrapper's result) or a thenable: the host then
     // waits for it as an async function would, taking it with promise().
     if (r !== null && (typeof r === 'object' || typeof r === 'function')) {

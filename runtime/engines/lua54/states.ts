@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { bindCache } from './api/cache.js';
+import { bindFetch } from './api/fetch.js';
 import { bindFiles } from './api/files.js';
 import { bindLighty } from './api/lighty.js';
 import { bindOutput } from './api/output.js';
@@ -110,7 +111,7 @@ export class LuaWorld {
     const control = makeControl(api);
     this.b = control.b;
     Object.assign(this.host, control.fns);
-    for (const bind of [bindOutput, bindRequest, bindResponse, bindFiles, bindCache, bindPass, bindLighty]) {
+    for (const bind of [bindOutput, bindRequest, bindResponse, bindFiles, bindCache, bindPass, bindFetch, bindLighty]) {
       const fns = bind(this.b);
       for (const name in fns) this.host[name] = api.cfunction(fns[name]!);
     }

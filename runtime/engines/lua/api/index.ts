@@ -2,8 +2,8 @@
  * The Lua script API (README, "Script API"), installed in the shared globals: the one place that
  * names every global function and builds the shared metatables. Each binding lives in the module
  * of its capability, as on the host side (host/*.ts): output.ts (print, write, flush, log, emit),
- * sleep.ts, files.ts (stat, sendfile), pass.ts, cache.ts (the `cache` table), request.ts (the
- * `request` table) and response.ts (the `response` table). script-response.ts and metatables.ts
+ * sleep.ts, files.ts (stat, sendfile), pass.ts, fetch.ts, cache.ts (the `cache` table),
+ * request.ts (the `request` table) and response.ts (the `response` table). script-response.ts and metatables.ts
  * hold what several of them share. A new call is one binding in its capability's module, plus
  * one line here if it is a global.
  */
@@ -11,6 +11,7 @@ import { lua, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
 import { jsfn } from '../core.js';
 import { readOnly } from '../libs.js';
 import { cacheDelete, cacheGet, cacheIncr, cacheSet } from './cache.js';
+import { fetch } from './fetch.js';
 import { sendfile, stat } from './files.js';
 import { emit, flush, log, print, write } from './output.js';
 import { pass } from './pass.js';
@@ -37,9 +38,9 @@ export function makeApiMetatables(L: LuaState): ApiMetatables {
   };
 }
 
-/** Adds print, write, flush, log, sleep, stat, sendfile, pass, emit and the `cache` table to the table at the top of the stack. */
+/** Adds print, write, flush, log, sleep, stat, sendfile, pass, fetch, emit and the `cache` table to the table at the top of the stack. */
 export function registerFunctions(L: LuaState): void {
-  const functions: Record<string, LuaJsFunction> = { print, write, flush, log, sleep, stat, sendfile, pass, emit };
+  const functions: Record<string, LuaJsFunction> = { print, write, flush, log, sleep, stat, sendfile, pass, fetch, emit };
   for (const name in functions) {
     lua_pushjsfunction(L, jsfn(functions[name]!));
     lua_setfield(L, -2, name);
