@@ -16,7 +16,7 @@
  * never resolved or connected to, so no name can lead a script to 127.0.0.1 unless an entry
  * says so; an allowed name is trusted with whatever its DNS answers.
  */
-import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { Dispatcher, Pool } from 'undici';
 import { LodestoneError, type Code } from '../errors.js';
 import type { Logger } from '../log.js';
 import { originOf, type FetchConfig } from './fetch-config.js';
@@ -60,6 +60,14 @@ const REDIRECT_BODY_BYTES = 64 * 1024;
 
 /** Why an abort happened: the deadline (an error for the script) or the run's stop (the run's own). */
 const TIMED_OUT = Symbol('timeout');
+
+/**
+ * undici, loaded on the first call: importing it took ~900 ms on the 2-core dev machine under
+ * load (load average 14), start-up time that a worker whose scripts never fetch should not pay
+ * (Node loads its own bundled fetch lazily for the same reason).
+ */
+let undici: Promise<typeof import('undici')> | null = null;
+const loadUndici = (): Promise<typeof import('undici')> => (undici ??= import('undici'));
 
 /**
  * Outbound HTTP for one worker.
@@ -129,7 +137,7 @@ export class FetchClient {
     let url = call.url;
     let { method, headers, body } = call;
     for (let hop = 0; ; hop++) {
-      const res = await this.pool(url).request({ path: url.pathname + url.search, method, headers: flat(headers), body, signal });
+      const res = await (await this.pool(url)).request({ path: url.pathname + url.search, method, headers: flat(headers), body, signal });
       const location = REDIRECTS.has(res.statusCode) ? one(res.headers.location) : undefined;
       if (location === undefined) return { status: res.statusCode, headers: received(res.headers), body: await this.read(url, res, signal) };
       await res.body.dump({ limit: REDIRECT_BODY_BYTES }).catch(() => undefined);
@@ -138,7 +146,7 @@ export class FetchClient {
       try {
         next = new URL(location, url);
       } catch {
-        throw new FetchError('LS_FETCH_FAILED', `${describe(url)}: redirect to a bad Location ${JSON.stringify(location)}`);
+        throw new FetchError('LS_FETCH_FAILED', `${describe(url)}: redirect to a Location that is not a URL`);
       }
       this.check(call, next, url);
       // As fetch and browsers do: 303 (and 301/302 after a POST) become a GET without a body.
@@ -183,8 +191,12 @@ export class FetchClient {
   }
 
   // One keep-alive pool per allowed origin, made on its first call.
-  private pool(url: URL): Pool {
+  private async pool(url: URL): Promise<Pool> {
     const origin = originOf(url)!;
+    const found = this.pools.get(origin);
+    if (found) return found;
+    const { Pool } = await loadUndici();
+    // Another call may have made it while undici loaded.
     let pool = this.pools.get(origin);
     if (!pool) {
       if (this.closed) throw new FetchError('LS_FETCH_FAILED', `${origin}: the worker is stopping`);
@@ -228,7 +240,7 @@ export class FetchClient {
     // LS_FETCH_DENIED is logged where it is found (check), before any of this.
     if (err instanceof FetchError) return err.code === 'LS_FETCH_DENIED' ? err : this.logged(call, err);
     if (signal.aborted && signal.reason !== TIMED_OUT) return signal.reason ?? err;
-    if (err instanceof undiciErrors.InvalidArgumentError) return new TypeError(`fetch(): ${err.message}`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code === 'UND_ERR_INVALID_ARG') return new TypeError(`fetch(): ${(err as Error).message}`, { cause: err });
     const where = describe(call.url);
     return this.logged(
       call,

@@ -79,8 +79,8 @@ export type Primitive = (typeof PRIMITIVES)[number];
  * - `probe(n)` returns 1 when an n-byte allocation currently fits the heap, else 0 (see Vm.ensureRoom).
  * - `where()` returns the stack where it is called: called by the host from QuickJS's interrupt
  *   handler, it is the stack of the script the handler interrupted (the slow log).
- * - `waitedAt()` returns the stack of the script's latest pass() or sleep() still waiting ('' if
- *   none): where a script waiting past slowRequestMs made the call it waits in.
+ * - `waitedAt()` returns the stack of the script's latest pass(), fetch() or sleep() still
+ *   waiting ('' if none): where a script waiting past slowRequestMs made the call it waits in.
  *
  * Hardening, after the API exists: `eval` and the four Function constructors are disabled
  * (they would reach the parser, the deepest native recursion in QuickJS, with the large run-time
@@ -97,13 +97,13 @@ export const PRELUDE_SOURCE = `(function install(prim) {
   const Promise_ = Promise, resolve = (v) => Promise_.resolve(v);
   const TOKEN = freeze(create(null));
 
-  // Where the script called pass() or sleep(), while those wait: the slow log asks for the
-  // latest still waiting (waitedAt). pass() makes its Error anyway (for its errors' stack);
-  // sleep() makes one: a few us of QuickJS time (4-6 us measured on the loaded 2-core dev
-  // machine), next to a wait of at least a timer tick (~1.2 ms for sleep(0)). The other calls
-  // that wait (request.body(), stat(), sendfile(), cache calls on Redis) are hot paths where an
-  // Error each would add those us to every request that makes them: the slow log names them
-  // without a line.
+  // Where the script called pass(), fetch() or sleep(), while those wait: the slow log asks for the
+  // latest still waiting (waitedAt). pass() and fetch() make their Error anyway (for their errors'
+  // stack); sleep() makes one: a few us of QuickJS time (4-6 us measured on the loaded 2-core dev
+  // machine), next to a wait of at least a timer tick (~1.2 ms for sleep(0)). The other calls that
+  // wait (request.body(), stat(), sendfile(), cache calls on Redis) are hot paths where an Error
+  // each would add those us to every request that makes them: the slow log names them without a
+  // line.
   const waitSites = new Set();
   // waitSites.size, kept in a variable: start() reads it every run, a plain read (no accessor call).
   let sitesWaiting = 0;
