@@ -49,6 +49,11 @@ export const codes = {
   LS_CACHE_RECORD_INVALID: 'a cached response record does not decode (corrupt, or written by another version); the call misses',
   LS_CACHE_COMMAND_FAILED: 'Redis refused a cache command (OOM, WRONGTYPE, NOPERM, a read-only replica) or replied unexpectedly; the call misses',
   LS_SENDFILE_UNSUPPORTED: 'the development server got X-Accel-Redirect, which only nginx follows (set files.sendfile to auto or x-sendfile); 502',
+  LS_FETCH_DENIED: 'a script\'s fetch() named an origin (or was redirected to one) not in fetch.allow; refused before any connection, an error the script can catch',
+  LS_FETCH_TIMEOUT: 'a script\'s fetch() took longer than its timeoutMs (fetch.timeoutMs by default); an error the script can catch',
+  LS_FETCH_TOO_LARGE: 'a response to a script\'s fetch() was larger than fetch.maxResponseBytes; reading stopped, an error the script can catch',
+  LS_FETCH_FAILED: 'a script\'s fetch() could not get a response (connection refused or reset, DNS, TLS, a malformed response); an error the script can catch',
+  LS_FETCH_REDIRECTS: 'a script\'s fetch() was redirected more than fetch.maxRedirects times; an error the script can catch',
 } as const;
 
 /** A stable code from {@link codes}. */

@@ -35,6 +35,7 @@ import { LUA_ENGINES } from '../engines/lua-engines.js';
 import { scriptLimitsSection } from '../engines/script-error.js';
 import { scriptCacheSection } from '../engines/script-store.js';
 import { backendsField } from '../fastcgi/client/pool-config.js';
+import { fetchSection } from '../fetch/fetch-config.js';
 import { limitsSection } from '../fastcgi/server/limits.js';
 import { insideRoots } from '../files/confine.js';
 import { filesSection, type FilesConfig } from '../files/files-config.js';
@@ -235,6 +236,8 @@ export const configFields = {
   }),
   /** By name, for pass(). */
   backends: backendsField,
+  /** What scripts' fetch() may reach (deny by default) and how much it may take. */
+  fetch: fetchSection,
   // The flag, then the variable (spawn-fcgi -C and lighttpd's bin-environment set
   // PHP_FCGI_CHILDREN for the child they start), then the file, then one worker per core
   // (php-fpm's static pool sized to the machine). 0 is one process without a manager: php-cgi's

@@ -21,6 +21,7 @@ import type { Logger } from '../log.js';
 import { createContentCache } from '../content-cache/content-cache.js';
 import type { HostServices } from '../engines/host.js';
 import { BackendPool } from '../fastcgi/client/pool.js';
+import { FetchClient } from '../fetch/fetch-client.js';
 import { Files, type ScriptSources } from '../files/files.js';
 import { createStatusHandler, type RunCounters } from '../handlers/status.js';
 import { SlowLog } from '../engines/slow-log.js';
@@ -46,13 +47,15 @@ export async function serveHere(config: Config, log: Logger, runAs: RunAs | null
   const cache = scripts ? createContentCache(config.cache, log) : null;
   const backends = new Map<string, BackendPool>();
   if (scripts) for (const [name, options] of config.backends) backends.set(name, new BackendPool(options, log));
+  // One per worker: its keep-alive pools and its concurrency bound are the worker's, not a request's.
+  const fetchClient = scripts ? new FetchClient(config.fetch, log) : null;
   const counters: RunCounters = { limitHits: 0, scriptErrors: 0 };
   const slowLog = config.slowRequestMs > 0 ? new SlowLog(config.slowRequestMs, log) : null;
   const inner = config.diagnostic
     ? diagnostic
     : config.statAccel
       ? createStatAccelHandler(files, log)
-      : scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles, slowLog }, counters);
+      : scriptHandler(config, log, { files, cache, backends, cacheFiles: config.cacheFiles, slowLog, fetch: fetchClient }, counters);
   let server: FastcgiServer | null = null;
   const measured =
     config.statusPath === null && config.slowRequestMs === 0
@@ -114,7 +117,7 @@ export async function serveHere(config: Config, log: Logger, runAs: RunAs | null
       log.info('-', 'stopping gracefully', { signal, inFlight: server.activeRequests });
       void server
         .close()
-        .then(() => Promise.allSettled([cache?.close(), ...[...backends.values()].map((pool) => pool.close())]))
+        .then(() => Promise.allSettled([cache?.close(), fetchClient?.close(), ...[...backends.values()].map((pool) => pool.close())]))
         .then(() => stopWatchdog?.())
         .then(() => resolve(0));
     };

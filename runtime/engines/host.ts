@@ -8,9 +8,10 @@
  * per module under host/: request.ts (the request view), output.ts (status, headers, body,
  * raw CGI mode, emit, log), cookies.ts (request.cookies, response.cookie), form.ts
  * (request.form), files.ts (stat, sendfile), cache.ts (cache.*), pass.ts (pass to a
- * backend); script-response.ts and services.ts hold the types they share. Each method only delegates,
- * so adding a script-API call is one function in its capability and one line here, plus one
- * binding per engine. This module also re-exports the public types, so importers need only it.
+ * backend), fetch.ts (outbound HTTP); script-response.ts and services.ts hold the types they
+ * share. Each method only delegates, so adding a script-API call is one function in its
+ * capability and one line here, plus one binding per engine. This module also re-exports the
+ * public types, so importers need only it.
  */
 import type { CacheValue } from '../content-cache/content-cache.js';
 import type { Request } from '../fastcgi/server/request.js';
@@ -20,6 +21,7 @@ import { cacheDelete, cacheGet, cacheIncr, cacheSet } from './host/cache.js';
 import { addCookie, cookies } from './host/cookies.js';
 import { form, type FormPart } from './host/form.js';
 import { abort, checkWallTime, exit, finish, guard, locate, sleep, slowWhileRunning, slowWhileWaiting, start, type HostCore } from './host/core.js';
+import { fetch, type FetchOptions } from './host/fetch.js';
 import { sendfile, stat } from './host/files.js';
 import { addHeader, emit, end, endOutput, flush, log, logRoom, setHeader, setStatus, write } from './host/output.js';
 import { pass, passThrough, type PassOptions } from './host/pass.js';
@@ -34,6 +36,7 @@ export { MAX_CACHE_KEY } from './host/cache.js';
 export { cookieLibrarySource, cookieLine, type CookieOptions } from './host/cookies.js';
 export { FORM_MAX_FIELD_BYTES, FORM_MAX_PARTS, isFile, type FormField, type FormFile, type FormPart } from './host/form.js';
 export { DEFAULT_CONTENT_TYPE, utf8Boundary, utf8Prefix } from './host/output.js';
+export type { FetchOptions } from './host/fetch.js';
 export type { PassOptions } from './host/pass.js';
 export { BODY_FILE, bodyFile, type ScriptResponse } from './host/script-response.js';
 export { noServices, type CacheFiles, type HostServices } from './host/services.js';
@@ -308,5 +311,12 @@ export class ScriptHost implements HostCore {
   /** pass(backend, { emit = true }): the backend's response goes to the client as it arrives. Ends the run. */
   passThrough(name: string, options: PassOptions = {}): Promise<never> {
     return passThrough(this, name, options);
+  }
+
+  // ---- fetch (host/fetch.ts) -------------------------------------------------------------
+
+  /** fetch(url, options): an allowed origin's whole response; LS_FETCH_* errors the script may catch. */
+  fetch(url: string, options: FetchOptions = {}): Promise<ScriptResponse> {
+    return fetch(this, url, options);
   }
 }

@@ -18,6 +18,7 @@ import type { Request } from '../fastcgi/server/request.js';
 import type { RunCounters } from './status.js';
 import type { Response } from '../fastcgi/server/response.js';
 import type { SlowLog } from '../engines/slow-log.js';
+import type { FetchClient } from '../fetch/fetch-client.js';
 
 /** What {@link createScriptHandler} needs. */
 export interface PipelineOptions {
@@ -49,6 +50,8 @@ export interface PipelineOptions {
   readonly dev?: boolean;
   /** Logs runs still going after slowRequestMs, with where their script is; null: off. */
   readonly slowLog?: SlowLog | null;
+  /** The worker's outbound HTTP client for fetch(); null: every origin is denied. */
+  readonly fetch?: FetchClient | null;
 }
 
 /**
@@ -73,6 +76,7 @@ export function createScriptHandler(options: PipelineOptions): Handler {
     backends: options.backends ?? noServices.backends,
     cacheFiles: options.cacheFiles ?? null,
     slowLog: options.slowLog ?? null,
+    fetch: options.fetch ?? null,
   };
   return (req, res) => {
     prefetch?.prefetch(req);

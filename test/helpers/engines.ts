@@ -19,7 +19,7 @@ import assert from 'node:assert/strict';
 import type { TestOptions } from 'node:test';
 import { createContentCache, defaultContentCacheConfig, type ContentCache } from '../../runtime/content-cache/content-cache.js';
 import type { EngineName, ScriptEngine, ScriptError, ScriptErrorKind } from '../../runtime/engines/engine.js';
-import { noServices } from '../../runtime/engines/host.js';
+import { noServices, type HostServices } from '../../runtime/engines/host.js';
 import { createJsEngine } from '../../runtime/engines/js.js';
 import { LuaEngine } from '../../runtime/engines/lua.js';
 import { Lua54Engine } from '../../runtime/engines/lua54/engine.js';
@@ -153,6 +153,8 @@ export interface Step {
   readonly request?: Omit<ServeOptions, 'during' | 'services' | 'scriptFilename' | 'documentRoot'>;
   /** Called once the run has started (see serve's `during`). */
   readonly during?: (t: TestHost, ctx: CaseContext) => void;
+  /** Services beyond the case's cache (a FetchClient for fetch()); none unless given. */
+  readonly services?: Partial<HostServices>;
   readonly expect: Expect;
   /** Checks beyond {@link Expect}. */
   readonly check?: (out: Served, ctx: CaseContext) => void | Promise<void>;
@@ -213,7 +215,8 @@ export async function runCase(entry: EngineEntry, c: Case): Promise<void> {
 export async function runStep(engine: ScriptEngine, step: Step, ctx: CaseContext): Promise<Served> {
   const source = step.script[ctx.engine];
   assert.ok(typeof source === 'string', `a later step cannot be written in ${ctx.engine}: ${(source as NotWritable).na}`);
-  const services = ctx.cache ? { ...noServices, cache: ctx.cache } : noServices;
+  const base = ctx.cache ? { ...noServices, cache: ctx.cache } : noServices;
+  const services = step.services ? { ...base, ...step.services } : base;
   const during = step.during;
   const started = performance.now();
   const out = await serve(engine, source, { ...step.request, services, ...(during ? { during: (t: TestHost) => during(t, ctx) } : {}) });

@@ -105,7 +105,7 @@ const shared = {
   'response.status getter': get(R, 'status'), 'response.status setter': set(R, 'status'), 'response.headers getter': get(R, 'headers'),
   'Request.prototype': P, 'Response.prototype': R, Request: P.constructor, Response: R.constructor,
   'request.body': request.body, cache, 'cache.get': cache.get, 'cache.set': cache.set, 'cache.delete': cache.delete, 'cache.incr': cache.incr,
-  print, write, flush, log, sleep, stat, sendfile, pass, emit,
+  print, write, flush, log, sleep, stat, sendfile, pass, fetch, emit,
 };
 `;
 
@@ -127,7 +127,7 @@ print(JSON.stringify({ seen, refused: refused.length, total: Object.keys(shared)
   assert.equal(first.status, 200, first.stderr);
   const out = JSON.parse(first.body) as { seen: string[]; refused: number; total: number };
   assert.deepEqual(out.seen, []);
-  assert.equal(out.total, 25);
+  assert.equal(out.total, 26);
   // Same script, next request: what the first one wrote is not there (refused, or per run).
   const second = JSON.parse((await sb.get('writer.js', 'id=2')).body) as { seen: string[] };
   assert.deepEqual(second.seen, [], 'the same script, next request');

@@ -1,11 +1,12 @@
 /**
  * What the server lends a run beyond the request: file access, the content cache, backend
- * pools, the cache's body-file directory and the slow log. Separate from the capabilities that
- * use them so that each capability (files.ts, cache.ts, pass.ts) and the run core (core.ts)
+ * pools, the cache's body-file directory, the slow log and the outbound HTTP client. Separate from the capabilities that
+ * use them so that each capability (files.ts, cache.ts, pass.ts, fetch.ts) and the run core (core.ts)
  * name one shared shape, and a server or test builds it without knowing any capability.
  */
 import type { ContentCache } from '../../content-cache/content-cache.js';
 import type { BackendPool } from '../../fastcgi/client/pool.js';
+import type { FetchClient } from '../../fetch/fetch-client.js';
 import type { Files } from '../../files/files.js';
 import type { SlowLog } from '../slow-log.js';
 
@@ -21,6 +22,8 @@ export interface HostServices {
   readonly cacheFiles?: CacheFiles | null;
   /** The in-flight slow log (slowRequestMs); null or absent: off. */
   readonly slowLog?: SlowLog | null;
+  /** The worker's outbound HTTP client for fetch(); null or absent: every origin is denied. */
+  readonly fetch?: FetchClient | null;
 }
 
 /** Large cached bodies go to files (seed 001's trick: tmpfs, then X-Sendfile / X-Accel-Redirect). */

@@ -21,6 +21,7 @@
 import { CACHE_PRELUDE, CACHE_PRIMITIVES } from './api/cache.js';
 import { COOKIES_PRELUDE, COOKIES_PRIMITIVES } from './api/cookies.js';
 import { CORE_PRELUDE, CORE_PRIMITIVES } from './api/core.js';
+import { FETCH_PRELUDE, FETCH_PRIMITIVES } from './api/fetch.js';
 import { FILES_PRELUDE, FILES_PRIMITIVES } from './api/files.js';
 import { LIBRARY_PRELUDE, LIBRARY_PRIMITIVES } from './api/library.js';
 import { FORM_PRELUDE, FORM_PRIMITIVES } from './api/form.js';
@@ -46,6 +47,7 @@ const API_GLOBALS: ReadonlyArray<readonly [param: string, prelude: string]> = [
   ['sendfile', 'sendfile'],
   ['cache', 'cache'],
   ['pass', 'pass'],
+  ['fetch', 'fetch'],
   ['emit', 'emitResponse'],
   ['request', 'request'],
   ['response', 'response'],
@@ -74,6 +76,7 @@ export const PRIMITIVES = [
   ...FILES_PRIMITIVES,
   ...CACHE_PRIMITIVES,
   ...PASS_PRIMITIVES,
+  ...FETCH_PRIMITIVES,
   ...RESPONSE_PRIMITIVES,
   ...LIBRARY_PRIMITIVES,
   ...COOKIES_PRIMITIVES,
@@ -104,8 +107,8 @@ export type Primitive = (typeof PRIMITIVES)[number];
  * - `probe(n)` returns 1 when an n-byte allocation currently fits the heap, else 0 (see Vm.ensureRoom).
  * - `where()` returns the stack where it is called: called by the host from QuickJS's interrupt
  *   handler, it is the stack of the script the handler interrupted (the slow log).
- * - `waitedAt()` returns the stack of the script's latest pass() or sleep() still waiting ('' if
- *   none): where a script waiting past slowRequestMs made the call it waits in.
+ * - `waitedAt()` returns the stack of the script's latest pass(), fetch() or sleep() still
+ *   waiting ('' if none): where a script waiting past slowRequestMs made the call it waits in.
  *
  * Hardening, after the API exists: `eval` and the four Function constructors are disabled
  * (they would reach the parser, the deepest native recursion in QuickJS, with the large run-time
@@ -122,13 +125,13 @@ export const PRELUDE_SOURCE = `(function install(prim) {
   const Promise_ = Promise, resolve = (v) => Promise_.resolve(v);
   const TOKEN = freeze(create(null));
 
-  // Where the script called pass() or sleep(), while those wait: the slow log asks for the
-  // latest still waiting (waitedAt). pass() makes its Error anyway (for its errors' stack);
-  // sleep() makes one: a few us of QuickJS time (4-6 us measured on the loaded 2-core dev
-  // machine), next to a wait of at least a timer tick (~1.2 ms for sleep(0)). The other calls
-  // that wait (request.body(), stat(), sendfile(), cache calls on Redis) are hot paths where an
-  // Error each would add those us to every request that makes them: the slow log names them
-  // without a line.
+  // Where the script called pass(), fetch() or sleep(), while those wait: the slow log asks for the
+  // latest still waiting (waitedAt). pass() and fetch() make their Error anyway (for their errors'
+  // stack); sleep() makes one: a few us of QuickJS time (4-6 us measured on the loaded 2-core dev
+  // machine), next to a wait of at least a timer tick (~1.2 ms for sleep(0)). The other calls that
+  // wait (request.body(), stat(), sendfile(), cache calls on Redis) are hot paths where an Error
+  // each would add those us to every request that makes them: the slow log names them without a
+  // line.
   const waitSites = new Set();
   // waitSites.size, kept in a variable: start() reads it every run, a plain read (no accessor call).
   let sitesWaiting = 0;
@@ -155,6 +158,7 @@ ${CACHE_PRELUDE}
 ${PASS_PRELUDE}
 ${COOKIES_PRELUDE}
 ${FORM_PRELUDE}
+${FETCH_PRELUDE}
 ${REQUEST_PRELUDE}
 ${LIBRARY_PRELUDE}
 

@@ -62,7 +62,7 @@ local co = copy(coroutine, { "create", "isyieldable", "running", "status", "yiel
 co.resume, co.wrap = H.resume, H.wrap
 G.coroutine = ro("coroutine", co)
 
-for _, k in ipairs({ "print", "write", "flush", "log", "sleep", "stat", "sendfile", "pass", "emit" }) do
+for _, k in ipairs({ "print", "write", "flush", "log", "sleep", "stat", "sendfile", "pass", "fetch", "emit" }) do
   G[k] = H[k]
 end
 G.cache = ro("cache", { get = H.cache_get, set = H.cache_set, delete = H.cache_delete, incr = H.cache_incr })

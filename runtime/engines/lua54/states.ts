@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { bindCache } from './api/cache.js';
 import { bindCookies } from './api/cookies.js';
+import { bindFetch } from './api/fetch.js';
 import { bindFiles } from './api/files.js';
 import { bindLibrary } from './api/library.js';
 import { bindLighty } from './api/lighty.js';
@@ -112,7 +113,7 @@ export class LuaWorld {
     const control = makeControl(api);
     this.b = control.b;
     Object.assign(this.host, control.fns);
-    for (const bind of [bindOutput, bindRequest, bindResponse, bindCookies, bindFiles, bindCache, bindPass, bindLighty, bindLibrary]) {
+    for (const bind of [bindOutput, bindRequest, bindResponse, bindCookies, bindFiles, bindCache, bindPass, bindFetch, bindLighty, bindLibrary]) {
       const fns = bind(this.b);
       for (const name in fns) this.host[name] = api.cfunction(fns[name]!);
     }

@@ -11,6 +11,7 @@ import { PRELUDE_FILENAME, PRELUDE_SOURCE, PRIMITIVES, type Primitive } from '..
 import type { Bridge, PrimitiveImpl } from './binding.js';
 import { cacheBindings } from './cache.js';
 import { coreBindings } from './core.js';
+import { fetchBindings } from './fetch.js';
 import { filesBindings } from './files.js';
 import { libraryBindings } from './library.js';
 import { formBindings } from './form.js';
@@ -32,6 +33,7 @@ export function install(vm: Bridge): QuickJSHandle {
     ...filesBindings(vm),
     ...cacheBindings(vm),
     ...passBindings(vm),
+    ...fetchBindings(vm),
     ...responseBindings(vm),
     ...libraryBindings(vm),
     ...formBindings(vm),

@@ -2,15 +2,16 @@
  * The Lua script API (README, "Script API"), installed in the shared globals: the one place that
  * names every global function and builds the shared metatables. Each binding lives in the module
  * of its capability, as on the host side (host/*.ts): output.ts (print, write, flush, log, emit),
- * sleep.ts, files.ts (stat, sendfile), pass.ts, cache.ts (the `cache` table), library.ts (json,
- * base64, url, crypto, time), request.ts (the `request` table) and response.ts (the `response`
- * table). script-response.ts and metatables.ts hold what several of them share. A new call is one binding in its capability's module, plus
+ * sleep.ts, files.ts (stat, sendfile), pass.ts, fetch.ts, cache.ts (the `cache` table), library.ts
+ * (json, base64, url, crypto, time), request.ts (the `request` table) and response.ts (the
+ * `response` table). script-response.ts and metatables.ts hold what several of them share. A new call is one binding in its capability's module, plus
  * one line here if it is a global.
  */
 import { lua, type LuaJsFunction, type LuaProxy, type LuaState } from 'fengari';
 import { jsfn } from '../core.js';
 import { readOnly } from '../libs.js';
 import { cacheDelete, cacheGet, cacheIncr, cacheSet } from './cache.js';
+import { fetch } from './fetch.js';
 import { sendfile, stat } from './files.js';
 import { registerLibrary } from './library.js';
 import { emit, flush, log, print, write } from './output.js';
@@ -39,11 +40,11 @@ export function makeApiMetatables(L: LuaState): ApiMetatables {
 }
 
 /**
- * Adds print, write, flush, log, sleep, stat, sendfile, pass, emit, the `cache` table and the data
- * library's tables (json, base64, url, crypto, time) to the table at the top of the stack.
+ * Adds print, write, flush, log, sleep, stat, sendfile, pass, fetch, emit, the `cache` table and
+ * the data library's tables (json, base64, url, crypto, time) to the table at the top of the stack.
  */
 export function registerFunctions(L: LuaState): void {
-  const functions: Record<string, LuaJsFunction> = { print, write, flush, log, sleep, stat, sendfile, pass, emit };
+  const functions: Record<string, LuaJsFunction> = { print, write, flush, log, sleep, stat, sendfile, pass, fetch, emit };
   for (const name in functions) {
     lua_pushjsfunction(L, jsfn(functions[name]!));
     lua_setfield(L, -2, name);
