@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import test, { type TestContext } from 'node:test';
+import test from 'node:test';
 import { startLodestone } from '../helpers/lodestone.js';
 import { havePrograms, httpRequest, startNginx } from '../helpers/peers.js';
 import { requirePhpFpm, startPhpFpm } from '../helpers/php-fpm.js';
