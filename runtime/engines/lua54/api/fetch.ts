@@ -3,7 +3,7 @@
  * looks synchronous (the run's thread yields as for pass()); a refusal or failure is a Lua
  * error (`LS_FETCH_*: ...`) the script can catch with pcall. Strings in and out are bytes.
  */
-import type { FetchOptions, ScriptResponse } from '../../host.js';
+import type { FetchOptions } from '../../host.js';
 import { LUA_TNIL, LUA_TNUMBER, LUA_TSTRING, LUA_TTABLE } from '../capi.js';
 import type { Bindings } from '../run.js';
 import type { Ptr } from '../wasm.js';
@@ -15,7 +15,7 @@ const OPTIONS = new Set(['method', 'headers', 'body', 'timeoutMs']);
 export function bindFetch(b: Bindings): Record<string, (L: Ptr) => number> {
   const { api } = b;
   const x = api.x;
-  const { pushResponseTable } = responseTables(api);
+  const { pushResult } = responseTables(api);
 
   // The headers table on top of the stack as pairs (a value with "\n" is several lines).
   function headerList(L: Ptr): Array<[string, string]> {
@@ -66,11 +66,6 @@ export function bindFetch(b: Bindings): Record<string, (L: Ptr) => number> {
     api.pop(L, 1);
     return options;
   }
-
-  const pushResult = (L: Ptr, value: unknown): number => {
-    pushResponseTable(L, value as ScriptResponse, null);
-    return 1;
-  };
 
   return {
     fetch(L) {

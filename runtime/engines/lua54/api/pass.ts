@@ -1,5 +1,5 @@
 /** Backend bindings: pass(backend[, options]) and emit(response). */
-import type { PassOptions, ScriptResponse } from '../../host.js';
+import type { PassOptions } from '../../host.js';
 import { LUA_TBOOLEAN, LUA_TNIL, LUA_TNUMBER, LUA_TSTRING, LUA_TTABLE } from '../capi.js';
 import type { Bindings } from '../run.js';
 import type { Ptr } from '../wasm.js';
@@ -9,7 +9,7 @@ import { responseTables } from './response-table.js';
 export function bindPass(b: Bindings): Record<string, (L: Ptr) => number> {
   const { api } = b;
   const x = api.x;
-  const { pushResponseTable, toResponse } = responseTables(api);
+  const { pushResult, toResponse } = responseTables(api);
 
   /** The options table of pass() at `idx`: params (false removes one), body, emit. */
   function passOptions(L: Ptr, idx: number): { options: PassOptions; emit: boolean } {
@@ -44,11 +44,6 @@ export function bindPass(b: Bindings): Record<string, (L: Ptr) => number> {
     api.pop(L, 1);
     return { options: { ...(params ? { params } : {}), ...(body ? { body } : {}) }, emit };
   }
-
-  const pushResult = (L: Ptr, value: unknown): number => {
-    pushResponseTable(L, value as ScriptResponse, null);
-    return 1;
-  };
 
   return {
     pass(L) {

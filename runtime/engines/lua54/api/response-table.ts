@@ -6,13 +6,18 @@ import { bodyFile, type ScriptResponse } from '../../host.js';
 import { LUA_TNIL, LUA_TNUMBER, LUA_TSTRING, LUA_TTABLE, type LuaApi } from '../capi.js';
 import type { Ptr } from '../wasm.js';
 
-/** The two conversions, bound to one module's API. */
-export function responseTables(api: LuaApi): {
+/** The two conversions, bound to one module's API, and the result pusher of pass() and fetch(). */
+export interface ResponseTables {
   pushResponseTable: (L: Ptr, r: ScriptResponse, storedAt: number | null) => void;
   toResponse: (L: Ptr, idx: number, what: string) => ScriptResponse;
-} {
+  /** A host call's response (pass(), fetch()) as the one result of the resumed call. */
+  pushResult: (L: Ptr, value: unknown) => number;
+}
+
+/** {@link ResponseTables} for one module's API. */
+export function responseTables(api: LuaApi): ResponseTables {
   const x = api.x;
-  return {
+  const tables: Omit<ResponseTables, 'pushResult'> = {
     /**
      * Pushes a response as a table: headers by lower-case name, a header sent several times
      * with its values joined by "\n" (which emit() splits again); `age` in seconds when cached.
@@ -83,6 +88,13 @@ export function responseTables(api: LuaApi): {
       const file = f === LUA_TSTRING ? api.text(L, -1)! : f === LUA_TNIL ? undefined : api.raise(L, `${what}: file must be a string`);
       api.pop(L, 1);
       return file === undefined ? { status, headers, body } : { status, headers, body, file };
+    },
+  };
+  return {
+    ...tables,
+    pushResult: (L, value) => {
+      tables.pushResponseTable(L, value as ScriptResponse, null);
+      return 1;
     },
   };
 }
