@@ -13,7 +13,7 @@
  *
  * The parts are pieces of one function body, not modules: each may use the names this frame
  * declares (the primitives as `h_NAME`, String_, Number_, TypeError_, Error_, isInteger, parse,
- * stringify, create, assign, freeze, apply, TOKEN, waitFrom/waitDone, show, send, join) and the
+ * stringify, create, assign, freeze, apply, TOKEN, waitFrom/waitDone, show, send, atSite, join) and the
  * names other parts declare (flushBuffered and addHeader from output, fromHost/toHost/
  * defineProperty from script-response, setCookie from cookies, formOf from form), at call time
  * only; the frame uses the API names each part declares.
@@ -142,6 +142,15 @@ export const PRELUDE_SOURCE = `(function install(prim) {
   // Strings reach the host as C strings, which end at the first NUL: a string holding NULs is
   // sent as its NUL-separated parts (extra arguments), and the host joins them again.
   const send = (prim, s) => (s.indexOf('\\0') < 0 ? prim(s) : prim(...s.split('\\0')));
+  // A host call's error is made outside any script frame, so it would name no line: it gets the
+  // stack of an Error made at the call (site) instead. The calls that wait on I/O anyway make
+  // one (pass, fetch, request.body, request.form); stat() and cache.* do not (hot paths).
+  const atSite = (e, site) => {
+    if (e !== null && typeof e === 'object') {
+      try { defineProperty(e, 'stack', { value: site.stack, writable: true, configurable: true }); } catch {}
+    }
+    return e;
+  };
   const join = (args, sep) => {
     let out = '';
     for (let i = 0; i < args.length; i++) {

@@ -41,7 +41,7 @@ export const FETCH_PRELUDE = `
       return fromHost(await h_fetch(stringify({ u: url, m, h, b, t })));
     } catch (e) {
       if (e !== null && typeof e === 'object') {
-        try { defineProperty(e, 'stack', { value: site.stack, writable: true, configurable: true }); } catch {}
+        atSite(e, site);
         const message = typeof e.message === 'string' ? e.message : '';
         const end = message.indexOf(': ');
         if (message.startsWith('LS_FETCH_') && end > 0) {

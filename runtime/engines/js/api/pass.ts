@@ -31,10 +31,7 @@ export const PASS_PRELUDE = `
     try {
       return fromHost(await h_pass(stringify({ n: String_(name), p: params, b: body, e: !!o.emit })));
     } catch (e) {
-      if (e !== null && typeof e === 'object') {
-        try { defineProperty(e, 'stack', { value: site.stack, writable: true, configurable: true }); } catch {}
-      }
-      throw e;
+      throw atSite(e, site);
     } finally {
       waitDone(site);
     }

@@ -38,6 +38,11 @@ export const REQUEST_PRELUDE = `
   // One Request serves every run of the context (frozen by harden()); it caches what it fetched
   // for the run in progress, which start() forgets (resetRequest) before the next run.
   let resetRequest;
+  // The body's wait, rejected with the stack of the script's call (see atSite).
+  const located = (promise) => {
+    const site = new Error_();
+    return promise.then(undefined, (e) => { throw atSite(e, site); });
+  };
   class Request {
     #texts = null; #records = null; #body = null; #form = null;
     constructor(token) { if (token !== TOKEN) throw new TypeError_('Illegal constructor'); }
@@ -51,9 +56,9 @@ export const REQUEST_PRELUDE = `
     }
     ${textGetters}
     ${jsonGetters}
-    body() { return this.#body ??= h_body(); }
+    body() { return this.#body ??= located(h_body()); }
     // One form object per run (api/form.ts builds it), whatever the number of calls.
-    form() { return this.#form ??= h_form().then(formOf); }
+    form() { return this.#form ??= located(h_form()).then(formOf); }
   }
   const request = new Request(TOKEN);`;
 
