@@ -13,7 +13,8 @@
  *
  * The parts are pieces of one function body, not modules: each may use the names this frame
  * declares (the primitives as `h_NAME`, String_, Number_, TypeError_, Error_, isInteger, parse,
- * stringify, create, assign, freeze, apply, TOKEN, waitFrom/waitDone, show, send, atSite, join) and the
+ * stringify, create, assign, freeze, apply, TOKEN, waitFrom/waitDone, show, send, atSite, waitAt,
+ * join) and the
  * names other parts declare (flushBuffered and addHeader from output, fromHost/toHost/
  * defineProperty from script-response, setCookie from cookies, formOf from form), at call time
  * only; the frame uses the API names each part declares.
@@ -150,6 +151,18 @@ export const PRELUDE_SOURCE = `(function install(prim) {
       try { defineProperty(e, 'stack', { value: site.stack, writable: true, configurable: true }); } catch {}
     }
     return e;
+  };
+  // A host call the script waits in, made by call(): listed for the slow log while it waits,
+  // its errors (thrown or rejected) given the site's stack. pass() and fetch() wait in one.
+  const waitAt = async (site, call) => {
+    waitFrom(site);
+    try {
+      return await call();
+    } catch (e) {
+      throw atSite(e, site);
+    } finally {
+      waitDone(site);
+    }
   };
   const join = (args, sep) => {
     let out = '';

@@ -35,13 +35,10 @@ export const FETCH_PRELUDE = `
     }
     // The host makes fetch()'s errors outside any script frame: they get this call's stack,
     // and the code their message starts with as \`code\`, for a script to test.
-    const site = new Error_();
-    waitFrom(site);
     try {
-      return fromHost(await h_fetch(stringify({ u: url, m, h, b, t })));
+      return await waitAt(new Error_(), async () => fromHost(await h_fetch(stringify({ u: url, m, h, b, t }))));
     } catch (e) {
       if (e !== null && typeof e === 'object') {
-        atSite(e, site);
         const message = typeof e.message === 'string' ? e.message : '';
         const end = message.indexOf(': ');
         if (message.startsWith('LS_FETCH_') && end > 0) {
@@ -49,8 +46,6 @@ export const FETCH_PRELUDE = `
         }
       }
       throw e;
-    } finally {
-      waitDone(site);
     }
   };`;
 

@@ -26,15 +26,7 @@ export const PASS_PRELUDE = `
     if (o.emit) flushBuffered();
     // The host makes pass()'s errors outside any script frame, so they would carry no line: they
     // get the stack of this call instead (one Error, ~1 us, beside a relay of ~230 us).
-    const site = new Error_();
-    waitFrom(site);
-    try {
-      return fromHost(await h_pass(stringify({ n: String_(name), p: params, b: body, e: !!o.emit })));
-    } catch (e) {
-      throw atSite(e, site);
-    } finally {
-      waitDone(site);
-    }
+    return waitAt(new Error_(), async () => fromHost(await h_pass(stringify({ n: String_(name), p: params, b: body, e: !!o.emit }))));
   };`;
 
 /** The host side of pass(): buffered into a response value, or relayed (`e`: pass(name, { emit: true })). */
