@@ -1,6 +1,6 @@
 /**
  * `lodestone check`, like `nginx -t`: the configuration loads and every script under the root
- * compiles, checked before a deploy instead of by the first request that hits a broken file.
+ * and every module in modules.paths compiles, checked before a deploy instead of by the first request that hits a broken file.
  * It compiles with the real engines but builds nothing else a server has: no socket, no Redis
  * client, no backend pool, no script store (so no bytecode is written to cache.dir).
  */
@@ -17,6 +17,8 @@ import { tooLargeMessage } from '../engines/script-store.js';
 export interface CheckResult {
   /** Real paths of the scripts compiled, in walk order. */
   readonly checked: readonly string[];
+  /** Real paths of the modules compiled (files in modules.paths), in walk order. */
+  readonly modules: readonly string[];
   /** One error per script that does not compile. */
   readonly failures: readonly ScriptError[];
 }
@@ -77,21 +79,32 @@ export async function checkScripts(config: Config): Promise<CheckResult> {
     [js.extension, js],
   ]);
   try {
-    const files = config.script !== null ? [await fs.promises.realpath(config.script)] : await findScripts(config.root, new Set(engines.keys()));
+    const extensions = new Set(engines.keys());
+    const moduleDirs = (await Promise.all(config.modules.paths.map((dir) => fs.promises.realpath(dir).catch(() => null)))).filter((d) => d !== null);
+    const isModule = (file: string): boolean => moduleDirs.some((dir) => file.startsWith(dir + path.sep));
+    const found = config.script !== null ? [await fs.promises.realpath(config.script)] : await findScripts(config.root, extensions);
+    // The store refuses to run a module as a script: check it as what it is.
+    const files = found.filter((file) => !isModule(file));
+    const modules = [...new Set((await Promise.all(moduleDirs.map((dir) => findScripts(dir, extensions)))).flat())];
     const failures: ScriptError[] = [];
-    for (const file of files) {
-      const engine = engines.get(path.extname(file));
-      if (!engine) {
-        failures.push(new ScriptError('compile', 'not a .lua or .js script', file, null));
-        continue;
-      }
-      try {
-        engine.compile(await readScript(file, config.scriptCache.maxScriptBytes), file).dispose();
-      } catch (err) {
-        failures.push(err instanceof ScriptError ? err : new ScriptError('compile', String(err), file, null));
+    for (const [list, kind] of [
+      [files, 'script'],
+      [modules, 'module'],
+    ] as const) {
+      for (const file of list) {
+        const engine = engines.get(path.extname(file));
+        if (!engine) {
+          failures.push(new ScriptError('compile', 'not a .lua or .js script', file, null));
+          continue;
+        }
+        try {
+          engine.compile(await readScript(file, config.scriptCache.maxScriptBytes), file, kind).dispose();
+        } catch (err) {
+          failures.push(err instanceof ScriptError ? err : new ScriptError('compile', String(err), file, null));
+        }
       }
     }
-    return { checked: files, failures };
+    return { checked: files, modules, failures };
   } finally {
     js.close();
   }
@@ -133,12 +146,13 @@ export async function runCheck(config: Config, out: NodeJS.WritableStream, err: 
     out.write(`lodestone: configuration ok (${config.diagnostic ? 'diagnostic' : 'stat-accel'} mode runs no scripts)\n`);
     return 0;
   }
-  const { checked, failures } = await checkScripts(config);
+  const { checked, modules, failures } = await checkScripts(config);
   for (const failure of failures) err.write(`${failure.location}: ${failure.message}\n`);
+  const what = plural(checked.length, 'script') + (modules.length > 0 ? ` and ${plural(modules.length, 'module')}` : '');
   if (failures.length === 0) {
-    out.write(`lodestone: configuration ok, ${plural(checked.length, 'script')} ${checked.length === 1 ? 'compiles' : 'compile'}\n`);
+    out.write(`lodestone: configuration ok, ${what} ${checked.length + modules.length === 1 ? 'compiles' : 'compile'}\n`);
     return 0;
   }
-  out.write(`lodestone: ${plural(checked.length, 'script')} checked, ${plural(failures.length, 'error')}\n`);
+  out.write(`lodestone: ${what} checked, ${plural(failures.length, 'error')}\n`);
   return 1;
 }

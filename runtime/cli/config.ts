@@ -34,6 +34,7 @@ import type { CacheFiles } from '../engines/host.js';
 import { LUA_ENGINES } from '../engines/lua-engines.js';
 import { scriptLimitsSection } from '../engines/script-error.js';
 import { scriptCacheSection } from '../engines/script-store.js';
+import { modulesPathsField } from '../engines/modules.js';
 import { backendsField } from '../fastcgi/client/pool-config.js';
 import { fetchSection } from '../fetch/fetch-config.js';
 import { limitsSection } from '../fastcgi/server/limits.js';
@@ -183,6 +184,8 @@ export const configFields = {
     default: 'lua54',
   }),
   scriptCache: scriptCacheSection,
+  /** Where require() finds modules. */
+  modules: section({ paths: modulesPathsField }),
   scriptLimits: scriptLimitsSection,
   /** True for every script under the root, else the real paths of the scripts that use it. */
   rawOutput: field<true | ReadonlySet<string>>({

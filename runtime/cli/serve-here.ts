@@ -158,16 +158,26 @@ function retireAfter(inner: Handler, max: number): Handler {
 const SCRIPT_EXTENSIONS = ['.lua', '.js'];
 
 /**
- * What the script store would run, by real path: the front controller alone with --script
- * (a PHP docroot's browser .js is not ours), else every .lua/.js under the root.
+ * What the script store would run or require, by real path: the front controller alone with
+ * --script (a PHP docroot's browser .js is not ours), else every .lua/.js under the root; and
+ * every .lua/.js in modules.paths.
  */
 function scriptSources(config: Config): ScriptSources {
+  // Module sources are never sent either, whatever the front controller: they are code.
+  const moduleDirs = config.modules.paths.flatMap((dir) => {
+    try {
+      return [fs.realpathSync(dir) + path.sep];
+    } catch {
+      return [];
+    }
+  });
+  const isModule = (file: string): boolean => SCRIPT_EXTENSIONS.includes(path.extname(file)) && moduleDirs.some((dir) => file.startsWith(dir));
   if (config.script !== null) {
     const front = fs.realpathSync(config.script);
-    return (file) => file === front;
+    return (file) => file === front || isModule(file);
   }
   const root = fs.realpathSync(config.root) + path.sep;
-  return (file) => file.startsWith(root) && SCRIPT_EXTENSIONS.includes(path.extname(file));
+  return (file) => (file.startsWith(root) && SCRIPT_EXTENSIONS.includes(path.extname(file))) || isModule(file);
 }
 
 /**
@@ -189,6 +199,7 @@ function scriptHandler(config: Config, log: Logger, services: HostServices, coun
     maxScriptBytes: config.scriptCache.maxScriptBytes,
     cacheDir: config.cacheDir,
     log,
+    modulePaths: config.modules.paths,
   });
   const raw = config.rawOutput;
   return createScriptHandler({

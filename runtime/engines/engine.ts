@@ -10,6 +10,12 @@ export { defaultScriptLimits, ScriptError, type ScriptErrorKind, type ScriptExit
 export type EngineName = 'lua' | 'js';
 
 /**
+ * What a source is compiled as: a script a request runs, or a module a script requires (its
+ * top level runs when a run first requires it, afresh in each run: see modules.ts).
+ */
+export type SourceKind = 'script' | 'module';
+
+/**
  * The status a script's return value names, mod_magnet style: an integer from 100 to 999; any
  * other value is no status (the response keeps its own). Both engines judge it here.
  */
@@ -44,8 +50,8 @@ export interface ScriptEngine {
   readonly extension: string;
   /** Number of compilations so far: tests prove cache reuse with it, not with timings. */
   readonly compiles: number;
-  /** Compiles source; throws ScriptError('compile') naming file:line. */
-  compile(source: string, path: string): CompiledScript;
+  /** Compiles source as a script (default) or a module; throws ScriptError('compile') naming file:line. */
+  compile(source: string, path: string, kind?: SourceKind): CompiledScript;
   /**
    * Runs a compiled script for one request; callers go through runScript (run.ts). An engine
    * that can run a script synchronously until it ends or first waits returns the status (or

@@ -8,7 +8,7 @@
  * per module under host/: request.ts (the request view), output.ts (status, headers, body,
  * raw CGI mode, emit, log), cookies.ts (request.cookies, response.cookie), form.ts
  * (request.form), files.ts (stat, sendfile), cache.ts (cache.*), pass.ts (pass to a
- * backend), fetch.ts (outbound HTTP); script-response.ts and services.ts hold the types they
+ * backend), fetch.ts (outbound HTTP), modules.ts (require); script-response.ts and services.ts hold the types they
  * share. Each method only delegates, so adding a script-API call is one function in its
  * capability and one line here, plus one binding per engine. This module also re-exports the
  * public types, so importers need only it.
@@ -22,6 +22,8 @@ import { addCookie, cookies } from './host/cookies.js';
 import { form, type FormPart } from './host/form.js';
 import { abort, checkWallTime, exit, finish, guard, locate, sleep, slowWhileRunning, slowWhileWaiting, start, type HostCore } from './host/core.js';
 import { fetch, type FetchOptions } from './host/fetch.js';
+import { closeModule, openModule } from './host/modules.js';
+import type { ModuleSlots } from './modules.js';
 import { sendfile, stat } from './host/files.js';
 import { addHeader, emit, end, endOutput, flush, log, logRoom, setHeader, setStatus, write } from './host/output.js';
 import { pass, passThrough, type PassOptions } from './host/pass.js';
@@ -30,6 +32,7 @@ import type { ScriptResponse } from './host/script-response.js';
 import { noServices, type HostServices } from './host/services.js';
 import type { Code } from '../errors.js';
 import type { ExitRest, ScriptError, ScriptLimits } from './script-error.js';
+import type { CompiledScript } from './engine.js';
 import type { Frame, WaitLocator } from './slow-log.js';
 
 export { MAX_CACHE_KEY } from './host/cache.js';
@@ -72,6 +75,9 @@ export class ScriptHost implements HostCore {
   bodyRead: Promise<Buffer> | null = null;
   logged = 0;
   logDropping = false;
+  /** The script's modules, by name (the store's lease sets it); null: none. */
+  modules: ModuleSlots | null = null;
+  moduleChain: string[] | null = null;
 
   constructor(
     readonly request: Request,
@@ -318,5 +324,17 @@ export class ScriptHost implements HostCore {
   /** fetch(url, options): an allowed origin's whole response; LS_FETCH_* errors the script may catch. */
   fetch(url: string, options: FetchOptions = {}): Promise<ScriptResponse> {
     return fetch(this, url, options);
+  }
+
+  // ---- modules (host/modules.ts) ---------------------------------------------------------
+
+  /** require(name): the compiled module, entered in the chain; throws the script's error. */
+  openModule(name: string): CompiledScript {
+    return openModule(this, name);
+  }
+
+  /** require(name) ran the module's top level (or it failed): leaves the chain. */
+  closeModule(name: string): void {
+    closeModule(this, name);
   }
 }

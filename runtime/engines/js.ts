@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { QuickJSHandle } from 'quickjs-emscripten-core';
-import { defaultScriptLimits, ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
+import { defaultScriptLimits, ScriptError, type CompiledScript, type ScriptEngine, type SourceKind } from './engine.js';
 import { forceGc } from './gc.js';
 import type { ScriptHost } from './host.js';
 import { isModuleFault, loadModule, type LoadedModule } from './js/module.js';
@@ -59,6 +59,7 @@ class JsScript implements CompiledScript, VmTenant {
     readonly path: string,
     /** Kept to compile into other Vms. */
     readonly source: string,
+    readonly kind: SourceKind,
   ) {
     // Bytecode plus the source QuickJS keeps for Function.prototype.toString, and our copy
     // (per Vm it ran in: at most the pool's idle bound plus the runs in flight).
@@ -165,13 +166,13 @@ export class JsEngine implements ScriptEngine {
     return { idle: this.idle.length, busy: this.busy.size };
   }
 
-  compile(source: string, path: string): CompiledScript {
-    const script = new JsScript(path, source);
+  compile(source: string, path: string, kind: SourceKind = 'script'): CompiledScript {
+    const script = new JsScript(path, source, kind);
     // While a faulted module is being replaced, the script is compiled on its first run.
     if (!this.loaded) return script;
     const vm = this.take();
     try {
-      script.attach(vm, this.compileIn(vm, source, path));
+      script.attach(vm, this.compileIn(vm, source, path, kind));
     } finally {
       this.putBack(vm, null);
     }
@@ -190,11 +191,9 @@ export class JsEngine implements ScriptEngine {
       return Promise.reject(this.setupError(err, script.path));
     }
     try {
-      fn = script.in(vm);
-      if (!fn) {
-        fn = this.compileIn(vm, script.source, script.path);
-        script.attach(vm, fn);
-      }
+      fn = this.fnIn(vm, script);
+      // The modules the run may require, compiled here before it starts (api/modules.ts).
+      if (host.modules !== null) for (const slot of host.modules.values()) if (slot.script instanceof JsScript) this.fnIn(vm, slot.script);
     } catch (err) {
       this.putBack(vm, null);
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
@@ -218,10 +217,20 @@ export class JsEngine implements ScriptEngine {
     return clean;
   }
 
-  private compileIn(vm: Vm, source: string, path: string): QuickJSHandle {
+  /** `script`'s wrapper in `vm`, compiled there on first use. */
+  private fnIn(vm: Vm, script: JsScript): QuickJSHandle {
+    let fn = script.in(vm);
+    if (!fn) {
+      fn = this.compileIn(vm, script.source, script.path, script.kind);
+      script.attach(vm, fn);
+    }
+    return fn;
+  }
+
+  private compileIn(vm: Vm, source: string, path: string, kind: SourceKind = 'script'): QuickJSHandle {
     this.compileCount++;
     try {
-      return vm.compile(source, path, defaultScriptLimits.memoryBytes);
+      return vm.compile(source, path, defaultScriptLimits.memoryBytes, kind);
     } catch (err) {
       if (err instanceof ScriptError) throw err;
       if (isModuleFault(err)) vm.dead = true;

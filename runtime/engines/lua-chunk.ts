@@ -2,6 +2,7 @@
  * What both Lua engines do the same way to a script's text and to Lua's error messages: the
  * chunk each compiles, and `file:line` read back out of an error.
  */
+import type { SourceKind } from './engine.js';
 
 /**
  * Prepended to every chunk, on its first line (so line numbers stay right): the request's
@@ -10,11 +11,19 @@
  */
 const PREFIX = 'local _ENV = ...; ';
 
+/**
+ * A module's chunk returns its top level as a function of the request's globals (a parameter
+ * named _ENV is its globals in Lua 5.2+) and the module's name (`...`, as Lua's require gives
+ * it), so that require can run the top level afresh in each request that asks for it.
+ */
+const MODULE_PREFIX = 'return function(_ENV, ...) ';
+const MODULE_SUFFIX = '\nend';
+
 /** Source -> chunk bytes: the env prefix, a BOM dropped, a `#!` line turned into a comment. */
-export function luaChunk(source: string): Buffer {
+export function luaChunk(source: string, kind: SourceKind = 'script'): Buffer {
   let src = source.charCodeAt(0) === 0xfeff ? source.slice(1) : source;
   if (src.startsWith('#')) src = '--' + src;
-  return Buffer.from(PREFIX + src, 'utf8');
+  return Buffer.from(kind === 'script' ? PREFIX + src : MODULE_PREFIX + src + MODULE_SUFFIX, 'utf8');
 }
 
 /**

@@ -16,7 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { FENGARI_RELEASE, lauxlib, lua, type LuaProxy, type LuaState } from 'fengari';
-import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
+import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine, type SourceKind } from './engine.js';
 import type { ScriptHost } from './host.js';
 import { locate, luaChunk } from './lua-chunk.js';
 import { settle } from './settle.js';
@@ -48,7 +48,7 @@ const {
 } = lua;
 
 /** Bumped when the chunk prefix (lua-chunk.ts) or the sandbox changes compiled output. */
-const SANDBOX_REVISION = 1;
+const SANDBOX_REVISION = 2;
 
 /**
  * Heap a compiled function holds per byte of its source or bytecode, for the store's byte
@@ -118,9 +118,9 @@ export class LuaEngine implements ScriptEngine {
     return this.compileCount;
   }
 
-  compile(source: string, path: string): CompiledScript {
+  compile(source: string, path: string, kind: SourceKind = 'script'): CompiledScript {
     this.compileCount++;
-    const bytes = luaChunk(source);
+    const bytes = luaChunk(source, kind);
     return this.loadChunk(bytes, path, 't', bytes.length * HEAP_PER_SOURCE_BYTE);
   }
 

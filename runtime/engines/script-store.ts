@@ -11,7 +11,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { ScriptError, type CompiledScript, type ScriptEngine } from './engine.js';
+import { ScriptError, type CompiledScript, type ScriptEngine, type SourceKind } from './engine.js';
+import { requiredNames, type ModuleSlot, type ModuleSlots } from './modules.js';
 import { positive, section } from '../config-schema.js';
 import { openRegular, readUpTo, type OpenedFile } from '../files/open-regular.js';
 import type { Logger } from '../log.js';
@@ -36,6 +37,11 @@ export interface StoreOptions {
   readonly maxScriptBytes?: number;
   /** Where compile and bytecode events go (debug level). */
   readonly log?: Logger;
+  /**
+   * Directories require() searches, in order (modules.paths); none: no modules. A file inside
+   * them is a module and is never run as a script.
+   */
+  readonly modulePaths?: readonly string[];
 }
 
 /**
@@ -75,11 +81,17 @@ export interface Lease {
   readonly engine: ScriptEngine;
   /** The script's real path (symlinks resolved). */
   readonly file: string;
+  /** The modules the script may require (its literal requires, and theirs); null: none. */
+  readonly modules: ModuleSlots | null;
   release(): void;
 }
 
 interface Entry {
   file: string;
+  /** Module names the source requires literally (modules.ts: requiredNames). */
+  requires: readonly string[];
+  /** For a script: its modules, found when it was last checked; null: none. */
+  modules: ModuleSlots | null;
   engine: ScriptEngine;
   mtimeMs: number;
   size: number;
@@ -102,6 +114,7 @@ export class ScriptStore {
   private rootReal: string | null = null;
   private readonly made = new Map<string, ScriptEngine | Promise<ScriptEngine>>();
   private readonly maxScriptBytes: number;
+  private moduleDirsReal: Promise<string[]> | null = null;
 
   constructor(private readonly options: StoreOptions) {
     this.maxScriptBytes = options.maxScriptBytes ?? DEFAULT_MAX_SCRIPT_BYTES;
@@ -151,6 +164,7 @@ export class ScriptStore {
         script: entry.script!,
         engine: entry.engine,
         file: entry.file,
+        modules: entry.modules,
         release: () => {
           if (released) return;
           released = true;
@@ -171,24 +185,40 @@ export class ScriptStore {
       return { kind: 'missing', file: requested };
     }
     // realpath resolved every symlink, so a prefix check cannot be fooled by one.
-    if (real !== root && !real.startsWith(root + path.sep)) {
+    if (!inside(real, root)) {
       return { kind: 'forbidden', file: requested, reason: `${real} is outside the root ${root}` };
+    }
+    // A module under the root (the default <root>/lib) is code to require, not a page: run as
+    // a script it would answer with whatever its top level does, out of context.
+    if ((await this.moduleDirs()).some((dir) => inside(real, dir))) {
+      return { kind: 'forbidden', file: requested, reason: `${real} is a module (in modules.paths), not a script` };
     }
     const engine = await this.engine(path.extname(real));
     if (!engine) return { kind: 'forbidden', file: requested, reason: `${real} is not a .lua or .js script` };
+    const found = await this.load(requested, real, engine, cached, now, 'script');
+    if (!('entry' in found)) return found;
+    const entry = found.entry;
+    if (entry.script !== null) entry.modules = await this.modulesOf(entry, engine, now);
+    return this.answer(entry);
+  }
 
+  /**
+   * The entry for the file at `real` (stored under `key`): `cached` when the file is the same
+   * (mtime, size, inode), else read and compiled as `kind`. A compile error is an entry too.
+   */
+  private async load(key: string, real: string, engine: ScriptEngine, cached: Entry | undefined, now: number, kind: SourceKind): Promise<{ entry: Entry } | Exclude<Lookup, { kind: 'script' | 'error' }>> {
     // Never a blocking open (a FIFO in the root would park a thread-pool thread for good), and
     // the size checked on the descriptor before a byte is read (compiling 400 MB took 1.5 GB).
     let opened: OpenedFile | null;
     try {
       opened = await openRegular(real);
     } catch {
-      this.entries.delete(requested);
-      return { kind: 'missing', file: requested };
+      this.entries.delete(key);
+      return { kind: 'missing', file: real };
     }
     if (!opened) {
-      this.entries.delete(requested);
-      return { kind: 'forbidden', file: requested, reason: `${real} is not a regular file` };
+      this.entries.delete(key);
+      return { kind: 'forbidden', file: real, reason: `${real} is not a regular file` };
     }
     const { handle, stat } = opened;
     try {
@@ -196,15 +226,17 @@ export class ScriptStore {
       // are those of the file whose mtime/size/inode the entry records.
       if (cached && cached.file === real && cached.mtimeMs === stat.mtimeMs && cached.size === stat.size && cached.ino === stat.ino) {
         cached.checkedAt = now;
-        return this.answer(cached);
+        return { entry: cached };
       }
       if (stat.size > this.maxScriptBytes) {
-        this.entries.delete(requested);
+        this.entries.delete(key);
         return { kind: 'too-large', file: real, size: stat.size, max: this.maxScriptBytes };
       }
       const source = (await readUpTo(handle, stat.size)).toString('utf8');
       const entry: Entry = {
         file: real,
+        requires: this.options.modulePaths?.length ? requiredNames(source) : [],
+        modules: null,
         engine,
         mtimeMs: stat.mtimeMs,
         size: stat.size,
@@ -216,36 +248,91 @@ export class ScriptStore {
         evicted: false,
       };
       try {
-        entry.script = await this.compile(engine, source, real);
+        entry.script = await this.compile(engine, source, real, kind);
       } catch (err) {
         // A broken script is remembered with its stat key, so it is not re-parsed per request.
         entry.error = err instanceof ScriptError ? err : new ScriptError('compile', String(err), real, null);
       }
-      this.entries.set(requested, entry);
-      return this.answer(entry);
+      this.entries.set(key, entry);
+      return { entry };
     } finally {
       await handle.close();
     }
   }
 
-  private async compile(engine: ScriptEngine, source: string, file: string): Promise<CompiledScript> {
+  /**
+   * Every module `entry` may require: its literal requires, theirs, and so on, each found (or
+   * not) as require() will report it. Module files are revalidated on the stat interval as
+   * scripts are, so a changed module is picked up by the next check of a script using it.
+   */
+  private async modulesOf(entry: Entry, engine: ScriptEngine, now: number): Promise<ModuleSlots | null> {
+    if (entry.requires.length === 0) return null;
+    const slots = new Map<string, ModuleSlot>();
+    const queue = [...entry.requires];
+    for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+      if (slots.has(name)) continue;
+      const { slot, requires } = await this.module(name, engine, now);
+      slots.set(name, slot);
+      queue.push(...requires);
+    }
+    return slots;
+  }
+
+  /** The module `name` for `engine`'s language: found, compiled and cached like a script. */
+  private async module(name: string, engine: ScriptEngine, now: number): Promise<{ slot: ModuleSlot; requires: readonly string[] }> {
+    const key = `\0module${engine.extension}\0${name}`;
+    const cached = this.entries.get(key);
+    if (cached && now - cached.checkedAt < this.options.statIntervalMs) return { slot: slotOf(cached), requires: cached.requires };
+    const dirs = await this.moduleDirs();
+    const relative = name.split('.').join(path.sep) + engine.extension;
+    for (const dir of dirs) {
+      let real: string;
+      try {
+        real = await fs.promises.realpath(path.join(dir, relative));
+      } catch {
+        continue;
+      }
+      // Confined like scripts: a symlink out of the module directories is refused.
+      if (!inside(real, dir)) {
+        this.entries.delete(key);
+        return { slot: { problem: `is outside modules.paths: ${path.join(dir, relative)} resolves to ${real}` }, requires: [] };
+      }
+      const found = await this.load(key, real, engine, cached, now, 'module');
+      if ('entry' in found) return { slot: slotOf(found.entry), requires: found.entry.requires };
+      const why =
+        found.kind === 'too-large' ? tooLargeMessage(found.size, found.max) : found.kind === 'forbidden' ? found.reason : `${found.file} vanished`;
+      return { slot: { problem: `cannot be loaded: ${why}` }, requires: [] };
+    }
+    this.entries.delete(key);
+    return { slot: { problem: `not found: no ${relative} in modules.paths (${dirs.join(', ') || 'none exists'})` }, requires: [] };
+  }
+
+  /** The module directories that exist, resolved (symlinks followed), in config order. */
+  private moduleDirs(): Promise<string[]> {
+    this.moduleDirsReal ??= Promise.all(
+      (this.options.modulePaths ?? []).map((dir) => fs.promises.realpath(dir).catch(() => null)),
+    ).then((dirs) => dirs.filter((dir): dir is string => dir !== null));
+    return this.moduleDirsReal;
+  }
+
+  private async compile(engine: ScriptEngine, source: string, file: string, kind: SourceKind): Promise<CompiledScript> {
     const dir = this.options.cacheDir;
     if (!dir || !engine.dump || !engine.load) {
-      this.options.log?.debug('-', 'script compiled', { script: file });
-      return engine.compile(source, file);
+      this.options.log?.debug('-', `${kind} compiled`, { script: file });
+      return engine.compile(source, file, kind);
     }
-    const key = createHash('sha256').update(engine.version).update('\0').update(file).update('\0').update(source).digest('hex');
+    const key = createHash('sha256').update(engine.version).update('\0').update(kind).update('\0').update(file).update('\0').update(source).digest('hex');
     const cachePath = path.join(dir, `${key}${engine.extension}c`);
     try {
       const bytes = await fs.promises.readFile(cachePath);
       const loaded = engine.load(bytes, file);
-      this.options.log?.debug('-', 'script loaded from bytecode cache', { script: file });
+      this.options.log?.debug('-', `${kind} loaded from bytecode cache`, { script: file });
       return loaded;
     } catch {
       // Not cached yet, or unusable: compile and (re)write below.
     }
-    const script = engine.compile(source, file);
-    this.options.log?.debug('-', 'script compiled', { script: file });
+    const script = engine.compile(source, file, kind);
+    this.options.log?.debug('-', `${kind} compiled`, { script: file });
     const tmp = `${cachePath}.${process.pid}.tmp`;
     try {
       await fs.promises.mkdir(dir, { recursive: true });
@@ -280,4 +367,15 @@ export class ScriptStore {
     this.rootReal ??= await fs.promises.realpath(this.options.root);
     return this.rootReal;
   }
+}
+
+/** True when the real path `file` is `dir` or inside it. */
+function inside(file: string, dir: string): boolean {
+  return file === dir || file.startsWith(dir + path.sep);
+}
+
+/** What require() is given for a module entry: its compiled code, or its compile error. */
+function slotOf(entry: Entry): ModuleSlot {
+  if (entry.script !== null) return { script: entry.script, file: entry.file };
+  return { problem: `does not compile: ${entry.error!.location}: ${entry.error!.message}` };
 }

@@ -114,6 +114,7 @@ function serve(options: PipelineOptions, services: HostServices, req: Request, r
   }
   const { lease } = found;
   const host = new ScriptHost(req, res, options.limits, lease.file, options.root, options.raw(lease.file), services);
+  host.modules = lease.modules;
   const outcome = runScript(lease.engine, lease.script, host);
   const later = outcome instanceof Promise ? outcome.then((o) => answer(options, req, res, o, lease.file)) : answer(options, req, res, outcome, lease.file);
   if (later) return later.finally(() => lease.release());

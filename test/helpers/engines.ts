@@ -150,7 +150,9 @@ export interface CaseContext {
 export interface Step {
   readonly script: Scripts;
   /** Params, body, limits, raw mode; the case's services are added. */
-  readonly request?: Omit<ServeOptions, 'during' | 'services' | 'scriptFilename' | 'documentRoot'>;
+  readonly request?: Omit<ServeOptions, 'during' | 'services' | 'scriptFilename' | 'documentRoot' | 'modules'>;
+  /** Modules the script may require, by name, in each language (see ServeOptions.modules). */
+  readonly modules?: { readonly [E in EngineName]: Readonly<Record<string, string>> };
   /** Called once the run has started (see serve's `during`). */
   readonly during?: (t: TestHost, ctx: CaseContext) => void;
   /** Services beyond the case's cache (a FetchClient for fetch()); none unless given. */
@@ -219,7 +221,8 @@ export async function runStep(engine: ScriptEngine, step: Step, ctx: CaseContext
   const services = step.services ? { ...base, ...step.services } : base;
   const during = step.during;
   const started = performance.now();
-  const out = await serve(engine, source, { ...step.request, services, ...(during ? { during: (t: TestHost) => during(t, ctx) } : {}) });
+  const modules = step.modules?.[ctx.engine];
+  const out = await serve(engine, source, { ...step.request, services, ...(modules ? { modules } : {}), ...(during ? { during: (t: TestHost) => during(t, ctx) } : {}) });
   checkOutcome(out, step.expect, ctx.id, `/srv/www/test${engine.extension}`, performance.now() - started);
   await step.check?.(out, ctx);
   return out;

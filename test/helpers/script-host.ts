@@ -11,6 +11,7 @@ import { ScriptError, defaultScriptLimits, type CompiledScript, type ScriptEngin
 import { ScriptHost, noServices, type HostServices } from '../../runtime/engines/host.js';
 import { Logger } from '../../runtime/log.js';
 import { SlowLog } from '../../runtime/engines/slow-log.js';
+import type { ModuleSlot } from '../../runtime/engines/modules.js';
 import { Request } from '../../runtime/fastcgi/server/request.js';
 import { Response, type ResponseChannel } from '../../runtime/fastcgi/server/response.js';
 import { Decoder, T, parseCgi, type Cgi } from './fcgi-client.js';
@@ -88,6 +89,11 @@ export function makeHost(opts: HostOptions = {}): TestHost {
 export interface ServeOptions extends HostOptions {
   /** Called once the run has started (it may be waiting): abort the request, watch the output. */
   during?: (t: TestHost) => void;
+  /**
+   * Modules the script may require, by name: each source is compiled as a module (file
+   * `/srv/www/lib/<name as a path><extension>`) as the store would, for this request only.
+   */
+  modules?: Readonly<Record<string, string>>;
 }
 
 /** What one request served by {@link serve} came to. */
@@ -124,7 +130,19 @@ export async function serve(engine: ScriptEngine, script: string | CompiledScrip
   let compiled: CompiledScript | null = null;
   let returned: number | undefined;
   let error: ScriptError | null = null;
+  const modules = new Map<string, ModuleSlot>();
   try {
+    for (const [name, source] of Object.entries(opts.modules ?? {})) {
+      const moduleFile = `/srv/www/lib/${name.split('.').join('/')}${engine.extension}`;
+      try {
+        modules.set(name, { script: engine.compile(source, moduleFile, 'module'), file: moduleFile });
+      } catch (err) {
+        // As the store reports a module that does not compile (script-store.ts: slotOf).
+        assert.ok(err instanceof ScriptError, `compile threw a non-ScriptError: ${String(err)}`);
+        modules.set(name, { problem: `does not compile: ${err.location}: ${err.message}` });
+      }
+    }
+    if (modules.size > 0) t.host.modules = modules;
     compiled = typeof script === 'string' ? engine.compile(script, file) : script;
   } catch (err) {
     assert.ok(err instanceof ScriptError, `compile threw a non-ScriptError: ${String(err)}`);
@@ -154,6 +172,7 @@ export async function serve(engine: ScriptEngine, script: string | CompiledScrip
     }
     if (typeof script === 'string') compiled.dispose();
   }
+  for (const slot of modules.values()) slot.script?.dispose();
   const out = t.result();
   return { returned, error, status: out.status, headers: out.headers, headerLines: out.headerLines, body: out.body, text: out.body.toString(), stderr: out.stderr };
 }

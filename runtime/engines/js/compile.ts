@@ -13,8 +13,8 @@
  * cannot reach the parser at run time: the prelude disables eval and Function).
  */
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime } from 'quickjs-emscripten-core';
-import { ScriptError } from '../engine.js';
-import { SYNC_WRAPPER_HEAD, WRAPPER_HEAD } from './prelude.js';
+import { ScriptError, type SourceKind } from '../engine.js';
+import { MODULE_WRAPPER_HEAD, SYNC_WRAPPER_HEAD, WRAPPER_HEAD } from './prelude.js';
 import type { Described } from './prelude-calls.js';
 
 /** QuickJS stack limit while compiling: the parser needs ~20x its size of native stack. */
@@ -49,9 +49,10 @@ export interface CompileVm {
  * or a string saying it costs only speed): a plain one ends the run within start().
  * The source starts on the wrapper's first line so QuickJS's line numbers are the file's.
  */
-export function compileWrapper(vm: CompileVm, source: string, path: string, memoryBytes: number): QuickJSHandle {
+export function compileWrapper(vm: CompileVm, source: string, path: string, memoryBytes: number, kind: SourceKind = 'script'): QuickJSHandle {
   const body = source.startsWith('#!') ? '//' + source.slice(2) : source;
-  const text = `${/\bawait\b/.test(body) ? WRAPPER_HEAD : SYNC_WRAPPER_HEAD}${body}\n}`;
+  const head = kind === 'module' ? MODULE_WRAPPER_HEAD : /\bawait\b/.test(body) ? WRAPPER_HEAD : SYNC_WRAPPER_HEAD;
+  const text = `${head}${body}\n}`;
   vm.setMemoryLimit(memoryBytes);
   try {
     vm.ensureRoom(2 * Buffer.byteLength(text) + 16);

@@ -25,6 +25,7 @@ import { CORE_PRELUDE, CORE_PRIMITIVES } from './api/core.js';
 import { FETCH_PRELUDE, FETCH_PRIMITIVES } from './api/fetch.js';
 import { FILES_PRELUDE, FILES_PRIMITIVES } from './api/files.js';
 import { LIBRARY_PRELUDE, LIBRARY_PRIMITIVES } from './api/library.js';
+import { MODULES_PRELUDE, MODULES_PRIMITIVES } from './api/modules.js';
 import { FORM_PRELUDE, FORM_PRIMITIVES } from './api/form.js';
 import { OUTPUT_PRELUDE, OUTPUT_PRIMITIVES } from './api/output.js';
 import { PASS_PRELUDE, PASS_PRIMITIVES } from './api/pass.js';
@@ -56,6 +57,7 @@ const API_GLOBALS: ReadonlyArray<readonly [param: string, prelude: string]> = [
   ['url', 'url'],
   ['crypto', 'crypto'],
   ['time', 'time'],
+  ['require', 'require'],
 ];
 
 /** The head of every compiled wrapper: its parameters are the script API (API_GLOBALS). */
@@ -68,6 +70,13 @@ export const WRAPPER_HEAD = `async function (${API_GLOBALS.map(([param]) => para
  * columns on the script's first line mean the same in either (stack.ts).
  */
 export const SYNC_WRAPPER_HEAD = WRAPPER_HEAD.replace('async ', '') + '      ';
+
+/**
+ * The head of a module's wrapper: CommonJS's `module` and `exports`, then the script API as a
+ * script gets it. A plain function: require() is synchronous, so a module's top level cannot
+ * await (its functions can).
+ */
+export const MODULE_WRAPPER_HEAD = `function (module, exports, ${API_GLOBALS.map(([param]) => param).join(', ')}) {"use strict"; `;
 
 /** Names of the host primitives the prelude expects, in one object passed to it (api/install.ts makes them). */
 export const PRIMITIVES = [
@@ -82,6 +91,7 @@ export const PRIMITIVES = [
   ...LIBRARY_PRIMITIVES,
   ...COOKIES_PRIMITIVES,
   ...FORM_PRIMITIVES,
+  ...MODULES_PRIMITIVES,
 ] as const;
 
 /** A host primitive's name. */
@@ -183,6 +193,8 @@ ${FORM_PRELUDE}
 ${FETCH_PRELUDE}
 ${REQUEST_PRELUDE}
 ${LIBRARY_PRELUDE}
+${MODULES_PRELUDE}
+  const callModule = (fn, module) => fn(module, module.exports, ${API_GLOBALS.map(([, value]) => value).join(', ')});
 
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
@@ -191,6 +203,7 @@ ${LIBRARY_PRELUDE}
   const start = (fn) => {
     resetOut();
     resetRequest(request);
+    modulesLoaded = null;
     // A wait the last run left unfinished (a sleep() it did not await) never reaches its
     // finally: its site is not this run's.
     if (sitesWaiting !== 0) {

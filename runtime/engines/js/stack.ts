@@ -51,3 +51,17 @@ export function framesIn(stack: string, path: string): Frame[] {
   }
   return frames.slice(0, scriptFrames);
 }
+
+/**
+ * `file:line` of the innermost frame of code outside the script and the prelude (a module the
+ * script required), when the error was thrown there; null when the script's own frame comes
+ * first. The engine names it in the error, since the line it reports is the script's.
+ */
+export function moduleOrigin(stack: string, path: string): string | null {
+  for (const text of stack.split('\n')) {
+    const m = /^\s*at (?:.* \()?([^()]*?):(\d+)(?::\d+)?\)?$/.exec(text);
+    if (!m || m[1] === PRELUDE_FILENAME) continue;
+    return m[1] === path ? null : `${m[1]}:${m[2]}`;
+  }
+  return null;
+}

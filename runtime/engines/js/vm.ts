@@ -15,7 +15,7 @@
  *   faulting the wasm module.
  */
 import type { QuickJSContext, QuickJSDeferredPromise, QuickJSHandle, QuickJSRuntime } from 'quickjs-emscripten-core';
-import { returnedStatus, ScriptError } from '../engine.js';
+import { returnedStatus, ScriptError, type CompiledScript, type SourceKind } from '../engine.js';
 import type { ScriptHost } from '../host.js';
 import { markIdle, markRunning } from '../running.js';
 import type { Frame } from '../slow-log.js';
@@ -25,6 +25,7 @@ import { install } from './api/install.js';
 import { compileWrapper, RUN_STACK_BYTES, type CompileVm } from './compile.js';
 import { isModuleFault, type HeapUser, type LoadedModule } from './module.js';
 import { shouldInterrupt, type LimitedVm } from './limits.js';
+import { moduleOrigin } from './stack.js';
 import { describe, disposeFns, framesFrom, preludeFns, saysYes, vmError, type Described, type PreludeFns } from './prelude-calls.js';
 import { Run, type WaitSource } from './run.js';
 
@@ -181,14 +182,20 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
 
   // ---- compile ---------------------------------------------------------------------------
 
-  /** Compiles `source` as the body of an async wrapper function (compile.ts); returns its handle. */
-  compile(source: string, path: string, memoryBytes: number): QuickJSHandle {
+  /** Compiles `source` as the body of a script's or a module's wrapper function (compile.ts); returns its handle. */
+  compile(source: string, path: string, memoryBytes: number, kind: SourceKind = 'script'): QuickJSHandle {
     this.loaded.active = this;
     try {
-      return compileWrapper(this, source, path, memoryBytes);
+      return compileWrapper(this, source, path, memoryBytes, kind);
     } finally {
       this.loaded.active = null;
     }
+  }
+
+  compiledIn(script: CompiledScript): QuickJSHandle | undefined {
+    // JsScript (js.ts) keeps its wrapper per Vm; js.ts imports this file, so no import back.
+    const s = script as Partial<{ in(vm: Vm): QuickJSHandle | undefined }>;
+    return typeof s.in === 'function' ? s.in(this) : undefined;
   }
 
   same(fn: QuickJSHandle, expected: QuickJSHandle): boolean {
@@ -353,7 +360,8 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
       err = run.host.abort('limit', d.message, d.line);
     } else {
       const message = d.name === 'uncaught exception' ? `uncaught exception: ${d.message}` : `${d.name}: ${d.message}`;
-      err = new ScriptError('runtime', message, run.path, d.line);
+      const origin = moduleOrigin(d.stack, run.path);
+      err = new ScriptError('runtime', origin === null ? message : `${message} (at ${origin})`, run.path, d.line);
     }
     this.finish(run, err);
   }

@@ -3,7 +3,7 @@
  *
  * A request's chunk gets a fresh, empty globals table (its `_ENV`) whose metatable reads the
  * shared safe globals G: the base functions that cannot reach outside (no dofile, loadfile,
- * require, collectgarbage, io, debug, package, fengari's `js`), the script API, and the safe
+ * package, collectgarbage, io, debug, package, fengari's `js`), the script API, and the safe
  * libraries as read-only proxies. G itself is out of reach (the env metatable is hidden), so
  * what a request assigns lands in its own table and dies with it. G's own __index makes the
  * per-request `request`, `lighty` and `_G` on first read; `response` is one read-only table
@@ -14,6 +14,7 @@ import { S, jsfn, keyAt, pushEnv, raise, running, runOf, setFunction } from './c
 import { makeApiMetatables, pushProxyTable, pushResponse, registerFunctions } from './api/index.js';
 import { pcall, xpcall } from './control.js';
 import { Lighty } from './lighty.js';
+import { registerModules } from './api/modules.js';
 import { HOOK_COUNT, limitHook, reserve } from './limits.js';
 import { installGuards } from './guards.js';
 import { openLibraries, readOnlyTables } from './libs.js';
@@ -147,6 +148,7 @@ export function createSandbox(): Sandbox {
   addBase(L);
   registerFunctions(L);
   openLibraries(L);
+  registerModules(L);
   const metas = makeApiMetatables(L);
   const lighty = new Lighty(L, metas.headers);
   pushResponse(L, metas.headers);

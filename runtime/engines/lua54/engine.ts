@@ -16,20 +16,20 @@
  * untrustworthy: the module is replaced whole, the runs on it fail, and scripts recompile into
  * the new one on their next run.
  */
-import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine } from '../engine.js';
+import { returnedStatus, ScriptError, type CompiledScript, type ScriptEngine, type SourceKind } from '../engine.js';
 import type { ScriptHost } from '../host.js';
 import { locate, luaChunk } from '../lua-chunk.js';
 import { settle } from '../settle.js';
 import { markIdle, markRunning } from '../running.js';
-import { isModuleFault, LUA_OK, LUA_REGISTRYINDEX, LUA_TFUNCTION, LUA_TNUMBER, LUA_TSTRING, LUA_YIELD } from './capi.js';
+import { isModuleFault, LUA_OK, LUA_REGISTRYINDEX, LUA_TNUMBER, LUA_YIELD } from './capi.js';
 import { finishLighty } from './api/lighty.js';
 import { active, Run54 } from './run.js';
 import { stackOf } from './stack.js';
-import { LuaState54, LuaWorld } from './states.js';
+import { errorText, LuaState54, LuaWorld, type LuaChunk } from './states.js';
 import type { Ptr } from './wasm.js';
 
 /** Bumped when the chunk prefix (lua-chunk.ts) or the sandbox changes compiled output. */
-const SANDBOX_REVISION = 1;
+const SANDBOX_REVISION = 2;
 
 /** The wasm binary's Lua release (checked against the binary by a test). */
 export const LUA54_RELEASE = 'Lua 5.4';
@@ -54,7 +54,7 @@ export interface Lua54Options {
 }
 
 /** A compiled script: its chunk (source or bytecode) and the function loaded in each state. */
-class Lua54Script implements CompiledScript {
+class Lua54Script implements CompiledScript, LuaChunk {
   readonly engine = 'lua' as const;
   constructor(
     readonly path: string,
@@ -68,18 +68,6 @@ class Lua54Script implements CompiledScript {
   dispose(): void {
     // Registry slots die with their states (keyed weakly by this object).
   }
-}
-
-/** `path:LINE: message` text of the error value at the top of L. */
-function errorText(b: LuaWorld, L: Ptr): string {
-  const x = b.api.x;
-  const t = x.lua_type(L, -1);
-  if (t === LUA_TSTRING || t === LUA_TNUMBER) return b.api.text(L, -1)!;
-  return `(error object is a ${typeName(t)} value)`;
-}
-
-function typeName(t: number): string {
-  return ['nil', 'boolean', 'userdata', 'number', 'string', 'table', 'function', 'userdata', 'thread'][t] ?? 'no';
 }
 
 /**
@@ -146,9 +134,9 @@ export class Lua54Engine implements ScriptEngine {
     return heap.toString('utf8', src, end) === '@' + path ? line : null;
   }
 
-  compile(source: string, path: string): CompiledScript {
+  compile(source: string, path: string, kind: SourceKind = 'script'): CompiledScript {
     this.compileCount++;
-    const chunk = luaChunk(source);
+    const chunk = luaChunk(source, kind);
     return this.loaded(new Lua54Script(path, chunk.length * HEAP_PER_SOURCE_BYTE, chunk, 't', this));
   }
 
@@ -191,25 +179,7 @@ export class Lua54Engine implements ScriptEngine {
 
   /** The registry slot of `script`'s function in `state`, loading it there on first use. */
   private fnIn(state: LuaState54, script: Lua54Script): number {
-    const found = state.scripts.get(script);
-    if (found !== undefined) return found;
-    const { api } = this.world;
-    const x = api.x;
-    const L = state.L;
-    const p = x.malloc(script.chunk.length);
-    if (p === 0) throw new ScriptError('limit', 'the Lua engine is out of memory', script.path, null);
-    api.module.heap.set(script.chunk, p);
-    const status = x.luaL_loadbufferx(L, p, script.chunk.length, api.name('@' + script.path), api.name(script.mode));
-    x.free(p);
-    if (status !== LUA_OK || x.lua_type(L, -1) !== LUA_TFUNCTION) {
-      const raw = x.lua_gettop(L) > 0 ? errorText(this.world, L) : 'unusable chunk';
-      x.lua_settop(L, 0);
-      const { message, line } = locate(raw, script.path);
-      throw new ScriptError('compile', script.mode === 'b' ? `bad bytecode: ${message}` : message, script.path, line);
-    }
-    const ref = x.luaL_ref(L, LUA_REGISTRYINDEX);
-    state.scripts.set(script, ref);
-    return ref;
+    return this.world.fnIn(state, script);
   }
 
   private take(): LuaState54 {
@@ -315,7 +285,7 @@ export class Lua54Engine implements ScriptEngine {
       return world.api.module.heap.readInt32LE(isnum) !== 0 ? returnedStatus(code) : undefined;
     }
     if (status !== LUA_YIELD) {
-      const { message, line } = locate(errorText(world, T), run.path);
+      const { message, line } = locate(errorText(world.api, T), run.path);
       throw new ScriptError('runtime', message, run.path, line);
     }
     if (run.pending === null) {

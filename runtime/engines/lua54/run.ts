@@ -5,6 +5,7 @@
  * their request through {@link active}, which the driver sets around each slice (Lua runs
  * synchronously inside lua_resume, so one run at a time executes).
  */
+import type { CompiledScript } from '../engine.js';
 import type { ScriptHost } from '../host.js';
 import type { Frame, WaitLocator } from '../slow-log.js';
 import type { LuaApi } from './capi.js';
@@ -84,4 +85,6 @@ export interface Bindings {
   wait(L: Ptr, run: Run54, what: string, promise: () => Promise<unknown>, push: PushResult | null): number;
   /** Pushes the run's request globals table. */
   pushEnv(L: Ptr, run: Run54): void;
+  /** Pushes `script`'s chunk function as loaded in the run's state (loading it there first). */
+  pushChunk(L: Ptr, run: Run54, script: CompiledScript): void;
 }

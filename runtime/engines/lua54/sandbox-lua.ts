@@ -1,3 +1,5 @@
+import { REQUIRE_LUA } from '../lua-require.js';
+
 /**
  * The sandbox, written in Lua: run once per lua_State, with the state's real globals, before any
  * script. It builds the shared globals G every request reads through (read-only copies of the
@@ -5,12 +7,14 @@
  * natural language for it (tables, metatables, closures) and it runs once per state, so it
  * costs nothing per request; the host functions it wires in are passed as the table `H`.
  *
- * What a script can never reach from here: io, os (but time/clock/date), package/require,
+ * What a script can never reach from here: io, os (but time/clock/date), package (require is
+ * Lodestone's own, lua-require.ts),
  * debug, dofile/loadfile, collectgarbage, string.dump, bytecode through load, the real
  * library tables (pairs() over a read-only table hands out a closure, not the table), and
  * `readonly`, the set rawset checks.
  */
 export const SANDBOX_LUA = String.raw`
+local makeRequire = function(...) ${REQUIRE_LUA} end
 local H = ...
 local next, type, setmetatable, rawset, error, ipairs = next, type, setmetatable, rawset, error, ipairs
 local readonly = setmetatable({}, { __mode = "k" })
@@ -105,6 +109,7 @@ G.response = response
 
 local requestMeta = { __index = H.request_index, __metatable = false }
 local env = H.env
+G.require = makeRequire(H.module_open, H.module_close, env, H.pcall, error, type, setmetatable)
 
 -- mod_magnet's lighty table, made on a request's first use of it (api/lighty.ts).
 local function readonlyIn(what)

@@ -16,7 +16,10 @@ import { bindOutput } from './api/output.js';
 import { bindPass } from './api/pass.js';
 import { bindRequest } from './api/request.js';
 import { bindResponse } from './api/response.js';
-import { LUA_MASKCOUNT, LUA_OK, LUA_REGISTRYINDEX, LuaApi } from './capi.js';
+import { LUA_MASKCOUNT, LUA_OK, LUA_REGISTRYINDEX, LUA_TFUNCTION, LUA_TNUMBER, LUA_TSTRING, LuaApi } from './capi.js';
+import { bindModules } from './api/modules.js';
+import { ScriptError } from '../engine.js';
+import { locate } from '../lua-chunk.js';
 import { makeControl } from './control.js';
 import { active, type Bindings, type RunState } from './run.js';
 import { SANDBOX_LUA } from './sandbox-lua.js';
@@ -34,6 +37,30 @@ const GRACE_BYTES = 64 * 1024;
 
 /** The real globals table (LUA_RIDX_GLOBALS), emptied once the sandbox is built. */
 const RIDX_GLOBALS = 2;
+
+/** What a state loads of a compiled script or module: its chunk (source or bytecode). */
+export interface LuaChunk {
+  readonly path: string;
+  /** The chunk's bytes and how to load them ('t' source, 'b' Lodestone's own bytecode). */
+  readonly chunk: Buffer;
+  readonly mode: 't' | 'b';
+}
+
+function isChunk(script: object): script is LuaChunk {
+  return 'chunk' in script && 'mode' in script;
+}
+
+/** `path:LINE: message` text of the error value at the top of L. */
+export function errorText(api: LuaApi, L: Ptr): string {
+  const x = api.x;
+  const t = x.lua_type(L, -1);
+  if (t === LUA_TSTRING || t === LUA_TNUMBER) return api.text(L, -1)!;
+  return `(error object is a ${typeName(t)} value)`;
+}
+
+function typeName(t: number): string {
+  return ['nil', 'boolean', 'userdata', 'number', 'string', 'table', 'function', 'userdata', 'thread'][t] ?? 'no';
+}
 
 /** A lua_State of the module and the sandbox built in it. */
 export class LuaState54 implements RunState {
@@ -110,10 +137,13 @@ export class LuaWorld {
       return q;
     }, 'iiiii');
     this.hook = module.addFunction(onHook, 'vii');
-    const control = makeControl(api);
+    const control = makeControl(api, (L, run, script) => {
+      if (!isChunk(script)) throw new TypeError(`${script.path} was not compiled by the Lua engine`);
+      x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.fnIn(run.state as LuaState54, script)));
+    });
     this.b = control.b;
     Object.assign(this.host, control.fns);
-    for (const bind of [bindOutput, bindRequest, bindResponse, bindCookies, bindFiles, bindCache, bindPass, bindFetch, bindLighty, bindLibrary]) {
+    for (const bind of [bindOutput, bindRequest, bindResponse, bindCookies, bindFiles, bindCache, bindPass, bindFetch, bindLighty, bindLibrary, bindModules]) {
       const fns = bind(this.b);
       for (const name in fns) this.host[name] = api.cfunction(fns[name]!);
     }
@@ -161,6 +191,29 @@ export class LuaWorld {
     x.lua_sethook(L, this.hook, LUA_MASKCOUNT, HOOK_COUNT);
     x.lua_settop(L, 0);
     return state;
+  }
+
+  /** The registry slot of `script`'s function in `state`, loading it there on first use. */
+  fnIn(state: LuaState54, script: LuaChunk): number {
+    const found = state.scripts.get(script);
+    if (found !== undefined) return found;
+    const { api } = this;
+    const x = api.x;
+    const L = state.L;
+    const p = x.malloc(script.chunk.length);
+    if (p === 0) throw new ScriptError('limit', 'the Lua engine is out of memory', script.path, null);
+    api.module.heap.set(script.chunk, p);
+    const status = x.luaL_loadbufferx(L, p, script.chunk.length, api.name('@' + script.path), api.name(script.mode));
+    x.free(p);
+    if (status !== LUA_OK || x.lua_type(L, -1) !== LUA_TFUNCTION) {
+      const raw = x.lua_gettop(L) > 0 ? errorText(api, L) : 'unusable chunk';
+      x.lua_settop(L, 0);
+      const { message, line } = locate(raw, script.path);
+      throw new ScriptError('compile', script.mode === 'b' ? `bad bytecode: ${message}` : message, script.path, line);
+    }
+    const ref = x.luaL_ref(L, LUA_REGISTRYINDEX);
+    state.scripts.set(script, ref);
+    return ref;
   }
 
   /** Pushes a new request globals table (empty, over the shared globals of `state`) onto L. */

@@ -7,6 +7,7 @@
  */
 import type { QuickJSContext, QuickJSHandle } from 'quickjs-emscripten-core';
 import type { Run } from '../run.js';
+import type { CompiledScript } from '../../engine.js';
 
 /** A host primitive: acts on the run whose slice is executing; undefined answers `undefined`. */
 export type PrimitiveImpl = (run: Run, args: QuickJSHandle[]) => QuickJSHandle | undefined;
@@ -29,6 +30,8 @@ export interface Bridge {
   answer<T>(run: Run, result: T | Promise<T>, toHandle: (value: T) => QuickJSHandle): QuickJSHandle;
   /** A QuickJS Error for a host error, with its name and message. */
   vmError(err: unknown): QuickJSHandle;
+  /** `script`'s wrapper as compiled in this Vm (a module the run may require); undefined: not compiled here. */
+  compiledIn(script: CompiledScript): QuickJSHandle | undefined;
 }
 
 /** A string argument. */

@@ -14,6 +14,7 @@ import { coreBindings } from './core.js';
 import { fetchBindings } from './fetch.js';
 import { filesBindings } from './files.js';
 import { libraryBindings } from './library.js';
+import { modulesBindings } from './modules.js';
 import { formBindings } from './form.js';
 import { outputBindings } from './output.js';
 import { passBindings } from './pass.js';
@@ -37,6 +38,7 @@ export function install(vm: Bridge): QuickJSHandle {
     ...responseBindings(vm),
     ...libraryBindings(vm),
     ...formBindings(vm),
+    ...modulesBindings(vm),
   };
   const prim = ctx.newObject();
   try {

@@ -1,0 +1,38 @@
+/**
+ * require() for both Lua engines, in Lua: module code runs as plain Lua calls inside the run's
+ * thread, so a module's top level may wait in a host call (sleep, fetch) like the script, and
+ * a limit stops it like any script code. The host functions it is given find the compiled
+ * module (host/modules.ts via the engine) and keep the chain of requires in progress.
+ *
+ * Each run has its own `loaded` table (weakly keyed by the run's globals table, so it dies with
+ * the run): a module's top level runs once per run that requires it, never shared between runs.
+ * The module is called with the run's globals and its name, as Lua's require gives `...`. An
+ * error in it names its file:line, after the place of each require that led there.
+ */
+export const REQUIRE_LUA = String.raw`
+local open, close, env, pcall, error, type, setmetatable = ...
+local perRun = setmetatable({}, { __mode = "k" })
+return function(name)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'require' (string expected, got " .. type(name) .. ")", 2)
+  end
+  local globals = env()
+  local loaded = perRun[globals]
+  if loaded == nil then
+    loaded = {}
+    perRun[globals] = loaded
+  end
+  local value = loaded[name]
+  if value ~= nil then return value end
+  local found, chunk = pcall(open, name)
+  if not found then error(chunk, 2) end
+  local ok, result = pcall(chunk(), globals, name)
+  close(name)
+  -- The module's message ("lib/a.lua:3: boom") gets the require's place in front, as the
+  -- script's line: through nested modules the message reads as the chain of requires.
+  if not ok then error(result, type(result) == "string" and 2 or 0) end
+  if result == nil then result = true end
+  loaded[name] = result
+  return result
+end
+`;

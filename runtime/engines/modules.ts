@@ -1,0 +1,70 @@
+/**
+ * Modules: `require("util.strings")` gives a script the value `util/strings.lua` (or `.js`)
+ * returns, found in the configured `modules.paths` (default `<root>/lib`).
+ *
+ * Isolation stays absolute: a module's top level runs afresh in each run that requires it
+ * (once per run, cached for that run), in the run's own globals, so nothing one request does
+ * to a module (a counter, a cache table, a global) is seen by the next. What is shared is only
+ * what cannot hold request data: the compiled code. Running the top level once per worker and
+ * freezing its exports was measured and rejected (see README, "Modules"): Lua cannot freeze a
+ * module's locals that its exported functions capture, nor JS its top-level `let`, so a
+ * "frozen" module could still carry one user's data to the next.
+ *
+ * Never a disk read at run time: the store finds the literal names a source requires
+ * ({@link requiredNames}) when it compiles the source, and loads those modules (and theirs)
+ * with the script, revalidated on the same stat interval, bytecode-cached like scripts.
+ * require() then only looks a name up in the run's {@link ModuleSlots}. A name the store did
+ * not find that way (a computed name) is refused with a message that says so.
+ */
+import path from 'node:path';
+import type { CompiledScript } from './engine.js';
+import { field, invalid } from '../config-schema.js';
+
+/** A module name: parts of letters, digits, `_` and `-`, joined by dots (Lua's `a.b.c`). */
+export const MODULE_NAME = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
+
+/** Module names longer than this are refused (a name is a path under a module directory). */
+export const MAX_MODULE_NAME = 200;
+
+/** The config's `modules.paths`: directories searched in order. */
+export const modulesPathsField = field<readonly string[]>({
+  doc: 'directories `require("a.b")` searches, in order, for `a/b.lua` (or `a/b.js` from a JS script); relative to the config file. A file in them is a module, never run or sent as a script',
+  shown: '`["<root>/lib"]`',
+  default: (ctx) => defaultModulePaths(ctx.done.root as string),
+  parse(value, at) {
+    if (!Array.isArray(value) || value.length === 0 || value.some((v) => typeof v !== 'string' || v === '')) {
+      throw invalid(at.name, 'must be a non-empty array of directories, e.g. ["lib", "/srv/lua/shared"]');
+    }
+    return Object.freeze(value.map((v: string) => path.resolve(at.dir, v)));
+  },
+});
+
+/** `modules.paths` when the config names none: `<root>/lib`, as OpenResty sites keep `lib/`. */
+export function defaultModulePaths(root: string): readonly string[] {
+  return [path.join(root, 'lib')];
+}
+
+// require("x"), require('x'), and Lua's require "x" / require 'x'.
+const REQUIRE = /\brequire\s*(?:\(\s*)?(["'])([A-Za-z0-9_.-]{1,200})\1/g;
+
+/**
+ * The module names a source requires with a literal argument, in order of first mention. A
+ * match in a comment or a string only costs a lookup: a name that is not found is reported
+ * when (and only if) the run requires it.
+ *
+ * @example
+ *   requiredNames('local s = require("util.strings")'); // ['util.strings']
+ */
+export function requiredNames(source: string): string[] {
+  const names = new Set<string>();
+  for (const m of source.matchAll(REQUIRE)) if (MODULE_NAME.test(m[2]!)) names.add(m[2]!);
+  return [...names];
+}
+
+/** What the store found for one module name: the compiled module, or why there is none. */
+export type ModuleSlot =
+  | { readonly script: CompiledScript; readonly file: string; readonly problem?: undefined }
+  | { readonly problem: string; readonly script?: undefined };
+
+/** Every module a script may require, by name (its literal requires, and theirs). */
+export type ModuleSlots = ReadonlyMap<string, ModuleSlot>;
