@@ -6,6 +6,7 @@
  * so that the benchmark does not depend on test code.
  */
 import { runScript } from '../../runtime/engines/run.js';
+import type { ModuleSlots } from '../../runtime/engines/modules.js';
 import type { CompiledScript, ScriptEngine } from '../../runtime/engines/engine.js';
 import { defaultScriptLimits } from '../../runtime/engines/engine.js';
 import { ScriptHost } from '../../runtime/engines/host.js';
@@ -83,8 +84,11 @@ export async function serveOnce(
   sink: Sink,
   scriptFilename: string,
   documentRoot: string,
+  /** The modules the script may require (as the store's lease gives them); none by default. */
+  modules: ModuleSlots | null = null,
 ): Promise<void> {
   const host = makeHost(params, sink, scriptFilename, documentRoot);
+  host.modules = modules;
   if (!engine || !script) {
     // The baseline: the host's own start, end and finish, no engine.
     host.start();

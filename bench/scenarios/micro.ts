@@ -39,6 +39,8 @@ import { Request } from '../../runtime/fastcgi/server/request.js';
 import { Response } from '../../runtime/fastcgi/server/response.js';
 import { BIG_OUTPUT, bigJsScript, bigLuaScript } from '../lib/big-script.js';
 import { machine, type Context } from '../lib/harness.js';
+import { BIG_MODULE_NAME, bigModule } from '../lib/big-module.js';
+import type { ModuleSlots } from '../../runtime/engines/modules.js';
 import { COMPUTE_SOURCE, COMPUTE_STEPS, computeOutput, peerScript, renderPage, RENDER_ROWS } from '../lib/render.js';
 import { median } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
@@ -380,6 +382,10 @@ interface Workload {
   lua: string;
   js: string;
   expected: string;
+  /** The bare QuickJS floor's source when it is not `js` (a module inlined: bare has no require). */
+  bare?: string;
+  /** A module the scripts require (as BIG_MODULE_NAME), in each language. */
+  modules?: { lua: string; js: string };
 }
 
 /**
@@ -438,8 +444,23 @@ async function perEngine(quick: boolean, step: (l: string) => void): Promise<str
     { label: 'Lua 5.3 (fengari)', engine: await createLuaEngine('fengari'), lang: 'lua' },
     { label: 'JS (QuickJS)', engine: js, lang: 'js' },
   ];
+  const big = bigModule();
   const workloads: Workload[] = [
     { name: 'hello', lua: 'print("hello")', js: 'print("hello")', expected: 'hello\n' },
+    {
+      name: `hello + require of a ${big.lines.toLocaleString('en-US')}-line module`,
+      lua: `local util = require("${BIG_MODULE_NAME}")\nprint("hello")`,
+      js: `const util = require("${BIG_MODULE_NAME}");\nprint("hello")`,
+      bare: `const module = { exports: {} };\n(function (module, exports) {\n${big.js}})(module, module.exports);\nprint("hello")`,
+      expected: 'hello\n',
+      modules: { lua: big.lua, js: big.js },
+    },
+    {
+      name: `that module's top level, as a script`,
+      lua: `${big.lua.replace(/return M\n$/, '')}print("hello")`,
+      js: `const module = { exports: {} };\n${big.js}print("hello")`,
+      expected: 'hello\n',
+    },
     { name: `render: ${RENDER_ROWS}-row table (bench/peers/render.*)`, lua: peerScript('render.lua'), js: peerScript('render.js'), expected: renderPage() },
     { name: `compute: ${COMPUTE_STEPS.toLocaleString('en-US')}-step arithmetic loop`, lua: COMPUTE_SOURCE.lua, js: COMPUTE_SOURCE.js, expected: computeOutput() },
   ];
@@ -452,7 +473,7 @@ async function perEngine(quick: boolean, step: (l: string) => void): Promise<str
   try {
     for (const w of workloads) {
       step(`micro: ${w.name}, bare QuickJS`);
-      const op = bare.prepare(w.js, w.expected);
+      const op = bare.prepare(w.bare ?? w.js, w.expected);
       const perOp = await estimateNs(() => Promise.resolve(op()), batchMs);
       floors.set(w.name, timeSync(`${w.name}, bare QuickJS`, Math.max(2, Math.round((batchMs * 1e6) / perOp)), batches, op));
       for (const e of engines) {
@@ -461,21 +482,25 @@ async function perEngine(quick: boolean, step: (l: string) => void): Promise<str
         const params = nginxParams(file, root);
         const sink = new Sink();
         const script = e.engine.compile(w[e.lang], file);
+        const modules: ModuleSlots | null = w.modules
+          ? new Map([[BIG_MODULE_NAME, { script: e.engine.compile(w.modules[e.lang], path.join(root, `lib/big${e.engine.extension}`), 'module'), file: 'lib' }]])
+          : null;
         try {
           // Check the body once, outside the timing: a fast wrong answer is no result.
           sink.kept = [];
-          await serveOnce(e.engine, script, params, sink, file, root);
+          await serveOnce(e.engine, script, params, sink, file, root, modules);
           const body = bodyOf(Buffer.concat(sink.kept));
           if (body !== w.expected) throw new Error(`${name}: expected ${JSON.stringify(w.expected.slice(0, 200))}, got ${JSON.stringify(body.slice(0, 200))}`);
           sink.kept = null;
           step(`micro: ${name}`);
-          const op = (): Promise<void> => serveOnce(e.engine, script, params, sink, file, root);
+          const op = (): Promise<void> => serveOnce(e.engine, script, params, sink, file, root, modules);
           const perBatch = Math.max(2, Math.round((batchMs * 1e6) / (await estimateNs(op, batchMs))));
           const compiles = e.engine.compiles;
           cells.set(name, await time(name, perBatch, batches, op));
           if (e.engine.compiles !== compiles) throw new Error(`${name}: compiled during the timing`);
         } finally {
           script.dispose();
+          for (const slot of modules?.values() ?? []) slot.script?.dispose();
         }
       }
     }

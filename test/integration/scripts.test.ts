@@ -60,6 +60,34 @@ for (const [ext, luaEngine] of [['lua', 'fengari'], ['lua', 'lua54'], ['js', 'fe
     const posted = await httpRequest(nginx.url(`/api.${ext}`), { method: 'POST', body: 'a "quoted" body' });
     assert.equal(posted.status, 201);
     assert.deepEqual(JSON.parse(posted.body.toString()), { received: 'a "quoted" body' });
+
+    // The JSON API with a module (scripts/lib/api.*).
+    const list = await httpRequest(nginx.url(`/items.${ext}`));
+    assert.equal(list.status, 200, list.body.toString());
+    assert.equal(list.headers['content-type'], 'application/json');
+    assert.deepEqual(JSON.parse(list.body.toString()), [
+      { id: 1, name: 'lodestone' },
+      { id: 2, name: 'magnet' },
+    ]);
+    assert.deepEqual(JSON.parse((await httpRequest(nginx.url(`/items.${ext}?id=2`))).body.toString()), { id: 2, name: 'magnet' });
+    const none = await httpRequest(nginx.url(`/items.${ext}?id=9`));
+    assert.equal(none.status, 404);
+    assert.deepEqual(JSON.parse(none.body.toString()), { error: 'no item 9' });
+    const added = await httpRequest(nginx.url(`/items.${ext}`), { method: 'POST', body: '{"name":"needle"}' });
+    assert.equal(added.status, 201);
+    assert.deepEqual(JSON.parse(added.body.toString()), { id: 3, name: 'needle' });
+    const garbage = await httpRequest(nginx.url(`/items.${ext}`), { method: 'POST', body: '[1, 2' });
+    assert.equal(garbage.status, 400);
+    assert.deepEqual(JSON.parse(garbage.body.toString()), { error: 'the body must be a JSON object' });
+    const unnamed = await httpRequest(nginx.url(`/items.${ext}`), { method: 'POST', body: '{"name":""}' });
+    assert.equal(unnamed.status, 422);
+    const deleted = await httpRequest(nginx.url(`/items.${ext}`), { method: 'DELETE' });
+    assert.equal(deleted.status, 405);
+    assert.equal(deleted.headers.allow, 'GET, POST');
+    // The module itself is code, not a page: refused, its source never sent.
+    const source = await httpRequest(nginx.url(`/lib/api.${ext}`));
+    assert.equal(source.status, 403);
+    assert.doesNotMatch(source.body.toString(), /Helpers every JSON endpoint/);
   });
 }
 
