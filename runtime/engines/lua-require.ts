@@ -4,29 +4,24 @@
  * a limit stops it like any script code. The host functions it is given find the compiled
  * module (host/modules.ts via the engine) and keep the chain of requires in progress.
  *
- * Each run has its own `loaded` table (weakly keyed by the run's globals table, so it dies with
- * the run): a module's top level runs once per run that requires it, never shared between runs.
+ * Each run has its own `loaded` table, which the host keeps with the run and drops with it (not a
+ * weak table: fengari has none): a module's top level runs once per run that requires it, never
+ * shared between runs.
  * The module is called with the run's globals and its name, as Lua's require gives `...`. An
  * error in it names its file:line, after the place of each require that led there.
  */
 export const REQUIRE_LUA = String.raw`
-local open, close, env, pcall, error, type, setmetatable = ...
-local perRun = setmetatable({}, { __mode = "k" })
+local open, close, loadedOf, env, pcall, error, type = ...
 return function(name)
   if type(name) ~= "string" then
     error("bad argument #1 to 'require' (string expected, got " .. type(name) .. ")", 2)
   end
-  local globals = env()
-  local loaded = perRun[globals]
-  if loaded == nil then
-    loaded = {}
-    perRun[globals] = loaded
-  end
+  local loaded = loadedOf()
   local value = loaded[name]
   if value ~= nil then return value end
   local found, chunk = pcall(open, name)
   if not found then error(chunk, 2) end
-  local ok, result = pcall(chunk(), globals, name)
+  local ok, result = pcall(chunk(), env(), name)
   close(name)
   -- The module's message ("lib/a.lua:3: boom") gets the require's place in front, as the
   -- script's line: through nested modules the message reads as the chain of requires.

@@ -40,6 +40,8 @@ export class LuaRun implements WaitLocator {
   thread: LuaState | null = null;
   /** The run's own thread (the request's coroutine), set when the run starts. */
   main: LuaState | null = null;
+  /** The run's table of required modules (api/modules.ts), held by this object: it dies with the run. */
+  loaded: LuaProxy | null = null;
   /**
    * The thread that made the host call the run waits for (a coroutine of the script's, or
    * {@link main}): suspended in that call, its stack is still there for the slow log to read.

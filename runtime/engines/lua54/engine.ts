@@ -309,6 +309,7 @@ export class Lua54Engine implements ScriptEngine {
     }
     x.luaL_unref(L, LUA_REGISTRYINDEX, run.envRef);
     x.luaL_unref(L, LUA_REGISTRYINDEX, run.threadRef);
+    if (run.loadedRef !== 0) x.luaL_unref(L, LUA_REGISTRYINDEX, run.loadedRef);
     this.giveBack(state);
   }
 

@@ -42,6 +42,8 @@ export class Run54 implements WaitLocator {
   /** Registry slots of the thread and of the request's globals table (its `_ENV`). */
   threadRef = 0;
   envRef = 0;
+  /** Registry slot of the run's table of required modules (api/modules.ts); 0 before its first require. */
+  loadedRef = 0;
   /** The request body, cached: the request stream can be read once only. */
   body: Buffer | null = null;
   /** lighty.r.resp_body parts, written after the script ends. */

@@ -109,7 +109,7 @@ G.response = response
 
 local requestMeta = { __index = H.request_index, __metatable = false }
 local env = H.env
-G.require = makeRequire(H.module_open, H.module_close, env, H.pcall, error, type, setmetatable)
+G.require = makeRequire(H.module_open, H.module_close, H.module_loaded, env, H.pcall, error, type)
 
 -- mod_magnet's lighty table, made on a request's first use of it (api/lighty.ts).
 local function readonlyIn(what)

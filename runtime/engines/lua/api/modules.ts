@@ -7,7 +7,7 @@ import { lauxlib, lua, type LuaJsFunction, type LuaProxy, type LuaState } from '
 import { REQUIRE_LUA } from '../../lua-require.js';
 import { jsfn, pushEnv, runOf, text } from '../core.js';
 
-const { LUA_OK, lua_call, lua_getfield, lua_gettop, lua_pushjsfunction, lua_setfield, lua_tolstring } = lua;
+const { LUA_OK, lua_call, lua_createtable, lua_toproxy, lua_getfield, lua_gettop, lua_pushjsfunction, lua_setfield, lua_tolstring } = lua;
 
 const open: LuaJsFunction = (L) => {
   const run = runOf(L);
@@ -28,6 +28,17 @@ const close: LuaJsFunction = (L) => {
   return 0;
 };
 
+const loadedOf: LuaJsFunction = (L) => {
+  const run = runOf(L);
+  if (run.loaded === null) {
+    lua_createtable(L, 0, 4);
+    run.loaded = lua_toproxy(L, -1);
+    return 1;
+  }
+  run.loaded(L);
+  return 1;
+};
+
 const env: LuaJsFunction = (L) => {
   pushEnv(L, runOf(L));
   return 1;
@@ -40,8 +51,8 @@ export function registerModules(L: LuaState): void {
   if (lauxlib.luaL_loadbufferx(L, chunk, chunk.length, '=require', 't') !== LUA_OK) {
     throw new Error(`require does not compile: ${text(lua_tolstring(L, -1)!)}`);
   }
-  for (const f of [open, close, env]) lua_pushjsfunction(L, jsfn(f));
-  for (const name of ['pcall', 'error', 'type', 'setmetatable']) lua_getfield(L, globals, name);
+  for (const f of [open, close, loadedOf, env]) lua_pushjsfunction(L, jsfn(f));
+  for (const name of ['pcall', 'error', 'type']) lua_getfield(L, globals, name);
   lua_call(L, 7, 1);
   lua_setfield(L, -2, 'require');
 }
