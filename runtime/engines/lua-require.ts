@@ -4,9 +4,10 @@
  * a limit stops it like any script code. The host functions it is given find the compiled
  * module (host/modules.ts via the engine) and keep the chain of requires in progress.
  *
- * Each run has its own `loaded` table, which the host keeps with the run and drops with it (not a
- * weak table: fengari has none): a module's top level runs once per run that requires it, never
- * shared between runs.
+ * Each run has its own `loaded` table, which the host keeps with the run and drops with it. Not
+ * a weak table keyed by the run: fengari empties weak tables only in collectgarbage(), which no
+ * script can call, so every run's entry stayed (measured: 100,000 of 100,000 after a loop). A
+ * module's top level runs once per run that requires it, never shared between runs.
  * The module is called with the run's globals and its name, as Lua's require gives `...`. An
  * error in it names its file:line, after the place of each require that led there.
  */
