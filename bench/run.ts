@@ -35,6 +35,7 @@ import type { Scenario } from './lib/scenario.js';
 import { SettingsError } from './lib/settings.js';
 import { bigScript } from './scenarios/big-script.js';
 import { cacheFront } from './scenarios/cache-front.js';
+import { endurance } from './scenarios/endurance.js';
 import { hello } from './scenarios/hello.js';
 import { idle } from './scenarios/idle.js';
 import { micro } from './scenarios/micro.js';
@@ -42,7 +43,7 @@ import { render } from './scenarios/render.js';
 import { statAccel } from './scenarios/stat-accel.js';
 
 /** Every scenario, in the order a full run takes them (and RESULTS.md lists them). */
-const SCENARIOS: readonly Scenario[] = [hello, render, bigScript, cacheFront, statAccel, idle, micro];
+const SCENARIOS: readonly Scenario[] = [hello, render, bigScript, cacheFront, statAccel, idle, endurance, micro];
 
 const HELP = `usage: npm run bench [-- SCENARIO...]     (default: all)
 
@@ -54,7 +55,8 @@ BENCH_WARMUP (s, 2), BENCH_NOISE (% other CPU load that flags a run, 10), BENCH_
 run, written to bench/results/quick/), BENCH_NODE (a node binary to run everything under,
 written to bench/results/nodeMAJOR/), BENCH_KEEP_TMP=1, BENCH_SCENARIOS (instead of arguments);
 hello: BENCH_PEERS; stat-accel: BENCH_THREADS (1,4,20), BENCH_FILES (4000), BENCH_DELAY_US (5000);
-cache-front: BENCH_PAGE_MS (2); idle: BENCH_IDLE (1000).
+cache-front: BENCH_PAGE_MS (2); idle: BENCH_IDLE (1000);
+endurance: BENCH_ENDURANCE_REQUESTS (1000000), BENCH_ENDURANCE_STEP (a tenth).
 Results: bench/results/SCENARIO-latest.md and .svg, bench/RESULTS.md.
 `;
 

@@ -28,6 +28,9 @@ export interface WatchdogData {
   readonly pid: number;
 }
 
+/** The thread's own V8 heap: it allocates almost nothing (see WATCHDOG_LIMITS' use). */
+const WATCHDOG_LIMITS = { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 16 };
+
 /**
  * Starts the watchdog for this process: if the event loop does not turn for `limitMs`, the
  * thread writes one `LS_WATCHDOG` line (with the running script's path) to the error log and kills the
@@ -39,7 +42,12 @@ export function startWatchdog(limitMs: number, log: Logger, logFile: string | nu
   // Sampling at a quarter of the limit bounds the detection delay to 1.25 x the limit.
   const checkMs = Math.max(10, Math.min(1000, Math.floor(limitMs / 4)));
   const data: WatchdogData = { shared, limitMs, checkMs, logFile, pid: process.pid };
-  const worker = new Worker(new URL('./watchdog-thread.js', import.meta.url), { workerData: data, stdout: false, stderr: false });
+  const worker = new Worker(new URL('./watchdog-thread.js', import.meta.url), {
+    workerData: data,
+    stdout: false,
+    stderr: false,
+    resourceLimits: WATCHDOG_LIMITS,
+  });
   worker.unref();
   worker.on('error', (err) => log.error('LS_WATCHDOG', `watchdog thread failed: ${err.message}`));
   const beat = setInterval(() => Atomics.add(beats, BEAT, 1), Math.max(5, Math.floor(checkMs / 2)));
