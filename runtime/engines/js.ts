@@ -55,12 +55,18 @@ class JsScript implements CompiledScript, VmTenant {
   readonly size: number;
   private readonly fns = new Map<Vm, QuickJSHandle>();
 
+  /** Lines that say `await` (a limit stop's line on one of them is not trusted: js/limits.ts); null: none. */
+  readonly awaitLines: ReadonlySet<number> | null;
+
   constructor(
     readonly path: string,
     /** Kept to compile into other Vms. */
     readonly source: string,
     readonly kind: SourceKind,
   ) {
+    const lines = new Set<number>();
+    if (/\bawait\b/.test(source)) source.split('\n').forEach((text, i) => /\bawait\b/.test(text) && lines.add(i + 1));
+    this.awaitLines = lines.size > 0 ? lines : null;
     // Bytecode plus the source QuickJS keeps for Function.prototype.toString, and our copy
     // (per Vm it ran in: at most the pool's idle bound plus the runs in flight).
     this.size = 3 * Buffer.byteLength(source) + 1024;
@@ -199,7 +205,7 @@ export class JsEngine implements ScriptEngine {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     this.busy.add(vm);
-    const run = vm.run(fn, this.nextRunId++, host, script.path);
+    const run = vm.run(fn, this.nextRunId++, host, script.path, script.awaitLines);
     // Ended within its first slice (a script that never waited): answered without a promise.
     if (!run.finished) return run.done;
     if (run.outcome instanceof ScriptError) throw run.outcome;

@@ -40,11 +40,13 @@ export function shouldInterrupt(vm: LimitedVm): boolean {
   const now = performance.now();
   if (run.cpuMs + (now - run.sliceStart) > host.limits.cpuMs) {
     host.abort('limit', `CPU time over ${host.limits.cpuMs} ms`, lineHere(vm, run));
+    run.interrupted = true;
     return true;
   }
   // The wall-clock timer cannot fire while QuickJS holds the event loop: check it here too.
   if (now - run.startedAt > host.limits.wallMs) {
     host.abort('limit', `wall time over ${host.limits.wallMs} ms`, lineHere(vm, run));
+    run.interrupted = true;
     return true;
   }
   // Past slowRequestMs: the slow log gets the stack of the script this handler interrupted.
@@ -63,7 +65,11 @@ export function shouldInterrupt(vm: LimitedVm): boolean {
  * where()'s Error, made in the same poll, said line 4 in every phase (engine-js test).
  */
 function lineHere(vm: LimitedVm, run: Run): number | null {
-  return stackHere(vm, run).find((f) => f.file === run.path && f.line !== null)?.line ?? null;
+  const line = stackHere(vm, run).find((f) => f.file === run.path && f.line !== null)?.line ?? null;
+  // An async frame resumed after an await keeps the await's position until a call or a throw
+  // moves it (QuickJS updates a frame's pc only there): a loop after `await null` was reported
+  // at line 1. A line that says await may be that stale position: no line rather than a wrong one.
+  return line !== null && run.trustsStopLine(line) ? line : null;
 }
 
 /**

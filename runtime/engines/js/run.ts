@@ -43,7 +43,20 @@ export class Run implements WaitLocator {
     readonly path: string,
     /** The Vm the run has to itself (asked where its script waits, for the slow log). */
     private readonly vm: WaitSource,
+    /** Lines of the script that say `await` (see lineHere in limits.ts); null: none. */
+    readonly awaitLines: ReadonlySet<number> | null = null,
   ) {}
+
+  /**
+   * A line where the interrupt handler stopped the run, or the position its stop was thrown
+   * from: on a line that says await it may be a resumed async frame's stale one (limits.ts).
+   */
+  trustsStopLine(line: number): boolean {
+    return this.awaitLines === null || !this.awaitLines.has(line);
+  }
+
+  /** Set when the interrupt handler stopped the run (a CPU or wall limit). */
+  interrupted = false;
 
   /**
    * Settles when the run ends. Made only for a run still going after its first slice: most

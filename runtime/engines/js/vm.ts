@@ -205,8 +205,8 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
   // ---- run -------------------------------------------------------------------------------
 
   /** Starts `fn` (a compiled wrapper) for `host`; `run.done` settles when the script ends. */
-  run(fn: QuickJSHandle, id: number, host: ScriptHost, path: string): Run {
-    const run = new Run(id, host, path, this);
+  run(fn: QuickJSHandle, id: number, host: ScriptHost, path: string, awaitLines: ReadonlySet<number> | null = null): Run {
+    const run = new Run(id, host, path, this, awaitLines);
     this.runs.set(id, run);
     if (host.fatal) {
       this.finish(run, host.fatal);
@@ -348,7 +348,8 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
     if (run.host.fatal) {
       if (run.host.fatal.line === null) {
         const line = this.describe(error, run.path).line;
-        if (line !== null) run.host.locate(line);
+        // The interrupt's own throw carries the same stale position lineHere refused.
+        if (line !== null && (!run.interrupted || run.trustsStopLine(line))) run.host.locate(line);
       }
       error.dispose();
       return this.finish(run, run.host.fatal);
