@@ -196,8 +196,9 @@ test('maxRequests is enforced across connections with FCGI_OVERLOADED', async (t
   const h = await startServer(t, { limits: { maxRequests: 2 } });
   const a = await h.connect();
   const b = await h.connect();
-  await a.write(request(1, cgiParams('sleep=500&size=1'), { keepConn: true }));
-  await b.write(request(1, cgiParams('sleep=500&size=2'), { keepConn: true }));
+  // Held long enough that on a loaded machine they are still in flight when the others arrive.
+  await a.write(request(1, cgiParams('sleep=1500&size=1'), { keepConn: true }));
+  await b.write(request(1, cgiParams('sleep=1500&size=2'), { keepConn: true }));
   await waitFor(() => h.server.activeRequests === 2, 3000, 'two requests in flight');
   // A third on connection a (multiplexed) and a fourth on a new connection: both over the limit.
   await a.write(request(2, cgiParams('size=3'), { keepConn: true }));
@@ -207,7 +208,7 @@ test('maxRequests is enforced across connections with FCGI_OVERLOADED', async (t
   const refused = await c.reply(1);
   assert.equal(refused.protocolStatus, 2, 'FCGI_OVERLOADED on c');
   assert.equal(refused.stdout.length, 0);
-  await expectClosed(c, 2000, 'refused request without KEEP_CONN to close its connection');
+  await expectClosed(c, 5000, 'refused request without KEEP_CONN to close its connection');
   assert.equal(parseCgi((await a.reply(1)).stdout).body.toString(), '0');
   assert.equal(parseCgi((await b.reply(1)).stdout).body.toString(), '01');
   await waitFor(() => h.server.activeRequests === 0, 3000, 'no request in flight');
@@ -218,12 +219,12 @@ test('maxConnections=2: a third connection is closed by the server, the others a
   const h = await startServer(t, { limits: { maxConnections: 2 } });
   const a = await h.connect();
   const b = await h.connect();
-  await a.write(request(1, cgiParams('sleep=300&size=1')));
-  await b.write(request(1, cgiParams('sleep=300&size=2')));
+  await a.write(request(1, cgiParams('sleep=1500&size=1')));
+  await b.write(request(1, cgiParams('sleep=1500&size=2')));
   await waitFor(() => h.server.activeRequests === 2, 3000, 'two requests in flight');
   const c = await h.connect();
   await c.write(request(1, cgiParams('size=3')));
-  await expectClosed(c, 2000, 'the third connection to be dropped');
+  await expectClosed(c, 5000, 'the third connection to be dropped');
   assert.equal(c.records.length, 0, 'nothing sent on the dropped connection');
   assert.equal(h.logged('LS_CONNECTION_LIMIT').length, 1);
   assert.equal(parseCgi((await a.reply(1)).stdout).body.toString(), '0');

@@ -79,5 +79,5 @@ test('a bad config: one LS_CONFIG_INVALID line, exit 2', (t) => {
 test("the repo's scripts/ all compile", () => {
   const r = check(['--root', path.join(repoRoot, 'scripts')]);
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /^lodestone: configuration ok, \d+ scripts compile\n$/);
+  assert.match(r.stdout, /^lodestone: configuration ok, \d+ scripts and 2 modules compile\n$/);
 });
