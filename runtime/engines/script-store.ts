@@ -92,6 +92,8 @@ interface Entry {
   requires: readonly string[];
   /** For a script: its modules, found when it was last checked; null: none. */
   modules: ModuleSlots | null;
+  /** The module entries {@link modules} holds (each counted in its `users`, so not freed while held). */
+  holds: readonly Entry[];
   engine: ScriptEngine;
   mtimeMs: number;
   size: number;
@@ -126,6 +128,7 @@ export class ScriptStore {
       dispose: (entry) => {
         entry.evicted = true;
         if (entry.users === 0) entry.script?.dispose();
+        hold(entry, []);
       },
     });
   }
@@ -168,8 +171,7 @@ export class ScriptStore {
         release: () => {
           if (released) return;
           released = true;
-          entry.users--;
-          if (entry.evicted && entry.users === 0) entry.script?.dispose();
+          unuse(entry);
         },
       },
     };
@@ -198,7 +200,12 @@ export class ScriptStore {
     const found = await this.load(requested, real, engine, cached, now, 'script');
     if (!('entry' in found)) return found;
     const entry = found.entry;
-    if (entry.script !== null) entry.modules = await this.modulesOf(entry, engine, now);
+    if (entry.script !== null) {
+      const found = await this.modulesOf(entry, engine, now);
+      entry.modules = found?.slots ?? null;
+      // An entry evicted while its modules were found (LRU pressure) must not hold them.
+      hold(entry, entry.evicted ? [] : (found?.entries ?? []));
+    }
     return this.answer(entry);
   }
 
@@ -237,6 +244,7 @@ export class ScriptStore {
         file: real,
         requires: this.options.modulePaths?.length ? requiredNames(source) : [],
         modules: null,
+        holds: [],
         engine,
         mtimeMs: stat.mtimeMs,
         size: stat.size,
@@ -265,24 +273,26 @@ export class ScriptStore {
    * not) as require() will report it. Module files are revalidated on the stat interval as
    * scripts are, so a changed module is picked up by the next check of a script using it.
    */
-  private async modulesOf(entry: Entry, engine: ScriptEngine, now: number): Promise<ModuleSlots | null> {
+  private async modulesOf(entry: Entry, engine: ScriptEngine, now: number): Promise<{ slots: ModuleSlots; entries: Entry[] } | null> {
     if (entry.requires.length === 0) return null;
     const slots = new Map<string, ModuleSlot>();
+    const entries: Entry[] = [];
     const queue = [...entry.requires];
     for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
       if (slots.has(name)) continue;
-      const { slot, requires } = await this.module(name, engine, now);
+      const { slot, requires, from } = await this.module(name, engine, now);
       slots.set(name, slot);
+      if (from) entries.push(from);
       queue.push(...requires);
     }
-    return slots;
+    return { slots, entries };
   }
 
   /** The module `name` for `engine`'s language: found, compiled and cached like a script. */
-  private async module(name: string, engine: ScriptEngine, now: number): Promise<{ slot: ModuleSlot; requires: readonly string[] }> {
+  private async module(name: string, engine: ScriptEngine, now: number): Promise<{ slot: ModuleSlot; requires: readonly string[]; from?: Entry }> {
     const key = `\0module${engine.extension}\0${name}`;
     const cached = this.entries.get(key);
-    if (cached && now - cached.checkedAt < this.options.statIntervalMs) return { slot: slotOf(cached), requires: cached.requires };
+    if (cached && now - cached.checkedAt < this.options.statIntervalMs) return { slot: slotOf(cached), requires: cached.requires, from: cached };
     const dirs = await this.moduleDirs();
     const relative = name.split('.').join(path.sep) + engine.extension;
     for (const dir of dirs) {
@@ -298,7 +308,7 @@ export class ScriptStore {
         return { slot: { problem: `is outside modules.paths: ${path.join(dir, relative)} resolves to ${real}` }, requires: [] };
       }
       const found = await this.load(key, real, engine, cached, now, 'module');
-      if ('entry' in found) return { slot: slotOf(found.entry), requires: found.entry.requires };
+      if ('entry' in found) return { slot: slotOf(found.entry), requires: found.entry.requires, from: found.entry };
       const why =
         found.kind === 'too-large' ? tooLargeMessage(found.size, found.max) : found.kind === 'forbidden' ? found.reason : `${found.file} vanished`;
       return { slot: { problem: `cannot be loaded: ${why}` }, requires: [] };
@@ -378,4 +388,21 @@ function inside(file: string, dir: string): boolean {
 function slotOf(entry: Entry): ModuleSlot {
   if (entry.script !== null) return { script: entry.script, file: entry.file };
   return { problem: `does not compile: ${entry.error!.location}: ${entry.error!.message}` };
+}
+
+/** One use of `entry` ended: its compiled code is freed once it is evicted and unused. */
+function unuse(entry: Entry): void {
+  entry.users--;
+  if (entry.evicted && entry.users === 0) entry.script?.dispose();
+}
+
+/**
+ * Makes `script` hold `modules` (and let go of those it held): a module evicted from the LRU
+ * while a cached script still lists it stays usable until that script lets go of it.
+ */
+function hold(script: Entry, modules: readonly Entry[]): void {
+  const before = script.holds;
+  for (const m of modules) m.users++;
+  script.holds = modules;
+  for (const m of before) unuse(m);
 }

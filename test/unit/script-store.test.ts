@@ -143,6 +143,38 @@ test('eviction frees a script only after its last lease', async (t) => {
   assert.equal(store.size, 1);
 });
 
+test("a module evicted from the LRU stays usable while a cached script still lists it", async (t) => {
+  const root = tempDir(t);
+  const engine = new LuaEngine();
+  // Room for two entries: the script and its module; a third file evicts the module.
+  const store = storeFor(root, engine, { maxEntries: 2, statIntervalMs: 60_000, modulePaths: [path.join(root, 'lib')] });
+  fs.mkdirSync(path.join(root, 'lib'));
+  fs.writeFileSync(path.join(root, 'lib', 'm.lua'), 'return { n = 7 }');
+  fs.writeFileSync(path.join(root, 'a.lua'), 'print(require("m").n)');
+  fs.writeFileSync(path.join(root, 'b.lua'), 'print("b")');
+  const run = async (found: Lookup): Promise<string> => {
+    assert.equal(found.kind, 'script');
+    if (found.kind !== 'script') return '';
+    const h = makeHost();
+    h.host.modules = found.lease.modules;
+    try {
+      await found.lease.engine.run(found.lease.script, h.host);
+    } finally {
+      found.lease.release();
+    }
+    return h.result().body.toString();
+  };
+  assert.equal(await run(await store.get(path.join(root, 'a.lua'))), '7\n');
+  // A hit makes a.lua the most recently used: loading b.lua evicts the module's entry.
+  assert.equal(await run(store.peek(path.join(root, 'a.lua'))!), '7\n');
+  assert.equal(await run(await store.get(path.join(root, 'b.lua'))), 'b\n');
+  assert.equal(store.size, 2);
+  // a.lua is still cached (within the stat interval) and lists the evicted module: it runs.
+  const again = store.peek(path.join(root, 'a.lua'));
+  assert.ok(again, 'a.lua is still cached');
+  assert.equal(await run(again), '7\n');
+});
+
 test('a FIFO is refused as not a regular file without blocking, however many are asked for', async (t) => {
   const root = tempDir(t);
   const file = path.join(root, 'pipe.lua');
