@@ -163,12 +163,14 @@ const SCRIPT_EXTENSIONS = ['.lua', '.js'];
  * every .lua/.js in modules.paths.
  */
 function scriptSources(config: Config): ScriptSources {
-  // Module sources are never sent either, whatever the front controller: they are code.
+  // Module sources are never sent either, whatever the front controller: they are code. Each
+  // directory as configured and, when it exists now, as its real path (a directory made later
+  // is matched by the first).
   const moduleDirs = config.modules.paths.flatMap((dir) => {
     try {
-      return [fs.realpathSync(dir) + path.sep];
+      return [dir + path.sep, fs.realpathSync(dir) + path.sep];
     } catch {
-      return [];
+      return [dir + path.sep];
     }
   });
   const isModule = (file: string): boolean => SCRIPT_EXTENSIONS.includes(path.extname(file)) && moduleDirs.some((dir) => file.startsWith(dir));

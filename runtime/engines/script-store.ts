@@ -117,6 +117,7 @@ export class ScriptStore {
   private readonly made = new Map<string, ScriptEngine | Promise<ScriptEngine>>();
   private readonly maxScriptBytes: number;
   private moduleDirsReal: Promise<string[]> | null = null;
+  private moduleDirsAt = -Infinity;
 
   constructor(private readonly options: StoreOptions) {
     this.maxScriptBytes = options.maxScriptBytes ?? DEFAULT_MAX_SCRIPT_BYTES;
@@ -317,11 +318,18 @@ export class ScriptStore {
     return { slot: { problem: `not found: no ${relative} in modules.paths (${dirs.join(', ') || 'none exists'})` }, requires: [] };
   }
 
-  /** The module directories that exist, resolved (symlinks followed), in config order. */
+  /**
+   * The module directories that exist, resolved (symlinks followed), in config order: asked
+   * again at most once per stat interval, so a `lib/` made after the start is found.
+   */
   private moduleDirs(): Promise<string[]> {
-    this.moduleDirsReal ??= Promise.all(
-      (this.options.modulePaths ?? []).map((dir) => fs.promises.realpath(dir).catch(() => null)),
-    ).then((dirs) => dirs.filter((dir): dir is string => dir !== null));
+    const now = Date.now();
+    if (this.moduleDirsReal === null || now - this.moduleDirsAt >= this.options.statIntervalMs) {
+      this.moduleDirsAt = now;
+      this.moduleDirsReal = Promise.all((this.options.modulePaths ?? []).map((dir) => fs.promises.realpath(dir).catch(() => null))).then((dirs) =>
+        dirs.filter((dir): dir is string => dir !== null),
+      );
+    }
     return this.moduleDirsReal;
   }
 

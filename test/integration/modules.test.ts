@@ -72,6 +72,18 @@ for (const lang of LANGUAGES) {
   });
 }
 
+test('a lib/ made after the server started is searched from the next check on', async (t) => {
+  const sb = await startSandbox(t, { config: { statIntervalMs: 0 } });
+  sb.script('late.lua', 'print(require("late").word)');
+  const before = await sb.get('late.lua');
+  assert.equal(before.status, 500);
+  assert.ok(sb.logged('LS_SCRIPT_ERROR').some((l) => l.includes("module 'late' not found: no late.lua in modules.paths (none exists)")), sb.lodestone.log());
+  sb.script('lib/late.lua', 'return { word = "found" }');
+  const after = await sb.get('late.lua');
+  assert.equal(after.status, 200, after.stderr + sb.lodestone.log());
+  assert.equal(after.body, 'found\n');
+});
+
 test('modules.paths: directories outside the root, relative to the config file, searched in order', async (t) => {
   const dir = tempDir(t);
   for (const [file, text] of Object.entries({
