@@ -6,9 +6,10 @@
  * (once per run, cached for that run), in the run's own globals, so nothing one request does
  * to a module (a counter, a cache table, a global) is seen by the next. What is shared is only
  * what cannot hold request data: the compiled code. Running the top level once per worker and
- * freezing its exports was measured and rejected (see README, "Modules"): Lua cannot freeze a
- * module's locals that its exported functions capture, nor JS its top-level `let`, so a
- * "frozen" module could still carry one user's data to the next.
+ * freezing its exports would be ~10x faster for a large module (README, "Modules", has the
+ * numbers) but is not isolation: Lua cannot freeze a module's locals that its exported
+ * functions capture, nor JS its top-level `let`, so a "frozen" module could still carry one
+ * user's data to the next.
  *
  * Never a disk read at run time: the store finds the literal names a source requires
  * ({@link requiredNames}) when it compiles the source, and loads those modules (and theirs)
