@@ -3,17 +3,12 @@
  * routers behind it: the pipeline (handlers/pipeline.ts) and the script store (script-store.ts) only know
  * this file, never fengari or QuickJS.
  */
+import type { CompiledScript, EngineName, SourceKind } from './compiled.js';
 import type { ScriptHost } from './host.js';
 
 export { defaultScriptLimits, ScriptError, type ScriptErrorKind, type ScriptExit, type ScriptLimits } from './script-error.js';
 
-export type EngineName = 'lua' | 'js';
-
-/**
- * What a source is compiled as: a script a request runs, or a module a script requires (its
- * top level runs when a run first requires it, afresh in each run: see modules.ts).
- */
-export type SourceKind = 'script' | 'module';
+export type { CompiledScript, EngineName, SourceKind } from './compiled.js';
 
 /**
  * The status a script's return value names, mod_magnet style: an integer from 100 to 999; any
@@ -21,17 +16,6 @@ export type SourceKind = 'script' | 'module';
  */
 export function returnedStatus(value: number): number | undefined {
   return Number.isInteger(value) && value >= 100 && value <= 999 ? value : undefined;
-}
-
-/** A script compiled by an engine, ready to run for many requests. */
-export interface CompiledScript {
-  readonly engine: EngineName;
-  /** Absolute path of the source file (for error messages). */
-  readonly path: string;
-  /** Estimated bytes the compiled form holds, for the store's byte bound. */
-  readonly size: number;
-  /** Frees what the engine holds for it (a QuickJS function handle). Idempotent. */
-  dispose(): void;
 }
 
 /**

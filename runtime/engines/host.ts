@@ -32,7 +32,7 @@ import type { ScriptResponse } from './host/script-response.js';
 import { noServices, type HostServices } from './host/services.js';
 import type { Code } from '../errors.js';
 import type { ExitRest, ScriptError, ScriptLimits } from './script-error.js';
-import type { CompiledScript } from './engine.js';
+import type { CompiledScript } from './compiled.js';
 import type { Frame, WaitLocator } from './slow-log.js';
 
 export { MAX_CACHE_KEY } from './host/cache.js';

@@ -18,7 +18,7 @@
  * not find that way (a computed name) is refused with a message that says so.
  */
 import path from 'node:path';
-import type { CompiledScript } from './engine.js';
+import type { CompiledScript } from './compiled.js';
 import { field, invalid } from '../config-schema.js';
 
 /** A module name: parts of letters, digits, `_` and `-`, joined by dots (Lua's `a.b.c`). */

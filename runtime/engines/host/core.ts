@@ -19,7 +19,6 @@ import type { Frame, WaitLocator } from '../slow-log.js';
 import { ScriptError, type ExitRest, type ScriptLimits } from '../script-error.js';
 import type { Code } from '../../errors.js';
 import type { HostServices } from './services.js';
-import type { FormPart } from './form.js';
 
 /**
  * Wall-time limits of all running scripts, checked by one process-wide interval. A Node timer
@@ -91,8 +90,6 @@ export interface HostCore {
   headerCache: Record<string, string> | null;
   /** cookies.ts: the request's cookies, parsed on first use. */
   cookieCache: Record<string, string> | null;
-  /** form.ts: the body parsed as a form, on the first request.form(). */
-  formRead: Promise<readonly FormPart[]> | null;
   /**
    * output.ts (files.ts and pass.ts drop it): in raw-output mode, what the script printed
    * until its CGI header block is complete; null otherwise.

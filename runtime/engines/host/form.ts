@@ -48,6 +48,11 @@ export function isFile(part: FormPart): part is FormFile {
   return 'data' in part;
 }
 
+/** What request.form() keeps of a run: the run core and the form, parsed on its first call. */
+export interface FormHost extends HostCore {
+  formRead: Promise<readonly FormPart[]> | null;
+}
+
 /**
  * request.form(): every part of the body's form in body order (the engines build from it the
  * `fields` and `files` tables, where a repeated name keeps its last value, and `parts`).
@@ -58,7 +63,7 @@ export function isFile(part: FormPart): part is FormFile {
  * @example
  *   const parts = await form(host); // [{ name: 'user', value: 'ann' }, { name: 'photo', filename: 'a.png', ... }]
  */
-export function form(host: HostCore): Promise<readonly FormPart[]> {
+export function form(host: FormHost): Promise<readonly FormPart[]> {
   return host.guard((host.formRead ??= parseForm(host)), 'request.form()');
 }
 

@@ -4,7 +4,7 @@
  * goes into every refusal, so the log line says how the script got to the module.
  */
 import path from 'node:path';
-import type { CompiledScript } from '../engine.js';
+import type { CompiledScript } from '../compiled.js';
 import { MODULE_NAME, type ModuleSlots } from '../modules.js';
 
 /** What the module calls use of a ScriptHost. */
