@@ -329,8 +329,8 @@ export class ScriptHost implements HostCore {
   // ---- modules (host/modules.ts) ---------------------------------------------------------
 
   /** require(name): the compiled module, entered in the chain; throws the script's error. */
-  openModule(name: string): CompiledScript {
-    return openModule(this, name);
+  openModule(name: string, depth?: number): CompiledScript {
+    return openModule(this, name, depth);
   }
 
   /** require(name) ran the module's top level (or it failed): leaves the chain. */

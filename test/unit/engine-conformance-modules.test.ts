@@ -119,6 +119,18 @@ const cases: Case[] = [
     },
   },
   {
+    name: 'after a module failed and was caught, the chain of a later require starts at the script again',
+    modules: {
+      lua: { bad: 'local inner = require("missing.one")\nreturn inner' },
+      js: { bad: 'module.exports = require("missing.one");' },
+    },
+    script: {
+      lua: 'print((select(2, pcall(require, "bad"))):match("%(test[^()]*%)$"))\nprint((select(2, pcall(require, "nope"))):match("%(test[^()]*%)$"))',
+      js: 'for (const name of ["bad", "nope"]) { try { require(name); } catch (e) { print(e.message.match(/\\(test[^()]*\\)$/)[0]); } }',
+    },
+    expect: { body: perEngine({ lua: '(test.lua -> bad -> missing.one)\n(test.lua -> nope)\n', js: '(test.js -> bad -> missing.one)\n(test.js -> nope)\n' }) },
+  },
+  {
     name: 'an uncaught missing module fails at the line of the require',
     script: { lua: 'print("a")\nlocal m = require("nope")', js: 'print("a");\nconst m = require("nope");' },
     expect: { error: { kind: 'runtime', message: /module 'nope' not found/, line: 2 } },

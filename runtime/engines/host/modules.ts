@@ -18,12 +18,16 @@ export interface ModulesHost {
 
 /**
  * The compiled module `name`, and `name` entered in the chain: the engine runs its top level,
- * then calls {@link closeModule} whether it ended or failed. Throws an Error whose message is
+ * then calls {@link closeModule} whether it ended or failed (or passes `depth`, the number of
+ * requires still in progress, to the next call). Throws an Error whose message is
  * for the script (it can catch it, as Lua's `pcall(require, "x")` idiom expects): a module
  * that is not there, outside the paths, does not compile, or is already being required.
  */
-export function openModule(host: ModulesHost, name: string): CompiledScript {
+export function openModule(host: ModulesHost, name: string, depth?: number): CompiledScript {
   const chain = (host.moduleChain ??= []);
+  // An engine that counts the requires in progress itself passes that count instead of calling
+  // closeModule (the JS prelude: a call out of QuickJS costs microseconds; see api/modules.ts).
+  if (depth !== undefined && depth < chain.length) chain.length = depth;
   if (chain.includes(name)) throw new Error(`require cycle: ${chainText(host, chain, name)}`);
   const slot = host.modules?.get(name);
   if (slot === undefined) {

@@ -204,6 +204,7 @@ ${MODULES_PRELUDE}
     resetOut();
     resetRequest(request);
     modulesLoaded = null;
+    moduleDepth = 0;
     // A wait the last run left unfinished (a sleep() it did not await) never reaches its
     // finally: its site is not this run's.
     if (sitesWaiting !== 0) {
