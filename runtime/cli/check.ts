@@ -11,7 +11,7 @@ import { ScriptError, type ScriptEngine } from '../engines/engine.js';
 import { createJsEngine } from '../engines/js.js';
 import { createLuaEngine } from '../engines/lua-engines.js';
 import { openRegular, readUpTo } from '../files/open-regular.js';
-import { tooLargeMessage } from '../engines/script-store.js';
+import { tooLargeMessage } from '../engines/script-cache-config.js';
 
 /** What {@link checkScripts} found. */
 export interface CheckResult {

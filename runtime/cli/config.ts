@@ -33,7 +33,7 @@ import { contentCacheFields, withCacheFlag, type ContentCacheConfig } from '../c
 import type { CacheFiles } from '../engines/host.js';
 import { LUA_ENGINES } from '../engines/lua-engines.js';
 import { scriptLimitsSection } from '../engines/script-error.js';
-import { scriptCacheSection } from '../engines/script-store.js';
+import { scriptCacheSection } from '../engines/script-cache-config.js';
 import { modulesPathsField } from '../engines/modules.js';
 import { backendsField } from '../fastcgi/client/pool-config.js';
 import { fetchSection } from '../fetch/fetch-config.js';

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { ScriptError, type CompiledScript, type ScriptEngine, type SourceKind } from './engine.js';
 import { requiredNames, type ModuleSlot, type ModuleSlots } from './modules.js';
-import { positive, section } from '../config-schema.js';
+import { DEFAULT_MAX_SCRIPT_BYTES, tooLargeMessage } from './script-cache-config.js';
 import { openRegular, readUpTo, type OpenedFile } from '../files/open-regular.js';
 import type { Logger } from '../log.js';
 
@@ -42,28 +42,6 @@ export interface StoreOptions {
    * them is a module and is never run as a script.
    */
   readonly modulePaths?: readonly string[];
-}
-
-/**
- * Largest script read by default. A hand-written edge script is a few KiB; issue 16 measured a
- * 400 MB `.lua` taking 3.3 s and 1.46 GB to compile (about 3.7 bytes of memory per source byte,
- * `.js` worse), so 4 MiB keeps one compile near 15 MiB while leaving room for generated tables.
- */
-export const DEFAULT_MAX_SCRIPT_BYTES = 4 * 1024 * 1024;
-
-/** The config's `[scriptCache]`: the bounds of the store. */
-export const scriptCacheSection = section({
-  maxEntries: positive(1000, 'compiled scripts kept (LRU)'),
-  maxBytes: positive(64 * 1024 * 1024, 'estimated memory of compiled scripts kept'),
-  maxScriptBytes: positive(
-    DEFAULT_MAX_SCRIPT_BYTES,
-    'largest script file read: a bigger one is refused before it is read (500, `LS_SCRIPT_TOO_LARGE` with its path and size); `lodestone check` reports it too',
-  ),
-});
-
-/** The operator's words for a script over the size bound (the server's log and `lodestone check`). */
-export function tooLargeMessage(size: number, max: number): string {
-  return `script is ${size} bytes, over scriptCache.maxScriptBytes (${max})`;
 }
 
 /** What a lookup found. */

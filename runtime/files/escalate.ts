@@ -10,10 +10,11 @@
  * makes any file name survive all three.
  */
 import { LodestoneError } from '../errors.js';
+import type { SendfileMode } from './files-config.js';
 
-/** How a file is handed to the web server; 'auto' decides per request from SERVER_SOFTWARE. */
-export const sendfileModes = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'] as const;
-export type SendfileMode = (typeof sendfileModes)[number];
+// How a file is handed to the web server ('auto' decides per request from SERVER_SOFTWARE): the
+// modes are the config's (files-config.ts), so that loading the config loads none of this file.
+export { sendfileModes, type SendfileMode } from './files-config.js';
 
 /** A mode that names one header. */
 export type ConcreteMode = Exclude<SendfileMode, 'auto'>;

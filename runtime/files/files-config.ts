@@ -4,7 +4,14 @@
  */
 import path from 'node:path';
 import { field, integer, invalid, isObject, oneOf, boolean, realDirectory, section, type Context, type ValueOf } from '../config-schema.js';
-import { sendfileModes } from './escalate.js';
+
+/**
+ * How a file is handed to the web server, as `--sendfile` names it ('auto' decides per request
+ * from SERVER_SOFTWARE; escalate.ts sends the headers): here, so that the config loads nothing
+ * of the request path.
+ */
+export const sendfileModes = ['auto', 'x-sendfile', 'x-sendfile2', 'x-lighttpd-send-file', 'x-accel-redirect'] as const;
+export type SendfileMode = (typeof sendfileModes)[number];
 
 /** libuv's own pool size when nothing sets UV_THREADPOOL_SIZE. */
 const LIBUV_POOL_SIZE = 4;

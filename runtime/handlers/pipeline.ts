@@ -5,7 +5,8 @@
  */
 import { errorPage } from './error-page.js';
 import type { ContentCache } from '../content-cache/content-cache.js';
-import { tooLargeMessage, type Lookup, type ScriptStore } from '../engines/script-store.js';
+import { tooLargeMessage } from '../engines/script-cache-config.js';
+import type { Lookup, ScriptStore } from '../engines/script-store.js';
 import { ScriptError, type ScriptErrorKind, type ScriptLimits } from '../engines/engine.js';
 import { DEFAULT_CONTENT_TYPE, ScriptHost, noServices, type CacheFiles, type HostServices } from '../engines/host.js';
 import { runScript, type RunOutcome } from '../engines/run.js';
