@@ -39,11 +39,12 @@ import { endurance } from './scenarios/endurance.js';
 import { hello } from './scenarios/hello.js';
 import { idle } from './scenarios/idle.js';
 import { micro } from './scenarios/micro.js';
+import { pass } from './scenarios/pass.js';
 import { render } from './scenarios/render.js';
 import { statAccel } from './scenarios/stat-accel.js';
 
 /** Every scenario, in the order a full run takes them (and RESULTS.md lists them). */
-const SCENARIOS: readonly Scenario[] = [hello, render, bigScript, cacheFront, statAccel, idle, endurance, micro];
+const SCENARIOS: readonly Scenario[] = [hello, render, bigScript, cacheFront, pass, statAccel, idle, endurance, micro];
 
 const HELP = `usage: npm run bench [-- SCENARIO...]     (default: all)
 
