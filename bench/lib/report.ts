@@ -2,7 +2,8 @@
  * Markdown (and chart data) from the runs of a load scenario: the same columns for every
  * scenario, so that the reports read alike. Pure functions: bench/test/report.test.ts checks them.
  */
-import type { Bar } from './svg.js';
+import { barChart, type Bar } from './svg.js';
+import type { ScenarioResult } from './scenario.js';
 import type { LoadSettings, Machine, Run, Target } from './harness.js';
 
 /** Median of `values` (NaN when empty). */
@@ -174,4 +175,56 @@ export function chartBars(targets: readonly Target[], runs: readonly Run[]): Bar
     });
   }
   return out;
+}
+
+/** What {@link wrkReport} makes a wrk scenario's report of. */
+export interface WrkReport {
+  /** The scenario's name: its chart is `NAME-latest.svg`. */
+  readonly scenario: string;
+  /** The report's title line, without the `# `. */
+  readonly heading: string;
+  readonly machine: Machine;
+  readonly settings: LoadSettings;
+  /** Lines under the header (versions, set-up, what a column means). */
+  readonly notes: readonly string[];
+  readonly targets: readonly Target[];
+  readonly runs: readonly Run[];
+  readonly baselines: readonly Baseline[];
+  readonly rss: ReadonlyMap<number, Rss>;
+  /** What the chart's bars are ("target", "peer"), for its alt text. */
+  readonly per: string;
+  /** The chart's title. */
+  readonly chartTitle: string;
+  /** What sits on the server core ("server", "servers"), for the chart's subtitle. */
+  readonly onOneCore: string;
+  /** Lines between the summary table and the per-run table. */
+  readonly afterSummary?: readonly string[];
+}
+
+/**
+ * The report every wrk scenario writes: header, verdict, chart, summary and per-run tables, and
+ * the chart itself; valid when no run had a problem.
+ */
+export function wrkReport(r: WrkReport): ScenarioResult {
+  const m = r.machine;
+  const markdown = [
+    `# ${r.heading}`,
+    '',
+    ...headerLines(m, r.settings, r.notes),
+    ...verdictLines(r.runs, r.settings.noiseThreshold),
+    '',
+    `![req/s per ${r.per}](${r.scenario}-latest.svg)`,
+    '',
+    ...summaryTable(r.targets, r.runs, r.baselines, r.rss),
+    '',
+    ...(r.afterSummary ?? []),
+    ...perRunTable(r.runs),
+    '',
+  ].join('\n');
+  const svg = barChart(chartBars(r.targets, r.runs), {
+    title: r.chartTitle,
+    unit: 'req/s',
+    subtitle: `${m.date.slice(0, 10)}, ${m.cpuModel}, ${r.onOneCore} on one core`,
+  });
+  return { markdown, svg, valid: r.runs.every((run) => run.problems.length === 0) };
 }

@@ -18,9 +18,8 @@ import { nginxConfig, type Site } from '../lib/nginx.js';
 import { lodestoneCommand } from '../lib/peers.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
-import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
+import { CPU_PER_REQUEST_NOTE, wrkReport, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
-import { barChart } from '../lib/svg.js';
 
 const LANGS = [
   { ext: 'lua', name: 'Lua', source: bigLuaScript(), typeLine: 'response.headers["Content-Type"] = "text/plain"\n' },
@@ -104,30 +103,20 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       'nginx → Lodestone with FastCGI keep-alive; one Lodestone process per cache setting serves both languages',
       CPU_PER_REQUEST_NOTE,
     ];
-    const markdown = [
-      '# big-script: the script cache, end to end',
-      '',
-      ...headerLines(m, settings, notes),
-      ...verdictLines(runs, settings.noiseThreshold),
-      '',
-      '![req/s per target](big-script-latest.svg)',
-      '',
-      ...summaryTable(
-        targets,
-        runs,
-        LANGS.map((l) => ({ id: `${l.ext}/parsed`, heading: `/ ${l.name} parsed per request`, appliesTo: (t) => t.id.startsWith(`${l.ext}/`) })),
-        rss,
-      ),
-      '',
-      ...perRunTable(runs),
-      '',
-    ].join('\n');
-    const svg = barChart(chartBars(targets, runs), {
-      title: `big-script: req/s, a ~${(Math.round(lines / 100) * 100).toLocaleString('en-US')}-line script, cached vs parsed (median of ${settings.rounds}, whiskers min–max)`,
-      unit: 'req/s',
-      subtitle: `${m.date.slice(0, 10)}, ${m.cpuModel}, servers on one core`,
+    return wrkReport({
+      scenario: 'big-script',
+      heading: 'big-script: the script cache, end to end',
+      machine: m,
+      settings,
+      notes,
+      targets,
+      runs,
+      baselines: LANGS.map((l) => ({ id: `${l.ext}/parsed`, heading: `/ ${l.name} parsed per request`, appliesTo: (t) => t.id.startsWith(`${l.ext}/`) })),
+      rss,
+      per: 'target',
+      chartTitle: `big-script: req/s, a ~${(Math.round(lines / 100) * 100).toLocaleString('en-US')}-line script, cached vs parsed (median of ${settings.rounds}, whiskers min–max)`,
+      onOneCore: 'servers',
     });
-    return { markdown, svg, valid: runs.every((r) => r.problems.length === 0) };
   } finally {
     if (nginx) await stop(nginx);
     await Promise.all(procs.map((p) => stop(p)));

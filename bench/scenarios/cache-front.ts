@@ -19,10 +19,9 @@ import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
-import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
+import { CPU_PER_REQUEST_NOTE, wrkReport, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { envInt } from '../lib/settings.js';
-import { barChart } from '../lib/svg.js';
 
 const PAGE = '/page.php';
 /** Lodestone's pool to PHP-FPM (per Lodestone). */
@@ -109,25 +108,20 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       'server RSS of the PHP-FPM row: all its children, which the Lodestone rows also keep (their misses go there)',
       CPU_PER_REQUEST_NOTE,
     ];
-    const markdown = [
-      '# cache-front: a Lodestone cache in front of PHP-FPM',
-      '',
-      ...headerLines(m, settings, notes),
-      ...verdictLines(runs, settings.noiseThreshold),
-      '',
-      '![req/s per target](cache-front-latest.svg)',
-      '',
-      ...summaryTable(targets, runs, [{ id: 'php-fpm', heading: '/ PHP-FPM direct' }], rss),
-      '',
-      ...perRunTable(runs),
-      '',
-    ].join('\n');
-    const svg = barChart(chartBars(targets, runs), {
-      title: `cache-front: req/s, a ${pageMs} ms PHP page (median of ${settings.rounds}, whiskers min–max)`,
-      unit: 'req/s',
-      subtitle: `${m.date.slice(0, 10)}, ${m.cpuModel}, servers on one core`,
+    return wrkReport({
+      scenario: 'cache-front',
+      heading: 'cache-front: a Lodestone cache in front of PHP-FPM',
+      machine: m,
+      settings,
+      notes,
+      targets,
+      runs,
+      baselines: [{ id: 'php-fpm', heading: '/ PHP-FPM direct' }],
+      rss,
+      per: 'target',
+      chartTitle: `cache-front: req/s, a ${pageMs} ms PHP page (median of ${settings.rounds}, whiskers min–max)`,
+      onOneCore: 'servers',
     });
-    return { markdown, svg, valid: runs.every((r) => r.problems.length === 0) };
   } finally {
     if (nginx) await stop(nginx);
     for (const p of procs.reverse()) await stop(p);

@@ -42,10 +42,9 @@ import {
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
-import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
+import { CPU_PER_REQUEST_NOTE, wrkReport, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { SettingsError } from '../lib/settings.js';
-import { barChart } from '../lib/svg.js';
 
 /** FastCGI peers behind nginx, in report order. */
 const FASTCGI_PEERS = ['lodestone-lua', 'lodestone-fengari', 'lodestone-js', 'libfcgi', 'php-fpm', 'node-fastcgi', 'node-floor', 'lodestone-diagnostic'] as const;
@@ -259,28 +258,23 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
         'shared pages count once per process',
       CPU_PER_REQUEST_NOTE,
     ];
-    const markdown = [
-      '# hello: every peer answering "123"',
-      '',
-      ...headerLines(m, settings, notes),
-      ...verdictLines(runs, settings.noiseThreshold),
-      '',
-      `![req/s per peer](hello-latest.svg)`,
-      '',
-      ...summaryTable(targets, runs, [
+    return wrkReport({
+      scenario: 'hello',
+      heading: 'hello: every peer answering "123"',
+      machine: m,
+      settings,
+      notes,
+      targets,
+      runs,
+      baselines: [
         { id: 'php-fpm/FastCGI keep-alive', heading: '/ PHP-FPM keep-alive' },
         { id: 'libfcgi/FastCGI keep-alive', heading: '/ libfcgi keep-alive' },
-      ], rss),
-      '',
-      ...perRunTable(runs),
-      '',
-    ].join('\n');
-    const svg = barChart(chartBars(targets, runs), {
-      title: `hello: req/s per peer (median of ${settings.rounds} round(s), whiskers min–max)`,
-      unit: 'req/s',
-      subtitle: `${m.date.slice(0, 10)}, ${m.cpuModel}, server on one core`,
+      ],
+      rss,
+      per: 'peer',
+      chartTitle: `hello: req/s per peer (median of ${settings.rounds} round(s), whiskers min–max)`,
+      onOneCore: 'server',
     });
-    return { markdown, svg, valid: runs.every((r) => r.problems.length === 0) };
   } finally {
     // The front ends first: their kept connections would otherwise hold up the backends' stop.
     await Promise.all(fronts.map((f) => stop(f)));

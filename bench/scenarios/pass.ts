@@ -23,9 +23,8 @@ import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
-import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, perRunTable, summaryTable, verdictLines, type Rss } from '../lib/report.js';
+import { CPU_PER_REQUEST_NOTE, wrkReport, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
-import { barChart } from '../lib/svg.js';
 
 /** Lodestone's pool to PHP-FPM (per Lodestone). */
 const POOL_SIZE = 16;
@@ -123,28 +122,23 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
         '"server CPU / req" of its rows is the relay alone (PHP-FPM\'s work is in the direct rows)',
       CPU_PER_REQUEST_NOTE,
     ];
-    const markdown = [
-      '# pass: relaying to PHP-FPM through Lodestone',
-      '',
-      ...headerLines(m, settings, notes),
-      ...verdictLines(runs, settings.noiseThreshold),
-      '',
-      '![req/s per target](pass-latest.svg)',
-      '',
-      ...summaryTable(targets, runs, [
+    return wrkReport({
+      scenario: 'pass',
+      heading: 'pass: relaying to PHP-FPM through Lodestone',
+      machine: m,
+      settings,
+      notes,
+      targets,
+      runs,
+      baselines: [
         { id: 'php-fpm/hello.php', heading: '/ PHP-FPM direct (hello)', appliesTo: (t) => t.url.endsWith('/hello.php') },
         { id: 'php-fpm/big.php', heading: '/ PHP-FPM direct (100 KiB)', appliesTo: (t) => t.url.endsWith('/big.php') },
-      ], rss),
-      '',
-      ...perRunTable(runs),
-      '',
-    ].join('\n');
-    const svg = barChart(chartBars(targets, runs), {
-      title: `pass: req/s through Lodestone to PHP-FPM (median of ${settings.rounds}, whiskers min–max)`,
-      unit: 'req/s',
-      subtitle: `${m.date.slice(0, 10)}, ${m.cpuModel}, servers on one core`,
+      ],
+      rss,
+      per: 'target',
+      chartTitle: `pass: req/s through Lodestone to PHP-FPM (median of ${settings.rounds}, whiskers min–max)`,
+      onOneCore: 'servers',
     });
-    return { markdown, svg, valid: runs.every((r) => r.problems.length === 0) };
   } finally {
     if (nginx) await stop(nginx);
     for (const p of procs.reverse()) await stop(p);

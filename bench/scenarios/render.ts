@@ -30,9 +30,8 @@ import { phpFpmCommand } from '../lib/php-fpm.js';
 import { missingOf, nginxLuaModules, type Programs, type Requirement } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
 import { renderPage, RENDER_ROWS } from '../lib/render.js';
-import { chartBars, CPU_PER_REQUEST_NOTE, headerLines, median, perRunTable, roundRatios, summaryTable, verdictLines, type Rss } from '../lib/report.js';
+import { CPU_PER_REQUEST_NOTE, median, roundRatios, wrkReport, type Rss } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
-import { barChart } from '../lib/svg.js';
 
 /** Every peer, in report order. */
 const RENDER_PEERS = ['mod_magnet', 'nginx-lua', 'lodestone-lua54', 'lodestone-fengari', 'lodestone-js', 'php-fpm'] as const;
@@ -223,34 +222,26 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       'server RSS: VmRSS at the end, summed over the processes of the backend (or of the front end where it serves the page)',
       CPU_PER_REQUEST_NOTE,
     ];
-    const markdown = [
-      '# render: a 200-row HTML table in every language',
-      '',
-      ...headerLines(m, settings, notes),
-      ...verdictLines(runs, settings.noiseThreshold),
-      '',
-      '![req/s per peer](render-latest.svg)',
-      '',
-      ...summaryTable(targets, runs, [
+    return wrkReport({
+      scenario: 'render',
+      heading: 'render: a 200-row HTML table in every language',
+      machine: m,
+      settings,
+      notes,
+      targets,
+      runs,
+      baselines: [
         { id: 'mod_magnet', heading: '/ mod_magnet' },
         { id: 'nginx-lua', heading: '/ nginx Lua' },
         { id: 'lodestone-fengari', heading: '/ Lodestone fengari' },
         { id: 'php-fpm', heading: '/ PHP-FPM' },
-      ], rss),
-      '',
-      'Ratios of req/s, per round (median, min–max):',
-      '',
-      ...ratios.map((l) => `- ${l}`),
-      '',
-      ...perRunTable(runs),
-      '',
-    ].join('\n');
-    const svg = barChart(chartBars(targets, runs), {
-      title: `render: req/s, a ${RENDER_ROWS}-row table (median of ${settings.rounds} round(s), whiskers min–max)`,
-      unit: 'req/s',
-      subtitle: `${m.date.slice(0, 10)}, ${m.cpuModel}, server on one core`,
+      ],
+      rss,
+      per: 'peer',
+      afterSummary: ['Ratios of req/s, per round (median, min–max):', '', ...ratios.map((l) => `- ${l}`), ''],
+      chartTitle: `render: req/s, a ${RENDER_ROWS}-row table (median of ${settings.rounds} round(s), whiskers min–max)`,
+      onOneCore: 'server',
     });
-    return { markdown, svg, valid: runs.every((r) => r.problems.length === 0) };
   } finally {
     // The front ends first: their kept connections would otherwise hold up the backends' stop.
     await Promise.all(fronts.map((f) => stop(f)));

@@ -13,7 +13,7 @@ import { repoRoot } from '../../test/shared/repo.js';
 import { lighttpdConfig } from '../lib/lighttpd.js';
 import { nginxConfig } from '../lib/nginx.js';
 import type { Managed } from '../lib/procs.js';
-import { chartBars, cpuPerRequestUs, median, ratioCell, roundRatios, summaryTable } from '../lib/report.js';
+import { chartBars, cpuPerRequestUs, median, ratioCell, roundRatios, summaryTable, wrkReport } from '../lib/report.js';
 import { installHint, missingOf } from '../lib/prereq.js';
 import { resultsPage, resultsPlace } from '../lib/results.js';
 import { keptRequest } from '../scenarios/idle.js';
@@ -36,6 +36,55 @@ const run = (round: number, t: Target, rps: number): Run => ({
   steal: 0,
   noise: [],
   problems: [],
+});
+
+test('wrkReport: the sections in order, lines after the summary where asked, the chart, and valid only without problems', () => {
+  const a = target('a');
+  const b = target('b', 11);
+  const runs = [run(1, a, 2000), run(1, b, 1000)];
+  const m = { date: '2026-12-07T10:00:00.000Z', cpuModel: 'CPU X', cpus: 2, node: 'v20', kernel: '6', loadavg: [0, 0, 0] };
+  const settings = { seconds: 10, rounds: 1, connections: 16, warmup: 2, noiseThreshold: 10 };
+  const report = wrkReport({
+    scenario: 'demo',
+    heading: 'demo: a title',
+    machine: m,
+    settings,
+    notes: ['a note'],
+    targets: [a, b],
+    runs,
+    baselines: [{ id: 'b', heading: '/ b' }],
+    rss: new Map(),
+    per: 'peer',
+    chartTitle: 'demo chart',
+    onOneCore: 'servers',
+    afterSummary: ['Between the tables', ''],
+  });
+  const md = report.markdown;
+  assert.ok(md.startsWith('# demo: a title\n\n'), md.slice(0, 40));
+  assert.ok(md.includes('\n![req/s per peer](demo-latest.svg)\n'));
+  const summary = md.indexOf('| Peer | Reached as |');
+  const between = md.indexOf('\nBetween the tables\n');
+  const perRun = md.indexOf('| Round | Peer |');
+  assert.ok(summary > 0 && summary < between && between < perRun, `order: ${summary} ${between} ${perRun}`);
+  assert.ok(md.includes('a note'));
+  assert.equal(report.valid, true);
+  assert.match(report.svg ?? '', /demo chart/);
+  assert.match(report.svg ?? '', /2026-12-07, CPU X, servers on one core/);
+  const bad = wrkReport({
+    scenario: 'demo',
+    heading: 'h',
+    machine: m,
+    settings,
+    notes: [],
+    targets: [a],
+    runs: [{ ...run(1, a, 5), problems: ['wrk errors'] }],
+    baselines: [],
+    rss: new Map(),
+    per: 'peer',
+    chartTitle: 't',
+    onOneCore: 'server',
+  });
+  assert.equal(bad.valid, false);
 });
 
 test('median: odd, even, unsorted, empty', () => {
