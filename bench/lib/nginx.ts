@@ -1,5 +1,8 @@
 /** The nginx configuration of the benchmark: one server block per backend and FastCGI mode. */
+import fs from 'node:fs';
 import path from 'node:path';
+import { SERVER_CPU } from './harness.js';
+import { start, stop, waitForListen, type Managed } from './procs.js';
 
 export interface Site {
   /** Port nginx listens on (127.0.0.1) for this backend and mode. */
@@ -119,4 +122,37 @@ ${upstreams}
 ${servers}
 }
 `;
+}
+
+/** An nginx a scenario started: its process group and its error log. */
+export interface NginxFront {
+  readonly proc: Managed;
+  readonly errorLog: string;
+}
+
+/**
+ * Writes `dir/nginx.conf` for `sites` (through `configure`, which may add to its text), starts
+ * nginx pinned to the server CPU with its error log in `dir` (`-e`: nginx opens it before it
+ * reads the config, so even that one stays in `dir`), and waits until every site listens. One
+ * that does not stops it again before the error goes up.
+ */
+export async function startNginxFront(
+  nginxBin: string,
+  dir: string,
+  sites: readonly Site[],
+  opts: { name?: string; logFile?: string; modules?: readonly string[]; configure?: (conf: string) => string } = {},
+): Promise<NginxFront> {
+  const name = opts.name ?? 'nginx';
+  const conf = path.join(dir, 'nginx.conf');
+  const text = nginxConfig(dir, sites, process.getuid?.() === 0, opts.modules ?? []);
+  fs.writeFileSync(conf, opts.configure ? opts.configure(text) : text);
+  const errorLog = path.join(dir, 'error.log');
+  const proc = start(name, nginxBin, ['-p', dir, '-c', conf, '-e', errorLog], opts.logFile ?? path.join(dir, `${name}.log`), { cpus: SERVER_CPU });
+  try {
+    for (const s of sites) await waitForListen(s.listen, proc);
+  } catch (err) {
+    await stop(proc);
+    throw err;
+  }
+  return { proc, errorLog };
 }

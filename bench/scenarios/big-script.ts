@@ -14,7 +14,7 @@ import path from 'node:path';
 import { groupRssKiB } from '../lib/cpu.js';
 import { BIG_OUTPUT, bigJsScript, bigLuaScript } from '../lib/big-script.js';
 import { checkAnswers, loadSettings, machine, measure, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
-import { nginxConfig, type Site } from '../lib/nginx.js';
+import { startNginxFront, type Site } from '../lib/nginx.js';
 import { lodestoneCommand } from '../lib/peers.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
@@ -68,12 +68,8 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     });
     for (const s of servers) await waitForListen(s.port, s.proc);
     const sites: Site[] = servers.map((s) => ({ listen: ports.shift()!, backend: s.port, keepalive: settings.connections, name: s.cache.id, root }));
-    const conf = path.join(tmp, 'nginx.conf');
-    fs.writeFileSync(conf, nginxConfig(tmp, sites, process.getuid?.() === 0));
-    const errorLog = path.join(tmp, 'error.log');
-    nginx = start('nginx', programs.nginx!, ['-p', tmp, '-c', conf, '-e', errorLog], path.join(tmp, 'nginx.log'), { cpus: SERVER_CPU });
-    for (const s of sites) await waitForListen(s.listen, nginx);
-    const front = nginx;
+    const { proc: front, errorLog } = await startNginxFront(programs.nginx!, tmp, sites);
+    nginx = front;
     const targets: Target[] = [];
     for (const l of LANGS) {
       for (const [i, s] of servers.entries()) {

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { groupRssKiB } from '../lib/cpu.js';
 import { fetchOnce, loadSettings, machine, measure, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
 import { repoRoot } from '../../test/shared/repo.js';
-import { nginxConfig, type Site } from '../lib/nginx.js';
+import { startNginxFront, type Site } from '../lib/nginx.js';
 import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
@@ -65,13 +65,11 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       name: b.id.replace(/[-.]/g, '_'),
       root: docroot,
     }));
-    const conf = path.join(tmp, 'nginx.conf');
     // The page's cost reaches PHP as a FastCGI param ($_SERVER), through Lodestone's pass() too.
-    fs.writeFileSync(conf, nginxConfig(tmp, sites, process.getuid?.() === 0).replace('http {', `http {\n  fastcgi_param BENCH_PAGE_MS ${pageMs};`));
-    const errorLog = path.join(tmp, 'error.log');
-    nginx = start('nginx', programs.nginx!, ['-p', tmp, '-c', conf, '-e', errorLog], path.join(tmp, 'nginx.log'), { cpus: SERVER_CPU });
-    for (const s of sites) await waitForListen(s.listen, nginx);
-    const front = nginx;
+    const { proc: front, errorLog } = await startNginxFront(programs.nginx!, tmp, sites, {
+      configure: (conf) => conf.replace('http {', `http {\n  fastcgi_param BENCH_PAGE_MS ${pageMs};`),
+    });
+    nginx = front;
     const targets: Target[] = backends.map((b, i) => ({
       id: b.id,
       label: b.label,

@@ -30,7 +30,7 @@ import { groupRssKiB } from '../lib/cpu.js';
 import { checkAnswers, loadSettings, machine, measure, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
 import { repoRoot } from '../../test/shared/repo.js';
 import { lighttpdConfig } from '../lib/lighttpd.js';
-import { nginxConfig, type Site } from '../lib/nginx.js';
+import { startNginxFront, type Site } from '../lib/nginx.js';
 import {
   buildLibfcgi,
   libfcgiCommand,
@@ -174,13 +174,8 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
         });
       }
     }
-    const conf = path.join(tmp, 'nginx.conf');
-    fs.writeFileSync(conf, nginxConfig(tmp, sites, process.getuid?.() === 0));
-    const errorLog = path.join(tmp, 'error.log');
-    // -e: nginx opens its error log before reading the config; keep even that one in tmp.
-    const nginx = start('nginx', programs.nginx!, ['-p', tmp, '-c', conf, '-e', errorLog], path.join(tmp, 'nginx.log'), { cpus: SERVER_CPU });
+    const { proc: nginx, errorLog } = await startNginxFront(programs.nginx!, tmp, sites);
     fronts.push(nginx);
-    for (const s of sites) await waitForListen(s.listen, nginx);
 
     // --- lighttpd: one per peer, the same configuration but for the handler ---
     const lighty: Array<{ peer: PeerId; port: number; proc: Managed }> = [];

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { groupRssKiB } from '../lib/cpu.js';
 import { fetchOnce, loadSettings, machine, measure, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
 import { repoRoot } from '../../test/shared/repo.js';
-import { nginxConfig, type Site } from '../lib/nginx.js';
+import { startNginxFront, type Site } from '../lib/nginx.js';
 import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
@@ -83,12 +83,8 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     for (const b of backends) await waitForListen(b.port, b.proc);
 
     const sites: Site[] = backends.map((b, i) => ({ listen: sitePorts[i]!, backend: b.port, keepalive: settings.connections, name: b.id.replace(/[-.]/g, '_'), root: docroot }));
-    const conf = path.join(tmp, 'nginx.conf');
-    fs.writeFileSync(conf, nginxConfig(tmp, sites, process.getuid?.() === 0));
-    const errorLog = path.join(tmp, 'error.log');
-    nginx = start('nginx', programs.nginx!, ['-p', tmp, '-c', conf, '-e', errorLog], path.join(tmp, 'nginx.log'), { cpus: SERVER_CPU });
-    for (const s of sites) await waitForListen(s.listen, nginx);
-    const front = nginx;
+    const { proc: front, errorLog } = await startNginxFront(programs.nginx!, tmp, sites);
+    nginx = front;
     const targets: Target[] = [];
     for (const [page, p] of Object.entries(PAGES)) {
       for (const [i, b] of backends.entries()) {

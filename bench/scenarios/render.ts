@@ -24,7 +24,7 @@ import { groupRssKiB } from '../lib/cpu.js';
 import { checkSameBody, loadSettings, machine, measure, SERVER_CPU, type Context, type Run, type Target } from '../lib/harness.js';
 import { repoRoot } from '../../test/shared/repo.js';
 import { lighttpdConfig } from '../lib/lighttpd.js';
-import { nginxConfig, type Site } from '../lib/nginx.js';
+import { startNginxFront, type Site } from '../lib/nginx.js';
 import { lodestoneCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import { missingOf, nginxLuaModules, type Programs, type Requirement } from '../lib/prereq.js';
@@ -137,12 +137,9 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
     const errorLog = path.join(tmp, 'error.log');
     let nginx: Managed | null = null;
     if (sites.length > 0) {
-      const conf = path.join(tmp, 'nginx.conf');
-      fs.writeFileSync(conf, nginxConfig(tmp, sites, process.getuid?.() === 0));
-      // -e: nginx opens its error log before reading the config; keep even that one in tmp.
-      nginx = start('nginx', programs.nginx!, ['-p', tmp, '-c', conf, '-e', errorLog], path.join(tmp, 'nginx.log'), { cpus: SERVER_CPU });
-      fronts.push(nginx);
-      for (const s of sites) await waitForListen(s.listen, nginx);
+      const front = await startNginxFront(programs.nginx!, tmp, sites);
+      nginx = front.proc;
+      fronts.push(front.proc);
     }
 
     // --- nginx with the Lua module: its own, so the FastCGI rows' nginx loads no LuaJIT ---
@@ -152,13 +149,9 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       fs.mkdirSync(dir);
       const port = ports.shift()!;
       const site: Site = { listen: port, backend: null, keepalive: null, name: 'nginx_lua', luaFile: path.join(benchDir, 'peers/render-nginx-lua.lua') };
-      const conf = path.join(dir, 'nginx.conf');
-      fs.writeFileSync(conf, nginxConfig(dir, [site], process.getuid?.() === 0, nginxLuaModules()!));
-      const log = path.join(dir, 'error.log');
-      const proc = start('nginx-lua', programs.nginx!, ['-p', dir, '-c', conf, '-e', log], path.join(tmp, 'nginx-lua.log'), { cpus: SERVER_CPU });
-      fronts.push(proc);
-      await waitForListen(port, proc);
-      luaNginx = { port, proc, errorLog: log };
+      const front = await startNginxFront(programs.nginx!, dir, [site], { name: 'nginx-lua', logFile: path.join(tmp, 'nginx-lua.log'), modules: nginxLuaModules()! });
+      fronts.push(front.proc);
+      luaNginx = { port, ...front };
     }
 
     // --- lighttpd mod_magnet ---
