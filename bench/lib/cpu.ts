@@ -117,6 +117,20 @@ export function rssKiB(pid: number): number | null {
   }
 }
 
+/** One process's memory, KiB: VmRSS, and its private pages (Private_Clean + Private_Dirty of smaps_rollup). */
+export interface ProcessMemory {
+  rssKiB: number;
+  privateKiB: number;
+}
+
+/** Reads one process's memory from /proc; throws when the process is gone or not ours to read. */
+export function processMemory(pid: number): ProcessMemory {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kib = (text: string, field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+  return { rssKiB: kib(status, 'VmRSS'), privateKiB: kib(rollup, 'Private_Clean') + kib(rollup, 'Private_Dirty') };
+}
+
 /** Sum of VmRSS (KiB) over a process group's processes (shared pages count once per process). */
 export function groupRssKiB(pgid: number): { kib: number; processes: number } {
   let kib = 0;

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { FCGI_END_REQUEST } from '../../runtime/fastcgi/constants.js';
 import { RecordParser } from '../../runtime/fastcgi/records.js';
 import { keptRequest } from './idle.js';
+import { processMemory, type ProcessMemory } from '../lib/cpu.js';
 import { machine, SERVER_CPU, type Context } from '../lib/harness.js';
 import { lodestoneCommand } from '../lib/peers.js';
 import type { Programs } from '../lib/prereq.js';
@@ -25,19 +26,6 @@ import { int, mib } from '../lib/report.js';
 import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { envInt } from '../lib/settings.js';
 import { barChart } from '../lib/svg.js';
-
-/** One process's memory, KiB: VmRSS and its private pages (smaps_rollup). */
-interface ProcessMemory {
-  rssKiB: number;
-  privateKiB: number;
-}
-
-function processMemory(pid: number): ProcessMemory {
-  const kib = (text: string, field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-  return { rssKiB: kib(status, 'VmRSS'), privateKiB: kib(rollup, 'Private_Clean') + kib(rollup, 'Private_Dirty') };
-}
 
 /** The primary's children (the workers), from /proc. */
 function childrenOf(pid: number): number[] {

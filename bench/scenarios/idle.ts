@@ -22,6 +22,7 @@ import { FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_KEEP_CONN, FCGI_PARAMS, FCGI
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
 import { encodeRecord, RecordParser } from '../../runtime/fastcgi/records.js';
 import { NODE_FASTCGI_NOTE } from './hello.js';
+import { processMemory } from '../lib/cpu.js';
 import { machine, SERVER_CPU, type Context } from '../lib/harness.js';
 import { repoRoot } from '../../test/shared/repo.js';
 import { buildLibfcgi, libfcgiCommand, lodestoneCommand, nodeFastcgiCommand, programVersion } from '../lib/peers.js';
@@ -54,11 +55,9 @@ export function groupMemory(pgid: number): GroupMemory {
     try {
       const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
       if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) !== pgid) continue;
-      const status = fs.readFileSync(`/proc/${entry}/status`, 'utf8');
-      const rollup = fs.readFileSync(`/proc/${entry}/smaps_rollup`, 'utf8');
-      const kib = (text: string, field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-      out.rssKiB += kib(status, 'VmRSS');
-      out.privateKiB += kib(rollup, 'Private_Clean') + kib(rollup, 'Private_Dirty');
+      const mem = processMemory(Number(entry));
+      out.rssKiB += mem.rssKiB;
+      out.privateKiB += mem.privateKiB;
       out.processes++;
     } catch {
       // exited while we looked, or not ours to read
