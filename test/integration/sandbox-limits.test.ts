@@ -36,6 +36,12 @@ const attacks: Array<[string, string]> = [
   // Item 6: one gsub call built 2 GB.
   ['gsub with a 1 MiB replacement', 'local r = ("a"):rep(2000):gsub("a", ("y"):rep(2^20))'],
   ['gsub calling a library function per byte', 'local r = ("x"):rep(8 * 2^20):gsub(".", string.upper)'],
+  // A library loop calling C, or doing nothing per step, runs where no count hook sees it: in
+  // Lua 5.4 these ran until the watchdog (the sandbox now wraps gsub, sort, rep and move).
+  ['gsub calling a library function, over and over', 'local s = ("x"):rep(2^20)\nfor i = 1, 100 do s = s:gsub(".", string.upper) end'],
+  ['gsub through a table whose __index is a library function that returns ""', 'local s = ("x"):rep(2^20)\nlocal t = setmetatable({}, { __index = table.concat })\nwhile true do local r = s:gsub(".", t) end'],
+  ['table.move of 2^31 nils', 'table.move({}, 1, 2^31 - 1, 1)'],
+  ['string.rep of an empty string 2^31 times, over and over', 'while true do local s = ("").rep("", 2^31 - 1) end'],
   // Item 7: results built first, charged after.
   ['20-operand `..` of a 12 MiB string', `local s = ("x"):rep(12 * 1024 * 1024)\nlocal r = ${Array(20).fill('s').join('..')}`],
   ['write(table.unpack(t)) of 30 references', `${BIG(30)}write(table.unpack(t))`],

@@ -71,6 +71,38 @@ for (const [name, source, kind] of hostile) {
   });
 }
 
+test('lua54: gsub, sort, rep and move, wrapped so the count hook sees their loops, answer as stock Lua', async () => {
+  const engine = new Lua54Engine();
+  const out = await serve(
+    engine,
+    [
+      'local t = {} for i = 1, 10000 do t[i] = i end',
+      'table.move(t, 1, 9000, 500) -- overlapping, copied back to front in chunks',
+      'print(t[499], t[500], t[9499], t[9500])',
+      'local u = {} for i = 1, 10000 do u[i] = i end',
+      'table.move(u, 500, 10000, 1)',
+      'print(u[1], u[9501], u[9502], #table.move(u, 1, 10000, 1, {}))',
+      'print(("abc"):gsub("%w", string.upper))',
+      'print(("abc"):gsub("%w", setmetatable({}, { __index = function(_, k) return k .. k end })))',
+      'print(("a b"):gsub("%w", { a = "1" }, 1))',
+      'local s = { 3, 1, 2 } table.sort(s, math.ult) print(s[1], s[3])',
+      'print(("").rep("", 2^20) == "", ("x"):rep(3, ","))',
+      'print(pcall(string.rep))',
+      'print(pcall(table.move, {}, 1, 5000, math.maxinteger - 2))',
+      'string.gsub("x")',
+    ].join('\n'),
+  );
+  assert.equal(
+    out.text,
+    '499\t1\t9000\t9500\n500\t10000\t9502\t10000\nABC\t3\naabbcc\t3\n1 b\t1\n1\t3\ntrue\tx,x,x\n' +
+      "false\tbad argument #1 to 'rep' (string expected, got no value)\n" +
+      "false\tbad argument #4 to 'move' (destination wrap around)\n",
+  );
+  // The argument error is placed at the script's line, not inside the sandbox's wrapper.
+  assert.equal(out.error?.line, 14);
+  assert.equal(out.error?.message, "bad argument #2 to 'gsub' (string expected, got no value)");
+});
+
 test('lua54: nested pcall to the C-stack limit returns, the engine serves on', async () => {
   const engine = new Lua54Engine();
   const out = await serve(engine, 'local function f() return pcall(f) end print((f()))');

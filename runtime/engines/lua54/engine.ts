@@ -24,7 +24,7 @@ import { markIdle, markRunning } from '../running.js';
 import { isModuleFault, LUA_OK, LUA_REGISTRYINDEX, LUA_TNUMBER, LUA_YIELD } from './capi.js';
 import { finishLighty } from './api/lighty.js';
 import { active, Run54 } from './run.js';
-import { stackOf } from './stack.js';
+import { stackOf, wrapperCallerPlace } from './stack.js';
 import { errorText, LuaState54, LuaWorld, type LuaChunk } from './states.js';
 import type { Ptr } from './wasm.js';
 
@@ -285,7 +285,12 @@ export class Lua54Engine implements ScriptEngine {
       return world.api.module.heap.readInt32LE(isnum) !== 0 ? returnedStatus(code) : undefined;
     }
     if (status !== LUA_YIELD) {
-      const { message, line } = locate(errorText(world.api, T), run.path);
+      const raw = errorText(world.api, T);
+      let { message, line } = locate(raw, run.path);
+      if (line === null) {
+        const place = wrapperCallerPlace(world.api, world.ar, T);
+        if (place !== null) ({ message, line } = locate(place + raw, run.path));
+      }
       throw new ScriptError('runtime', message, run.path, line);
     }
     if (run.pending === null) {

@@ -1,6 +1,84 @@
 import { REQUIRE_LUA } from '../lua-require.js';
 
 /**
+ * Wrappers of four library functions whose loops the count hook cannot see (the sandbox below
+ * installs them): each returns what the library function returns, for the same arguments.
+ */
+const LIBRARY_WRAPPERS_LUA = String.raw`local lib, getinfo, tointeger, maxinteger, min, getmetatable, setmetatable, select, type = ...
+-- Loaded stripped of line info: an error a library function raises here has no position of
+-- this chunk (luaL_where finds no line), and the engine places it at the script's line
+-- (stack.ts, wrapperCallerPlace). Each calls the library function as lib.<its name>, so that
+-- an argument error names it as stock Lua does.
+-- Whether a function is C, by function: getinfo makes a table, and the same callback (or the
+-- same library function) comes back call after call. Weak keys: a request's closures go.
+local isC = setmetatable({}, { __mode = "k" })
+local function counted(f)
+  local c = isC[f]
+  if c == nil then
+    c = getinfo(f, "S").what == "C"
+    isC[f] = c
+  end
+  if c then return function(...) return f(...) end end
+  return f
+end
+local w = {}
+-- gsub calls a C replacement (string.upper, a gmatch iterator) or a table's C __index
+-- (table.concat) once per match. A string or a plain table, the usual cases, pass as they are.
+w.gsub = function(...)
+  local s, p, r = ...
+  local tr = type(r)
+  if tr == "table" then
+    if getmetatable(r) ~= nil then
+      return lib.gsub(s, p, function(m) return r[m] end, select(4, ...))
+    end
+  elseif tr == "function" then
+    local c = counted(r)
+    if c ~= r then return lib.gsub(s, p, c, select(4, ...)) end
+  end
+  return lib.gsub(...)
+end
+-- A C comparator (math.ult) is called n log n times.
+w.sort = function(...)
+  local t, cmp = ...
+  if type(cmp) == "function" then
+    local c = counted(cmp)
+    if c ~= cmp then return lib.sort(t, c) end
+  end
+  return lib.sort(...)
+end
+-- lstrlib copies an empty string n times: ("").rep("", 2^40) would loop 2^40 times.
+w.rep = function(...)
+  local s, n, sep = ...
+  if s == "" and (sep == nil or sep == "") and tointeger(n) ~= nil then return "" end
+  return lib.rep(...)
+end
+-- ltablib moves e - f + 1 elements, nils included, in one C loop: move in chunks, back to
+-- front where the real move copies back to front (same table, overlapping). Arguments the
+-- real move refuses go to it whole, for its own error.
+local CHUNK = 4096
+w.move = function(...)
+  local a1, f, e, t, a2 = ...
+  local fi, ei, ti = tointeger(f), tointeger(e), tointeger(t)
+  if fi == nil or ei == nil or ti == nil or ei - fi < CHUNK
+    or not (fi > 0 or ei < maxinteger + fi) or ti > maxinteger - (ei - fi) then
+    return lib.move(...)
+  end
+  if ti > ei or ti <= fi or (a2 ~= nil and a1 ~= a2) then
+    for lo = fi, ei, CHUNK do lib.move(a1, lo, min(lo + CHUNK - 1, ei), ti + (lo - fi), a2) end
+  else
+    local lo = ei - (ei - fi) % CHUNK
+    while lo >= fi do
+      lib.move(a1, lo, min(lo + CHUNK - 1, ei), ti + (lo - fi), a2)
+      lo = lo - CHUNK
+    end
+  end
+  if a2 == nil then return a1 end
+  return a2
+end
+return w
+`;
+
+/**
  * The sandbox, written in Lua: run once per lua_State, with the state's real globals, before any
  * script. It builds the shared globals G every request reads through (read-only copies of the
  * safe libraries, the script API) and the metatables the host hands to each request. Lua is the
@@ -15,6 +93,7 @@ import { REQUIRE_LUA } from '../lua-require.js';
  */
 export const SANDBOX_LUA = String.raw`
 local makeRequire = function(...) ${REQUIRE_LUA} end
+local LIBRARY_WRAPPERS = [==[${LIBRARY_WRAPPERS_LUA}]==]
 local H = ...
 local next, type, setmetatable, rawset, error, ipairs = next, type, setmetatable, rawset, error, ipairs
 local readonly = setmetatable({}, { __mode = "k" })
@@ -48,8 +127,19 @@ G.rawset = function(t, k, v)
 end
 G.pcall, G.xpcall, G.load = H.pcall, H.xpcall, H.load
 
+-- The count hook sees only Lua instructions, so a library loop in C that calls C, or that does
+-- no work per step, would run past the CPU limit until the watchdog kills the worker. The
+-- wrappers (LIBRARY_WRAPPERS_LUA) put a Lua instruction in each step, or answer without the loop.
+do
+  local lib = { gsub = string.gsub, sort = table.sort, rep = string.rep, move = table.move }
+  local f = load(LIBRARY_WRAPPERS, "=wrappers")
+  local w = load(string.dump(f, true), "=wrappers", "b")(lib, debug.getinfo, math.tointeger, math.maxinteger, math.min, getmetatable, setmetatable, select, type)
+  string.gsub, table.sort, string.rep, table.move = w.gsub, w.sort, w.rep, w.move
+end
+
 -- Bytecode is for the engine's cache only: no string.dump, also not as ("").dump.
 string.dump = nil
+
 getmetatable("").__metatable = false
 G.string = ro("string", string)
 G.table = ro("table", table)

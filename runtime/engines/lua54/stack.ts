@@ -46,3 +46,25 @@ function framesOf(api: LuaApi, ar: Ptr, path: string, L: Ptr, from: number, fram
     frames.push({ name: cstring(heap, heap.readUInt32LE(ar + NAME)), file, line: line > 0 ? line : null });
   }
 }
+
+/**
+ * Where stock Lua would have placed an error that a library function raised under one of the
+ * sandbox's wrappers (sandbox-lua.ts, LIBRARY_WRAPPERS_LUA): that chunk is loaded stripped, so
+ * its frames read as source '=?' with no line, and luaL_where gave the message no position. The
+ * place is the first frame with a line above them, as `short_src:line: `; null when no wrapper
+ * frame lies between the error and that frame (an error the script raised without a position
+ * keeps none). Read on thread `L` after its error, whose stack Lua leaves as it was.
+ */
+export function wrapperCallerPlace(api: LuaApi, ar: Ptr, L: Ptr): string | null {
+  const x = api.x;
+  let wrapped = false;
+  for (let level = 0; level < 8 && x.lua_getstack(L, level, ar) !== 0; level++) {
+    if (x.lua_getinfo(L, api.name('Sl'), ar) === 0) return null;
+    const heap = api.module.heap;
+    const source = cstring(heap, heap.readUInt32LE(ar + SOURCE));
+    const line = heap.readInt32LE(ar + CURRENTLINE);
+    if (source === '=?') wrapped = true;
+    else if (line > 0) return wrapped ? `${cstring(heap, ar + SHORT_SRC) ?? '?'}:${line}: ` : null;
+  }
+  return null;
+}
