@@ -43,7 +43,9 @@ const EMPTY = Buffer.alloc(0);
  */
 export class RecordParser {
   private state = S_HEADER;
-  private readonly header = Buffer.alloc(FCGI_HEADER_LEN);
+  // A header split across reads, made on first need: most connections never split one, and a
+  // Buffer of its own (an ArrayBuffer each) is the costliest thing a parser would allocate.
+  private header: Buffer | null = null;
   private headerFill = 0;
   private type = 0;
   private requestId = 0;
@@ -78,12 +80,13 @@ export class RecordParser {
             if (err) return err;
           } else {
             const n = Math.min(FCGI_HEADER_LEN - this.headerFill, end - pos);
-            chunk.copy(this.header, this.headerFill, pos, pos + n);
+            const header = (this.header ??= Buffer.alloc(FCGI_HEADER_LEN));
+            chunk.copy(header, this.headerFill, pos, pos + n);
             this.headerFill += n;
             pos += n;
             if (this.headerFill < FCGI_HEADER_LEN) return null;
             this.headerFill = 0;
-            const err = this.readHeader(this.header, 0);
+            const err = this.readHeader(header, 0);
             if (err) return err;
           }
           if (this.contentLength === 0) this.emit(EMPTY, 0, 0);

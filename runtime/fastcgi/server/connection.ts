@@ -127,16 +127,44 @@ class ServerExchange implements ResponseChannel {
   }
 }
 
+/**
+ * The connection an accepted socket serves. Its listeners are the three shared functions below,
+ * which find the connection here, rather than closures over it: Node keeps a closed socket alive
+ * past a scavenge or two (until its handle is freed), and whatever the socket reaches is
+ * promoted with it. Cleared on close, so that a closed socket reaches nothing of ours.
+ */
+const kConnection = Symbol('lodestone.connection');
+
+interface ServedSocket extends Socket {
+  [kConnection]: Connection | null;
+}
+
+function onSocketData(this: ServedSocket, chunk: Buffer): void {
+  this[kConnection]?.onData(chunk);
+}
+
+function onSocketError(this: ServedSocket, err: Error): void {
+  this[kConnection]?.onError(err);
+}
+
+function onSocketClose(this: ServedSocket): void {
+  const conn = this[kConnection];
+  if (!conn) return;
+  this[kConnection] = null;
+  conn.onClose();
+}
+
 /** Serves the FastCGI protocol on one accepted socket. */
 export class Connection implements FlowControl, ConnectionInfo {
   /** When the connection last became idle (ms); -1 while a request is in flight. */
   private idleSince = Date.now();
   private requestsBegun = 0;
-  private readonly exchanges = new Map<number, ServerExchange>();
-  // The exchange last begun: nginx and lighttpd use one request id at a time, so this answers
-  // nearly every lookup without the Map.
+  // The exchange in flight when there is one, as from nginx and lighttpd (one request id at a
+  // time); `more` holds the others only when a web server multiplexes, made on first use, as is
+  // `pausedBy`: a connection that serves one request allocates neither.
   private last: ServerExchange | null = null;
-  private readonly pausedBy = new Set<Input>();
+  private more: Map<number, ServerExchange> | null = null;
+  private pausedBy: Set<Input> | null = null;
   private readonly parser: RecordParser;
   private closed = false;
   private draining = false;
@@ -149,9 +177,11 @@ export class Connection implements FlowControl, ConnectionInfo {
     private readonly ctx: ServerContext,
   ) {
     this.parser = new RecordParser(this.onRecord);
-    socket.on('data', this.onData);
-    socket.on('error', this.onError);
-    socket.on('close', this.onClose);
+    const served = socket as ServedSocket;
+    served[kConnection] = this;
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
   }
 
   /**
@@ -164,7 +194,13 @@ export class Connection implements FlowControl, ConnectionInfo {
 
   /** Requests in flight on this connection. */
   get activeRequests(): number {
-    return this.exchanges.size;
+    return (this.last === null ? 0 : 1) + (this.more === null ? 0 : this.more.size);
+  }
+
+  /** Every exchange in flight. */
+  private *exchanges(): Generator<ServerExchange> {
+    if (this.last !== null) yield this.last;
+    if (this.more !== null) yield* this.more.values();
   }
 
   /** Closes the connection now, aborting its requests. */
@@ -183,7 +219,7 @@ export class Connection implements FlowControl, ConnectionInfo {
    */
   closeWhenIdle(): void {
     this.draining = true;
-    if (this.exchanges.size > 0) return;
+    if (this.activeRequests > 0) return;
     if (this.requestsBegun > 0 && !this.parser.midRecord) this.endConnection();
     else if (this.graceUntil === 0) this.graceUntil = Date.now() + FIRST_REQUEST_GRACE_MS;
   }
@@ -191,7 +227,7 @@ export class Connection implements FlowControl, ConnectionInfo {
   /** Enforces the idle and request timeouts; called by the server's sweep timer. */
   sweep(now: number): void {
     const limits = this.ctx.limits;
-    if (this.exchanges.size === 0) {
+    if (this.activeRequests === 0) {
       if (this.graceUntil > 0 && now >= this.graceUntil) {
         this.graceUntil = 0;
         this.endConnection();
@@ -203,7 +239,7 @@ export class Connection implements FlowControl, ConnectionInfo {
       }
       return;
     }
-    for (const ex of this.exchanges.values()) {
+    for (const ex of [...this.exchanges()]) {
       if (now - ex.startedAt >= limits.requestTimeoutMs) this.timeout(ex, now);
     }
   }
@@ -239,15 +275,18 @@ export class Connection implements FlowControl, ConnectionInfo {
   }
 
   pauseFor(input: Input): void {
-    if (this.pausedBy.size === 0) this.socket.pause();
-    this.pausedBy.add(input);
+    const paused = (this.pausedBy ??= new Set());
+    if (paused.size === 0) this.socket.pause();
+    paused.add(input);
   }
 
   resumeFor(input: Input): void {
-    if (this.pausedBy.delete(input) && this.pausedBy.size === 0 && !this.closed) this.socket.resume();
+    const paused = this.pausedBy;
+    if (paused !== null && paused.delete(input) && paused.size === 0 && !this.closed) this.socket.resume();
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  /** The socket's data (through onSocketData). */
+  onData(chunk: Buffer): void {
     try {
       const err = this.parser.push(chunk);
       if (err) this.fail('LS_PROTOCOL_VERSION', `record with FastCGI version ${err.version}`);
@@ -258,16 +297,26 @@ export class Connection implements FlowControl, ConnectionInfo {
       });
       this.socket.destroy();
     }
-  };
+  }
 
-  private readonly onError = (err: Error): void => {
+  /** The socket's error (through onSocketError); its close follows. */
+  onError(err: Error): void {
     this.ctx.log.debug('LS_SOCKET_ERROR', err.message, { conn: this.id });
-  };
+  }
 
-  private readonly onClose = (): void => {
+  /** The socket's close (through onSocketClose), once. */
+  onClose(): void {
     this.closed = true;
     this.parser.stop();
-    for (const ex of this.exchanges.values()) {
+    if (this.activeRequests > 0) this.abortAll();
+    this.last = null;
+    this.more = null;
+    this.pausedBy = null;
+    this.ctx.onClose(this);
+  }
+
+  private abortAll(): void {
+    for (const ex of [...this.exchanges()]) {
       ex.done = true;
       this.ctx.activeRequests--;
       this.ctx.stats.requestsAborted++;
@@ -276,11 +325,7 @@ export class Connection implements FlowControl, ConnectionInfo {
         this.ctx.log.info('LS_REQUEST_ABORTED', 'connection closed during request', this.fields(ex));
       }
     }
-    this.exchanges.clear();
-    this.last = null;
-    this.pausedBy.clear();
-    this.ctx.onClose(this);
-  };
+  }
 
   private readonly onRecord = (type: number, id: number, buf: Buffer, start: number, end: number): void => {
     if (id === 0) {
@@ -326,7 +371,7 @@ export class Connection implements FlowControl, ConnectionInfo {
       this.refuseBegin(id, FCGI_UNKNOWN_ROLE, keepConn);
       return;
     }
-    if (this.exchanges.size >= limits.maxRequestsPerConnection) {
+    if (this.activeRequests >= limits.maxRequestsPerConnection) {
       const mpx = limits.maxRequestsPerConnection > 1;
       this.ctx.log.warn('LS_OVERLOADED', 'too many requests on one connection', {
         conn: this.id,
@@ -350,13 +395,14 @@ export class Connection implements FlowControl, ConnectionInfo {
     this.ctx.stats.requestsAccepted++;
     this.idleSince = -1;
     const ex = new ServerExchange(this, id, role, this.requestsBegun, keepConn);
-    this.exchanges.set(id, ex);
-    this.last = ex;
+    if (this.last === null) this.last = ex;
+    else (this.more ??= new Map()).set(id, ex);
   }
 
   private find(id: number): ServerExchange | undefined {
     const last = this.last;
-    return last !== null && last.requestId === id ? last : this.exchanges.get(id);
+    if (last !== null && last.requestId === id) return last;
+    return this.more === null ? undefined : this.more.get(id);
   }
 
   private refuseBegin(id: number, protocolStatus: number, keepConn: boolean): void {
@@ -497,19 +543,19 @@ export class Connection implements FlowControl, ConnectionInfo {
 
   private complete(ex: ServerExchange): void {
     ex.done = true;
-    this.exchanges.delete(ex.requestId);
     if (this.last === ex) this.last = null;
+    else this.more?.delete(ex.requestId);
     this.ctx.activeRequests--;
     this.ctx.stats.requestsCompleted++;
     // Input the handler never read is dropped, and must not keep the socket paused.
     ex.request.discardInput();
-    if (this.pausedBy.size > 0) {
+    if (this.pausedBy !== null && this.pausedBy.size > 0) {
       for (const input of ex.request.inputs()) this.resumeFor(input);
     }
     // Without KEEP_CONN the connection closes after this request, but not under requests still
     // in flight on it: the web server multiplexed them there and waits for their answers.
     if (!ex.keepConn) this.draining = true;
-    if (this.exchanges.size === 0) {
+    if (this.activeRequests === 0) {
       this.idleSince = Date.now();
       if (this.draining) this.endConnection();
     }
