@@ -36,6 +36,7 @@ import { SettingsError } from './lib/settings.js';
 import { bigScript } from './scenarios/big-script.js';
 import { cacheFront } from './scenarios/cache-front.js';
 import { endurance } from './scenarios/endurance.js';
+import { gc } from './scenarios/gc.js';
 import { hello } from './scenarios/hello.js';
 import { idle } from './scenarios/idle.js';
 import { micro } from './scenarios/micro.js';
@@ -44,7 +45,7 @@ import { render } from './scenarios/render.js';
 import { statAccel } from './scenarios/stat-accel.js';
 
 /** Every scenario, in the order a full run takes them (and RESULTS.md lists them). */
-const SCENARIOS: readonly Scenario[] = [hello, render, bigScript, cacheFront, pass, statAccel, idle, endurance, micro];
+const SCENARIOS: readonly Scenario[] = [hello, render, bigScript, cacheFront, pass, statAccel, idle, endurance, gc, micro];
 
 const HELP = `usage: npm run bench [-- SCENARIO...]     (default: all)
 
