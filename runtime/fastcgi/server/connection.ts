@@ -154,8 +154,55 @@ function onSocketClose(this: ServedSocket): void {
   conn.onClose();
 }
 
+/**
+ * A server's open connections, linked through the connections themselves. Not a Set: a Set whose
+ * size swings between none and a few dozen, as under a connection per request, is rehashed into
+ * new tables again and again, and the table live at a scavenge is promoted together with the
+ * connections it holds (measured with the gc bench scenario: ~550 bytes promoted per connection,
+ * as much as the rest of the connection's objects).
+ */
+export class ConnectionList implements Iterable<Connection> {
+  private head: Connection | null = null;
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  add(conn: Connection): void {
+    conn.listNext = this.head;
+    if (this.head !== null) this.head.listPrev = conn;
+    this.head = conn;
+    conn.listed = true;
+    this.count++;
+  }
+
+  delete(conn: Connection): void {
+    if (!conn.listed) return;
+    if (conn.listPrev !== null) conn.listPrev.listNext = conn.listNext;
+    else this.head = conn.listNext;
+    if (conn.listNext !== null) conn.listNext.listPrev = conn.listPrev;
+    conn.listPrev = conn.listNext = null;
+    conn.listed = false;
+    this.count--;
+  }
+
+  /** Each connection; one may leave the list while the walk is at it. */
+  *[Symbol.iterator](): Generator<Connection> {
+    for (let conn = this.head; conn !== null; ) {
+      const next = conn.listNext;
+      yield conn;
+      conn = next;
+    }
+  }
+}
+
 /** Serves the FastCGI protocol on one accepted socket. */
 export class Connection implements FlowControl, ConnectionInfo {
+  /** Links of the server's {@link ConnectionList}; only it writes them. */
+  listPrev: Connection | null = null;
+  listNext: Connection | null = null;
+  listed = false;
   /** When the connection last became idle (ms); -1 while a request is in flight. */
   private idleSince = Date.now();
   private requestsBegun = 0;

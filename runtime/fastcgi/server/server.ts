@@ -10,7 +10,7 @@ import { LodestoneError } from '../../errors.js';
 import { removeStaleSocket, type ListenTarget } from '../../listen.js';
 import type { Logger } from '../../log.js';
 import { FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS } from '../constants.js';
-import { Connection, type ServerContext, type Handler, type Stats } from './connection.js';
+import { Connection, ConnectionList, type ServerContext, type Handler, type Stats } from './connection.js';
 import type { Limits } from './limits.js';
 
 /** What a {@link FastcgiServer} needs. */
@@ -40,7 +40,7 @@ export class FastcgiServer {
     protocolErrors: 0,
   };
   private readonly server: net.Server;
-  private readonly connections = new Set<Connection>();
+  private readonly connections = new ConnectionList();
   private readonly ctx: ServerContext;
   private readonly allowed: ReadonlySet<string> | null;
   private sweepTimer: NodeJS.Timeout | null = null;
