@@ -4,6 +4,7 @@
  * serve-here.ts, imported only then). Apart from cli.ts, which only reads the command line,
  * because this is what starts: users, sockets and the processes.
  */
+import v8 from 'node:v8';
 import type { Config } from './config.js';
 import { fatal } from './exit.js';
 import { LodestoneError } from '../errors.js';
@@ -14,8 +15,23 @@ import { runPrimary } from '../process/manager.js';
 import { isManagedWorker } from '../process/worker.js';
 import { dropPrivileges, handOver, isRoot, type RunAs } from '../process/privileges.js';
 
+/**
+ * Turns V8's compilers back on in a process that will answer requests: the launcher
+ * (bin/lodestone.js) starts every `serve` without them, for the process manager's primary,
+ * and leaves here the ones that were on by default.
+ */
+function resumeCompilers(): void {
+  const key = Symbol.for('lodestone.compilersDeferred');
+  const deferred = (globalThis as Record<symbol, unknown>)[key];
+  if (!Array.isArray(deferred)) return;
+  delete (globalThis as Record<symbol, unknown>)[key];
+  for (const compiler of deferred) v8.setFlagsFromString(`--${String(compiler)}`);
+}
+
 /** Starts serving; resolves to the exit code once stopped (or at once when the start fails). */
 export async function serve(config: Config): Promise<number> {
+  // Only the FastCGI process manager's primary serves no requests.
+  if (config.http !== null || config.workers === 0 || isManagedWorker()) resumeCompilers();
   let log: Logger;
   try {
     log = new Logger(config.logLevel, logSink(config.logFile));
