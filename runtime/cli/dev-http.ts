@@ -16,7 +16,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import { LodestoneError, httpStatus } from '../errors.js';
-import { BackendError, BackendPool, defaultPoolOptions, type BackendResponse } from '../fastcgi/client/pool.js';
+import { BackendError, BackendPool, cancelOf, defaultPoolOptions, type BackendResponse } from '../fastcgi/client/pool.js';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
 import { version } from '../version.js';
@@ -219,7 +219,7 @@ async function forward(
     backend = await ctx.pool.request({
       params: fastcgiParams(ctx, req, file, uriPath, rawUrl, query),
       body: hasBody ? req : null,
-      signal: abort.signal,
+      cancel: cancelOf(abort.signal),
     });
   } catch (err) {
     if (!(err instanceof BackendError)) throw err;

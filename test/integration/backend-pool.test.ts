@@ -13,6 +13,7 @@ import { makePool as makeSharedPool, type PoolSetup } from '../helpers/backend-p
 import {
   BackendError,
   BackendPool,
+  cancelOf,
   readBody,
   type BackendResponse,
   type PoolOptions,
@@ -313,7 +314,7 @@ test('aborting mid-response destroys the body and the connection; before the hea
   assert.equal(pool.stats()[0]!.connects, 1);
 
   const ac = new AbortController();
-  const res = await pool.request({ params: params(fpm, 'big.php'), body: null, signal: ac.signal });
+  const res = await pool.request({ params: params(fpm, 'big.php'), body: null, cancel: cancelOf(ac.signal) });
   let received = 0;
   const read = (async () => {
     for await (const chunk of res.body) {
@@ -329,10 +330,10 @@ test('aborting mid-response destroys the body and the connection; before the hea
   assert.equal(pool.stats()[0]!.connects, 2);
 
   const early = new AbortController();
-  const pending = pool.request({ params: params(fpm, 'slow.php'), body: null, signal: early.signal });
+  const pending = pool.request({ params: params(fpm, 'slow.php'), body: null, cancel: cancelOf(early.signal) });
   setTimeout(() => early.abort(), 100);
   await rejects(pending, 'aborted', 499);
-  await rejects(pool.request({ params: params(fpm, 'pid.php'), body: null, signal: early.signal }), 'aborted', 499);
+  await rejects(pool.request({ params: params(fpm, 'pid.php'), body: null, cancel: cancelOf(early.signal) }), 'aborted', 499);
   assert.match((await get(pool, fpm, 'pid.php')).body, /^\d+$/);
   assert.equal(pool.stats()[0]!.failures, 0, 'aborts are not server failures');
 });

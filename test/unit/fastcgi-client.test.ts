@@ -12,10 +12,12 @@ import test, { type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makePool as makeSharedPool, type PoolSetup } from '../helpers/backend-pool.js';
 import { Logger } from '../../runtime/log.js';
+import { Request } from '../../runtime/fastcgi/server/request.js';
 import { blankLineEnd } from '../../runtime/fastcgi/client/wire.js';
 import {
   BackendError,
   BackendPool,
+  cancelOf,
   defaultPoolOptions,
   parseServer,
   readBody,
@@ -473,7 +475,7 @@ test('an abort while queued or connecting rejects with 499 and frees the slot', 
   const { pool } = makePool(t, [backend.spec], { maxConnections: 1 });
   const first = pool.request({ params, body: null });
   const ac = new AbortController();
-  const queued = pool.request({ params, body: null, signal: ac.signal });
+  const queued = pool.request({ params, body: null, cancel: cancelOf(ac.signal) });
   await waitFor(() => held.length === 1, 3000, 'the first request');
   ac.abort();
   await rejects(queued, 'aborted', /queued/);
@@ -485,6 +487,25 @@ test('an abort while queued or connecting rejects with 499 and frees the slot', 
     held.shift()!();
     return p;
   })(), 'hello 1');
+  assert.equal(pool.stats()[0]!.active, 0);
+});
+
+test('the server\'s own Request cancels a backend request: aborted mid-exchange, it rejects with 499 and closes that connection', async (t) => {
+  // pass() hands the pool the request it serves (no AbortController per request): its abort
+  // (the web server's ABORT_REQUEST, a closed connection) must reach the backend exchange.
+  const backend = await rawBackend(t, () => {}); // takes the request, never answers
+  const { pool } = makePool(t, [backend.spec]);
+  const flow = { pauseFor() {}, resumeFor() {} };
+  const served = new Request(1, 'RESPONDER', false, { id: 1, peer: undefined }, 1, flow);
+  const asked = pool.request({ params, body: null, cancel: served });
+  await waitFor(() => backend.requests.length === 1, 3000, 'the request at the backend');
+  assert.equal(backend.open(), 1);
+  served.abort(new Error('client went away'));
+  await rejects(asked, 'aborted');
+  await waitFor(() => backend.open() === 0, 3000, 'the backend connection closed');
+  const before = new Request(2, 'RESPONDER', false, { id: 1, peer: undefined }, 2, flow);
+  before.abort(new Error('gone already'));
+  await rejects(pool.request({ params, body: null, cancel: before }), 'aborted');
   assert.equal(pool.stats()[0]!.active, 0);
 });
 

@@ -56,7 +56,7 @@ async function forward(host: HostCore, name: string, options: PassOptions): Prom
   // A replaced body needs its own CONTENT_LENGTH, or PHP reads the wrong number of bytes.
   const changes = options.body ? { ...options.params, CONTENT_LENGTH: String(options.body.length) } : options.params;
   const params = changes ? paramsWith(host, changes) : (host.request.paramsBlock ?? Buffer.alloc(0));
-  const asked = pool.request({ params, body, signal: host.request.signal });
+  const asked = pool.request({ params, body, cancel: host.request });
   try {
     return await host.guard(asked, passName(name));
   } catch (err) {

@@ -23,6 +23,7 @@ import {
   type BackendErrorKind,
   type BackendExchangeOptions,
   type BackendResponse,
+  type Cancel,
 } from './backend.js';
 import type { BodySource } from './body-source.js';
 import { appendHead, blankLineEnd, emptyRecord, requestBuffer, requestHead, requestLength, requestParts, REQUEST_ID, stderrLine, stdinRecords } from './wire.js';
@@ -49,12 +50,14 @@ class BackendExchange {
   stderrLines = 0;
   timer: NodeJS.Timeout | null = null;
   over = false;
+  /** Undoes the subscription to the request's cancel. */
+  offAbort: (() => void) | null = null;
 
   constructor(
     readonly options: BackendExchangeOptions,
     readonly resolve: (res: BackendResponse) => void,
     readonly reject: (err: BackendError) => void,
-    readonly signal: AbortSignal | undefined,
+    readonly cancel: Cancel | undefined,
   ) {}
 }
 
@@ -127,11 +130,11 @@ export class BackendConnection {
   exchange(
     params: Buffer,
     body: Buffer | BodySource | null,
-    signal: AbortSignal | undefined,
+    cancel: Cancel | undefined,
     options: BackendExchangeOptions,
   ): Promise<BackendResponse> {
     return new Promise((resolve, reject) => {
-      const ex = new BackendExchange(options, resolve, reject, signal);
+      const ex = new BackendExchange(options, resolve, reject, cancel);
       if (this.ex !== null || this.closed) {
         const err = new BackendError('unavailable', 'connection is not free', this.ctx.pool, this.ctx.server);
         options.onEnd({ reusable: false, error: err, closedEarly: false });
@@ -141,12 +144,12 @@ export class BackendConnection {
       this.ex = ex;
       this.requests++;
       this.arm(ex, options.firstByteTimeoutMs);
-      if (signal) {
-        if (signal.aborted) {
+      if (cancel) {
+        if (cancel.aborted) {
           this.fail(ex, 'aborted', 'request aborted', null);
           return;
         }
-        signal.addEventListener('abort', this.onAbort, { once: true });
+        ex.offAbort = cancel.onAbort(this.onAbort);
       }
       this.send(ex, params, body);
     });
@@ -432,7 +435,8 @@ export class BackendConnection {
   private over(ex: BackendExchange): void {
     ex.over = true;
     this.disarm(ex);
-    ex.signal?.removeEventListener('abort', this.onAbort);
+    ex.offAbort?.();
+    ex.offAbort = null;
     if (this.ex === ex) this.ex = null;
   }
 

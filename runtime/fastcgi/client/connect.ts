@@ -1,24 +1,24 @@
 /**
- * Opening a socket to a backend, with a timeout and an abort signal. Apart from the connection,
+ * Opening a socket to a backend, with a timeout and a cancel. Apart from the connection,
  * which is handed a socket already open: the pool connects, counts and fails over.
  */
 import net, { type Socket } from 'node:net';
-import type { ServerTarget } from './backend.js';
+import type { Cancel, ServerTarget } from './backend.js';
 
 const noop = (): void => {};
 
 /**
  * Opens a socket to `target`; rejects with the socket error (`code` ECONNREFUSED, ENOENT, ...)
- * or an ETIMEDOUT error after `timeoutMs`, or an AbortError when `signal` fires.
+ * or an ETIMEDOUT error after `timeoutMs`, or an AbortError when `cancel` fires.
  */
-export function connectSocket(target: ServerTarget, timeoutMs: number, signal?: AbortSignal): Promise<Socket> {
+export function connectSocket(target: ServerTarget, timeoutMs: number, cancel?: Cancel): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = target.kind === 'unix' ? net.connect({ path: target.path }) : net.connect({ host: target.host, port: target.port });
     const settle = (err: Error | null): void => {
       clearTimeout(timer);
       socket.off('connect', onConnect);
       socket.off('error', onError);
-      signal?.removeEventListener('abort', onAbort);
+      offAbort?.();
       if (err === null) {
         resolve(socket);
         return;
@@ -37,6 +37,7 @@ export function connectSocket(target: ServerTarget, timeoutMs: number, signal?: 
     );
     socket.once('connect', onConnect);
     socket.once('error', onError);
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // settle runs later (an event, the timer), when offAbort is set.
+    const offAbort = cancel?.onAbort(onAbort);
   });
 }

@@ -7,16 +7,16 @@
  */
 import { LodestoneError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { BackendError, type BackendExchangeEnd, type BackendRequest, type BackendResponse, type ServerTarget } from './backend.js';
+import { BackendError, type BackendExchangeEnd, type BackendRequest, type BackendResponse, type Cancel, type ServerTarget } from './backend.js';
 import { BodySource } from './body-source.js';
 import { BackendConnection } from './client.js';
 import { connectSocket } from './connect.js';
 import { encodePairs } from '../pairs.js';
 import { parseServer, poolOptionsError, type PoolOptions } from './pool-config.js';
 
-export { BackendError, readBody } from './backend.js';
+export { BackendError, cancelOf, readBody } from './backend.js';
 export { defaultPoolOptions, parseServer, poolOptionsError, type PoolOptions } from './pool-config.js';
-export type { BackendErrorKind, BackendRequest, BackendResponse, ServerTarget } from './backend.js';
+export type { BackendErrorKind, BackendRequest, BackendResponse, Cancel, ServerTarget } from './backend.js';
 
 /** Counters of one server of a pool, read by tests. */
 export interface ServerStats {
@@ -117,7 +117,7 @@ export class BackendPool {
   /** Resolves at the backend's header block; rejects with BackendError (never throws). */
   async request(req: BackendRequest): Promise<BackendResponse> {
     if (this.closed) throw new BackendError('unavailable', `backend pool ${this.name} is closed`, this.name);
-    if (req.signal?.aborted) throw new BackendError('aborted', 'request aborted', this.name);
+    if (req.cancel?.aborted) throw new BackendError('aborted', 'request aborted', this.name);
     let params: Buffer;
     let body: Buffer | BodySource | null;
     try {
@@ -252,10 +252,9 @@ export class BackendPool {
     if (!this.waitable(a.tried)) throw this.giveUp(a);
     const budget = this.options.responseTimeoutMs - a.queuedMs;
     return new Promise<Server>((resolve, reject) => {
-      const signal = a.req.signal;
       const settle = (): void => {
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        offAbort?.();
         const i = this.queue.indexOf(waiter);
         if (i >= 0) this.queue.splice(i, 1);
         a.queuedMs += Date.now() - waiter.since;
@@ -278,7 +277,8 @@ export class BackendPool {
         this.log.warn('LS_BACKEND_TIMEOUT', message, { pool: this.name });
         waiter.reject(new BackendError('timeout', message, this.name));
       }, Math.max(budget, 1));
-      signal?.addEventListener('abort', onAbort, { once: true });
+      // settle runs later (the waiter's turn, the timer, an abort), when offAbort is set.
+      const offAbort = a.req.cancel?.onAbort(onAbort);
       this.queue.push(waiter);
     });
   }
@@ -315,13 +315,13 @@ export class BackendPool {
     a.fresh = false;
     if (conn === undefined) {
       try {
-        conn = await this.open(server, a.req.signal);
+        conn = await this.open(server, a.req.cancel);
       } catch (err) {
         if (this.forced) {
           this.release(server);
           throw new BackendError('unavailable', `backend pool ${this.name} is closed`, this.name);
         }
-        if (a.req.signal?.aborted) {
+        if (a.req.cancel?.aborted) {
           this.release(server);
           throw new BackendError('aborted', 'request aborted while connecting', this.name, server.spec);
         }
@@ -341,7 +341,7 @@ export class BackendPool {
     let retry = false;
     const c = conn;
     try {
-      return await c.exchange(a.params, a.body, a.req.signal, {
+      return await c.exchange(a.params, a.body, a.req.cancel, {
         keepConn: this.options.keepAlive,
         firstByteTimeoutMs: Math.max(this.options.responseTimeoutMs - a.queuedMs, 1),
         responseTimeoutMs: this.options.responseTimeoutMs,
@@ -378,8 +378,8 @@ export class BackendPool {
     }
   }
 
-  private async open(server: Server, signal: AbortSignal | undefined): Promise<BackendConnection> {
-    const socket = await connectSocket(server.target, this.options.connectTimeoutMs, signal);
+  private async open(server: Server, cancel: Cancel | undefined): Promise<BackendConnection> {
+    const socket = await connectSocket(server.target, this.options.connectTimeoutMs, cancel);
     if (this.forced) {
       socket.destroy();
       throw new Error('pool closed');
