@@ -38,7 +38,9 @@ if (threads !== undefined && /^\d+$/.test(threads)) process.env.UV_THREADPOOL_SI
 // a parent its IPC channel (NODE_CHANNEL_FD); such a process runs uncapped, its workers capped.
 // A size the user chose (command line or NODE_OPTIONS) is left alone.
 const SEMI_SPACE_FLAG = '--max-semi-space-size';
-const chosen = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith(SEMI_SPACE_FLAG));
+// The Node and V8 options the user gave: on the command line and in NODE_OPTIONS.
+const userOptions = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+const chosen = userOptions.some((a) => a.startsWith(SEMI_SPACE_FLAG));
 if (!chosen) {
   process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} ${SEMI_SPACE_FLAG}=16`.trim();
   const keepsFds = process.env.LISTEN_FDS !== undefined || process.env.NODE_CHANNEL_FD !== undefined;
@@ -54,8 +56,7 @@ if (!chosen) {
 // process that will answer requests (--workers 0, the development server). Flags set here are
 // not inherited: a worker starts with its compilers on. Compiler flags the user gave win.
 const COMPILERS = ['turbofan', 'sparkplug', 'maglev'];
-const options = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
-const userChose = options.some((a) => COMPILERS.some((c) => a === `--${c}` || a === `--no-${c}` || a === '--opt' || a === '--no-opt' || a === '--jitless'));
+const userChose = userOptions.some((a) => COMPILERS.some((c) => a === `--${c}` || a === `--no-${c}` || a === '--opt' || a === '--no-opt' || a === '--jitless'));
 if (process.argv[2] === 'serve' && process.env.LODESTONE_WORKER_LISTEN === undefined && !userChose) {
   const v8 = require('node:v8');
   for (const c of COMPILERS) v8.setFlagsFromString(`--no-${c}`);

@@ -15,7 +15,6 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { FCGI_KEEP_CONN } from '../../runtime/fastcgi/constants.js';
 import { keptRequest } from './idle.js';
 import { machine, SERVER_CPU, type Context } from '../lib/harness.js';
 import { lodestoneCommand, nodeFloorCommand } from '../lib/peers.js';
@@ -103,8 +102,7 @@ async function run(ctx: Context, _programs: Programs): Promise<ScenarioResult> {
   const root = path.join(ctx.tmp, 'gc-root');
   fs.mkdirSync(root, { recursive: true });
   fs.writeFileSync(path.join(root, 'hello.lua'), 'response.headers["Content-Type"] = "text/plain"\nwrite("123")\n');
-  const request = keptRequest(path.join(root, 'hello.lua'), root);
-  request[8 + 2] = request[8 + 2]! & ~FCGI_KEEP_CONN; // BEGIN_REQUEST's flags: a connection per request
+  const request = keptRequest(path.join(root, 'hello.lua'), root, false);
   const peers: Array<{ name: string; command: (port: number) => [string, string[]] }> = [
     { name: 'Lodestone Lua hello', command: (port) => lodestoneCommand(`tcp:127.0.0.1:${port}`, '--root', root) },
     { name: 'Node floor (canned reply)', command: (port) => nodeFloorCommand(port) },

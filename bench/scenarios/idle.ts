@@ -66,11 +66,14 @@ export function groupMemory(pgid: number): GroupMemory {
   return out;
 }
 
-/** One FastCGI request, as nginx sends it for a GET (BEGIN with KEEP_CONN, PARAMS, STDIN), as one buffer. */
-export function keptRequest(scriptFilename: string, documentRoot: string): Buffer {
+/**
+ * One FastCGI request, as nginx sends it for a GET (BEGIN with KEEP_CONN, PARAMS, STDIN), as one
+ * buffer; with `keepConn` false, as lighttpd sends it (the server closes after the answer).
+ */
+export function keptRequest(scriptFilename: string, documentRoot: string, keepConn = true): Buffer {
   const begin = Buffer.alloc(8);
   begin.writeUInt16BE(FCGI_RESPONDER, 0);
-  begin[2] = FCGI_KEEP_CONN;
+  begin[2] = keepConn ? FCGI_KEEP_CONN : 0;
   const params = encodePairs([
     ['SCRIPT_FILENAME', scriptFilename],
     ['DOCUMENT_ROOT', documentRoot],
