@@ -22,7 +22,7 @@ import { addCookie, cookies } from './host/cookies.js';
 import { form, type FormPart } from './host/form.js';
 import { abort, checkWallTime, exit, finish, guard, locate, sleep, slowWhileRunning, slowWhileWaiting, start, type HostCore } from './host/core.js';
 import { fetch, type FetchOptions } from './host/fetch.js';
-import { closeModule, openModule } from './host/modules.js';
+import { closeModule, findModule, openModule } from './host/modules.js';
 import type { ModuleSlots } from './modules.js';
 import { sendfile, stat } from './host/files.js';
 import { addHeader, emit, end, endOutput, flush, log, logRoom, setHeader, setStatus, write } from './host/output.js';
@@ -327,6 +327,11 @@ export class ScriptHost implements HostCore {
   }
 
   // ---- modules (host/modules.ts) ---------------------------------------------------------
+
+  /** The compiled module `name` without entering the chain of requires, or null (host/modules.ts: findModule). */
+  findModule(name: string): CompiledScript | null {
+    return findModule(this, name);
+  }
 
   /** require(name): the compiled module, entered in the chain; throws the script's error. */
   openModule(name: string, depth?: number): CompiledScript {

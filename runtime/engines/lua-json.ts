@@ -50,6 +50,8 @@ export interface LuaStack {
   isNull(idx: number): boolean;
   /** Something that names the table at `idx` while it is alive (for cycles). */
   identity(idx: number): unknown;
+  /** Makes the table at `idx` one whose contents lua_next and rawgeti read (lua54: a shared module's untouched table is a proxy); optional. */
+  solid?(idx: number): void;
   /** True when json.array() marked the table at `idx`. */
   isMarked(idx: number): boolean;
   rawlen(idx: number): number;
@@ -143,6 +145,7 @@ class Encoder {
 
   table(idx: number): unknown {
     const s = this.s;
+    s.solid?.(idx);
     const id = s.identity(idx);
     if (this.open.has(id)) this.fail('a table contains itself');
     if (this.path.length >= MAX_JSON_DEPTH) this.fail(`nested deeper than ${MAX_JSON_DEPTH} levels`);

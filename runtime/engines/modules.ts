@@ -2,14 +2,17 @@
  * Modules: `require("util.strings")` gives a script the value `util/strings.lua` (or `.js`)
  * returns, found in the configured `modules.paths` (default `<root>/lib`).
  *
- * Isolation stays absolute: a module's top level runs afresh in each run that requires it
- * (once per run, cached for that run), in the run's own globals, so nothing one request does
- * to a module (a counter, a cache table, a global) is seen by the next. What is shared is only
- * what cannot hold request data: the compiled code. Running the top level once per worker and
- * freezing its exports would be ~10x faster for a large module (README, "Modules", has the
- * numbers) but is not isolation: Lua cannot freeze a module's locals that its exported
- * functions capture, nor JS its top-level `let`, so a "frozen" module could still carry one
- * user's data to the next.
+ * Isolation stays absolute: nothing one request does to a module (a counter, a cache table, a
+ * global) is seen by the next. How depends on the engine:
+ * - lua54 shares a module (lua54/shared-modules-lua.ts): its top level runs once per Lua state,
+ *   its tables are copy-on-write proxies and the locals its functions assign are set back
+ *   before the next run that uses it, so each run sees the module as it loaded. A hello that
+ *   requires a 1,927-line module costs ~2x hello, not ~12x (README, "Modules"). A module whose
+ *   top level touches the request (or whose value holds a coroutine) runs per request instead.
+ * - fengari and QuickJS run a module's top level afresh in each run that requires it (once per
+ *   run, cached for that run), in the run's own globals. JS cannot share one this way: a
+ *   closure's top-level `let` can be neither enumerated nor set back from outside.
+ * What is shared otherwise is only what cannot hold request data: the compiled code.
  *
  * Never a disk read at run time: the store finds the literal names a source requires
  * ({@link requiredNames}) when it compiles the source, and loads those modules (and theirs)

@@ -24,7 +24,8 @@ import { createJsEngine } from '../../runtime/engines/js.js';
 import { LuaEngine } from '../../runtime/engines/lua.js';
 import { Lua54Engine } from '../../runtime/engines/lua54/engine.js';
 import { Logger } from '../../runtime/log.js';
-import { serve, type Served, type ServeOptions, type TestHost } from './script-host.js';
+import { compileModules, serve, type Served, type ServeOptions, type TestHost } from './script-host.js';
+import type { ModuleSlots } from '../../runtime/engines/modules.js';
 
 /**
  * An engine under test: `name` is its language (which script of a case it runs), `id` the
@@ -209,19 +210,32 @@ export async function runCase(entry: EngineEntry, c: Case): Promise<void> {
   const engine = await instance(entry);
   const ctx: CaseContext = { engine: entry.name, id: entry.id, cache: c.cache ? memoryCache() : null, notes: {} };
   await c.before?.(ctx);
-  for (const step of [c, ...(c.then ?? [])]) await runStep(engine, step, ctx);
-  await runStep(engine, { script: STILL_SERVES, expect: { body: 'still here\n' } }, ctx);
+  // A step that names the same module sources as an earlier one gets the same compiled modules,
+  // as the next request on a worker does (lua54 keeps a shared module per compiled chunk).
+  const compiled = new Map<object, ModuleSlots>();
+  try {
+    for (const step of [c, ...(c.then ?? [])]) await runStep(engine, step, ctx, compiled);
+    await runStep(engine, { script: STILL_SERVES, expect: { body: 'still here\n' } }, ctx);
+  } finally {
+    for (const slots of compiled.values()) for (const slot of slots.values()) slot.script?.dispose();
+  }
 }
 
 /** Serves one step's request on `engine` and checks it; returns what it came to. */
-export async function runStep(engine: ScriptEngine, step: Step, ctx: CaseContext): Promise<Served> {
+export async function runStep(engine: ScriptEngine, step: Step, ctx: CaseContext, compiled?: Map<object, ModuleSlots>): Promise<Served> {
   const source = step.script[ctx.engine];
   assert.ok(typeof source === 'string', `a later step cannot be written in ${ctx.engine}: ${(source as NotWritable).na}`);
   const base = ctx.cache ? { ...noServices, cache: ctx.cache } : noServices;
   const services = step.services ? { ...base, ...step.services } : base;
   const during = step.during;
   const started = performance.now();
-  const modules = step.modules?.[ctx.engine];
+  const sources = step.modules?.[ctx.engine];
+  let modules: Readonly<Record<string, string>> | ModuleSlots | undefined = sources;
+  if (sources !== undefined && compiled !== undefined) {
+    let slots = compiled.get(sources);
+    if (slots === undefined) compiled.set(sources, (slots = compileModules(engine, sources)));
+    modules = slots;
+  }
   const out = await serve(engine, source, { ...step.request, services, ...(modules ? { modules } : {}), ...(during ? { during: (t: TestHost) => during(t, ctx) } : {}) });
   checkOutcome(out, step.expect, ctx.id, `/srv/www/test${engine.extension}`, performance.now() - started);
   await step.check?.(out, ctx);

@@ -11,7 +11,7 @@ import { ScriptError, defaultScriptLimits, type CompiledScript, type ScriptEngin
 import { ScriptHost, noServices, type HostServices } from '../../runtime/engines/host.js';
 import { Logger } from '../../runtime/log.js';
 import { SlowLog } from '../../runtime/engines/slow-log.js';
-import type { ModuleSlot } from '../../runtime/engines/modules.js';
+import type { ModuleSlot, ModuleSlots } from '../../runtime/engines/modules.js';
 import { Request } from '../../runtime/fastcgi/server/request.js';
 import { Response, type ResponseChannel } from '../../runtime/fastcgi/server/response.js';
 import { Decoder, T, parseCgi, type Cgi } from './fcgi-client.js';
@@ -91,9 +91,11 @@ export interface ServeOptions extends HostOptions {
   during?: (t: TestHost) => void;
   /**
    * Modules the script may require, by name: each source is compiled as a module (file
-   * `/srv/www/lib/<name as a path><extension>`) as the store would, for this request only.
+   * `/srv/www/lib/<name as a path><extension>`) as the store would, for this request only; or
+   * modules compiled already ({@link compileModules}), which the caller keeps and disposes, as
+   * a worker keeps them from one request to the next.
    */
-  modules?: Readonly<Record<string, string>>;
+  modules?: Readonly<Record<string, string>> | ModuleSlots;
 }
 
 /** What one request served by {@link serve} came to. */
@@ -114,6 +116,25 @@ export interface Served {
 }
 
 /**
+ * Compiles module sources by name as the store would (file `/srv/www/lib/<name as a
+ * path><extension>`); one that does not compile is a slot with the store's problem text.
+ */
+export function compileModules(engine: ScriptEngine, sources: Readonly<Record<string, string>>): Map<string, ModuleSlot> {
+  const modules = new Map<string, ModuleSlot>();
+  for (const [name, source] of Object.entries(sources)) {
+    const moduleFile = `/srv/www/lib/${name.split('.').join('/')}${engine.extension}`;
+    try {
+      modules.set(name, { script: engine.compile(source, moduleFile, 'module'), file: moduleFile });
+    } catch (err) {
+      // As the store reports a module that does not compile (script-store.ts: slotOf).
+      assert.ok(err instanceof ScriptError, `compile threw a non-ScriptError: ${String(err)}`);
+      modules.set(name, { problem: `does not compile: ${err.location}: ${err.message}` });
+    }
+  }
+  return modules;
+}
+
+/**
  * Serves one request with `script` (source, compiled for it and disposed after, or a compiled
  * script) on `engine` through runScript, as runtime/handlers/pipeline.ts does. A compile error
  * is the request's error, as the store's lookup makes it, and so is an exit (a refusal, a
@@ -130,18 +151,9 @@ export async function serve(engine: ScriptEngine, script: string | CompiledScrip
   let compiled: CompiledScript | null = null;
   let returned: number | undefined;
   let error: ScriptError | null = null;
-  const modules = new Map<string, ModuleSlot>();
+  const given = opts.modules instanceof Map ? (opts.modules as ModuleSlots) : null;
+  const modules = given ?? compileModules(engine, (opts.modules ?? {}) as Readonly<Record<string, string>>);
   try {
-    for (const [name, source] of Object.entries(opts.modules ?? {})) {
-      const moduleFile = `/srv/www/lib/${name.split('.').join('/')}${engine.extension}`;
-      try {
-        modules.set(name, { script: engine.compile(source, moduleFile, 'module'), file: moduleFile });
-      } catch (err) {
-        // As the store reports a module that does not compile (script-store.ts: slotOf).
-        assert.ok(err instanceof ScriptError, `compile threw a non-ScriptError: ${String(err)}`);
-        modules.set(name, { problem: `does not compile: ${err.location}: ${err.message}` });
-      }
-    }
     if (modules.size > 0) t.host.modules = modules;
     compiled = typeof script === 'string' ? engine.compile(script, file) : script;
   } catch (err) {
@@ -172,7 +184,7 @@ export async function serve(engine: ScriptEngine, script: string | CompiledScrip
     }
     if (typeof script === 'string') compiled.dispose();
   }
-  for (const slot of modules.values()) slot.script?.dispose();
+  if (given === null) for (const slot of modules.values()) slot.script?.dispose();
   const out = t.result();
   return { returned, error, status: out.status, headers: out.headers, headerLines: out.headerLines, body: out.body, text: out.body.toString(), stderr: out.stderr };
 }

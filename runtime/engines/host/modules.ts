@@ -41,6 +41,15 @@ export function openModule(host: ModulesHost, name: string, depth?: number): Com
   return slot.script;
 }
 
+/**
+ * The compiled module `name`, or null when there is none to run (the caller then goes through
+ * {@link openModule} for the error). Keeps no chain: for a module the engine already holds
+ * loaded (lua54's shared modules), whose top level does not run again.
+ */
+export function findModule(host: ModulesHost, name: string): CompiledScript | null {
+  return host.modules?.get(name)?.script ?? null;
+}
+
 /** Leaves `name` (the innermost module in the chain) once its top level ended or failed. */
 export function closeModule(host: ModulesHost, name: string): void {
   const chain = host.moduleChain;

@@ -5,6 +5,9 @@
  */
 import { LuaModule, WasmAbort, type Ptr } from './wasm.js';
 
+/** Registry field of the shared modules' weak table of clean proxies (proxy -> real table), set by the sandbox. */
+export const VIEWS = 'lodestone.views';
+
 export const LUA_OK = 0;
 export const LUA_YIELD = 1;
 export const LUA_ERRRUN = 2;
@@ -130,6 +133,21 @@ export class LuaApi {
   /** Pushes t[name] for the table at `idx`; returns its type. */
   getField(L: Ptr, idx: number, name: string): number {
     return this.x.lua_getfield(L, idx, this.name(name));
+  }
+
+  /**
+   * Replaces the table at `idx` with the real table a shared module's untouched proxy shows
+   * (shared-modules-lua.ts: an untouched proxy is empty), so that lua_next, lua_rawlen and
+   * lua_rawgeti read its contents. Any other value is left as it is.
+   */
+  solid(L: Ptr, idx: number): void {
+    const x = this.x;
+    if (x.lua_type(L, idx) !== LUA_TTABLE) return;
+    const at = x.lua_absindex(L, idx);
+    x.lua_getfield(L, LUA_REGISTRYINDEX, this.name(VIEWS));
+    x.lua_pushvalue(L, at);
+    if (x.lua_rawget(L, -2) === LUA_TTABLE) x.lua_copy(L, -1, at);
+    this.pop(L, 2);
   }
 
   /** Pops `n` values. */

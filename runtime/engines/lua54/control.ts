@@ -32,7 +32,13 @@ export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk']): { b:
   const m = api.module;
   const fatal = (): boolean => active.run?.host.fatal != null;
 
-  const run = (L: Ptr): Run54 => active.run ?? api.raise(L, 'no request is running');
+  const current = (L: Ptr): Run54 => active.run ?? api.raise(L, 'no request is running');
+  const run = (L: Ptr): Run54 => {
+    const r = current(L);
+    if (r.sharing === 0) return r;
+    r.shareRefusals++;
+    return api.raise(L, 'a module loading to be shared cannot use the request');
+  };
 
   /** Raises the run's fatal error again (its message; the host keeps the error itself). */
   const raiseFatal = (L: Ptr): never => {
@@ -63,6 +69,7 @@ export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk']): { b:
   const b: Bindings = {
     api,
     run,
+    current,
     pushEnv,
     pushChunk,
     wait(L: Ptr, r: Run54, what: string, promise: () => Promise<unknown>, push: PushResult | null): number {

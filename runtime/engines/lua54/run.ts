@@ -25,8 +25,12 @@ export interface RunState {
   limit: number;
 }
 
+let serials = 0;
+
 /** One script run for one request. */
 export class Run54 implements WaitLocator {
+  /** Names the run to the shared modules' bookkeeping (shared-modules-lua.ts): unique in the process. */
+  readonly serial = ++serials;
   /** The async host call the script waits for (set just before the yield). */
   pending: Promise<unknown> | null = null;
   /** How to push {@link pending}'s value once it settles. */
@@ -44,6 +48,13 @@ export class Run54 implements WaitLocator {
   envRef = 0;
   /** Registry slot of the run's table of required modules (api/modules.ts); 0 before its first require. */
   loadedRef = 0;
+  /**
+   * How deep in shared module loads the run is (shared-modules-lua.ts); while above 0, host
+   * functions that act on the request refuse ({@link Bindings.run}) and count the refusal.
+   */
+  sharing = 0;
+  /** Host calls refused while {@link sharing}: a load that saw one is not shared. */
+  shareRefusals = 0;
   /** The request body, cached: the request stream can be read once only. */
   body: Buffer | null = null;
   /** lighty.r.resp_body parts, written after the script ends. */
@@ -77,8 +88,13 @@ export const active: { run: Run54 | null } = { run: null };
 /** What a binding file needs: the module's C API, the current run, and the async-call helper. */
 export interface Bindings {
   readonly api: LuaApi;
-  /** The run executing now; a Lua error when there is none. */
+  /**
+   * The run executing now, for a host function that acts on its request; a Lua error when
+   * there is none, or while a module loads to be shared (no request may reach a shared module).
+   */
   run(L: Ptr): Run54;
+  /** The run executing now, also inside a shared module's load (require's own host functions, the CPU check). */
+  current(L: Ptr): Run54;
   /**
    * Suspends the script until `promise` settles (a yield up to the driver, through the
    * script's coroutines); `push` puts the result on the stack. Raises, before the promise

@@ -1,4 +1,5 @@
 import { REQUIRE_LUA } from '../lua-require.js';
+import { SHARED_MODULES_LUA } from './shared-modules-lua.js';
 
 /**
  * Wrappers of four library functions whose loops the count hook cannot see (the sandbox below
@@ -94,9 +95,11 @@ return w
 export const SANDBOX_LUA = String.raw`
 local makeRequire = function(...) ${REQUIRE_LUA} end
 local LIBRARY_WRAPPERS = [==[${LIBRARY_WRAPPERS_LUA}]==]
+local SHARED_MODULES = [==[${SHARED_MODULES_LUA}]==]
 local H = ...
 local next, type, setmetatable, rawset, error, ipairs = next, type, setmetatable, rawset, error, ipairs
 local readonly = setmetatable({}, { __mode = "k" })
+local dump = string.dump
 
 local function ro(name, t)
   local p = setmetatable({}, {
@@ -120,10 +123,6 @@ local G = {}
 for _, k in ipairs({ "assert", "error", "getmetatable", "ipairs", "next", "pairs", "rawequal",
   "rawget", "rawlen", "select", "setmetatable", "tonumber", "tostring", "type", "_VERSION" }) do
   G[k] = _G[k]
-end
-G.rawset = function(t, k, v)
-  if readonly[t] then error("attempt to modify a read-only table", 2) end
-  return rawset(t, k, v)
 end
 G.pcall, G.xpcall, G.load = H.pcall, H.xpcall, H.load
 
@@ -170,11 +169,24 @@ local function lib(prefix, names)
 end
 local arrays = setmetatable({}, { __mode = "k" })
 H.json_setup(arrays)
+-- Shared modules (shared-modules-lua.ts), stripped like the wrappers above; the raw functions
+-- see through a module table a run has not written yet.
+local shared
+do
+  local f = load(SHARED_MODULES, "=shared")
+  local raw = { next = next, rawget = rawget, rawset = rawset, rawlen = rawlen, type = type,
+    setmetatable = setmetatable, getmetatable = getmetatable, error = error }
+  shared = load(dump(f, true), "=shared", "b")(G, H, H.pcall, readonly, arrays, debug.getupvalue,
+    debug.setupvalue, debug.upvalueid, debug.getmetatable, debug.setmetatable, debug.getinfo, raw)
+  for _, k in ipairs({ "next", "rawget", "rawlen", "rawset", "getmetatable", "setmetatable" }) do G[k] = shared[k] end
+  H.views_setup(shared.views)
+end
+local writable = shared.writable
 local json = lib("json", { "encode", "decode" })
 json.null = H.json_null()
 json.array = function(t)
   if type(t) ~= "table" then error("bad argument #1 to 'array' (table expected, got " .. type(t) .. ")", 2) end
-  arrays[t] = true
+  arrays[writable(t)] = true
   return t
 end
 G.json = ro("json", json)
@@ -199,7 +211,8 @@ G.response = response
 
 local requestMeta = { __index = H.request_index, __metatable = false }
 local env = H.env
-G.require = makeRequire(H.module_open, H.module_close, H.module_loaded, env, H.pcall, error, type)
+G.require = makeRequire(H.module_open, H.module_close, H.module_loaded, env, H.pcall, error, type,
+  H.module_lookup, shared.share)
 
 -- mod_magnet's lighty table, made on a request's first use of it (api/lighty.ts).
 local function readonlyIn(what)
@@ -230,5 +243,9 @@ setmetatable(G, {
   end,
   __metatable = false,
 })
-return { __index = G, __metatable = false }
+local envMeta = { __index = G, __metatable = false }
+-- Everything reachable from here is the sandbox's, shared already: a module's freeze leaves it.
+shared.adopt(envMeta)
+shared.adopt(debug.getmetatable(""))
+return envMeta
 `;

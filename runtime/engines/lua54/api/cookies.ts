@@ -37,6 +37,7 @@ export function bindCookies(b: Bindings): Record<string, (L: Ptr) => number> {
   const options = (L: Ptr, idx: number): unknown => {
     if (x.lua_type(L, idx) !== LUA_TTABLE) return value(L, idx, false);
     const out: Record<string, unknown> = {};
+    api.solid(L, idx);
     x.lua_pushnil(L);
     while (x.lua_next(L, idx) !== 0) {
       // Copy the key before converting it: lua_tolstring on a number key would break lua_next.

@@ -20,6 +20,7 @@ export function bindFetch(b: Bindings): Record<string, (L: Ptr) => number> {
   // The headers table on top of the stack as pairs (a value with "\n" is several lines).
   function headerList(L: Ptr): Array<[string, string]> {
     const out: Array<[string, string]> = [];
+    api.solid(L, -1);
     x.lua_pushnil(L);
     while (x.lua_next(L, -2) !== 0) {
       if (x.lua_type(L, -2) !== LUA_TSTRING || (x.lua_type(L, -1) !== LUA_TSTRING && x.lua_type(L, -1) !== LUA_TNUMBER)) {
@@ -41,6 +42,7 @@ export function bindFetch(b: Bindings): Record<string, (L: Ptr) => number> {
     const t = x.lua_type(L, idx);
     if (t <= LUA_TNIL) return {};
     if (t !== LUA_TTABLE) return api.raise(L, 'fetch(url[, options]): options must be a table');
+    api.solid(L, idx);
     x.lua_pushnil(L);
     while (x.lua_next(L, idx) !== 0) {
       const key = x.lua_type(L, -2) === LUA_TSTRING ? api.text(L, -2) : null;

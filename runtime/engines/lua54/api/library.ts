@@ -54,6 +54,7 @@ export function bindLibrary(b: Bindings): Record<string, (L: Ptr) => number> {
     },
     isNull: (i) => x.lua_touserdata(L, i) === 0,
     identity: (i) => x.lua_topointer(L, i),
+    solid: (i) => api.solid(L, i),
     isMarked: (i) => {
       x.lua_pushvalue(L, i);
       x.lua_rawget(L, arrays);
@@ -86,7 +87,7 @@ export function bindLibrary(b: Bindings): Record<string, (L: Ptr) => number> {
     // The walk is JS, which the count hook never interrupts: check the CPU limit as it would
     // (memory needs no check here: the state's allocator refuses past the budget).
     tick: () => {
-      const run = b.run(L);
+      const run = b.current(L);
       const host = run.host;
       if (!host.fatal && run.cpu + performance.now() - run.sliceStart > host.limits.cpuMs) host.abort('limit', `CPU time over ${host.limits.cpuMs} ms`);
       if (host.fatal) {

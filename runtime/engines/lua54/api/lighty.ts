@@ -24,6 +24,7 @@ export function bindLighty(b: Bindings): Record<string, (L: Ptr) => number> {
       return;
     }
     if (t !== LUA_TTABLE) api.raise(L, 'resp_body expects a string or a table of strings');
+    api.solid(L, idx);
     const n = x.lua_rawlen(L, idx);
     for (let i = 1; i <= n; i++) {
       const e = x.lua_rawgeti(L, idx, BigInt(i));
@@ -93,6 +94,7 @@ export function finishLighty(b: Bindings, L: Ptr, run: Run54): void {
   x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(run.lightyRef));
   api.push(L, 'content');
   if (x.lua_rawget(L, -2) === LUA_TTABLE) {
+    api.solid(L, -1);
     const n = x.lua_rawlen(L, -1);
     for (let i = 1; i <= n; i++) {
       const t = x.lua_rawgeti(L, -1, BigInt(i));

@@ -19,6 +19,7 @@ export function bindPass(b: Bindings): Record<string, (L: Ptr) => number> {
     let params: Record<string, string | null> | undefined;
     if (api.getField(L, idx, 'params') === LUA_TTABLE) {
       params = {};
+      api.solid(L, -1);
       x.lua_pushnil(L);
       while (x.lua_next(L, -2) !== 0) {
         if (x.lua_type(L, -2) !== LUA_TSTRING) api.raise(L, 'pass(): params must map names to strings or false');

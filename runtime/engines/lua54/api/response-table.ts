@@ -62,6 +62,7 @@ export function responseTables(api: LuaApi): ResponseTables {
       const headers: Array<[string, string]> = [];
       const t = api.getField(L, at, 'headers');
       if (t === LUA_TTABLE) {
+        api.solid(L, -1);
         x.lua_pushnil(L);
         while (x.lua_next(L, -2) !== 0) {
           if (x.lua_type(L, -2) !== LUA_TSTRING || (x.lua_type(L, -1) !== LUA_TSTRING && x.lua_type(L, -1) !== LUA_TNUMBER)) {
