@@ -66,6 +66,26 @@ const state: Case[] = [
     then: [{ script: { lua: 'print(cache.x == nil)', js: 'print(cache.x === undefined)' }, expect: { body: 'true\n' } }],
   },
   {
+    // A finalizer runs whenever the collector does: in Lua 5.4 that was a later request, which
+    // printed the first request's data into its own response. QuickJS has no FinalizationRegistry.
+    name: 'no finalizer can run in another request: __gc is refused at its line (JS: no FinalizationRegistry)',
+    script: {
+      lua: 'local secret = request.query.s\nlocal ok, err = pcall(setmetatable, {}, { __gc = true })\nprint(ok, err)\nsetmetatable({}, { __gc = function() print(secret) end })',
+      js: 'print(typeof FinalizationRegistry);',
+    },
+    request: { params: { QUERY_STRING: 's=alice-secret' } },
+    expect: {
+      body: perEngine({ lua: /^false\t.*__gc is not available/, js: /^undefined\n$/ }),
+      error: perEngine({ lua: { kind: 'runtime', message: /__gc is not available: a finalizer would run during another request/, line: 4 }, js: null }),
+    },
+    then: [
+      {
+        script: { lua: 'local t = {} for i = 1, 50000 do t[i] = { i } end\nprint("own")', js: 'const t = []; for (let i = 0; i < 50000; i++) t.push({ i });\nprint("own");' },
+        expect: { body: 'own\n' },
+      },
+    ],
+  },
+  {
     // require is Lodestone's own (modules.paths only: engine-conformance-modules.test.ts), not package's.
     name: 'nothing that reaches outside is there: no io, os, package, process',
     script: {

@@ -24,6 +24,7 @@ const {
   LUA_OK,
   LUA_REGISTRYINDEX,
   LUA_RIDX_GLOBALS,
+  LUA_TNIL,
   LUA_TNONE,
   LUA_TSTRING,
   LUA_TTABLE,
@@ -45,10 +46,10 @@ const {
   lua_type,
 } = lua;
 
-/** Base functions scripts get unchanged. pcall, xpcall, rawset, load and tostring are replaced below. */
+/** Base functions scripts get unchanged. pcall, xpcall, rawset, setmetatable, load and tostring are replaced below. */
 const BASE = [
   'assert', 'error', 'getmetatable', 'ipairs', 'next', 'pairs', 'rawequal', 'rawget', 'rawlen',
-  'select', 'setmetatable', 'tonumber', 'type', '_VERSION',
+  'select', 'tonumber', 'type', '_VERSION',
 ];
 
 /**
@@ -74,6 +75,31 @@ const rawset: LuaJsFunction = (L) => {
   if (readOnlyTables.has(lua_topointer(L, 1)!)) return raise(L, 'attempt to modify a read-only table');
   lua_settop(L, 3);
   lua_rawset(L, 1);
+  return 1;
+};
+
+/**
+ * setmetatable, refusing a metatable with __gc as Lua 5.4's sandbox does (a finalizer there
+ * runs in whichever request the collector runs in). fengari never calls __gc; refusing it here
+ * too keeps scripts portable between the two engines. Otherwise lbaselib's own.
+ */
+const setmetatable: LuaJsFunction = (L) => {
+  const t = lua_type(L, 2);
+  lauxlib.luaL_checktype(L, 1, LUA_TTABLE);
+  if (t !== LUA_TNIL && t !== LUA_TTABLE) return lauxlib.luaL_argerror(L, 2, 'nil or table expected');
+  if (t === LUA_TTABLE) {
+    lua_pushstring(L, '__gc');
+    const gc = lua.lua_rawget(L, 2);
+    lua_pop(L, 1);
+    if (gc !== LUA_TNIL) return raise(L, '__gc is not available: a finalizer would run during another request');
+  }
+  if (lua.lua_getmetatable(L, 1)) {
+    lua_pushstring(L, '__metatable');
+    if (lua.lua_rawget(L, -2) !== LUA_TNIL) return raise(L, 'cannot change a protected metatable');
+    lua_pop(L, 2);
+  }
+  lua_settop(L, 2);
+  lua_setmetatable(L, 1);
   return 1;
 };
 
@@ -125,7 +151,7 @@ function addBase(L: LuaState): void {
     lua_getfield(L, -2, name);
     lua_setfield(L, -2, name);
   }
-  const own: Record<string, LuaJsFunction> = { pcall, xpcall, rawset, load: jsfn(load) };
+  const own: Record<string, LuaJsFunction> = { pcall, xpcall, rawset, setmetatable, load: jsfn(load) };
   for (const name in own) setFunction(L, name, own[name]!);
   // tostring also replaces the base library's own, where Lua finds a function's name for an
   // error raised through pcall ("bad argument #1 to 'tostring'"), so messages stay the same.

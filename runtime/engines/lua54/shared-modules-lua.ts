@@ -22,7 +22,8 @@
  *   coroutine or userdata of its own makes the module one that runs per request, as before.
  *
  * The raw functions (next, rawget, rawlen, rawset, getmetatable, setmetatable) see through a
- * proxy that is still clean, and the host reads a table through `views` (api: solid) for the
+ * proxy that is still clean (and setmetatable refuses a metatable with __gc, for every table:
+ * a finalizer would run in whichever request the collector happens to run in), and the host reads a table through `views` (api: solid) for the
  * same reason: an untouched proxy is empty.
  */
 export const SHARED_MODULES_LUA = String.raw`local G, H, pcall, readonly, arrays, dgetup, dsetup, upid, dgetmeta, dsetmeta, getinfo, lib = ...
@@ -401,6 +402,11 @@ w.getmetatable = function(t)
   return proxyOf[mt]
 end
 w.setmetatable = function(t, mt)
+  -- A finalizer runs whenever the collector gets to it: during a later request, with this
+  -- one's data in its upvalues (and print() writing to that request's response).
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("__gc is not available: a finalizer would run during another request", 2)
+  end
   if views[t] ~= nil then makeDirty(t) end
   if views[mt] ~= nil then makeDirty(mt) end
   return lib.setmetatable(t, mt)
