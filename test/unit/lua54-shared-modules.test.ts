@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import { Lua54Engine } from '../../runtime/engines/lua54/engine.js';
 import type { ModuleSlots } from '../../runtime/engines/modules.js';
+import { assignedUpvalues } from '../../runtime/engines/lua54/bytecode.js';
 import { compileModules, serve, type Served, type ServeOptions } from '../helpers/script-host.js';
 
 /** An engine and its modules, compiled once: serve() runs a script with them. */
@@ -65,6 +66,8 @@ test("lua54: what a run writes to a shared module (tables, locals, globals) is g
       'function M.reset() cache = { reset = true } end',
       'function M.cached(k) return cache[k] end',
       'function M.setGlobal(v) leaked = v end',
+      'local made = 0',
+      'function M.maker() return function() made = made + 1 return made end end',
       'return M',
     ].join('\n'),
   });
@@ -74,19 +77,20 @@ test("lua54: what a run writes to a shared module (tables, locals, globals) is g
       'u.list[4] = "d"; table.insert(u.list, 1, "z"); u.list[2] = nil',
       'u.conf.path = "/admin"; u.conf.extra = true; u.added = 1',
       'u.hit("k"); u.hit("k"); u.reset(); u.hit("j"); u.setGlobal("mine")',
-      'print(#u.list, u.conf.path, u.added, u.cached("reset"), leaked)',
+      'local m = u.maker() m() m()',
+      'print(#u.list, u.conf.path, u.added, u.cached("reset"), leaked, m())',
     ].join('\n'),
   );
-  assert.equal(first.text, '5\t/admin\t1\ttrue\tmine\n');
+  assert.equal(first.text, '5\t/admin\t1\ttrue\tmine\t3\n');
   const second = await s.run(
     [
       'local u = require("util")',
       'print(#u.list, table.concat(u.list, ","), u.conf.path, u.conf.extra, u.added)',
       'print(u.hit("k"))',
-      'print(u.cached("reset"), leaked)',
+      'print(u.cached("reset"), leaked, u.maker()())',
     ].join('\n'),
   );
-  assert.equal(second.text, '3\ta,b,c\t/\tnil\tnil\n1\t1\nnil\tnil\n');
+  assert.equal(second.text, '3\ta,b,c\t/\tnil\tnil\n1\t1\nnil\tnil\t1\n');
 });
 
 test('lua54: a shared table reads like a plain one: pairs, next, rawget, rawlen, #, ipairs, json, host options', async () => {
@@ -182,4 +186,19 @@ test('lua54: an error in a shared module is placed at the script line; a limit i
   assert.equal(spun.error?.kind, 'limit');
   const after = await s.run('local l = require("loop")\nprint(l.n)');
   assert.equal(after.text, '0\n');
+});
+
+test('lua54: the bytecode reader names the upvalues a module assigns, nested closures included, and gives up on what it does not know', () => {
+  const engine = new Lua54Engine();
+  const dumpOf = (source: string): Uint8Array => engine.dump(engine.compile(source, '/srv/www/lib/m.lua', 'module'));
+  const names = (source: string): string[] | null => assignedUpvalues(dumpOf(source))?.sort() ?? null;
+  assert.deepEqual(names('local a, b, c = 1, 2, 3\nlocal M = {}\nfunction M.f() a = a + 1 return b end\nreturn M'), ['a']);
+  assert.deepEqual(names('local n = 0\nreturn function() return function() return function() n = n + 1 end end end'), ['n']);
+  assert.deepEqual(names('local x = 1\nlocal function f() local y = 0 local g = function() y = y + x end g() return y end\nreturn f'), ['y']);
+  assert.deepEqual(names('local t = {}\nreturn function(k, v) t[k] = v end'), []);
+  const dump = Buffer.from(dumpOf('local n = 0\nreturn function() n = 1 end'));
+  assert.equal(assignedUpvalues(dump.subarray(0, dump.length - 3)), null, 'a cut dump');
+  const other = Buffer.from(dump);
+  other[4] = 0x53;
+  assert.equal(assignedUpvalues(other), null, 'another Lua version');
 });

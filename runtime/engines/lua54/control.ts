@@ -27,7 +27,7 @@ export interface ControlFunctions {
 }
 
 /** Builds the async-call helper and the control functions of one module. */
-export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk']): { b: Bindings; fns: ControlFunctions } {
+export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk'], assignedOf: Bindings['assignedOf']): { b: Bindings; fns: ControlFunctions } {
   const x = api.x;
   const m = api.module;
   const fatal = (): boolean => active.run?.host.fatal != null;
@@ -72,6 +72,7 @@ export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk']): { b:
     current,
     pushEnv,
     pushChunk,
+    assignedOf,
     wait(L: Ptr, r: Run54, what: string, promise: () => Promise<unknown>, push: PushResult | null): number {
       if (!x.lua_isyieldable(L)) {
         return api.raise(L, `${what} cannot wait here (inside a metamethod, an iterator, a sort or gsub callback)`);

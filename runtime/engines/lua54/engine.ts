@@ -24,6 +24,7 @@ import { markIdle, markRunning } from '../running.js';
 import { isModuleFault, LUA_OK, LUA_REGISTRYINDEX, LUA_TNUMBER, LUA_YIELD } from './capi.js';
 import { finishLighty } from './api/lighty.js';
 import { active, Run54 } from './run.js';
+import { assignedUpvalues } from './bytecode.js';
 import { stackOf, wrapperCallerPlace } from './stack.js';
 import { errorText, LuaState54, LuaWorld, type LuaChunk } from './states.js';
 import type { Ptr } from './wasm.js';
@@ -64,6 +65,9 @@ class Lua54Script implements CompiledScript, LuaChunk {
     public mode: 't' | 'b',
     readonly owner: Lua54Engine,
   ) {}
+
+  /** The upvalues its functions assign (bytecode.ts), read from its bytecode once. */
+  assigned?: readonly string[] | null;
 
   dispose(): void {
     // Registry slots die with their states (keyed weakly by this object).
@@ -145,20 +149,17 @@ export class Lua54Engine implements ScriptEngine {
     if (s.mode === 'b') return s.chunk;
     const state = this.take();
     const world = this.world;
-    const x = world.api.x;
-    const parts: Buffer[] = [];
-    world.dumpTo = parts;
     try {
-      x.lua_rawgeti(state.L, LUA_REGISTRYINDEX, BigInt(this.fnIn(state, s)));
+      world.api.x.lua_rawgeti(state.L, LUA_REGISTRYINDEX, BigInt(this.fnIn(state, s)));
       // Not stripped: the line info is what makes runtime errors name file:line.
-      const status = x.lua_dump(state.L, world.dumpWriter, 0, 0);
-      world.api.pop(state.L, 1);
-      if (status !== 0) throw new Error(`lua_dump failed for ${script.path}`);
+      const bytes = world.dumpTop(state.L);
+      // Read now, while the bytes are here: a shared module needs it (api/modules.ts).
+      s.assigned ??= assignedUpvalues(bytes);
+      return bytes;
     } finally {
-      world.dumpTo = null;
+      world.api.x.lua_settop(state.L, 0);
       this.giveBack(state);
     }
-    return Buffer.concat(parts);
   }
 
   load(bytecode: Uint8Array, path: string): CompiledScript {

@@ -105,4 +105,10 @@ export interface Bindings {
   pushEnv(L: Ptr, run: Run54): void;
   /** Pushes `script`'s chunk function as loaded in the run's state (loading it there first). */
   pushChunk(L: Ptr, run: Run54, script: CompiledScript): void;
+  /**
+   * The names of the upvalues `script`'s functions assign (bytecode.ts), or null for "any":
+   * read from its bytecode once, which is dumped first when the script was compiled from source
+   * and not dumped yet.
+   */
+  assignedOf(L: Ptr, run: Run54, script: CompiledScript): readonly string[] | null;
 }

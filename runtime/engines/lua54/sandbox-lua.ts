@@ -177,7 +177,8 @@ do
   local raw = { next = next, rawget = rawget, rawset = rawset, rawlen = rawlen, type = type,
     setmetatable = setmetatable, getmetatable = getmetatable, error = error }
   shared = load(dump(f, true), "=shared", "b")(G, H, H.pcall, readonly, arrays, debug.getupvalue,
-    debug.setupvalue, debug.upvalueid, debug.getmetatable, debug.setmetatable, debug.getinfo, raw)
+    debug.setupvalue, debug.upvalueid, debug.upvaluejoin, debug.getmetatable, debug.setmetatable,
+    debug.getinfo, raw)
   for _, k in ipairs({ "next", "rawget", "rawlen", "rawset", "getmetatable", "setmetatable" }) do G[k] = shared[k] end
   H.views_setup(shared.views)
 end

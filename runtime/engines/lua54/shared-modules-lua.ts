@@ -26,7 +26,7 @@
  * a finalizer would run in whichever request the collector happens to run in), and the host reads a table through `views` (api: solid) for the
  * same reason: an untouched proxy is empty.
  */
-export const SHARED_MODULES_LUA = String.raw`local G, H, pcall, readonly, arrays, dgetup, dsetup, upid, dgetmeta, dsetmeta, getinfo, lib = ...
+export const SHARED_MODULES_LUA = String.raw`local G, H, pcall, readonly, arrays, dgetup, dsetup, upid, upjoin, dgetmeta, dsetmeta, getinfo, lib = ...
 local next, rawget, rawset, rawlen, type, setmetatable, error = lib.next, lib.rawget, lib.rawset, lib.rawlen, lib.type, lib.setmetatable, lib.error
 
 local function weak() return setmetatable({}, { __mode = "k" }) end
@@ -44,6 +44,13 @@ local touched, nTouched = {}, 0   -- records bound in that run
 local lastSerial = 0               -- that run's serial number (run.ts)
 local depth, refused = 0, false
 local loadingEnv, loadingDeps = nil, nil
+-- Every shared module function's _ENV is joined to this closure's one upvalue, set to the
+-- running request's globals (or to a load's own) once per run, for all modules at once.
+local holder
+do
+  local env
+  holder = function() return env end
+end
 for _, t in next, { builtin, views, realOf, proxyOf, cleanMeta, frozenFn, records, LOADING, NOSHARE, dirty, touched } do
   builtin[t] = true
 end
@@ -201,20 +208,23 @@ local function freezeFunction(rec, f)
   while true do
     local name, v = dgetup(f, i)
     if name == nil then break end
-    local id = upid(f, i)
-    if not rec.seen[id] then
-      rec.seen[id] = true
-      if v == rec.env then
-        local eu = rec.envUps
-        eu[#eu + 1] = f
-        eu[#eu + 1] = i
-      else
+    if v == rec.env then
+      upjoin(f, i, holder, 1)
+    else
+      local id = upid(f, i)
+      if not rec.seen[id] then
+        rec.seen[id] = true
         local fv = freeze(rec, v)
         if fv ~= v then dsetup(f, i, fv) end
-        local ups = rec.ups
-        ups[#ups + 1] = f
-        ups[#ups + 1] = i
-        ups[#ups + 1] = fv
+        -- Only a local some function assigns needs setting back (all of them when the
+        -- bytecode could not be read: module_assigned, bytecode.ts).
+        local assigned = rec.assigned
+        if assigned == nil or assigned[name] then
+          local ups = rec.ups
+          ups[#ups + 1] = f
+          ups[#ups + 1] = i
+          ups[#ups + 1] = fv
+        end
       end
     end
     i = i + 1
@@ -243,29 +253,22 @@ freeze = function(rec, v)
   return v
 end
 
-local function setEnv(rec, env)
-  local eu = rec.envUps
-  for j = 1, #eu, 2 do dsetup(eu[j], eu[j + 1], env) end
-  local deps = rec.deps
-  for j = 1, #deps do setEnv(deps[j], env) end
-end
-
--- Binds a record to the run (or to the load in progress): its functions' globals are env, and
--- its top level's globals are copied there, as a module run per request would leave them.
+-- Binds a record to the run: its top level's globals are copied into the run's (env; nil
+-- inside a load, which copies them into its own), as a module run per request would leave
+-- them, and its assigned locals are set back before the next run.
 local function bind(rec, serial, env)
-  local eu = rec.envUps
-  for j = 1, #eu, 2 do dsetup(eu[j], eu[j + 1], env) end
+  rec.run = serial
+  nTouched = nTouched + 1
+  touched[nTouched] = rec
   local globals = rec.globals
-  if globals ~= nil then
+  if globals ~= nil and env ~= nil then
     for k, v in next, globals do rawset(env, k, v) end
   end
-  if rec.run ~= serial then
-    rec.run = serial
-    nTouched = nTouched + 1
-    touched[nTouched] = rec
-  end
   local deps = rec.deps
-  for j = 1, #deps do bind(deps[j], serial, env) end
+  for j = 1, #deps do
+    local d = deps[j]
+    if not d.plain and d.run ~= serial then bind(d, serial, env) end
+  end
 end
 
 -- The load's globals: the shared ones only. Anything else (request, _G, a global a script
@@ -284,8 +287,11 @@ local function loadShared(chunk, name)
   records[chunk] = LOADING
   local E = setmetatable({}, loadMeta)
   local outerEnv, outerDeps, outerRefused = loadingEnv, loadingDeps, refused
+  local _, holderEnv = dgetup(holder, 1)
   local deps = {}
   loadingEnv, loadingDeps, refused = E, deps, false
+  -- The shared modules this load requires see the load's globals while it runs.
+  dsetup(holder, 1, E)
   depth = depth + 1
   local before = H.module_share(depth)
   local ok, value = pcall(runTop, chunk, E, name)
@@ -294,8 +300,9 @@ local function loadShared(chunk, name)
   local rec = false
   if ok and not refused and after == before then
     if value == nil then value = true end
-    rec = { env = E, envUps = {}, ups = {}, seen = {}, globals = {}, deps = deps, run = nil, value = nil }
+    rec = { env = E, ups = {}, seen = {}, globals = {}, deps = deps, run = nil, value = nil }
     ok = pcall(function()
+      rec.assigned = H.module_assigned(name)
       for k, v in next, E do
         local tk = type(k)
         if tk ~= "string" then noshare() end
@@ -308,8 +315,12 @@ local function loadShared(chunk, name)
     else
       rec.seen = nil
       if next(rec.globals) == nil then rec.globals = nil end
+      local plain = rec.globals == nil and #rec.ups == 0
+      for j = 1, #deps do plain = plain and deps[j].plain end
+      rec.plain = plain
     end
   end
+  dsetup(holder, 1, holderEnv)
   loadingEnv, loadingDeps, refused = outerEnv, outerDeps, outerRefused or not rec
   records[chunk] = rec
   return rec
@@ -322,14 +333,14 @@ local function share(chunk, name, serial, env)
   if serial ~= lastSerial then
     lastSerial = serial
     if nDirty > 0 or nTouched > 0 then cleanAll() end
+    dsetup(holder, 1, env)
   end
   local rec = records[chunk]
-  if rec == nil and (depth > 0 or pristine()) then
+  if rec then
+    -- The common case: nothing to copy or set back (no globals, no assigned locals).
+    if rec.plain and loadingDeps == nil then return rec.value end
+  elseif rec == nil and (depth > 0 or pristine()) then
     rec = loadShared(chunk, name)
-    if rec and depth == 0 then
-      -- The load bound the modules it required to its own globals: bind them to the run's.
-      for i = 1, nTouched do setEnv(touched[i], env) end
-    end
   end
   if rec == nil or rec == false or rec == LOADING then
     if depth > 0 then
@@ -340,8 +351,13 @@ local function share(chunk, name, serial, env)
   end
   if loadingEnv ~= nil then
     loadingDeps[#loadingDeps + 1] = rec
-    bind(rec, serial, loadingEnv)
-  elseif rec.run ~= serial then
+    -- Its globals go into the load's (the module loading sees them as it would per request).
+    local globals = rec.globals
+    if globals ~= nil then
+      for k, v in next, globals do rawset(loadingEnv, k, v) end
+    end
+    if not rec.plain and rec.run ~= serial then bind(rec, serial, env) end
+  elseif not rec.plain and rec.run ~= serial then
     bind(rec, serial, env)
   end
   return rec.value

@@ -25,6 +25,7 @@ import { active, type Bindings, type RunState } from './run.js';
 import { SANDBOX_LUA } from './sandbox-lua.js';
 import { LUA_DEBUG_BYTES } from './stack.js';
 import { LuaModule, WasmAbort, type Ptr } from './wasm.js';
+import { assignedUpvalues } from './bytecode.js';
 
 /** VM instructions between two count-hook calls (a few microseconds of script time). */
 export const HOOK_COUNT = 1000;
@@ -44,6 +45,8 @@ export interface LuaChunk {
   /** The chunk's bytes and how to load them ('t' source, 'b' Lodestone's own bytecode). */
   readonly chunk: Buffer;
   readonly mode: 't' | 'b';
+  /** What bytecode.ts read of its bytecode (shared modules); undefined until read. */
+  assigned?: readonly string[] | null;
 }
 
 function isChunk(script: object): script is LuaChunk {
@@ -91,8 +94,8 @@ export class LuaWorld {
   readonly ar: Ptr;
   /** lua_dump's writer (one for the module: a table slot per dump would never be freed). */
   readonly dumpWriter: Ptr;
-  /** Where {@link dumpWriter} puts the bytes of the dump in progress. */
-  dumpTo: Buffer[] | null = null;
+  /** The dump in progress: {@link dumpWriter} appends to it (ldump.c writes a few bytes a call). */
+  private dumping: { buf: Buffer; len: number } | null = null;
   /** A fault (trap, abort, native stack overflow) happened: nothing here may run again. */
   dead = false;
 
@@ -104,7 +107,15 @@ export class LuaWorld {
     this.nres = x.malloc(4);
     this.ar = x.malloc(LUA_DEBUG_BYTES);
     this.dumpWriter = module.addFunction((_L: Ptr, p: Ptr, size: number): number => {
-      this.dumpTo?.push(Buffer.from(module.heap.subarray(p, p + size)));
+      const d = this.dumping;
+      if (d === null) return 1;
+      if (d.len + size > d.buf.length) {
+        const bigger = Buffer.allocUnsafe(Math.max(2 * d.buf.length, d.len + size));
+        d.buf.copy(bigger, 0, 0, d.len);
+        d.buf = bigger;
+      }
+      module.heap.copy(d.buf, d.len, p, p + size);
+      d.len += size;
       return 0;
     }, 'iiiii');
     this.alloc = module.addFunction((ud: number, p: Ptr, osize: number, nsize: number): Ptr => {
@@ -137,10 +148,26 @@ export class LuaWorld {
       return q;
     }, 'iiiii');
     this.hook = module.addFunction(onHook, 'vii');
-    const control = makeControl(api, (L, run, script) => {
-      if (!isChunk(script)) throw new TypeError(`${script.path} was not compiled by the Lua engine`);
-      x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.fnIn(run.state as LuaState54, script)));
-    });
+    const control = makeControl(
+      api,
+      (L, run, script) => {
+        if (!isChunk(script)) throw new TypeError(`${script.path} was not compiled by the Lua engine`);
+        x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.fnIn(run.state as LuaState54, script)));
+      },
+      (L, run, script) => {
+        if (!isChunk(script)) return null;
+        if (script.assigned === undefined) {
+          if (script.mode === 'b') {
+            script.assigned = assignedUpvalues(script.chunk);
+          } else {
+            x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.fnIn(run.state as LuaState54, script)));
+            script.assigned = assignedUpvalues(this.dumpTop(L));
+            api.pop(L, 1);
+          }
+        }
+        return script.assigned;
+      },
+    );
     this.b = control.b;
     Object.assign(this.host, control.fns);
     for (const bind of [bindOutput, bindRequest, bindResponse, bindCookies, bindFiles, bindCache, bindPass, bindFetch, bindLighty, bindLibrary, bindModules]) {
@@ -214,6 +241,19 @@ export class LuaWorld {
     const ref = x.luaL_ref(L, LUA_REGISTRYINDEX);
     state.scripts.set(script, ref);
     return ref;
+  }
+
+  /** lua_dump of the function at the top of L, with its line and upvalue names (not stripped). */
+  dumpTop(L: Ptr): Buffer {
+    const outer = this.dumping;
+    const d = { buf: Buffer.allocUnsafe(16 * 1024), len: 0 };
+    this.dumping = d;
+    try {
+      if (this.api.x.lua_dump(L, this.dumpWriter, 0, 0) !== 0) throw new Error('lua_dump failed');
+    } finally {
+      this.dumping = outer;
+    }
+    return Buffer.from(d.buf.subarray(0, d.len));
   }
 
   /** Pushes a new request globals table (empty, over the shared globals of `state`) onto L. */

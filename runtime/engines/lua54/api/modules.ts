@@ -60,6 +60,21 @@ export function bindModules(b: Bindings): Record<string, (L: Ptr) => number> {
       }
       return 3;
     },
+    // The names of the upvalues module `name`'s functions assign, as a set; nil for "any".
+    module_assigned(L) {
+      const run = b.current(L);
+      const script = run.host.findModule(api.text(L, 1)!);
+      if (script === null) return 0;
+      const names = b.assignedOf(L, run, script);
+      if (names === null) return 0;
+      x.lua_createtable(L, 0, names.length);
+      for (const name of names) {
+        api.push(L, name);
+        x.lua_pushboolean(L, 1);
+        x.lua_rawset(L, -3);
+      }
+      return 1;
+    },
     // Enters (depth > 0) or leaves a shared module's load; returns the refusals so far.
     module_share(L) {
       const run = b.current(L);
