@@ -33,6 +33,11 @@ export function nodeFastcgiCommand(port: number): [string, string[]] {
   return [process.execPath, [path.join(repoRoot, 'bench/peers/node-fastcgi.mjs'), String(port)]];
 }
 
+/** The Node relay floor (bench/peers/node-relay.mjs) on 127.0.0.1:`port`, relaying to 127.0.0.1:`backendPort` on `pool` kept connections. */
+export function nodeRelayCommand(port: number, backendPort: number, pool: number): [string, string[]] {
+  return [process.execPath, [path.join(repoRoot, 'bench/peers/node-relay.mjs'), String(port), String(backendPort), String(pool)]];
+}
+
 /** The Node floor (bench/peers/node-floor.mjs) on 127.0.0.1:`port`. */
 export function nodeFloorCommand(port: number): [string, string[]] {
   return [process.execPath, [path.join(repoRoot, 'bench/peers/node-floor.mjs'), String(port)]];

@@ -7,6 +7,9 @@
  *
  * Four relays, each its own Lodestone process: `pass("php", { emit = true })` (streamed to the
  * client as it arrives) and `emit(pass("php"))` (read whole, then sent), in Lua and in JS. The
+ * control is the Node relay floor (bench/peers/node-relay.mjs): nginx's records forwarded to
+ * PHP-FPM byte for byte on kept connections and back, no script: what Node itself costs to
+ * relay, the floor under pass(). The
  * request's params go to PHP as nginx sent them (SCRIPT_FILENAME names the PHP page), as a
  * front controller in front of PHP does. FastCGI keep-alive everywhere (nginx `keepalive`,
  * Lodestone's pool); PHP-FPM gets pm static with a child for every connection that can be kept
@@ -19,7 +22,7 @@ import { groupRssKiB } from '../lib/cpu.js';
 import { fetchOnce, loadSettings, machine, measure, SERVER_CPU, type Context, type Target } from '../lib/harness.js';
 import { repoRoot } from '../../test/shared/repo.js';
 import { startNginxFront, type Site } from '../lib/nginx.js';
-import { lodestoneCommand, programVersion } from '../lib/peers.js';
+import { lodestoneCommand, nodeRelayCommand, programVersion } from '../lib/peers.js';
 import { phpFpmCommand } from '../lib/php-fpm.js';
 import type { Programs } from '../lib/prereq.js';
 import { freePorts, start, stop, tail, waitForListen, type Managed } from '../lib/procs.js';
@@ -58,11 +61,11 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
   fs.mkdirSync(scripts);
   for (const [page, p] of Object.entries(PAGES)) fs.writeFileSync(path.join(docroot, page), p.php);
   for (const r of RELAYS) fs.writeFileSync(path.join(scripts, r.file), r.source);
-  const [phpPort, ...ports] = await freePorts(1 + RELAYS.length + 1 + RELAYS.length);
+  const [phpPort, floorPort, ...ports] = await freePorts(2 + RELAYS.length + 2 + RELAYS.length);
   const relayPorts = ports.slice(0, RELAYS.length);
   const sitePorts = ports.slice(RELAYS.length);
   // nginx keeps up to `connections` to each upstream, each Lodestone up to POOL_SIZE more.
-  const children = settings.connections + RELAYS.length * POOL_SIZE + 2;
+  const children = settings.connections + (RELAYS.length + 1) * POOL_SIZE + 2;
   const procs: Managed[] = [];
   let nginx: Managed | null = null;
   try {
@@ -80,6 +83,10 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       procs.push(m);
       backends.push({ id: r.id, label: r.label, port: relayPorts[i]!, proc: m, lodestone: true });
     }
+    const [floorCmd, floorArgs] = nodeRelayCommand(floorPort!, phpPort!, POOL_SIZE);
+    const floor = start('node-relay', floorCmd, floorArgs, path.join(tmp, 'node-relay.log'), { cpus: SERVER_CPU });
+    procs.push(floor);
+    backends.push({ id: 'node-relay', label: 'Node relay floor (records forwarded, no script)', port: floorPort!, proc: floor, lodestone: false });
     for (const b of backends) await waitForListen(b.port, b.proc);
 
     const sites: Site[] = backends.map((b, i) => ({ listen: sitePorts[i]!, backend: b.port, keepalive: settings.connections, name: b.id.replace(/[-.]/g, '_'), root: docroot }));
@@ -116,6 +123,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       `PHP pages: \`hello.php\` (\`123\`) and \`big.php\` (${BIG_BYTES / 1024} KiB), both \`Cache-Control: no-store\`; PHP-FPM \`pm = static\`, ${children} children`,
       `Lodestone: one \`lodestone serve --workers 0 --script pass-*.lua|js\` per relay, a pool of ${POOL_SIZE} kept connections to PHP-FPM; ` +
         '"server CPU / req" of its rows is the relay alone (PHP-FPM\'s work is in the direct rows)',
+      `Node relay floor: bench/peers/node-relay.mjs, the same pool of ${POOL_SIZE}: nginx's records forwarded to PHP-FPM byte for byte and back (record headers read only to see END_REQUEST), no script or params decoding; its "server CPU / req" is what Node itself costs per relayed request`,
       CPU_PER_REQUEST_NOTE,
     ];
     return wrkReport({
@@ -143,7 +151,7 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
 
 export const pass: Scenario = {
   name: 'pass',
-  summary: 'nginx -> PHP-FPM direct vs relayed by pass() (emit and read, Lua and JS): hello and a 100 KiB page, CPU per relayed request',
+  summary: 'nginx -> PHP-FPM direct vs relayed by pass() (emit and read, Lua and JS) and by a bare Node relay (the floor): hello and a 100 KiB page, CPU per relayed request',
   needs: ['nginx', 'wrk', 'taskset', 'php-fpm'],
   run,
 };

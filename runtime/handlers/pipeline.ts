@@ -3,6 +3,7 @@
  * front controller), run it in its engine with a fresh ScriptHost, and turn the outcome into a
  * response. Engine-neutral: it only sees the ScriptEngine interface and the script store.
  */
+import type { Readable } from 'node:stream';
 import { errorPage } from './error-page.js';
 import type { ContentCache } from '../content-cache/content-cache.js';
 import { tooLargeMessage } from '../engines/script-cache-config.js';
@@ -156,29 +157,57 @@ function answer(options: PipelineOptions, req: Request, res: Response, outcome: 
 }
 
 /**
- * Streams a backend's response to the client as it arrives: headers first, then each chunk,
- * waiting for the web server to take it (socket backpressure) before reading more.
+ * Streams a backend's response to the client as it arrives: headers first, then what the
+ * backend sent, waiting for the web server to take it (socket backpressure) before reading more.
+ * What has arrived is written without a flush while more is known to come; once END_REQUEST is
+ * in, the rest goes out with our own END_REQUEST, so a small response is one write.
  */
 async function relay(options: PipelineOptions, req: Request, res: Response, pool: string, got: BackendResponse, script: string): Promise<void> {
   res.status = got.status;
   for (const [name, value] of got.headers) res.addHeader(name, value);
+  const body = got.body;
   try {
-    for await (const chunk of got.body) {
-      res.write(chunk as Buffer);
+    for (;;) {
+      let chunk: Buffer | null;
+      while ((chunk = body.read() as Buffer | null) !== null) res.write(chunk);
+      if (body.errored) throw body.errored;
+      if (got.ended || body.destroyed) break;
       res.flush();
       await res.drain();
       if (req.aborted) break;
+      await readable(body);
     }
   } catch (err) {
     // The backend failed after its headers: end what was sent, as nginx does.
     options.log.error('LS_BACKEND_PROTOCOL', `pass(${JSON.stringify(pool)}): ${(err as Error).message}`, { script });
   } finally {
-    got.body.destroy();
+    body.destroy();
   }
   // As a script's own response: a backend that named no type gets the default (an empty body
   // never flushed the headers).
   if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
   res.end();
+}
+
+/** Resolves when `body` has data, has ended or is closed; rejects with its error. */
+function readable(body: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      body.off('readable', done);
+      body.off('end', done);
+      body.off('close', done);
+      body.off('error', fail);
+      resolve();
+    };
+    const fail = (err: Error): void => {
+      done();
+      reject(err);
+    };
+    body.on('readable', done);
+    body.on('end', done);
+    body.on('close', done);
+    body.on('error', fail);
+  });
 }
 
 /**

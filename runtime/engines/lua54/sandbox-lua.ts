@@ -246,7 +246,6 @@ setmetatable(G, {
 })
 local envMeta = { __index = G, __metatable = false }
 -- Everything reachable from here is the sandbox's, shared already: a module's freeze leaves it.
-shared.adopt(envMeta)
-shared.adopt(debug.getmetatable(""))
+shared.roots(envMeta, debug.getmetatable(""))
 return envMeta
 `;

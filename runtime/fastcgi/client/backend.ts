@@ -98,6 +98,11 @@ export interface BackendResponse {
    * `stream.finished` still see its errors (BackendError).
    */
   readonly body: Readable;
+  /**
+   * True once END_REQUEST arrived: what is left of the response is buffered in {@link body}, so
+   * a relay can end its own response with it in one write instead of waiting for 'end'.
+   */
+  readonly ended: boolean;
   /** The spec of the server that answered. */
   readonly server: string;
   /** The pool's name. */

@@ -41,6 +41,8 @@ class BackendExchange {
   head: Buffer | null = null;
   headLength = 0;
   body: Readable | null = null;
+  /** What the caller got (its `ended` is set at END_REQUEST). */
+  response: { ended: boolean } | null = null;
   gotBytes = false;
   /** A streamed body is still being written. */
   writing = false;
@@ -316,7 +318,9 @@ export class BackendConnection {
     body.on('error', noop);
     ex.body = body;
     ex.headDelivered = true;
-    ex.resolve({ status, headers, body, server: this.ctx.server, pool: this.ctx.pool });
+    const response = { status, headers, body, ended: false, server: this.ctx.server, pool: this.ctx.pool };
+    ex.response = response;
+    ex.resolve(response);
   }
 
   private pushBody(ex: BackendExchange, data: Buffer): void {
@@ -371,6 +375,7 @@ export class BackendConnection {
       ex.paused = false;
       this.socket.resume();
     }
+    ex.response!.ended = true;
     ex.body!.push(null);
     if (ex.writing) this.socket.destroy();
     // The connection is free now, before the body's consumer has read it all: every byte is off
