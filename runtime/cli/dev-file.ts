@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import { pipeline } from 'node:stream';
 import { httpStatus } from '../errors.js';
-import { contentType } from '../files/stat-cache.js';
+import { contentType, mimeReady } from '../files/stat-cache.js';
 import { errorHtml } from '../handlers/error-page.js';
 import type { Logger } from '../log.js';
 
@@ -80,6 +80,7 @@ export async function sendFile(
     }
   }
   const length = Math.max(end - start + 1, 0);
+  await mimeReady();
   try {
     writeHead(res, status, headers, { length, type: contentType(file), modified: st.mtime });
   } catch (err) {
