@@ -34,6 +34,31 @@ const STDERR_LINES_PER_REQUEST = 20;
 const COPY_LIMIT = 64 * 1024;
 const noop = (): void => {};
 
+/**
+ * Response timeouts of every exchange in flight, checked by one process-wide interval (the
+ * server side's wall clock does the same: core.ts). A Node timer armed at the request, armed
+ * again at the first bytes and cleared at the end was two setTimeout and two clearTimeout per
+ * relayed request; a deadline field and a Set entry cost next to nothing while exchanges overlap
+ * (the clock runs while any is armed). A timeout fires up to TIMEOUT_TICK_MS late; the message
+ * names the configured time.
+ */
+const TIMEOUT_TICK_MS = 25;
+const timed = new Set<BackendExchange>();
+let timeoutClock: NodeJS.Timeout | null = null;
+
+function checkTimeouts(): void {
+  const now = Date.now();
+  for (const ex of timed) {
+    if (now < ex.deadline) continue;
+    timed.delete(ex);
+    ex.conn.timedOut(ex);
+  }
+  if (timed.size === 0 && timeoutClock !== null) {
+    clearInterval(timeoutClock);
+    timeoutClock = null;
+  }
+}
+
 /** The state of the request in flight on a connection. */
 class BackendExchange {
   headDelivered = false;
@@ -50,12 +75,15 @@ class BackendExchange {
   /** The socket is paused because the body's consumer is not reading. */
   paused = false;
   stderrLines = 0;
-  timer: NodeJS.Timeout | null = null;
+  /** When the armed timeout ends (Date.now() ms), and its length; armed while in `timed`. */
+  deadline = 0;
+  timeoutMs = 0;
   over = false;
   /** Undoes the subscription to the request's cancel. */
   offAbort: (() => void) | null = null;
 
   constructor(
+    readonly conn: BackendConnection,
     readonly options: BackendExchangeOptions,
     readonly resolve: (res: BackendResponse) => void,
     readonly reject: (err: BackendError) => void,
@@ -136,7 +164,7 @@ export class BackendConnection {
     options: BackendExchangeOptions,
   ): Promise<BackendResponse> {
     return new Promise((resolve, reject) => {
-      const ex = new BackendExchange(options, resolve, reject, cancel);
+      const ex = new BackendExchange(this, options, resolve, reject, cancel);
       if (this.ex !== null || this.closed) {
         const err = new BackendError('unavailable', 'connection is not free', this.ctx.pool, this.ctx.server);
         options.onEnd({ reusable: false, error: err, closedEarly: false });
@@ -231,8 +259,8 @@ export class BackendConnection {
       // The response started: the request is never sent again, its body needs no replay.
       ex.source?.stopKeeping();
       this.arm(ex, ex.options.responseTimeoutMs);
-    } else if (ex.timer !== null) {
-      ex.timer.refresh();
+    } else if (timed.has(ex)) {
+      ex.deadline = Date.now() + ex.timeoutMs;
     }
     try {
       const err = this.parser.push(chunk);
@@ -446,20 +474,27 @@ export class BackendConnection {
   }
 
   private arm(ex: BackendExchange, ms: number): void {
-    this.disarm(ex);
-    ex.timer = setTimeout(() => this.timedOut(ex, ms), ms);
-  }
-
-  private disarm(ex: BackendExchange): void {
-    if (ex.timer !== null) {
-      clearTimeout(ex.timer);
-      ex.timer = null;
+    ex.timeoutMs = ms;
+    ex.deadline = Date.now() + ms;
+    timed.add(ex);
+    if (timeoutClock === null) {
+      timeoutClock = setInterval(checkTimeouts, TIMEOUT_TICK_MS);
+      timeoutClock.unref();
     }
   }
 
-  private timedOut(ex: BackendExchange, ms: number): void {
+  private disarm(ex: BackendExchange): void {
+    // The clock stops with the last armed exchange, so a closed pool leaves no timer behind.
+    if (timed.delete(ex) && timed.size === 0 && timeoutClock !== null) {
+      clearInterval(timeoutClock);
+      timeoutClock = null;
+    }
+  }
+
+  /** The armed timeout of `ex` ran out (checkTimeouts). */
+  timedOut(ex: BackendExchange): void {
     const what = ex.gotBytes ? 'backend stopped sending' : 'no response from the backend';
-    this.fail(ex, 'timeout', `${what} for ${ms} ms`, 'LS_BACKEND_TIMEOUT');
+    this.fail(ex, 'timeout', `${what} for ${ex.timeoutMs} ms`, 'LS_BACKEND_TIMEOUT');
   }
 
   private fields(): Record<string, string> {

@@ -35,10 +35,10 @@ export interface ServerStats {
   readonly disabledUntil: number;
 }
 
-/** An idle kept connection and the timer that closes it. */
+/** An idle kept connection and when it was parked (Date.now() ms): the sweep closes it after idleTimeoutMs. */
 interface Idle {
   readonly conn: BackendConnection;
-  readonly timer: NodeJS.Timeout;
+  readonly since: number;
 }
 
 class Server {
@@ -100,6 +100,8 @@ export class BackendPool {
   private closed = false;
   /** After close()'s grace: new connections are refused and open ones destroyed. */
   private forced = false;
+  /** Closes idle connections past idleTimeoutMs; runs while any connection is idle (park). */
+  private sweeper: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
   private onDrained: (() => void) | null = null;
 
@@ -170,10 +172,11 @@ export class BackendPool {
       waiter.reject(new BackendError('unavailable', `backend pool ${this.name} is closed`, this.name));
     }
     for (const server of this.servers) {
-      for (const idle of server.idle.splice(0)) {
-        clearTimeout(idle.timer);
-        idle.conn.destroy();
-      }
+      for (const idle of server.idle.splice(0)) idle.conn.destroy();
+    }
+    if (this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
     }
     if (await this.drained(graceMs)) return;
     this.forced = true;
@@ -373,7 +376,6 @@ export class BackendPool {
     for (;;) {
       const idle = server.idle.pop();
       if (idle === undefined) return undefined;
-      clearTimeout(idle.timer);
       if (!idle.conn.closed) return idle.conn;
     }
   }
@@ -408,15 +410,37 @@ export class BackendPool {
     this.checkDrained();
   }
 
+  /**
+   * Puts `conn` on its server's idle stack. A timer per parked connection was a setTimeout and a
+   * clearTimeout per relayed request; one sweep per pool, running while anything is idle, closes
+   * those idle past idleTimeoutMs (the oldest are at the bottom: takeIdle pops the newest).
+   */
   private park(server: Server, conn: BackendConnection): void {
-    const timer = setTimeout(() => conn.destroy(), this.options.idleTimeoutMs);
-    server.idle.push({ conn, timer });
+    server.idle.push({ conn, since: Date.now() });
+    if (this.sweeper === null) {
+      const every = Math.max(25, Math.min(1000, Math.floor(this.options.idleTimeoutMs / 4)));
+      this.sweeper = setInterval(() => this.sweep(), every);
+      this.sweeper.unref();
+    }
+  }
+
+  private sweep(): void {
+    const oldest = Date.now() - this.options.idleTimeoutMs;
+    let left = 0;
+    for (const server of this.servers) {
+      while (server.idle.length > 0 && server.idle[0]!.since <= oldest) server.idle.shift()!.conn.destroy();
+      left += server.idle.length;
+    }
+    if (left === 0 && this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
   }
 
   private connectionClosed(server: Server, conn: BackendConnection): void {
     server.open.delete(conn);
     const i = server.idle.findIndex((idle) => idle.conn === conn);
-    if (i >= 0) clearTimeout(server.idle.splice(i, 1)[0]!.timer);
+    if (i >= 0) server.idle.splice(i, 1);
     this.checkDrained();
   }
 
