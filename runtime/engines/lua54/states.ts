@@ -148,26 +148,23 @@ export class LuaWorld {
       return q;
     }, 'iiiii');
     this.hook = module.addFunction(onHook, 'vii');
-    const control = makeControl(
-      api,
-      (L, run, script) => {
-        if (!isChunk(script)) throw new TypeError(`${script.path} was not compiled by the Lua engine`);
-        x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.fnIn(run.state as LuaState54, script)));
-      },
-      (L, run, script) => {
-        if (!isChunk(script)) return null;
-        if (script.assigned === undefined) {
-          if (script.mode === 'b') {
-            script.assigned = assignedUpvalues(script.chunk);
-          } else {
-            x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.fnIn(run.state as LuaState54, script)));
-            script.assigned = assignedUpvalues(this.dumpTop(L));
-            api.pop(L, 1);
-          }
+    const pushChunk: Bindings['pushChunk'] = (L, run, script) => {
+      if (!isChunk(script)) throw new TypeError(`${script.path} was not compiled by the Lua engine`);
+      x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.fnIn(run.state as LuaState54, script)));
+    };
+    const control = makeControl(api, pushChunk, (L, run, script) => {
+      if (!isChunk(script)) return null;
+      if (script.assigned === undefined) {
+        if (script.mode === 'b') {
+          script.assigned = assignedUpvalues(script.chunk);
+        } else {
+          pushChunk(L, run, script);
+          script.assigned = assignedUpvalues(this.dumpTop(L));
+          api.pop(L, 1);
         }
-        return script.assigned;
-      },
-    );
+      }
+      return script.assigned;
+    });
     this.b = control.b;
     Object.assign(this.host, control.fns);
     for (const bind of [bindOutput, bindRequest, bindResponse, bindCookies, bindFiles, bindCache, bindPass, bindFetch, bindLighty, bindLibrary, bindModules]) {
