@@ -100,6 +100,11 @@ local H = ...
 local next, type, setmetatable, rawset, error, ipairs = next, type, setmetatable, rawset, error, ipairs
 local readonly = setmetatable({}, { __mode = "k" })
 local dump = string.dump
+-- A chunk of the sandbox's own, loaded stripped of line info: an error raised in it has no
+-- position of it, and the engine places it at the script's line (stack.ts).
+local function stripped(source, name)
+  return load(dump(load(source, name), true), name, "b")
+end
 
 local function ro(name, t)
   local p = setmetatable({}, {
@@ -131,8 +136,7 @@ G.pcall, G.xpcall, G.load = H.pcall, H.xpcall, H.load
 -- wrappers (LIBRARY_WRAPPERS_LUA) put a Lua instruction in each step, or answer without the loop.
 do
   local lib = { gsub = string.gsub, sort = table.sort, rep = string.rep, move = table.move }
-  local f = load(LIBRARY_WRAPPERS, "=wrappers")
-  local w = load(string.dump(f, true), "=wrappers", "b")(lib, debug.getinfo, math.tointeger, math.maxinteger, math.min, getmetatable, setmetatable, select, type)
+  local w = stripped(LIBRARY_WRAPPERS, "=wrappers")(lib, debug.getinfo, math.tointeger, math.maxinteger, math.min, getmetatable, setmetatable, select, type)
   string.gsub, table.sort, string.rep, table.move = w.gsub, w.sort, w.rep, w.move
 end
 
@@ -173,10 +177,9 @@ H.json_setup(arrays)
 -- see through a module table a run has not written yet.
 local shared
 do
-  local f = load(SHARED_MODULES, "=shared")
   local raw = { next = next, rawget = rawget, rawset = rawset, rawlen = rawlen, type = type,
     setmetatable = setmetatable, getmetatable = getmetatable, error = error }
-  shared = load(dump(f, true), "=shared", "b")(G, H, H.pcall, readonly, arrays, debug.getupvalue,
+  shared = stripped(SHARED_MODULES, "=shared")(G, H, H.pcall, readonly, arrays, debug.getupvalue,
     debug.setupvalue, debug.upvalueid, debug.upvaluejoin, debug.getmetatable, debug.setmetatable,
     debug.getinfo, raw)
   for _, k in ipairs({ "next", "rawget", "rawlen", "rawset", "getmetatable", "setmetatable" }) do G[k] = shared[k] end
