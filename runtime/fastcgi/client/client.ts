@@ -46,17 +46,10 @@ const TIMEOUT_TICK_MS = 25;
 const timed = new Set<BackendExchange>();
 let timeoutClock: NodeJS.Timeout | null = null;
 
+// A timed-out exchange fails, which disarms it (BackendConnection.over): the last one stops the clock.
 function checkTimeouts(): void {
   const now = Date.now();
-  for (const ex of timed) {
-    if (now < ex.deadline) continue;
-    timed.delete(ex);
-    ex.conn.timedOut(ex);
-  }
-  if (timed.size === 0 && timeoutClock !== null) {
-    clearInterval(timeoutClock);
-    timeoutClock = null;
-  }
+  for (const ex of timed) if (now >= ex.deadline) ex.conn.timedOut(ex);
 }
 
 /** The state of the request in flight on a connection. */
