@@ -26,6 +26,8 @@ import type { ScriptHost } from './host.js';
 import { isModuleFault, loadModule, type LoadedModule } from './js/module.js';
 import type { Run } from './js/run.js';
 import { Vm, type VmTenant } from './js/vm.js';
+import { API_PARAMS } from './js/prelude.js';
+import { planShare, type SharePlan, type ShareRefusal } from './js/share.js';
 
 /** Options of {@link createJsEngine}. */
 export interface JsEngineOptions {
@@ -58,12 +60,17 @@ class JsScript implements CompiledScript, VmTenant {
   /** Lines that say `await` (a limit stop's line on one of them is not trusted: js/limits.ts); null: none. */
   readonly awaitLines: ReadonlySet<number> | null;
 
+  /** For a module: shared (its instrumented body), or why it runs per request (js/share.ts). */
+  readonly share: SharePlan | ShareRefusal | null;
+
   constructor(
     readonly path: string,
     /** Kept to compile into other Vms. */
     readonly source: string,
     readonly kind: SourceKind,
   ) {
+    // Decided once per source (a parse with acorn, ~1-15 ms), not per Vm it compiles into.
+    this.share = kind === 'module' ? planShare(source, API_PARAMS) : null;
     const lines = new Set<number>();
     if (/\bawait\b/.test(source)) source.split('\n').forEach((text, i) => /\bawait\b/.test(text) && lines.add(i + 1));
     this.awaitLines = lines.size > 0 ? lines : null;
@@ -178,7 +185,7 @@ export class JsEngine implements ScriptEngine {
     if (!this.loaded) return script;
     const vm = this.take();
     try {
-      script.attach(vm, this.compileIn(vm, source, path, kind));
+      script.attach(vm, this.compileIn(vm, script));
     } finally {
       this.putBack(vm, null);
     }
@@ -196,16 +203,26 @@ export class JsEngine implements ScriptEngine {
     } catch (err) {
       return Promise.reject(this.setupError(err, script.path));
     }
+    let modules: QuickJSHandle | null = null;
     try {
       fn = this.fnIn(vm, script);
       // The modules the run may require, compiled here before it starts (api/modules.ts).
-      if (host.modules !== null) for (const slot of host.modules.values()) if (slot.script instanceof JsScript) this.fnIn(vm, slot.script);
+      if (host.modules !== null) {
+        const names: string[] = [];
+        const fns: QuickJSHandle[] = [];
+        for (const [name, slot] of host.modules) {
+          if (!(slot.script instanceof JsScript)) continue;
+          names.push(name);
+          fns.push(this.fnIn(vm, slot.script));
+        }
+        modules = vm.modulesObject(host.modules, names, fns);
+      }
     } catch (err) {
       this.putBack(vm, null);
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     this.busy.add(vm);
-    const run = vm.run(fn, this.nextRunId++, host, script.path, script.awaitLines);
+    const run = vm.run(fn, this.nextRunId++, host, script.path, script.awaitLines, modules);
     // Ended within its first slice (a script that never waited): answered without a promise.
     if (!run.finished) return run.done;
     if (run.outcome instanceof ScriptError) throw run.outcome;
@@ -227,16 +244,17 @@ export class JsEngine implements ScriptEngine {
   private fnIn(vm: Vm, script: JsScript): QuickJSHandle {
     let fn = script.in(vm);
     if (!fn) {
-      fn = this.compileIn(vm, script.source, script.path, script.kind);
+      fn = this.compileIn(vm, script);
       script.attach(vm, fn);
     }
     return fn;
   }
 
-  private compileIn(vm: Vm, source: string, path: string, kind: SourceKind = 'script'): QuickJSHandle {
+  private compileIn(vm: Vm, script: JsScript): QuickJSHandle {
+    const { source, path, kind, share } = script;
     this.compileCount++;
     try {
-      return vm.compile(source, path, defaultScriptLimits.memoryBytes, kind);
+      return vm.compile(source, path, defaultScriptLimits.memoryBytes, kind, share?.shared === true ? share : null);
     } catch (err) {
       if (err instanceof ScriptError) throw err;
       if (isModuleFault(err)) vm.dead = true;

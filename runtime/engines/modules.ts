@@ -9,9 +9,14 @@
  *   before the next run that uses it, so each run sees the module as it loaded. A hello that
  *   requires a 1,927-line module costs ~2x hello, not ~12x (README, "Modules"). A module whose
  *   top level touches the request (or whose value holds a coroutine) runs per request instead.
- * - fengari and QuickJS run a module's top level afresh in each run that requires it (once per
- *   run, cached for that run), in the run's own globals. JS cannot share one this way: a
- *   closure's top-level `let` can be neither enumerated nor set back from outside.
+ * - QuickJS shares a module whose functions keep nothing of their own (js/share.ts decides from
+ *   the source, js/api/modules.ts loads): its top level runs once per Vm, with the API that
+ *   holds a request refusing, and every run gets its exports deep-frozen. A write to them
+ *   throws a TypeError. JS cannot be copy-on-write as Lua is: a closure's top-level `let` can be
+ *   neither enumerated nor set back from outside, so a module whose functions assign one (or
+ *   change a module value in place) runs per request.
+ * - fengari runs a module's top level afresh in each run that requires it (once per run, cached
+ *   for that run), in the run's own globals, as do the modules the two above do not share.
  * What is shared otherwise is only what cannot hold request data: the compiled code.
  *
  * Never a disk read at run time: the store finds the literal names a source requires

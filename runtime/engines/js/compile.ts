@@ -14,7 +14,8 @@
  */
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime } from 'quickjs-emscripten-core';
 import { ScriptError, type SourceKind } from '../engine.js';
-import { MODULE_WRAPPER_HEAD, SYNC_WRAPPER_HEAD, WRAPPER_HEAD } from './prelude.js';
+import { MODULE_WRAPPER_HEAD, sharedModuleHead, SYNC_WRAPPER_HEAD, WRAPPER_HEAD } from './prelude.js';
+import type { SharePlan } from './share.js';
 import type { Described } from './prelude-calls.js';
 
 /** QuickJS stack limit while compiling: the parser needs ~20x its size of native stack. */
@@ -44,14 +45,17 @@ export interface CompileVm {
 }
 
 /**
- * Compiles `source` as the body of a wrapper function in `vm`; returns the function handle.
+ * Compiles `source` as the body of a wrapper function in `vm`; returns the function handle. A
+ * module `share` says may be shared (js/share.ts) compiles its instrumented body in the shared
+ * wrapper instead.
  * The wrapper is async only when the source says `await` somewhere (a word match, so a comment
  * or a string saying it costs only speed): a plain one ends the run within start().
  * The source starts on the wrapper's first line so QuickJS's line numbers are the file's.
  */
-export function compileWrapper(vm: CompileVm, source: string, path: string, memoryBytes: number, kind: SourceKind = 'script'): QuickJSHandle {
-  const body = source.startsWith('#!') ? '//' + source.slice(2) : source;
-  const head = kind === 'module' ? MODULE_WRAPPER_HEAD : /\bawait\b/.test(body) ? WRAPPER_HEAD : SYNC_WRAPPER_HEAD;
+export function compileWrapper(vm: CompileVm, source: string, path: string, memoryBytes: number, kind: SourceKind = 'script', share: SharePlan | null = null): QuickJSHandle {
+  const body = share !== null ? share.body : source.startsWith('#!') ? '//' + source.slice(2) : source;
+  const head =
+    share !== null ? sharedModuleHead(share.rebinds, share.names) : kind === 'module' ? MODULE_WRAPPER_HEAD : /\bawait\b/.test(body) ? WRAPPER_HEAD : SYNC_WRAPPER_HEAD;
   const text = `${head}${body}\n}`;
   vm.setMemoryLimit(memoryBytes);
   try {

@@ -78,6 +78,35 @@ export const SYNC_WRAPPER_HEAD = WRAPPER_HEAD.replace('async ', '') + '      ';
  */
 export const MODULE_WRAPPER_HEAD = `function (module, exports, ${API_GLOBALS.map(([param]) => param).join(', ')}) {"use strict"; `;
 
+/** The script API's parameter names, in order (js/share.ts resolves a module's references against them). */
+export const API_PARAMS: readonly string[] = API_GLOBALS.map(([param]) => param);
+
+/**
+ * The shared module wrapper's last parameter: the loader's control (api/modules.ts). A module
+ * that names it is never shared (js/share.ts).
+ */
+export const SHARE_CONTROL = '$lodestone$';
+
+/**
+ * API values a shared module's top level gets as they are: they hold nothing of a request.
+ * The others (print, request, cache, ...) are stand-ins there that refuse any use, so a module
+ * that reads or writes the request at its top level runs per request instead.
+ */
+const SHARE_SAFE: ReadonlySet<string> = new Set(['base64', 'url', 'crypto', 'time', 'require']);
+
+/**
+ * The head of a shared module's wrapper (js/share.ts decides which modules): a module
+ * wrapper's parameters and the loader's control, to which the head hands `bind`, which sets the
+ * API parameters the module uses (`rebinds`) to the real API once the top level has run with
+ * stand-ins, and `names`, which returns the values of the top level's variables for the loader
+ * to freeze. One parameter more than {@link MODULE_WRAPPER_HEAD}: that is how the loader tells a
+ * shared wrapper (SHARED_LENGTH).
+ */
+export function sharedModuleHead(rebinds: readonly string[], names: readonly string[]): string {
+  const binds = rebinds.map((n) => `${n} = a[${API_PARAMS.indexOf(n)}];`).join(' ');
+  return `function (module, exports, ${API_PARAMS.join(', ')}, ${SHARE_CONTROL}) {"use strict"; ${SHARE_CONTROL}.bind = (a) => { ${binds} }; ${SHARE_CONTROL}.names = () => [${names.join(', ')}]; `;
+}
+
 /** Names of the host primitives the prelude expects, in one object passed to it (api/install.ts makes them). */
 export const PRIMITIVES = [
   ...REQUEST_PRIMITIVES,
@@ -194,17 +223,26 @@ ${FETCH_PRELUDE}
 ${REQUEST_PRELUDE}
 ${LIBRARY_PRELUDE}
 ${MODULES_PRELUDE}
-  const callModule = (fn, module) => fn(module, module.exports, ${API_GLOBALS.map(([, value]) => value).join(', ')});
+  // A module's wrapper gets the API; a shared one run per request gets the inert control too.
+  const callModule = (fn, module) => fn(module, module.exports, ${API_GLOBALS.map(([, value]) => value).join(', ')}, inertShare);
+  // The API as a shared module's top level gets it, and as it gets it bound afterwards.
+  const SHARED_LENGTH = ${API_GLOBALS.length + 3};
+  const loadSharedTop = (fn, module, ctl) => fn(module, module.exports, ${API_GLOBALS.map(([param, value]) => (SHARE_SAFE.has(param) ? value : `standIn(${value})`)).join(', ')}, ctl);
+  const realApi = () => [${API_GLOBALS.map(([, value]) => value).join(', ')}];
 
   // Everything here is shared by the runs of this context; harden() deep-freezes it with the
   // intrinsics, functions included (the accessors on the prototypes, cache.get, request.body).
   const api = [Request, Response, ${API_GLOBALS.map(([, value]) => value).join(', ')}];
 
-  const start = (fn) => {
+  const start = (fn, modules) => {
     resetOut();
     resetRequest(request);
     modulesLoaded = null;
     moduleDepth = 0;
+    runModules = modules;
+    // A load a limit stopped never reached its finally (QuickJS's interrupt skips them).
+    sharing = 0;
+    shareRefused = false;
     // A wait the last run left unfinished (a sleep() it did not await) never reaches its
     // finally: its site is not this run's.
     if (sitesWaiting !== 0) {
@@ -329,7 +367,24 @@ ${MODULES_PRELUDE}
       hidden.push(Object.getPrototypeOf([].values().map((x) => x)));
       hidden.push(Object.getPrototypeOf(Iterator.from({ next() { return { done: true }; } })));
     }
-    const seen = new Set();
+    // While a shared module's top level runs (api/modules.ts), nothing may change an object's
+    // prototype or make a Proxy: the loader tells a Map, a Date or an iterator (state freezing
+    // cannot reach) by its prototype, and a Proxy's handler is out of freezing's reach.
+    const gated = (f, name) => ({ [name](...a) { if (sharing !== 0) refuseShare(); return apply(f, this, a); } })[name];
+    Object.defineProperty(Object, 'setPrototypeOf', { value: gated(Object.setPrototypeOf, 'setPrototypeOf'), writable: true, enumerable: false, configurable: true });
+    Object.defineProperty(Reflect, 'setPrototypeOf', { value: gated(Reflect.setPrototypeOf, 'setPrototypeOf'), writable: true, enumerable: false, configurable: true });
+    const protoAccess = Object.getOwnPropertyDescriptor(Object.prototype, '__proto__');
+    Object.defineProperty(Object.prototype, '__proto__', { get: protoAccess.get, set: gated(protoAccess.set, '__proto__'), enumerable: false, configurable: true });
+    const Proxy_ = Proxy;
+    const GatedProxy = function Proxy(target, handler) {
+      if (new.target === undefined) throw new TypeError_("Constructor Proxy requires 'new'");
+      if (sharing !== 0) refuseShare();
+      return new Proxy_(target, handler);
+    };
+    Object.defineProperty(GatedProxy, 'revocable', { value: gated(Proxy_.revocable, 'revocable'), writable: true, enumerable: false, configurable: true });
+    Object.defineProperty(G, 'Proxy', { value: GatedProxy, writable: true, enumerable: false, configurable: true });
+
+    const seen = hardened;
     const todo = [G, ...hidden, ...api];
     while (todo.length > 0) {
       const o = todo.pop();

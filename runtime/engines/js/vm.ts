@@ -17,18 +17,22 @@
 import type { QuickJSContext, QuickJSDeferredPromise, QuickJSHandle, QuickJSRuntime } from 'quickjs-emscripten-core';
 import { returnedStatus, ScriptError, type CompiledScript, type SourceKind } from '../engine.js';
 import type { ScriptHost } from '../host.js';
+import type { ModuleSlots } from '../modules.js';
 import { markIdle, markRunning } from '../running.js';
 import type { Frame } from '../slow-log.js';
 import type { Bridge } from './api/binding.js';
 import { applyTaken } from './api/output.js';
 import { install } from './api/install.js';
 import { compileWrapper, RUN_STACK_BYTES, type CompileVm } from './compile.js';
+import type { SharePlan } from './share.js';
 import { isModuleFault, type HeapUser, type LoadedModule } from './module.js';
 import { shouldInterrupt, type LimitedVm } from './limits.js';
 import { moduleOrigin } from './stack.js';
 import { describe, disposeFns, framesFrom, preludeFns, saysYes, vmError, type Described, type PreludeFns } from './prelude-calls.js';
 import { Run, type WaitSource } from './run.js';
 
+/** Module objects a Vm keeps (one per store lease of a script that requires modules). */
+const MODULE_OBJECTS = 8;
 /** Strings longer than this (in UTF-8 bytes) are probed before being copied into the heap. */
 const PROBE_OVER = 1000;
 /** Jobs run per executePendingJobs call, so a drain can look at the run between batches. */
@@ -72,6 +76,8 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
   capturing = false;
   private readonly runs = new Map<number, Run>();
   private memoryLimit = Number.NaN;
+  /** The runs' modules as QuickJS objects (see {@link modulesObject}), by the store's lease, oldest first. */
+  private readonly moduleObjects = new Map<ModuleSlots, { handle: QuickJSHandle; fns: readonly QuickJSHandle[] }>();
 
   constructor(
     readonly loaded: LoadedModule,
@@ -183,10 +189,10 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
   // ---- compile ---------------------------------------------------------------------------
 
   /** Compiles `source` as the body of a script's or a module's wrapper function (compile.ts); returns its handle. */
-  compile(source: string, path: string, memoryBytes: number, kind: SourceKind = 'script'): QuickJSHandle {
+  compile(source: string, path: string, memoryBytes: number, kind: SourceKind = 'script', share: SharePlan | null = null): QuickJSHandle {
     this.loaded.active = this;
     try {
-      return compileWrapper(this, source, path, memoryBytes, kind);
+      return compileWrapper(this, source, path, memoryBytes, kind, share);
     } finally {
       this.loaded.active = null;
     }
@@ -204,8 +210,32 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
 
   // ---- run -------------------------------------------------------------------------------
 
+  /**
+   * The run's modules as one QuickJS object, name -> compiled wrapper (`fns` in `names`' order),
+   * which start() hands to require(): a shared module loaded in this Vm is then found without a
+   * call out of QuickJS (~10 us each, quickjs-emscripten's host-function wrapper). Kept per
+   * store lease while its wrappers stay the ones compiled here; a few leases at most.
+   */
+  modulesObject(slots: ModuleSlots, names: readonly string[], fns: readonly QuickJSHandle[]): QuickJSHandle {
+    const kept = this.moduleObjects.get(slots);
+    if (kept !== undefined && kept.fns.length === fns.length && kept.fns.every((fn, i) => fn === fns[i])) return kept.handle;
+    if (kept !== undefined) {
+      kept.handle.dispose();
+      this.moduleObjects.delete(slots);
+    } else if (this.moduleObjects.size >= MODULE_OBJECTS) {
+      const [oldest, entry] = this.moduleObjects.entries().next().value!;
+      entry.handle.dispose();
+      this.moduleObjects.delete(oldest);
+    }
+    // No prototype: a name like "constructor" must not find Object.prototype's.
+    const handle = this.context.newObject(this.context.null);
+    names.forEach((name, i) => this.context.setProp(handle, name, fns[i]!));
+    this.moduleObjects.set(slots, { handle, fns });
+    return handle;
+  }
+
   /** Starts `fn` (a compiled wrapper) for `host`; `run.done` settles when the script ends. */
-  run(fn: QuickJSHandle, id: number, host: ScriptHost, path: string, awaitLines: ReadonlySet<number> | null = null): Run {
+  run(fn: QuickJSHandle, id: number, host: ScriptHost, path: string, awaitLines: ReadonlySet<number> | null = null, modules: QuickJSHandle | null = null): Run {
     const run = new Run(id, host, path, this, awaitLines);
     this.runs.set(id, run);
     if (host.fatal) {
@@ -214,7 +244,7 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
       return run;
     }
     this.slice(run, () => {
-      const result = this.context.callFunction(this.fns.start, this.context.undefined, fn);
+      const result = this.context.callFunction(this.fns.start, this.context.undefined, fn, modules ?? this.context.undefined);
       if (result.error) return this.fail(run, result.error);
       const text = this.context.getString(result.value);
       result.value.dispose();
@@ -463,6 +493,8 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
     this.disposed = true;
     for (const tenant of this.tenants) tenant.drop(this);
     this.tenants.clear();
+    if (!this.dead) for (const { handle } of this.moduleObjects.values()) handle.dispose();
+    this.moduleObjects.clear();
     if (this.dead) return false;
     try {
       disposeFns(this.fns);
