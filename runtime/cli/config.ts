@@ -264,7 +264,7 @@ export const configFields = {
     default: 0,
   }),
   /**
-   * Killed by the process's watchdog thread and, under the manager, replaced. Must exceed
+   * Killed by the primary (by a watchdog thread without a manager) and, under the manager, replaced. Must exceed
    * scriptLimits.cpuMs, which stops ordinary runaway scripts from inside.
    */
   watchdogMs: integer({

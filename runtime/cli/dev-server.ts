@@ -55,6 +55,7 @@ export async function runDevServer(config: Config, log: Logger, reopenLogs: () =
       // The development server does not switch users (config.ts refuses user with http).
       socketOwner: config.socketOwner,
       log,
+      watchdogMs: config.watchdogMs,
       onBound,
       reopenLogs,
       // The URL once requests can be answered: script requests wait for `ready` till then.

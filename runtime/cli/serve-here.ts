@@ -27,10 +27,10 @@ import { createStatusHandler, type RunCounters } from '../handlers/status.js';
 import { SlowLog } from '../engines/slow-log.js';
 import { createScriptHandler } from '../handlers/pipeline.js';
 import { createStatAccelHandler } from '../handlers/stat-accel.js';
-import { startWatchdog } from '../process/watchdog.js';
+import { startHeartbeat, startWatchdog } from '../process/watchdog.js';
 import { accessLogged, reopenLogFiles } from '../process/log-files.js';
 import { setSocketAccess, type SocketOwner } from '../process/shared-socket.js';
-import { gatherStatus, isManagedWorker, onPrimary, provideStatus, reportListening, reportRetiring } from '../process/worker.js';
+import { gatherStatus, isManagedWorker, onPrimary, provideStatus, reportListening, reportRetiring, WATCHDOG_BOARD_ENV } from '../process/worker.js';
 import { dropPrivileges, type RunAs } from '../process/privileges.js';
 
 /**
@@ -40,7 +40,14 @@ import { dropPrivileges, type RunAs } from '../process/privileges.js';
  */
 export async function serveHere(config: Config, log: Logger, runAs: RunAs | null, socketOwner: SocketOwner, warnIfRoot: () => void): Promise<number> {
   checkThreadPool(config, log);
-  const stopWatchdog = config.watchdogMs > 0 ? startWatchdog(config.watchdogMs, log, config.logFile === 'stderr' ? null : config.logFile) : null;
+  // Under the manager the primary watches (heartbeats and a scoreboard it opened for us); alone, a thread does.
+  const board = isManagedWorker() ? process.env[WATCHDOG_BOARD_ENV] : undefined;
+  const stopWatchdog =
+    config.watchdogMs <= 0
+      ? null
+      : board !== undefined
+        ? startHeartbeat(config.watchdogMs, Number(board))
+        : startWatchdog(config.watchdogMs, log, config.logFile === 'stderr' ? null : config.logFile);
   const scripts = !config.diagnostic && !config.statAccel;
   const files = new Files(config.files, scripts ? scriptSources(config) : null);
   // Created only where scripts run: a Redis client reconnects in the background forever.

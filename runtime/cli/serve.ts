@@ -64,6 +64,7 @@ export async function serve(config: Config): Promise<number> {
         socketMode: config.socketMode,
         socketOwner,
         log,
+        watchdogMs: config.watchdogMs,
         onBound: () => warnIfRoot(config, log),
         reopenLogs: () => {
           reopenLogFiles();

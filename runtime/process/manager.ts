@@ -15,11 +15,13 @@
  * Binding it is shared-socket.ts; what a worker says and hears, worker.ts.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import type { Logger } from '../log.js';
 import type { StatusSnapshot } from '../handlers/status.js';
 import type { ListenTarget } from '../listen.js';
 import { openShared, type Shared, type SocketOwner } from './shared-socket.js';
-import { STATUS_WAIT_MS, WORKER_FD, WORKER_LISTEN_ENV, type PrimaryMessage, type WorkerMessage } from './worker.js';
+import { WorkerWatchdog } from './watchdog.js';
+import { BOARD_FD, STATUS_WAIT_MS, WATCHDOG_BOARD_ENV, WORKER_FD, WORKER_LISTEN_ENV, type PrimaryMessage, type WorkerMessage } from './worker.js';
 
 const stopSignals = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1'] as const;
 
@@ -41,6 +43,8 @@ export interface ManagerOptions {
   readonly onListening?: () => void;
   /** Runs at the first stop, before the workers are asked to finish (the development server closes its HTTP side). */
   readonly onStop?: () => void;
+  /** `watchdogMs`: a worker whose event loop is stuck this long is killed (watchdog.ts); 0: off. */
+  readonly watchdogMs?: number;
 }
 
 /** Window over which unexpected worker exits are counted for the crash-loop backoff. */
@@ -86,8 +90,11 @@ class Primary {
   private nextSeq = 1;
   private readonly statusReplies = new Map<number, (s: StatusSnapshot | null) => void>();
   private shared: Shared | null = null;
+  private readonly watchdog: WorkerWatchdog | null;
 
-  constructor(private readonly opts: ManagerOptions) {}
+  constructor(private readonly opts: ManagerOptions) {
+    this.watchdog = (opts.watchdogMs ?? 0) > 0 ? new WorkerWatchdog(opts.watchdogMs!, opts.log) : null;
+  }
 
   async run(): Promise<number> {
     const { target, log } = this.opts;
@@ -116,15 +123,25 @@ class Primary {
   }
 
   private fork(): Tracked {
-    const env = { ...process.env, [WORKER_LISTEN_ENV]: JSON.stringify({ kind: 'fd', fd: WORKER_FD } satisfies ListenTarget) };
+    const env: NodeJS.ProcessEnv = { ...process.env, [WORKER_LISTEN_ENV]: JSON.stringify({ kind: 'fd', fd: WORKER_FD } satisfies ListenTarget) };
+    const board = this.watchdog?.openBoard() ?? null;
+    if (board !== null) env[WATCHDOG_BOARD_ENV] = String(BOARD_FD);
     // stdin is not the workers' (it may be the listening socket itself: fd:0).
     const worker = fork(process.argv[1]!, process.argv.slice(2), {
       env,
       execArgv: process.execArgv,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc', this.shared!.stdio],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', this.shared!.stdio, ...(board !== null ? [board] : [])],
     });
     const entry: Tracked = { worker, id: this.nextId++, generation: this.generation, listening: false, leaving: false };
     this.tracked.set(entry.id, entry);
+    if (board !== null) {
+      const pid = worker.pid;
+      if (pid === undefined) fs.closeSync(board);
+      else {
+        this.watchdog!.watch(pid, board, () => worker.kill('SIGKILL'));
+        worker.once('exit', () => this.watchdog!.unwatch(pid));
+      }
+    }
     worker.on('message', (msg: WorkerMessage) => this.onMessage(entry, msg));
     worker.once('exit', (code, signal) => this.onExit(entry, code, signal));
     // A message to a worker that has just died fails with an 'error' event; unheard, it would
@@ -164,6 +181,10 @@ class Primary {
 
   private onMessage(entry: Tracked, msg: WorkerMessage): void {
     const { log } = this.opts;
+    if (msg.type === 'beat') {
+      this.watchdog?.beat(entry.worker.pid!);
+      return;
+    }
     if (msg.type === 'status-request') {
       void this.collectStatus().then((snapshots) => {
         const reply: PrimaryMessage = { type: 'status-result', seq: msg.seq, snapshots };

@@ -15,13 +15,21 @@ import { describeTarget, type ListenTarget } from '../listen.js';
 export const WORKER_LISTEN_ENV = 'LODESTONE_WORKER_LISTEN';
 /** The fd a worker finds the shared listening socket on (0-2 are stdio, 3 the IPC channel). */
 export const WORKER_FD = 4;
+/**
+ * Set (to the fd, {@link BOARD_FD}) when the primary watches the worker: the worker then beats
+ * and writes its scoreboard there instead of starting a watchdog thread (process/watchdog.ts).
+ */
+export const WATCHDOG_BOARD_ENV = 'LODESTONE_WATCHDOG_BOARD';
+/** The fd a watched worker finds its scoreboard on. */
+export const BOARD_FD = 5;
 
 /** Messages between primary and worker over the IPC channel. */
 export type WorkerMessage =
   | { readonly type: 'listening'; readonly address: string }
   | { readonly type: 'retiring'; readonly served: number }
   | { readonly type: 'status-request'; readonly seq: number }
-  | { readonly type: 'status-reply'; readonly seq: number; readonly snapshot: StatusSnapshot | null };
+  | { readonly type: 'status-reply'; readonly seq: number; readonly snapshot: StatusSnapshot | null }
+  | { readonly type: 'beat' };
 export type PrimaryMessage =
   | { readonly type: 'stop' }
   | { readonly type: 'reopen-logs' }
@@ -40,6 +48,13 @@ export function isManagedWorker(env: NodeJS.ProcessEnv = process.env): boolean {
 export function reportListening(target: ListenTarget): void {
   const msg: WorkerMessage = { type: 'listening', address: describeTarget(target) };
   process.send?.(msg);
+}
+
+const BEAT: WorkerMessage = { type: 'beat' };
+
+/** Tells the primary's watchdog this worker's event loop turned. */
+export function reportBeat(): void {
+  process.send?.(BEAT);
 }
 
 /** Tells the primary this worker reached max requests, so it forks the replacement now. */

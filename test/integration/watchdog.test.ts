@@ -60,6 +60,8 @@ test('under the manager a stuck worker is killed, logged with the script path, a
   const ls = await startLodestone(t, { diagnostic: false, args: ['--root', dir, '--workers', '1'], config });
   const primary = ls.child.pid!;
   const [before] = await waitFor(() => (children(primary).length === 1 ? children(primary) : undefined), 5000, () => 'one worker');
+  // The primary watches (heartbeats and a scoreboard), not a thread in the worker.
+  assert.match(fs.readFileSync(`/proc/${before}/environ`, 'utf8'), /(^|\0)LODESTONE_WATCHDOG_BOARD=5(\0|$)/);
   const stuck = await get(ls.port, path.join(dir, 'stuck.lua'), 10_000);
   // The worker died under the request: the connection closes without an answer.
   assert.equal(stuck, 'closed');
