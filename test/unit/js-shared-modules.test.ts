@@ -57,6 +57,7 @@ test('js: a module that keeps nothing is loaded once; one that uses the request,
     generatorRun: 'function* g() { yield 1; yield 2; }\nM.it = g();',
     iterator: 'M.it = [1, 2].values();',
     generators: 'M.g = function* (n) { for (let i = 0; i < n; i++) yield i; };',
+    early: 'M.x = 1;\nif (M.x) return;\nlet late = 2;\nM.late = () => late;',
   };
   const shared: Record<string, string> = {
     plain: 'M.twice = (x) => x * 2; M.T = { a: 1, list: [1, 2] };',
@@ -172,7 +173,8 @@ test('js: planShare shares what keeps nothing and says why it does not share the
     ['const l = [];\nexports.add = (v) => l.push(v);', /a function changes 'l' \(\.push\(\)\)/],
     ['const m = { n: 0 };\nexports.inc = () => m.n++;', /a function changes 'm' \(\+\+\)/],
     ['for (const k of ["a"]) exports[k] = () => k;', /declared in a block of the top level/],
-    ['exports.f = () => arguments[0];', /the module's arguments/],
+    ['exports.f = () => arguments[0];', /line 1: it uses the module's arguments/],
+    ['exports.c = arguments[arguments.length - 1];', /it uses the module's arguments/],
     ['class C { static f = () => this; } exports.C = C;', /'this' of a class's static part/],
     ['class C { #x = 1; } exports.C = C;', /private field \(#x\)/],
     ['exports.f = () => $lodestone$;', /reserves/],

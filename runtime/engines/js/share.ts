@@ -101,6 +101,8 @@ export function planShare(source: string, params: readonly string[]): SharePlan 
       if (id.name === SHARE_CONTROL) return refuse(`line ${line(id)}: it names ${SHARE_CONTROL}, which Lodestone reserves`);
       const v = ref.resolved;
       if (v === null) continue; // a global: the sandbox's globals are frozen
+      // The wrapper's arguments hold the loader's control and the API's stand-ins.
+      if (v.scope === top && v.name === 'arguments') return refuse(`line ${line(id)}: it uses the module's arguments`);
       // The loader binds the real API after the top level: one the module replaced would be lost.
       if (v.scope === top && params.includes(v.name) && ref.isWrite()) return refuse(`line ${line(id)}: it assigns '${v.name}', a name of the script API`);
       const from: Scope = ref.from.variableScope;
@@ -109,7 +111,6 @@ export function planShare(source: string, params: readonly string[]): SharePlan 
       // A function (or class field) uses a variable of an enclosing scope: it keeps it.
       if (owner === top) {
         if (ref.isWrite()) return refuse(`line ${line(id)}: a function assigns '${id.name}', a variable of the module's top level`);
-        if (v.name === 'arguments') return refuse(`line ${line(id)}: a function keeps the module's arguments`);
         if (v.scope !== top && v.scope.type !== 'class' && v.scope.type !== 'function-expression-name') {
           return refuse(`line ${line(id)}: a function keeps '${id.name}', declared in a block of the top level`);
         }

@@ -102,7 +102,6 @@ export const MODULES_PRELUDE = `
     let values = null, refused;
     try {
       loadSharedTop(fn, module, ctl);
-      values = ctl.names();
     } catch (e) {
       if (!shareRefused) throw e;
     } finally {
@@ -110,6 +109,10 @@ export const MODULES_PRELUDE = `
       moduleDepth--;
       refused = shareRefused;
       shareRefused = outerRefused;
+    }
+    // A top level that returned before a \`let\` leaves it uninitialised: names() throws.
+    if (!refused) {
+      try { values = ctl.names(); } catch { refused = true; }
     }
     let exports = NOT_SHARED;
     if (!refused && freezeShared([module, ...values])) {
@@ -130,6 +133,8 @@ export const MODULES_PRELUDE = `
     Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError,
     Error.prototype, TypeError.prototype, RangeError.prototype, SyntaxError.prototype, ReferenceError.prototype, EvalError.prototype, URIError.prototype]);
   const getProto = Object.getPrototypeOf, ownKeys = Reflect.ownKeys, ownDesc = Reflect.getOwnPropertyDescriptor;
+  // RegExp.prototype's own getters, called directly: reading o.global could run a getter of the module's.
+  const regexpGlobal = ownDesc(RegExp.prototype, 'global').get, regexpSticky = ownDesc(RegExp.prototype, 'sticky').get;
   // Everything reachable from roots, frozen when all of it may be shared; false (nothing frozen) otherwise.
   function freezeShared(roots) {
     const seen = new Set();
@@ -142,7 +147,7 @@ export const MODULES_PRELUDE = `
       if (!plainProtos.has(proto) && hardened.has(proto)) return false;
       if (typeof o === 'function' && apply(fnToString, o, []).includes('[native code]')) return false;
       if (proto === RegExp.prototype) {
-        try { if (o.global || o.sticky) return false; } catch { return false; }
+        try { if (apply(regexpGlobal, o, []) || apply(regexpSticky, o, [])) return false; } catch { return false; }
       }
       seen.add(o);
       todo.push(proto);
