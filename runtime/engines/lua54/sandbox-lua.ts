@@ -1,11 +1,10 @@
 import { REQUIRE_LUA } from '../lua-require.js';
-import { SHARED_MODULES_LUA } from './shared-modules-lua.js';
 
 /**
  * Wrappers of four library functions whose loops the count hook cannot see (the sandbox below
  * installs them): each returns what the library function returns, for the same arguments.
  */
-const LIBRARY_WRAPPERS_LUA = String.raw`local lib, getinfo, tointeger, maxinteger, min, getmetatable, setmetatable, select, type = ...
+export const LIBRARY_WRAPPERS_LUA = String.raw`local lib, getinfo, tointeger, maxinteger, min, getmetatable, setmetatable, select, type = ...
 -- Loaded stripped of line info: an error a library function raises here has no position of
 -- this chunk (luaL_where finds no line), and the engine places it at the script's line
 -- (stack.ts, wrapperCallerPlace). Each calls the library function as lib.<its name>, so that
@@ -94,16 +93,14 @@ return w
  */
 export const SANDBOX_LUA = String.raw`
 local makeRequire = function(...) ${REQUIRE_LUA} end
-local LIBRARY_WRAPPERS = [==[${LIBRARY_WRAPPERS_LUA}]==]
-local SHARED_MODULES = [==[${SHARED_MODULES_LUA}]==]
 local H = ...
 local next, type, setmetatable, rawset, error, ipairs = next, type, setmetatable, rawset, error, ipairs
 local readonly = setmetatable({}, { __mode = "k" })
-local dump = string.dump
--- A chunk of the sandbox's own, loaded stripped of line info: an error raised in it has no
--- position of it, and the engine places it at the script's line (stack.ts).
-local function stripped(source, name)
-  return load(dump(load(source, name), true), name, "b")
+-- A chunk of the sandbox's own (H.chunks: the library wrappers, the shared modules), compiled
+-- by the engine once per wasm module and dumped stripped of line info: an error raised in it
+-- has no position of it, and the engine places it at the script's line (stack.ts).
+local function stripped(name)
+  return load(H.chunks[name], "=" .. name, "b")
 end
 
 local function ro(name, t)
@@ -136,7 +133,7 @@ G.pcall, G.xpcall, G.load = H.pcall, H.xpcall, H.load
 -- wrappers (LIBRARY_WRAPPERS_LUA) put a Lua instruction in each step, or answer without the loop.
 do
   local lib = { gsub = string.gsub, sort = table.sort, rep = string.rep, move = table.move }
-  local w = stripped(LIBRARY_WRAPPERS, "=wrappers")(lib, debug.getinfo, math.tointeger, math.maxinteger, math.min, getmetatable, setmetatable, select, type)
+  local w = stripped("wrappers")(lib, debug.getinfo, math.tointeger, math.maxinteger, math.min, getmetatable, setmetatable, select, type)
   string.gsub, table.sort, string.rep, table.move = w.gsub, w.sort, w.rep, w.move
 end
 
@@ -179,7 +176,7 @@ local shared
 do
   local raw = { next = next, rawget = rawget, rawset = rawset, rawlen = rawlen, type = type,
     setmetatable = setmetatable, getmetatable = getmetatable, error = error }
-  shared = stripped(SHARED_MODULES, "=shared")(G, H, H.pcall, readonly, arrays, debug.getupvalue,
+  shared = stripped("shared")(G, H, H.pcall, readonly, arrays, debug.getupvalue,
     debug.setupvalue, debug.upvalueid, debug.upvaluejoin, debug.getmetatable, debug.setmetatable,
     debug.getinfo, raw)
   for _, k in ipairs({ "next", "rawget", "rawlen", "rawset", "getmetatable", "setmetatable" }) do G[k] = shared[k] end
