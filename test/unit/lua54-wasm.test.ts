@@ -11,6 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LuaModule, luaWasmModule, strftime } from '../../runtime/engines/lua54/wasm.js';
+import { LUA_REGISTRYINDEX, LUA_TFUNCTION } from '../../runtime/engines/lua54/capi.js';
 import { wasm } from '../../runtime/engines/wasm-api.js';
 import { serve } from '../helpers/script-host.js';
 
@@ -130,4 +131,29 @@ test('lua54: os.date and os.time in a script', async () => {
   const engine = new Lua54Engine();
   const out = await serve(engine, 'print(os.date("!%Y-%m-%d %H:%M:%S", 1765000000), os.date("!*t", 0).year, os.time({year = 2020, month = 1, day = 1, hour = 0}) ~= nil)');
   assert.equal(out.text, '2025-12-06 05:46:40\t1970\ttrue\n');
+});
+
+test('lua54: a disposed script lets go of its function in every state that loaded it', async () => {
+  const engine = new Lua54Engine();
+  const script = engine.compile('print("x")', '/srv/www/x.lua');
+  assert.equal((await serve(engine, script)).text, 'x\n');
+  // The engine's insides, to see the registry slot itself.
+  type Api = { lua_rawgeti(L: number, idx: number, n: bigint): number; lua_settop(L: number, idx: number): void };
+  const inside = engine as unknown as { idle: Array<{ L: number; scripts: WeakMap<object, number> }>; world: { api: { x: Api } } };
+  const state = inside.idle[0]!;
+  const x = inside.world.api.x;
+  const ref = state.scripts.get(script);
+  assert.ok(ref !== undefined, 'the run loaded the script in the idle state');
+  const typeAt = (): number => {
+    const t = x.lua_rawgeti(state.L, LUA_REGISTRYINDEX, BigInt(ref));
+    x.lua_settop(state.L, 0);
+    return t;
+  };
+  assert.equal(typeAt(), LUA_TFUNCTION);
+  script.dispose();
+  assert.equal(state.scripts.get(script), undefined);
+  assert.notEqual(typeAt(), LUA_TFUNCTION, 'the registry slot was released');
+  // The same script run again loads anew; a new version runs.
+  assert.equal((await serve(engine, script)).text, 'x\n');
+  assert.equal((await serve(engine, engine.compile('print("y")', '/srv/www/x.lua'))).text, 'y\n');
 });

@@ -76,7 +76,9 @@ class Lua54Script implements CompiledScript, LuaChunk {
   assigned?: readonly string[] | null;
 
   dispose(): void {
-    // Registry slots die with their states (keyed weakly by this object).
+    // The store replaced or evicted it: each state lets its function go (a run still in it
+    // keeps it on its stack until it ends), and with it a shared module's record (a weak key).
+    this.owner.forget(this);
   }
 }
 
@@ -95,6 +97,11 @@ export class Lua54Engine implements ScriptEngine {
   private world: LuaWorld;
   private readonly idle: LuaState54[] = [];
   private readonly maxHeapBytes: number;
+
+  /** Lets every state of the current module drop `script`'s function (Lua54Script.dispose). */
+  forget(script: LuaChunk): void {
+    this.world.forget(script);
+  }
 
   constructor(options: Lua54Options = {}) {
     this.maxHeapBytes = options.maxHeapBytes ?? 512 * 1024 * 1024;

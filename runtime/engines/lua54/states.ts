@@ -277,6 +277,20 @@ export class LuaWorld {
     return bytes;
   }
 
+  /**
+   * Drops `script`'s function from every state it was loaded in (its registry slot), so an
+   * edited or evicted script does not stay loaded until the state closes.
+   */
+  forget(script: LuaChunk): void {
+    if (this.dead) return;
+    for (const state of this.states.values()) {
+      const ref = state.scripts.get(script);
+      if (ref === undefined) continue;
+      state.scripts.delete(script);
+      this.api.x.luaL_unref(state.L, LUA_REGISTRYINDEX, ref);
+    }
+  }
+
   /** lua_dump of the function at the top of L, with its line and upvalue names unless `strip`. */
   dumpTop(L: Ptr, strip = false): Buffer {
     const outer = this.dumping;
