@@ -20,7 +20,7 @@ import type { Logger } from '../log.js';
 import type { StatusSnapshot } from '../handlers/status.js';
 import type { ListenTarget } from '../listen.js';
 import { openShared, type Shared, type SocketOwner } from './shared-socket.js';
-import { WorkerWatchdog } from './watchdog.js';
+import { WorkerWatchdog } from './worker-watchdog.js';
 import { BOARD_FD, STATUS_WAIT_MS, WATCHDOG_BOARD_ENV, WORKER_FD, WORKER_LISTEN_ENV, type PrimaryMessage, type WorkerMessage } from './worker.js';
 
 const stopSignals = ['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR1'] as const;

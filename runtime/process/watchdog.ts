@@ -4,7 +4,7 @@
  * long library call (a Lua pattern that backtracks for hours, a catastrophic regular
  * expression): only another thread or process can notice that, and only a kill ends it.
  *
- * Under the process manager the primary is the watchdog ({@link WorkerWatchdog}): each worker
+ * Under the process manager the primary is the watchdog (worker-watchdog.ts): each worker
  * sends a heartbeat over the IPC channel and writes the script it runs to a scoreboard file the
  * primary opened for it (engines/running.ts); the primary kills a worker whose heartbeats stop,
  * naming that script, and replaces it as after any crash. A worker thread did this before, in
@@ -15,12 +15,10 @@
  * id of the script they are about to run; the thread, which learns each id's path by message
  * when the id is first used, reads both with Atomics.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { publishRunning, publishToBoard, SCRIPT_SLOT, type ScriptName } from '../engines/running.js';
 import type { Logger } from '../log.js';
+import { checkEveryMs } from './worker-watchdog.js';
 import { reportBeat } from './worker.js';
 
 /** Slots of the shared Int32Array: the loop's heartbeat, and the running script's id. */
@@ -69,11 +67,6 @@ export function startWatchdog(limitMs: number, log: Logger, logFile: string | nu
   };
 }
 
-/** How often a watchdog looks: a quarter of the limit bounds the detection delay to 1.25 x the limit. */
-function checkEveryMs(limitMs: number): number {
-  return Math.max(10, Math.min(1000, Math.floor(limitMs / 4)));
-}
-
 /** How often a watched loop beats: twice per look. */
 function beatEveryMs(limitMs: number): number {
   return Math.max(5, Math.floor(checkEveryMs(limitMs) / 2));
@@ -94,91 +87,4 @@ export function startHeartbeat(limitMs: number, boardFd: number): () => void {
     clearInterval(beat);
     publishToBoard(null);
   };
-}
-
-interface Watched {
-  readonly board: number;
-  readonly kill: () => void;
-  /** When the last heartbeat came (0: none yet, not watched yet). */
-  lastBeat: number;
-  killed: boolean;
-}
-
-/**
- * The primary's watchdog over its workers: a worker whose heartbeats stopped for the limit is
- * logged (`LS_WATCHDOG`, with the script on its scoreboard) and killed; the manager replaces it.
- * One timer for every worker, running only while some worker is watched.
- */
-export class WorkerWatchdog {
-  private readonly watched = new Map<number, Watched>();
-  private timer: NodeJS.Timeout | null = null;
-
-  constructor(
-    private readonly limitMs: number,
-    private readonly log: Logger,
-  ) {}
-
-  /**
-   * A scoreboard for a worker about to be forked: an unlinked temporary file, read and written
-   * through this fd and the worker's inherited copy only (nothing left on disk, nothing another
-   * process could open).
-   */
-  openBoard(): number {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lodestone-board-'));
-    try {
-      return fs.openSync(path.join(dir, 'board'), 'w+', 0o600);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  }
-
-  /** Watches worker `pid` (from its first heartbeat on), which writes to `board`; `kill` ends it. */
-  watch(pid: number, board: number, kill: () => void): void {
-    this.watched.set(pid, { board, kill, lastBeat: 0, killed: false });
-    if (this.timer === null) {
-      this.timer = setInterval(() => this.check(), checkEveryMs(this.limitMs));
-      this.timer.unref();
-    }
-  }
-
-  /** Worker `pid`'s event loop turned. */
-  beat(pid: number): void {
-    const w = this.watched.get(pid);
-    if (w !== undefined) w.lastBeat = Date.now();
-  }
-
-  /** Worker `pid` exited: its scoreboard is closed. */
-  unwatch(pid: number): void {
-    const w = this.watched.get(pid);
-    if (w === undefined) return;
-    this.watched.delete(pid);
-    fs.closeSync(w.board);
-    if (this.watched.size === 0 && this.timer !== null) {
-      clearInterval(this.timer);
-      this.timer = null;
-    }
-  }
-
-  private check(): void {
-    const now = Date.now();
-    for (const [pid, w] of this.watched) {
-      if (w.killed || w.lastBeat === 0 || now - w.lastBeat < this.limitMs) continue;
-      w.killed = true;
-      this.log.error('LS_WATCHDOG', 'event loop stuck; killing the worker', { stuckMs: now - w.lastBeat, limitMs: this.limitMs, script: readBoard(w.board), pid });
-      w.kill();
-    }
-  }
-}
-
-/** The script a worker's scoreboard names (the last one a run slice started), or '-'. */
-function readBoard(fd: number): string {
-  try {
-    const buf = Buffer.alloc(4096);
-    const n = fs.readSync(fd, buf, 0, buf.length, 0);
-    const line = buf.subarray(0, n).toString('utf8');
-    const end = line.indexOf('\n');
-    return end > 0 ? line.slice(0, end) : '-';
-  } catch {
-    return '-';
-  }
 }

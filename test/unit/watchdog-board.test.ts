@@ -1,5 +1,5 @@
 /**
- * The primary's watchdog over its workers (runtime/process/watchdog.ts: WorkerWatchdog) and the
+ * The primary's watchdog over its workers (runtime/process/worker-watchdog.ts) and the
  * scoreboard the engines write the running script to (runtime/engines/running.ts). The kill of
  * a real stuck worker under the manager is test/integration/watchdog.test.ts; this file checks
  * the parts on their own: what the board holds, when it is written, and when a worker is
@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import test from 'node:test';
 import { markIdle, markRunning, publishToBoard } from '../../runtime/engines/running.js';
 import { Logger } from '../../runtime/log.js';
-import { WorkerWatchdog } from '../../runtime/process/watchdog.js';
+import { WorkerWatchdog } from '../../runtime/process/worker-watchdog.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
