@@ -291,6 +291,9 @@ export class JsEngine implements ScriptEngine {
   private putBack(vm: Vm, run: Run | null): void {
     if (vm.dead) {
       if (vm.loaded === this.loaded) this.replaceModule();
+      // Its scripts must forget it (tenants): a script the store keeps would keep the dead Vm,
+      // and through it the old wasm module's Memory, alive.
+      this.discard(vm);
       return;
     }
     const clean = run ? vm.reusable(run) : !vm.suspect;

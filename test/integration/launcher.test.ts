@@ -52,14 +52,16 @@ function threadNames(pid: number): string[] {
 }
 
 // libuv names its pool threads "libuv-worker" on Node 22 and 24; on Node 20 every thread is
-// "node", and the pool is what a serving process has beyond one whose pool is a single thread.
+// "node", and the pool is what a serving process has beyond one started the same way (alone,
+// or as a managed worker: only the one-process server has a watchdog thread) whose pool is a
+// single thread.
 const namesPoolThreads =
   run(process.execPath, [
     '-e',
     `require('fs').stat('/', () => { const fs = require('fs');
       console.log(fs.readdirSync('/proc/self/task').some((t) => fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim() === 'libuv-worker')); })`,
   ]).stdout.toString().trim() === 'true';
-let otherThreads: number | undefined;
+const otherThreads = new Map<string, number>();
 
 async function serve(t: TestContext, args: string[]): Promise<{ ls: Lodestone; pid: number }> {
   const root = tempDir(t);
@@ -76,15 +78,17 @@ async function serve(t: TestContext, args: string[]): Promise<{ ls: Lodestone; p
   return { ls, pid };
 }
 
-async function poolThreads(t: TestContext, pid: number): Promise<number> {
+async function poolThreads(t: TestContext, pid: number, workers: string): Promise<number> {
   const names = threadNames(pid);
   if (namesPoolThreads) return names.filter((n) => n === 'libuv-worker').length;
-  if (otherThreads === undefined) {
-    const one = await serve(t, ['--workers', '0', '--stat-threads', '1']);
-    otherThreads = threadNames(one.pid).length - 1;
+  let others = otherThreads.get(workers);
+  if (others === undefined) {
+    const one = await serve(t, ['--workers', workers, '--stat-threads', '1']);
+    others = threadNames(one.pid).length - 1;
+    otherThreads.set(workers, others);
     await one.ls.stop();
   }
-  return names.length - otherThreads;
+  return names.length - others;
 }
 
 for (const [file, text] of [
@@ -96,7 +100,7 @@ for (const [file, text] of [
       const config = path.join(tempDir(t), file);
       fs.writeFileSync(config, text);
       const { ls, pid } = await serve(t, ['--config', config, '--workers', workers]);
-      assert.equal(await poolThreads(t, pid), 20, `threads of ${pid}: ${threadNames(pid).join(' ')}`);
+      assert.equal(await poolThreads(t, pid, workers), 20, `threads of ${pid}: ${threadNames(pid).join(' ')}`);
       assert.doesNotMatch(ls.log(), /cannot take effect/);
     });
   }

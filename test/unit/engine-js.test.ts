@@ -318,6 +318,9 @@ test('a native stack overflow inside wasm restarts the engine on a fresh module'
     if (spare.restarts > 0) break;
   }
   assert.ok(spare.restarts > 0, 'no margin made the wasm code overflow');
+  // The faulted Vm was let go: a script the store keeps must not keep it (nor its module's Memory).
+  const held = [...(script as unknown as { fns: Map<{ dead: boolean }, unknown> }).fns.keys()];
+  assert.ok(held.every((vm) => !vm.dead), 'the script still holds the dead Vm');
   // The script is recompiled into the new module on its next run.
   assert.equal((await runJs('print(1)', {}, spare)).text, '1\n');
   assert.match((await serve(spare, script, { scriptFilename: PATH })).error?.message ?? '', /stack overflow/);
