@@ -19,6 +19,8 @@ export interface CheckResult {
   readonly checked: readonly string[];
   /** Real paths of the modules compiled (files in modules.paths), in walk order. */
   readonly modules: readonly string[];
+  /** JS modules that compile but run per request, with why (js/share.ts): speed, not errors. */
+  readonly perRequest: ReadonlyArray<{ readonly file: string; readonly reason: string }>;
   /** One error per script that does not compile. */
   readonly failures: readonly ScriptError[];
 }
@@ -87,6 +89,7 @@ export async function checkScripts(config: Config): Promise<CheckResult> {
     const files = found.filter((file) => !isModule(file));
     const modules = [...new Set((await Promise.all(moduleDirs.map((dir) => findScripts(dir, extensions)))).flat())];
     const failures: ScriptError[] = [];
+    const perRequest: Array<{ file: string; reason: string }> = [];
     for (const [list, kind] of [
       [files, 'script'],
       [modules, 'module'],
@@ -98,13 +101,15 @@ export async function checkScripts(config: Config): Promise<CheckResult> {
           continue;
         }
         try {
-          engine.compile(await readScript(file, config.scriptCache.maxScriptBytes), file, kind).dispose();
+          const compiled = engine.compile(await readScript(file, config.scriptCache.maxScriptBytes), file, kind);
+          if (compiled.perRequestBecause !== undefined) perRequest.push({ file, reason: compiled.perRequestBecause });
+          compiled.dispose();
         } catch (err) {
           failures.push(err instanceof ScriptError ? err : new ScriptError('compile', String(err), file, null));
         }
       }
     }
-    return { checked: files, modules, failures };
+    return { checked: files, modules, failures, perRequest };
   } finally {
     js.close();
   }
@@ -134,7 +139,8 @@ function plural(n: number, word: string): string {
 
 /**
  * The `check` command on a loaded configuration: one `path:line: message` line on `err` per
- * script that does not compile, a summary line on `out`. Resolves to the exit code: 0 when
+ * script that does not compile; on `out`, a note per JS module that runs per request (and why),
+ * then a summary line. Resolves to the exit code: 0 when
  * every script compiles, 1 otherwise.
  *
  * @example
@@ -146,8 +152,10 @@ export async function runCheck(config: Config, out: NodeJS.WritableStream, err: 
     out.write(`lodestone: configuration ok (${config.diagnostic ? 'diagnostic' : 'stat-accel'} mode runs no scripts)\n`);
     return 0;
   }
-  const { checked, modules, failures } = await checkScripts(config);
+  const { checked, modules, failures, perRequest } = await checkScripts(config);
   for (const failure of failures) err.write(`${failure.location}: ${failure.message}\n`);
+  // Not errors: why a JS module is not shared, so its author can see what each require costs.
+  for (const { file, reason } of perRequest) out.write(`${file}: note: runs per request, not shared: ${reason}\n`);
   const what = plural(checked.length, 'script') + (modules.length > 0 ? ` and ${plural(modules.length, 'module')}` : '');
   if (failures.length === 0) {
     out.write(`lodestone: configuration ok, ${what} ${checked.length + modules.length === 1 ? 'compiles' : 'compile'}\n`);

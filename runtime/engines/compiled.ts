@@ -8,7 +8,8 @@ export type EngineName = 'lua' | 'js';
 
 /**
  * What a source is compiled as: a script a request runs, or a module a script requires (its
- * top level runs when a run first requires it, afresh in each run: see modules.ts).
+ * top level runs when a run first requires it, once per sandbox or afresh in each run: see
+ * modules.ts).
  */
 export type SourceKind = 'script' | 'module';
 
@@ -19,6 +20,11 @@ export interface CompiledScript {
   readonly path: string;
   /** Estimated bytes the compiled form holds, for the store's byte bound. */
   readonly size: number;
+  /**
+   * For a module the engine decided at compile time will run per request rather than be shared
+   * (the JS engine: js/share.ts), why; otherwise undefined (lua54 decides at its first load).
+   */
+  readonly perRequestBecause?: string;
   /** Frees what the engine holds for it (a QuickJS function handle). Idempotent. */
   dispose(): void;
 }

@@ -62,6 +62,7 @@ class JsScript implements CompiledScript, VmTenant {
 
   /** For a module: shared (its instrumented body), or why it runs per request (js/share.ts). */
   readonly share: SharePlan | ShareRefusal | null;
+  readonly perRequestBecause?: string;
 
   constructor(
     readonly path: string,
@@ -72,6 +73,7 @@ class JsScript implements CompiledScript, VmTenant {
     // Decided once per source (acorn and eslint-scope: ~40 ms for a 2,000-line module), not per
     // Vm it compiles into.
     this.share = kind === 'module' ? planShare(source, API_PARAMS) : null;
+    if (this.share?.shared === false) this.perRequestBecause = this.share.reason;
     const lines = new Set<number>();
     if (/\bawait\b/.test(source)) source.split('\n').forEach((text, i) => /\bawait\b/.test(text) && lines.add(i + 1));
     this.awaitLines = lines.size > 0 ? lines : null;

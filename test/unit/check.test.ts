@@ -81,3 +81,20 @@ test("the repo's scripts/ all compile", () => {
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^lodestone: configuration ok, \d+ scripts and 2 modules compile\n$/);
 });
+
+test('a JS module that runs per request gets a note with the reason; shared ones and Lua modules none; still exit 0', (t) => {
+  const root = tempDir(t);
+  write(root, 'index.js', 'print(require("shared").twice(2), require("counter").inc());\n');
+  write(root, 'lib/shared.js', 'exports.twice = (x) => x * 2;\n');
+  const counter = write(root, 'lib/counter.js', 'let n = 0;\nexports.inc = () => ++n;\n');
+  write(root, 'lib/util.lua', 'local M = {}\nlocal n = 0\nfunction M.inc() n = n + 1 return n end\nreturn M\n');
+  const r = check(['--root', root]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr, '');
+  const real = fs.realpathSync(counter);
+  assert.equal(
+    r.stdout,
+    `${real}: note: runs per request, not shared: line 2: a function assigns 'n', a variable of the module's top level\n` +
+      'lodestone: configuration ok, 1 script and 3 modules compile\n',
+  );
+});
