@@ -208,6 +208,7 @@ export class LuaWorld {
     };
     const precompiled = this.sandboxBytecode !== null;
     const status = this.loadChunk(L, this.sandboxBytecode ?? Buffer.from(SANDBOX_LUA), '=sandbox', precompiled ? 'b' : 't');
+    if (status === null) throw new WasmAbort('not enough memory to load the sandbox');
     if (status !== LUA_OK) throw new Error(`the sandbox does not compile: ${api.text(L, -1)}`);
     if (!precompiled) this.sandboxBytecode = this.dumpTop(L);
     x.lua_createtable(L, 0, 64);
@@ -240,11 +241,8 @@ export class LuaWorld {
     const { api } = this;
     const x = api.x;
     const L = state.L;
-    const p = x.malloc(script.chunk.length);
-    if (p === 0) throw new ScriptError('limit', 'the Lua engine is out of memory', script.path, null);
-    api.module.heap.set(script.chunk, p);
-    const status = x.luaL_loadbufferx(L, p, script.chunk.length, api.name('@' + script.path), api.name(script.mode));
-    x.free(p);
+    const status = this.loadChunk(L, script.chunk, '@' + script.path, script.mode);
+    if (status === null) throw new ScriptError('limit', 'the Lua engine is out of memory', script.path, null);
     if (status !== LUA_OK || x.lua_type(L, -1) !== LUA_TFUNCTION) {
       const raw = x.lua_gettop(L) > 0 ? errorText(api, L) : 'unusable chunk';
       x.lua_settop(L, 0);
@@ -256,11 +254,14 @@ export class LuaWorld {
     return ref;
   }
 
-  /** Loads `bytes` (mode 't' or 'b') as a function on top of L; returns luaL_loadbufferx's status. */
-  private loadChunk(L: Ptr, bytes: Buffer, name: string, mode: 't' | 'b'): number {
+  /**
+   * Loads `bytes` (mode 't' or 'b') as a function on top of L through a copy in the module's
+   * heap; returns luaL_loadbufferx's status, or null when the heap has no room for the copy.
+   */
+  private loadChunk(L: Ptr, bytes: Buffer, name: string, mode: 't' | 'b'): number | null {
     const { api } = this;
     const p = api.x.malloc(bytes.length);
-    if (p === 0) throw new WasmAbort('not enough memory to load the sandbox');
+    if (p === 0) return null;
     api.module.heap.set(bytes, p);
     try {
       return api.x.luaL_loadbufferx(L, p, bytes.length, api.name(name), api.name(mode));
@@ -271,7 +272,9 @@ export class LuaWorld {
 
   /** One of the sandbox's own chunks, compiled in L and dumped stripped of line info (sandbox-lua.ts). */
   private compileStripped(L: Ptr, source: string, name: string): Buffer {
-    if (this.loadChunk(L, Buffer.from(source), name, 't') !== LUA_OK) throw new Error(`${name} does not compile: ${this.api.text(L, -1)}`);
+    const status = this.loadChunk(L, Buffer.from(source), name, 't');
+    if (status === null) throw new WasmAbort('not enough memory to load the sandbox');
+    if (status !== LUA_OK) throw new Error(`${name} does not compile: ${this.api.text(L, -1)}`);
     const bytes = this.dumpTop(L, true);
     this.api.pop(L, 1);
     return bytes;
