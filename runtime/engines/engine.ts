@@ -41,7 +41,8 @@ export interface ScriptEngine {
    * that can run a script synchronously until it ends or first waits returns the status (or
    * throws its ScriptError) at once when the run never waits, so the request is answered
    * without a promise or a microtask turn; a run that waits returns a promise. Either form may
-   * fail, synchronously or by rejecting.
+   * fail, synchronously or by rejecting. A run the host ended with an exit (host.fatal of kind
+   * `exit`: pass() with emit, sendfile()) may also just return: runScript reads host.fatal.
    */
   run(script: CompiledScript, host: ScriptHost): number | undefined | Promise<number | undefined>;
   /** Serialised bytecode for the on-disk cache; absent when the engine cannot serialise. */

@@ -26,7 +26,7 @@ import { closeModule, findModule, openModule } from './host/modules.js';
 import type { ModuleSlots } from './modules.js';
 import { sendfile, stat } from './host/files.js';
 import { addHeader, emit, end, endOutput, flush, log, logRoom, setHeader, setStatus, write } from './host/output.js';
-import { pass, passThrough, type PassOptions } from './host/pass.js';
+import { pass, passThrough, relayExit, type PassOptions } from './host/pass.js';
 import { body, headers, method, path, query, queryString, remoteAddr, uri } from './host/request.js';
 import type { ScriptResponse } from './host/script-response.js';
 import { noServices, type HostServices } from './host/services.js';
@@ -314,9 +314,14 @@ export class ScriptHost implements HostCore {
     return pass(this, name, options);
   }
 
-  /** pass(backend, { emit = true }): the backend's response goes to the client as it arrives. Ends the run. */
-  passThrough(name: string, options: PassOptions = {}): Promise<never> {
+  /** pass(backend, { emit = true }): ends the run; the server relays the backend's response to the client as it arrives. Throws the exit. */
+  passThrough(name: string, options: PassOptions = {}): never {
     return passThrough(this, name, options);
+  }
+
+  /** As {@link passThrough}, but returns the exit (already the run's end) instead of throwing it: the engine stops the script itself. */
+  relayExit(name: string, options: PassOptions = {}): ScriptError {
+    return relayExit(this, name, options);
   }
 
   // ---- fetch (host/fetch.ts) -------------------------------------------------------------

@@ -6,7 +6,7 @@
  * host's exit error and reading what it left behind.
  */
 import type { Code } from '../errors.js';
-import type { BackendResponse } from '../fastcgi/client/pool.js';
+import type { BackendPool } from '../fastcgi/client/pool.js';
 import type { CompiledScript, ScriptEngine } from './engine.js';
 import type { ScriptHost } from './host.js';
 import { ScriptError } from './script-error.js';
@@ -25,8 +25,8 @@ export type RunOutcome =
   | { readonly kind: 'page'; readonly status: number; readonly code: Code | null; readonly error: ScriptError }
   /** sendfile() of a range nginx cannot take: the headers are set, these bytes are still to send. */
   | { readonly kind: 'range'; readonly path: string; readonly start: number; readonly end: number; readonly error: ScriptError }
-  /** pass() with emit: the backend's response is still to stream to the client. */
-  | { readonly kind: 'relay'; readonly pool: string; readonly response: BackendResponse }
+  /** pass() with emit: the request is still to forward to `pool`, and its response to stream to the client. */
+  | { readonly kind: 'relay'; readonly pool: BackendPool; readonly params: Buffer; readonly body: Buffer | null }
   /** The script failed (runtime error, limit, raw-mode head): the request gets a 500. */
   | { readonly kind: 'failed'; readonly error: ScriptError }
   /** The web server went away: nothing more to send. */
@@ -66,16 +66,24 @@ function finished(host: ScriptHost, outcome: RunOutcome): RunOutcome {
 }
 
 // The script returned: its output ends (raw mode's head applied), then the response is sent;
-// what fails there (a raw head, a returned status the host refuses) is the run's failure.
+// what fails there (a raw head, a returned status the host refuses) is the run's failure. An
+// engine may return from a run the host ended (an exit it did not throw, see ScriptEngine.run).
 function succeeded(host: ScriptHost, status: number | undefined): RunOutcome {
+  if (host.fatal) return failed(host, host.fatal);
   try {
     host.endOutput();
-    if (host.fatal) throw host.fatal;
+    const ended = endedBy(host);
+    if (ended) return failed(host, ended);
     host.end(status);
     return { kind: 'done', returned: status };
   } catch (err) {
     return failed(host, err);
   }
+}
+
+// host.fatal as the host has it now (a call such as endOutput() may have set it since it was read).
+function endedBy(host: ScriptHost): ScriptError | null {
+  return host.fatal;
 }
 
 function failed(host: ScriptHost, err: unknown): RunOutcome {
@@ -90,7 +98,7 @@ function exited(host: ScriptHost, error: ScriptError): RunOutcome {
   const { status, page, code, rest } = error.exit!;
   if (page) return { kind: 'page', status, code, error };
   if (rest?.kind === 'range') return { kind: 'range', path: rest.path, start: rest.start, end: rest.end, error };
-  if (rest?.kind === 'relay') return { kind: 'relay', pool: rest.pool, response: rest.response };
+  if (rest?.kind === 'relay') return { kind: 'relay', pool: rest.pool, params: rest.params, body: rest.body };
   host.end(undefined);
   return { kind: 'done', returned: undefined };
 }

@@ -6,7 +6,7 @@
  */
 import { defaults, positive, section, type ValueOf } from '../config-schema.js';
 import type { Code } from '../errors.js';
-import type { BackendResponse } from '../fastcgi/client/pool.js';
+import type { BackendPool } from '../fastcgi/client/pool.js';
 
 /**
  * What went wrong in a script, with its place, for the log line and FCGI_STDERR. `exit` is not
@@ -29,11 +29,13 @@ export interface ScriptExit {
 
 /**
  * The part of a response an exit leaves to the server: a file range nginx cannot take from an
- * escalation header (sendfile()), or a backend's response streamed as it arrives (pass with emit).
+ * escalation header (sendfile()), or a request to forward to a backend pool whose response is
+ * streamed as it arrives (pass with emit): `params` is the PARAMS block to send, `body` the body
+ * the script gave, or null for the request's own.
  */
 export type ExitRest =
   | { readonly kind: 'range'; readonly path: string; readonly start: number; readonly end: number }
-  | { readonly kind: 'relay'; readonly pool: string; readonly response: BackendResponse };
+  | { readonly kind: 'relay'; readonly pool: BackendPool; readonly params: Buffer; readonly body: Buffer | null };
 
 /**
  * A script failure. `file:line` points into the script, never into Lodestone. The message is

@@ -3,7 +3,6 @@
  * front controller), run it in its engine with a fresh ScriptHost, and turn the outcome into a
  * response. Engine-neutral: it only sees the ScriptEngine interface and the script store.
  */
-import type { Readable } from 'node:stream';
 import { errorPage } from './error-page.js';
 import type { ContentCache } from '../content-cache/content-cache.js';
 import { tooLargeMessage } from '../engines/script-cache-config.js';
@@ -13,7 +12,7 @@ import { DEFAULT_CONTENT_TYPE, ScriptHost, noServices, type CacheFiles, type Hos
 import { runScript, type RunOutcome } from '../engines/run.js';
 import { httpStatus, type Code } from '../errors.js';
 import type { Handler } from '../fastcgi/server/connection.js';
-import type { BackendPool, BackendResponse } from '../fastcgi/client/pool.js';
+import { BackendError, type BackendPool, type BackendResponse } from '../fastcgi/client/pool.js';
 import { sendRange, type Files } from '../files/files.js';
 import type { Logger } from '../log.js';
 import type { Request } from '../fastcgi/server/request.js';
@@ -152,62 +151,55 @@ function answer(options: PipelineOptions, req: Request, res: Response, outcome: 
         else errorPage(res, 500);
       });
     case 'relay':
-      return relay(options, req, res, outcome.pool, outcome.response, script);
+      return relay(options, req, res, outcome.pool, outcome.params, outcome.body, script);
   }
 }
 
 /**
- * Streams a backend's response to the client as it arrives: headers first, then what the
- * backend sent, waiting for the web server to take it (socket backpressure) before reading more.
- * What has arrived is written without a flush while more is known to come; once END_REQUEST is
- * in, the rest goes out with our own END_REQUEST, so a small response is one write.
+ * pass() with emit, after the run: forwards the request to `pool` and streams the backend's
+ * response to the client as it arrives, headers first, waiting for the web server to take it
+ * (socket backpressure) before reading more. What has arrived is written without a flush while
+ * more is known to come; once END_REQUEST is in, the rest goes out with our own END_REQUEST, so
+ * a small response is one write. A backend that fails before its headers gets the error page
+ * pass() without emit would (502, 504 for a timeout), and the line in the web server's log.
  */
-async function relay(options: PipelineOptions, req: Request, res: Response, pool: string, got: BackendResponse, script: string): Promise<void> {
+async function relay(options: PipelineOptions, req: Request, res: Response, pool: BackendPool, params: Buffer, given: Buffer | null, script: string): Promise<void> {
+  let got: BackendResponse;
+  try {
+    const body = given ?? (await req.readBody());
+    got = await pool.request({ params, body, cancel: req });
+  } catch (err) {
+    // The pool has logged it (once, with its LS_BACKEND_* code), so the line goes only to the web
+    // server's log; a failed body read is the web server aborting the request, with nobody left
+    // to answer.
+    if (!(err instanceof BackendError)) return;
+    if (err.kind !== 'aborted') res.log(`lodestone: ${script}: pass(${JSON.stringify(pool.name)}): ${err.message}`);
+    if (res.headersSent) return res.end();
+    return errorPage(res, err.status);
+  }
   res.status = got.status;
   for (const [name, value] of got.headers) res.addHeader(name, value);
-  const body = got.body;
   try {
     for (;;) {
       let chunk: Buffer | null;
-      while ((chunk = body.read() as Buffer | null) !== null) res.write(chunk);
-      if (body.errored) throw body.errored;
-      if (got.ended || body.destroyed) break;
+      while ((chunk = got.read()) !== null) res.write(chunk);
+      if (got.error) throw got.error;
+      if (got.ended) break;
       res.flush();
       await res.drain();
       if (req.aborted) break;
-      await readable(body);
+      await new Promise<void>((resolve) => got.whenReadable(resolve));
     }
   } catch (err) {
     // The backend failed after its headers: end what was sent, as nginx does.
-    options.log.error('LS_BACKEND_PROTOCOL', `pass(${JSON.stringify(pool)}): ${(err as Error).message}`, { script });
+    options.log.error('LS_BACKEND_PROTOCOL', `pass(${JSON.stringify(pool.name)}): ${(err as Error).message}`, { script });
   } finally {
-    body.destroy();
+    got.destroy();
   }
   // As a script's own response: a backend that named no type gets the default (an empty body
   // never flushed the headers).
   if (!res.headersSent && res.getHeader('Content-Type') === undefined) res.setHeader('Content-Type', DEFAULT_CONTENT_TYPE);
   res.end();
-}
-
-/** Resolves when `body` has data, has ended or is closed; rejects with its error. */
-function readable(body: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = (): void => {
-      body.off('readable', done);
-      body.off('end', done);
-      body.off('close', done);
-      body.off('error', fail);
-      resolve();
-    };
-    const fail = (err: Error): void => {
-      done();
-      reject(err);
-    };
-    body.on('readable', done);
-    body.on('end', done);
-    body.on('close', done);
-    body.on('error', fail);
-  });
 }
 
 /**

@@ -175,7 +175,6 @@ export async function serve(engine: ScriptEngine, script: string | CompiledScrip
         break;
       case 'relay':
         // The engine tests have no backend to relay: a relay here is the test's own mistake.
-        outcome.response.body.destroy();
         assert.fail('serve() cannot stream a relay');
         break;
       case 'aborted':

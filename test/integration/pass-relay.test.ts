@@ -6,10 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
-import { defaultScriptLimits } from '../../runtime/engines/engine.js';
+import { defaultScriptLimits, type ScriptEngine, type ScriptLimits } from '../../runtime/engines/engine.js';
+import { createJsEngine } from '../../runtime/engines/js.js';
 import { Lua54Engine } from '../../runtime/engines/lua54/engine.js';
 import { ScriptStore } from '../../runtime/engines/script-store.js';
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
@@ -24,23 +26,37 @@ import { requirePhpFpm, startPhpFpm } from '../helpers/php-fpm.js';
 const noFlow = { pauseFor(): void {}, resumeFor(): void {} };
 const BIG = 1024 * 1024;
 
+/** What {@link relayOnce} serves: a front script (by file name, .lua or .js) and its limits. */
+interface RelaySetup {
+  file?: string;
+  source?: string;
+  limits?: Partial<ScriptLimits>;
+  /** The pool's servers, when not the test's PHP-FPM (a refused port). */
+  servers?: string[];
+}
+
 /** Serves one request through the pipeline; returns the response and how many sends it took. */
-async function relayOnce(t: TestContext, page: string): Promise<{ sends: number; lastOnly: boolean; status: number; body: Buffer }> {
+async function relayOnce(t: TestContext, page: string, setup: RelaySetup = {}): Promise<{ sends: number; lastOnly: boolean; status: number; body: Buffer; stderr: string }> {
   const fpm = await startPhpFpm(t, {
     scripts: {
       'hello.php': "<?php\nheader('Cache-Control: no-store');\necho '123';\n",
       'big.php': `<?php\necho str_repeat('0123456789abcdef', ${BIG / 16});\n`,
+      'slow.php': "<?php\nusleep(300000);\necho 'slow';\n",
     },
   });
   t.after(() => fpm.stop());
   const www = fs.mkdtempSync(path.join(os.tmpdir(), 'lodestone-relay-'));
   t.after(() => fs.rmSync(www, { recursive: true, force: true }));
-  fs.writeFileSync(path.join(www, 'relay.lua'), 'return pass("php", { emit = true })\n');
+  const file = setup.file ?? 'relay.lua';
+  fs.writeFileSync(path.join(www, file), setup.source ?? 'return pass("php", { emit = true })\n');
   const log = new Logger('error', () => {});
   const lua = new Lua54Engine();
-  const store = new ScriptStore({ root: www, engines: new Map([[lua.extension, lua]]), statIntervalMs: 0, maxEntries: 10, maxBytes: 1 << 20, cacheDir: null, log });
-  const { pool } = makePool(t, 'php', [fpm.address]);
-  const handler = createScriptHandler({ store, root: www, limits: defaultScriptLimits, log, script: path.join(www, 'relay.lua'), raw: () => false, backends: new Map([['php', pool]]) });
+  const js = await createJsEngine();
+  t.after(() => js.close());
+  const store = new ScriptStore({ root: www, engines: new Map<string, ScriptEngine>([[lua.extension, lua], [js.extension, js]]), statIntervalMs: 0, maxEntries: 10, maxBytes: 1 << 20, cacheDir: null, log });
+  const { pool } = makePool(t, 'php', setup.servers ?? [fpm.address]);
+  const limits = { ...defaultScriptLimits, ...setup.limits };
+  const handler = createScriptHandler({ store, root: www, limits, log, script: path.join(www, file), raw: () => false, backends: new Map([['php', pool]]) });
 
   const request = new Request(1, 'RESPONDER', false, { id: 1, peer: undefined }, 1, noFlow);
   const script = fpm.script(page);
@@ -61,9 +77,10 @@ async function relayOnce(t: TestContext, page: string): Promise<{ sends: number;
   });
   await handler(request, response);
   const stdout = Buffer.concat(decoder.records.filter((r) => r.type === T.STDOUT).map((r) => r.content));
+  const stderr = Buffer.concat(decoder.records.filter((r) => r.type === T.STDERR).map((r) => r.content)).toString();
   assert.ok(decoder.records.some((r) => r.type === T.END_REQUEST), 'the response ended');
   const cgi = parseCgi(stdout);
-  return { sends, lastOnly, status: cgi.status, body: cgi.body };
+  return { sends, lastOnly, status: cgi.status, body: cgi.body, stderr };
 }
 
 test('pass(emit): a small PHP response goes to the web server in one write, END_REQUEST included', async (t) => {
@@ -82,4 +99,39 @@ test('pass(emit): a 1 MiB PHP response streams in several writes, every byte in 
   assert.equal(out.body.length, BIG);
   assert.ok(out.body.equals(Buffer.from('0123456789abcdef'.repeat(BIG / 16))), 'every byte in order');
   assert.ok(out.sends > 1, `streamed (${out.sends} writes)`);
+});
+
+// The run ends at pass(..., emit): nothing the script does after the call reaches the response,
+// whether the call was a tail call (no Lua error at all), a statement, inside a coroutine whose
+// resumer goes on, or (JS) a promise the script did not await.
+for (const [file, source] of [
+  ['statement.lua', 'pass("php", { emit = true })\nprint("after")\nresponse.headers["X-After"] = "1"\n'],
+  ['coroutine.lua', 'local relay = coroutine.wrap(function() return pass("php", { emit = true }) end)\nrelay()\nprint("after")\n'],
+  ['pcall.lua', 'local ok = pcall(pass, "php", { emit = true })\nprint("after", ok)\n'],
+  ['unawaited.js', 'pass("php", { emit: true });\nprint("after");\n'],
+] as const) {
+  test(`pass(emit): nothing after the call reaches the response (${file})`, async (t) => {
+    if (!requirePhpFpm(t)) return;
+    const out = await relayOnce(t, 'hello.php', { file, source });
+    assert.equal(out.status, 200);
+    assert.equal(out.body.toString(), '123');
+  });
+}
+
+test('pass(emit): the wait for PHP is outside the script wall limit (the pool times it), as nginx times fastcgi_pass', async (t) => {
+  if (!requirePhpFpm(t)) return;
+  const out = await relayOnce(t, 'slow.php', { limits: { wallMs: 50 } });
+  assert.equal(out.status, 200);
+  assert.equal(out.body.toString(), 'slow');
+});
+
+test('pass(emit) to a server that refuses: 502 after the run, and the reason in the web server log', async (t) => {
+  if (!requirePhpFpm(t)) return;
+  const refused = net.createServer();
+  await new Promise<void>((resolve) => refused.listen(0, '127.0.0.1', resolve));
+  const port = (refused.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => refused.close(() => resolve()));
+  const out = await relayOnce(t, 'hello.php', { servers: [`127.0.0.1:${port}`] });
+  assert.equal(out.status, 502);
+  assert.match(out.stderr, /relay\.lua: pass\("php"\): .*no server available/);
 });

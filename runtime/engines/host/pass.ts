@@ -6,7 +6,7 @@
  * backend connection.
  */
 import { encodePairs, decodePairs } from '../../fastcgi/pairs.js';
-import { BackendError, readBody, type BackendResponse } from '../../fastcgi/client/pool.js';
+import { BackendError, readBody, type BackendPool, type BackendResponse } from '../../fastcgi/client/pool.js';
 import type { ScriptError } from '../script-error.js';
 import type { HostCore } from './core.js';
 import { bodyBytes } from './request.js';
@@ -32,30 +32,54 @@ export async function pass(host: HostCore, name: string, options: PassOptions = 
     const body = await host.guard(readBody(got, host.limits.outputBytes), passName(name));
     return { status: got.status, headers: got.headers, body };
   } catch (err) {
-    got.body.destroy();
+    got.destroy();
     if (err instanceof BackendError) throw backendFailed(host, name, err);
     throw err;
   }
 }
 
 /**
- * pass(backend, { emit = true }): the backend's response goes to the client as it arrives
- * (after the run, outside the script's limits), without buffering the body. Ends the run.
+ * pass(backend, { emit = true }): ends the run at once; the server then forwards the request
+ * and streams the backend's response to the client as it arrives, outside the script's limits
+ * (the pool's timeouts bound the wait, as nginx's fastcgi_read_timeout does). The run never
+ * waits here: nothing the script could do after the call would run, so holding its Lua state
+ * or QuickJS context through the backend's round trip only cost a yield, a resume and the
+ * promises around them (issue 23). Throws the exit, which the script cannot catch.
  */
-export async function passThrough(host: HostCore, name: string, options: PassOptions = {}): Promise<never> {
+export function passThrough(host: HostCore, name: string, options: PassOptions = {}): never {
+  throw relayExit(host, name, options);
+}
+
+/**
+ * What {@link passThrough} throws, recorded as the run's end but not thrown: for an engine that
+ * stops the script its own way (lua54 ends it at its next instruction, since a Lua error is a
+ * longjmp and costs a JS exception through wasm). Throws only for a bad call.
+ */
+export function relayExit(host: HostCore, name: string, options: PassOptions = {}): ScriptError {
   if (host.response.headersSent) throw new Error('pass() with emit after flush(): the headers are already sent');
-  const got = await forward(host, name, options);
+  const pool = poolNamed(host, name);
+  const params = paramsFor(host, options);
   host.rawHead = null;
-  throw host.exit(got.status, false, null, 'exit', { kind: 'relay', pool: name, response: got });
+  return host.exit(200, false, null, 'exit', { kind: 'relay', pool, params, body: options.body ?? null });
+}
+
+function poolNamed(host: HostCore, name: string): BackendPool {
+  const pool = host.services.backends.get(name);
+  if (!pool) throw new Error(`pass(): no backend named ${JSON.stringify(name)} (see config "backends")`);
+  return pool;
+}
+
+// The PARAMS block to forward: the request's own, with the script's changes applied.
+function paramsFor(host: HostCore, options: PassOptions): Buffer {
+  // A replaced body needs its own CONTENT_LENGTH, or PHP reads the wrong number of bytes.
+  const changes = options.body ? { ...options.params, CONTENT_LENGTH: String(options.body.length) } : options.params;
+  return changes ? paramsWith(host, changes) : (host.request.paramsBlock ?? Buffer.alloc(0));
 }
 
 async function forward(host: HostCore, name: string, options: PassOptions): Promise<BackendResponse> {
-  const pool = host.services.backends.get(name);
-  if (!pool) throw new Error(`pass(): no backend named ${JSON.stringify(name)} (see config "backends")`);
+  const pool = poolNamed(host, name);
   const body = options.body ?? (await host.guard(bodyBytes(host), passName(name)));
-  // A replaced body needs its own CONTENT_LENGTH, or PHP reads the wrong number of bytes.
-  const changes = options.body ? { ...options.params, CONTENT_LENGTH: String(options.body.length) } : options.params;
-  const params = changes ? paramsWith(host, changes) : (host.request.paramsBlock ?? Buffer.alloc(0));
+  const params = paramsFor(host, options);
   const asked = pool.request({ params, body, cancel: host.request });
   try {
     return await host.guard(asked, passName(name));
@@ -63,7 +87,7 @@ async function forward(host: HostCore, name: string, options: PassOptions): Prom
     if (err instanceof BackendError) throw backendFailed(host, name, err);
     // The run was stopped (a limit, an abort) while waiting: nobody will read the answer, so
     // it must not hold its backend connection.
-    asked.then((late) => late.body.destroy(), () => undefined);
+    asked.then((late) => late.destroy(), () => undefined);
     throw err;
   }
 }

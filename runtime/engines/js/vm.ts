@@ -307,6 +307,9 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
 
   /** Applies what takeOut() or start() answered (api/output.ts); the status part, as a number. */
   private taken(run: Run, text: string): number {
+    // The run has ended (a limit, or an exit such as pass() with emit, which flushed what came
+    // before it): what the script buffered after that, e.g. behind an unawaited pass(), is dropped.
+    if (run.host.fatal) return 0;
     try {
       const status = applyTaken(run, text);
       return status === '' ? 0 : Number(status);
@@ -349,8 +352,9 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
     const promise = run.promise;
     if (run.host.fatal) {
       // A limit (the interrupt handler) stops the script without knowing where; the error the
-      // script threw there carries its line.
-      if (run.host.fatal.line === null && promise) {
+      // script threw there carries its line. An exit (pass() with emit) needs no line, and
+      // describing the error costs calls into QuickJS.
+      if (run.host.fatal.line === null && run.host.fatal.kind !== 'exit' && promise) {
         const state = this.context.getPromiseState(promise);
         if (state.type === 'rejected') return this.fail(run, state.error);
         if (state.type === 'fulfilled' && state.value !== promise) state.value.dispose();
@@ -376,7 +380,7 @@ export class Vm implements Bridge, CompileVm, HeapUser, LimitedVm, WaitSource {
   /** Ends `run` with what the script threw (disposes `error`). */
   private fail(run: Run, error: QuickJSHandle): void {
     if (run.host.fatal) {
-      if (run.host.fatal.line === null) {
+      if (run.host.fatal.line === null && run.host.fatal.kind !== 'exit') {
         const line = this.describe(error, run.path).line;
         // The interrupt's own throw carries the same stale position lineHere refused.
         if (line !== null && (!run.interrupted || run.trustsStopLine(line))) run.host.locate(line);

@@ -11,7 +11,7 @@
  *   coroutine looks synchronous there too;
  * - load compiles text only (never a binary chunk), into the caller's request globals.
  */
-import { LUA_MULTRET, LUA_OK, LUA_TFUNCTION, LUA_TNONE, LUA_TSTRING, LUA_YIELD, upvalueIndex, type LuaApi } from './capi.js';
+import { LUA_MASKCOUNT, LUA_MULTRET, LUA_OK, LUA_TFUNCTION, LUA_TNONE, LUA_TSTRING, LUA_YIELD, upvalueIndex, type LuaApi } from './capi.js';
 import { active, type Bindings, type PushResult, type Run54 } from './run.js';
 import type { Ptr } from './wasm.js';
 
@@ -27,7 +27,7 @@ export interface ControlFunctions {
 }
 
 /** Builds the async-call helper and the control functions of one module. */
-export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk'], assignedOf: Bindings['assignedOf']): { b: Bindings; fns: ControlFunctions } {
+export function makeControl(api: LuaApi, hook: Ptr, pushChunk: Bindings['pushChunk'], assignedOf: Bindings['assignedOf']): { b: Bindings; fns: ControlFunctions } {
   const x = api.x;
   const m = api.module;
   const fatal = (): boolean => active.run?.host.fatal != null;
@@ -35,6 +35,9 @@ export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk'], assig
   const current = (L: Ptr): Run54 => active.run ?? api.raise(L, 'no request is running');
   const run = (L: Ptr): Run54 => {
     const r = current(L);
+    // A run that has ended (endRun: the script goes on to its next instruction, in a caller
+    // or a coroutine's resumer that the count hook has not reached yet) acts on nothing more.
+    if (r.host.fatal) return raiseFatal(L);
     if (r.sharing === 0) return r;
     r.shareRefusals++;
     return api.raise(L, 'a module loading to be shared cannot use the request');
@@ -62,6 +65,16 @@ export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk'], assig
     return push ? api.guard((L1) => push(L1, settled.value))(L) : 0;
   }, 'iiii');
 
+  // The count hook raises the run's fatal error; at a count of 1 it does so before the next
+  // instruction. Set on the calling thread and the run's main one: a coroutine's tail call
+  // ends the coroutine, and its resumer must not run on for up to HOOK_COUNT instructions.
+  // Both threads belong to this run alone, so the count dies with them.
+  const endRun = (L: Ptr, r: Run54): number => {
+    x.lua_sethook(L, hook, LUA_MASKCOUNT, 1);
+    if (L !== r.main) x.lua_sethook(r.main, hook, LUA_MASKCOUNT, 1);
+    return 0;
+  };
+
   const pushEnv = (L: Ptr, r: Run54): void => {
     x.lua_rawgeti(L, -1001000, BigInt(r.envRef));
   };
@@ -70,6 +83,7 @@ export function makeControl(api: LuaApi, pushChunk: Bindings['pushChunk'], assig
     api,
     run,
     current,
+    endRun,
     pushEnv,
     pushChunk,
     assignedOf,

@@ -285,7 +285,14 @@ export class Lua54Engine implements ScriptEngine {
 
   /** After a slice: the run's result, or WAITING; throws its error. */
   private afterSlice(run: Run54, status: number): number | undefined | typeof WAITING {
-    if (run.host.fatal) throw run.host.fatal;
+    const fatal = run.host.fatal;
+    if (fatal) {
+      // An exit is the run's own end (pass() with emit, sendfile()): returned, not thrown, since
+      // a JS exception here and its rethrows cost microseconds a relayed request; runScript
+      // reads host.fatal (ScriptEngine.run).
+      if (fatal.kind === 'exit') return undefined;
+      throw fatal;
+    }
     const world = this.world;
     const x = world.api.x;
     const T = run.main;

@@ -101,6 +101,14 @@ export interface Bindings {
    * matters, when the script cannot wait here.
    */
   wait(L: Ptr, run: Run54, what: string, promise: () => Promise<unknown>, push: PushResult | null): number;
+  /**
+   * Stops the script at its next VM instruction, for a host function that has set the run's
+   * end (host.fatal) itself; returns 0 (no results) for the host function to return. Not a
+   * Lua error raised here: that is a longjmp, which emscripten makes a JS exception thrown
+   * through the wasm frames (6-15 us each, measured), while a tail call such as
+   * `return pass(...)` ends its function before any next instruction, with no error at all.
+   */
+  endRun(L: Ptr, run: Run54): number;
   /** Pushes the run's request globals table. */
   pushEnv(L: Ptr, run: Run54): void;
   /** Pushes `script`'s chunk function as loaded in the run's state (loading it there first). */

@@ -160,7 +160,7 @@ export class LuaWorld {
       if (!isChunk(script)) throw new TypeError(`${script.path} was not compiled by the Lua engine`);
       x.lua_rawgeti(L, LUA_REGISTRYINDEX, BigInt(this.fnIn(run.state as LuaState54, script)));
     };
-    const control = makeControl(api, pushChunk, (L, run, script) => {
+    const control = makeControl(api, this.hook, pushChunk, (L, run, script) => {
       if (!isChunk(script)) return null;
       if (script.assigned === undefined) {
         if (script.mode === 'b') {

@@ -92,15 +92,31 @@ export interface BackendResponse {
   /** In order, names as sent, Set-Cookie may repeat; without `Status`. */
   readonly headers: ReadonlyArray<readonly [string, string]>;
   /**
-   * The body after the header block; ends at END_REQUEST. Backpressure: pausing it pauses the
-   * socket. Destroying it early closes the connection (not reused). An 'error' listener is
-   * installed, so a body nobody reads never crashes the process; `pipeline`, `for await` and
-   * `stream.finished` still see its errors (BackendError).
+   * The body after the header block as a stream, made on first use; ends at END_REQUEST.
+   * Backpressure: pausing it pauses the socket. Destroying it early closes the connection (not
+   * reused). An 'error' listener is installed, so a body nobody reads never crashes the
+   * process; `pipeline`, `for await` and `stream.finished` still see its errors (BackendError).
+   * Read the body either this way or with {@link read}, not both.
    */
   readonly body: Readable;
   /**
-   * True once END_REQUEST arrived: what is left of the response is buffered in {@link body}, so
-   * a relay can end its own response with it in one write instead of waiting for 'end'.
+   * The next chunk of the body that has arrived, or null: the body without a stream, for
+   * readers that take what is there and wait with {@link whenReadable} (the relay, readBody).
+   * Taking chunks is what lets the socket be read again past 64 KiB queued (backpressure).
+   */
+  read(): Buffer | null;
+  /** Calls `fn` once, when a chunk is there to {@link read}, the body has ended, or it failed: at once if so now. */
+  whenReadable(fn: () => void): void;
+  /** Why the body failed after the header block (the connection broke, a protocol error), or null. */
+  readonly error: BackendError | null;
+  /**
+   * Gives up on the body: before END_REQUEST the connection is closed (not reused), since the
+   * rest of the response would still come.
+   */
+  destroy(): void;
+  /**
+   * True once END_REQUEST arrived: what is left of the response is queued, so a relay can end
+   * its own response with it in one write instead of waiting.
    */
   readonly ended: boolean;
   /** The spec of the server that answered. */
@@ -151,18 +167,18 @@ export const MAX_HEAD_BYTES = 64 * 1024;
 export async function readBody(res: BackendResponse, maxBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
-  try {
-    for await (const chunk of res.body) {
-      const buf = chunk as Buffer;
-      size += buf.length;
+  for (;;) {
+    let chunk: Buffer | null;
+    while ((chunk = res.read()) !== null) {
+      size += chunk.length;
       if (size > maxBytes) {
+        res.destroy();
         throw new BackendError('protocol', `response body over ${maxBytes} bytes`, res.pool, res.server);
       }
-      chunks.push(buf);
+      chunks.push(chunk);
     }
-  } catch (err) {
-    if (err instanceof BackendError) throw err;
-    throw new BackendError('protocol', `response body failed: ${(err as Error).message}`, res.pool, res.server, { cause: err });
+    if (res.error) throw res.error;
+    if (res.ended) return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    await new Promise<void>((resolve) => res.whenReadable(resolve));
   }
-  return Buffer.concat(chunks, size);
 }

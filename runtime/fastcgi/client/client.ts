@@ -58,9 +58,8 @@ class BackendExchange {
   /** Bytes of the header block received so far, when it spans records. */
   head: Buffer | null = null;
   headLength = 0;
-  body: Readable | null = null;
-  /** What the caller got (its `ended` is set at END_REQUEST). */
-  response: { ended: boolean } | null = null;
+  /** What the caller got, once the header block is in; the body's chunks go through it. */
+  reply: Reply | null = null;
   gotBytes = false;
   /** A streamed body is still being written. */
   writing = false;
@@ -326,28 +325,14 @@ export class BackendConnection {
   }
 
   private deliver(ex: BackendExchange, status: number, headers: ReadonlyArray<readonly [string, string]>): void {
-    const body = new Readable({
-      // One full record's worth: with the default 16 KiB every 64 KiB record would pause the socket.
-      highWaterMark: 64 * 1024,
-      read: () => this.resumeFor(ex),
-      destroy: (err, callback) => {
-        // The consumer gave up before END_REQUEST: the rest of the response would still come.
-        if (!ex.over) this.fail(ex, 'aborted', 'response body destroyed before its end', null, err ?? undefined);
-        callback(err);
-      },
-    });
-    body.on('error', noop);
-    ex.body = body;
+    const reply = new Reply(this, ex, status, headers, this.ctx.server, this.ctx.pool);
+    ex.reply = reply;
     ex.headDelivered = true;
-    const response = { status, headers, body, ended: false, server: this.ctx.server, pool: this.ctx.pool };
-    ex.response = response;
-    ex.resolve(response);
+    ex.resolve(reply);
   }
 
   private pushBody(ex: BackendExchange, data: Buffer): void {
-    const body = ex.body!;
-    if (body.destroyed) return;
-    if (!body.push(data) && !ex.paused) {
+    if (!ex.reply!.push(data) && !ex.paused) {
       // Backpressure: stop reading from the backend; the response timeout waits too.
       ex.paused = true;
       this.socket.pause();
@@ -355,11 +340,17 @@ export class BackendConnection {
     }
   }
 
-  private resumeFor(ex: BackendExchange): void {
+  /** The reader took enough of `ex`'s body: read from the backend again. */
+  resumeFor(ex: BackendExchange): void {
     if (!ex.paused || ex.over) return;
     ex.paused = false;
     this.socket.resume();
     this.arm(ex, ex.options.responseTimeoutMs);
+  }
+
+  /** The reader gave up on `ex`'s body before its end: the rest would still come. */
+  abandon(ex: BackendExchange, err: Error | undefined): void {
+    if (!ex.over) this.fail(ex, 'aborted', 'response body destroyed before its end', null, err);
   }
 
   private stderr(ex: BackendExchange, buf: Buffer, start: number, end: number): void {
@@ -396,8 +387,7 @@ export class BackendConnection {
       ex.paused = false;
       this.socket.resume();
     }
-    ex.response!.ended = true;
-    ex.body!.push(null);
+    ex.reply!.finish();
     if (ex.writing) this.socket.destroy();
     // The connection is free now, before the body's consumer has read it all: every byte is off
     // the socket, and a caller that reads the body and sends its next request must find it idle.
@@ -451,7 +441,7 @@ export class BackendConnection {
     const closedEarly = kind === 'unavailable' && !ex.gotBytes;
     ex.options.onEnd({ reusable: false, error: err, closedEarly });
     if (ex.headDelivered) {
-      if (!ex.body!.destroyed) ex.body!.destroy(err);
+      ex.reply!.fail(err);
     } else {
       ex.reject(err);
     }
@@ -492,5 +482,122 @@ export class BackendConnection {
 
   private fields(): Record<string, string> {
     return { pool: this.ctx.pool, server: this.ctx.server };
+  }
+}
+
+/** One full record's worth: with the default 16 KiB every 64 KiB record would pause the socket. */
+const BODY_HIGH_WATER = 64 * 1024;
+const noWake = (): void => {};
+
+/**
+ * A backend's response as the caller gets it (BackendResponse). Its body's chunks are queued
+ * here and taken with {@link read}; the Readable `body` is made only when someone asks for it.
+ * A Readable per relayed request, with its listeners, `read()` and `destroy()`, was a few
+ * percent of a relay's CPU, and the relay and readBody() need none of it (issue 23).
+ */
+class Reply implements BackendResponse {
+  ended = false;
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private stream: Readable | null = null;
+  private failure: BackendError | null = null;
+  /** read() or destroy() was used: the body has no stream, and never will. */
+  private given = false;
+  /** destroy() was called: what still arrives is dropped. */
+  private dropped = false;
+  private wake: () => void = noWake;
+
+  constructor(
+    private readonly conn: BackendConnection,
+    private readonly ex: BackendExchange,
+    readonly status: number,
+    readonly headers: ReadonlyArray<readonly [string, string]>,
+    readonly server: string,
+    readonly pool: string,
+  ) {}
+
+  get error(): BackendError | null {
+    return this.failure;
+  }
+
+  get body(): Readable {
+    if (this.stream) return this.stream;
+    if (this.given) throw new Error('the response body is being read with read(); it has no stream');
+    const stream = new Readable({
+      highWaterMark: BODY_HIGH_WATER,
+      read: () => this.conn.resumeFor(this.ex),
+      destroy: (err, callback) => {
+        // The consumer gave up before END_REQUEST: the rest of the response would still come.
+        this.conn.abandon(this.ex, err ?? undefined);
+        callback(err);
+      },
+    });
+    stream.on('error', noop);
+    this.stream = stream;
+    for (const chunk of this.queue) stream.push(chunk);
+    this.queue = [];
+    this.queued = 0;
+    if (this.failure) stream.destroy(this.failure);
+    else if (this.ended) stream.push(null);
+    return stream;
+  }
+
+  read(): Buffer | null {
+    if (this.stream) throw new Error('response body already read as a stream');
+    this.given = true;
+    const chunk = this.queue.shift();
+    if (chunk === undefined) return null;
+    this.queued -= chunk.length;
+    if (this.queued < BODY_HIGH_WATER) this.conn.resumeFor(this.ex);
+    return chunk;
+  }
+
+  whenReadable(fn: () => void): void {
+    if (this.queue.length > 0 || this.ended || this.failure) fn();
+    else this.wake = fn;
+  }
+
+  destroy(): void {
+    if (this.stream) {
+      this.stream.destroy();
+      return;
+    }
+    this.given = true;
+    this.dropped = true;
+    this.queue = [];
+    this.queued = 0;
+    this.conn.abandon(this.ex, undefined);
+  }
+
+  /** A chunk of the body from the backend; false when the reader is behind (pause the socket). */
+  push(chunk: Buffer): boolean {
+    if (this.stream) return this.stream.destroyed || this.stream.push(chunk);
+    if (this.dropped) return true;
+    this.queue.push(chunk);
+    this.queued += chunk.length;
+    this.poke();
+    return this.queued < BODY_HIGH_WATER;
+  }
+
+  /** END_REQUEST: the body is complete. */
+  finish(): void {
+    this.ended = true;
+    if (this.stream) this.stream.push(null);
+    else this.poke();
+  }
+
+  /** The exchange failed after the header block. */
+  fail(err: BackendError): void {
+    if (this.failure) return;
+    this.failure = err;
+    if (this.stream) {
+      if (!this.stream.destroyed) this.stream.destroy(err);
+    } else this.poke();
+  }
+
+  private poke(): void {
+    const wake = this.wake;
+    this.wake = noWake;
+    wake();
   }
 }

@@ -36,7 +36,8 @@ export function passBindings(vm: Bridge): Bindings<(typeof PASS_PRIMITIVES)[numb
     pass: (run, [json]) => {
       const { n, p, b, e } = JSON.parse(str(ctx, json)) as { n: string; p?: Record<string, string | null>; b?: string; e: boolean };
       const options = { ...(p ? { params: p } : {}), ...(b !== undefined ? { body: Buffer.from(b) } : {}) };
-      if (e) return vm.hostCall(run, run.host.passThrough(n, options), () => ctx.undefined);
+      // Ends the run at once (the host throws its exit): the relay waits for the backend, not the script.
+      if (e) return run.host.passThrough(n, options);
       return vm.hostCall(run, run.host.pass(n, options), (r) => vm.newString(toScript(run, r)));
     },
   };

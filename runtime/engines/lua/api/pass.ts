@@ -69,7 +69,8 @@ export const pass: LuaJsFunction = (L) => {
   const name = text(lauxlib.luaL_checklstring(L, 1));
   const { options, emit: direct } = passOptions(L, 2);
   const run = runOf(L);
+  // Ends the run at once (the host throws its exit): the relay waits for the backend, not the script.
+  if (direct) return run.host.passThrough(name, options);
   checkCanWait(L, 'pass()');
-  if (direct) return hostWait(L, run, run.host.passThrough(name, options), null);
   return hostWait(L, run, run.host.pass(name, options), pushResponseResult);
 };

@@ -52,7 +52,12 @@ export function bindPass(b: Bindings): Record<string, (L: Ptr) => number> {
       const name = api.text(L, 1)!;
       const { options, emit: direct } = passOptions(L, 2);
       const run = b.run(L);
-      if (direct) return b.wait(L, run, 'pass()', () => run.host.passThrough(name, options), null);
+      // Ends the run here (the relay waits for the backend, not the script), without an error:
+      // `return pass(...)` is a tail call, over before any next instruction (b.endRun).
+      if (direct) {
+        run.host.relayExit(name, options);
+        return b.endRun(L, run);
+      }
       return b.wait(L, run, 'pass()', () => run.host.pass(name, options), pushResult);
     },
     emit(L) {
