@@ -47,7 +47,7 @@ export class Input {
   private sealPending = false;
   // A bytes() call waiting for the end while nobody streams the input (see bytes).
   private whole: Promise<Buffer> | null = null;
-  private waiter: { resolve(all: Buffer): void; reject(err: Error): void } | null = null;
+  private waiter: { resolve: (all: Buffer) => void; reject: (err: Error) => void } | null = null;
   /** Bytes received so far. */
   received = 0;
 
