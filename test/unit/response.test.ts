@@ -99,6 +99,25 @@ test('a large body goes out as a writev list that views the body without copying
   assert.equal(recs.at(-1)!.type, T.END_REQUEST);
 });
 
+test('a relayed body of large parts goes out as views; as many small prints of the same size, copied', () => {
+  const records = Array.from({ length: 5 }, (_, i) => Buffer.alloc(8 * 1024, 97 + i));
+  const relayed = new Recorder();
+  const a = new Response(relayed);
+  for (const r of records) a.write(r);
+  a.end();
+  const data = relayed.writes[0]!.data;
+  assert.ok(Array.isArray(data), 'a writev list');
+  assert.ok(records.every((r) => data.includes(r)), 'every part is sent as it is, not copied');
+  assert.ok(parseCgi(Buffer.concat(relayed.decoded().records.filter((r) => r.type === T.STDOUT).map((r) => r.content))).body.equals(Buffer.concat(records)));
+
+  const printed = new Recorder();
+  const b = new Response(printed);
+  for (let i = 0; i < 4000; i++) b.write('0123456789');
+  b.end();
+  assert.ok(Buffer.isBuffer(printed.writes[0]!.data), 'one copied buffer');
+  assert.equal(parseCgi(Buffer.concat(printed.decoded().records.filter((r) => r.type === T.STDOUT).map((r) => r.content))).body.toString(), '0123456789'.repeat(4000));
+});
+
 test('flush sends the headers and the body so far; end sends the rest', () => {
   const ch = new Recorder();
   const res = new Response(ch);
