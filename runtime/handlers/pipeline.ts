@@ -170,9 +170,13 @@ async function relay(options: PipelineOptions, req: Request, res: Response, pool
     got = await pool.request({ params, body, cancel: req });
   } catch (err) {
     // The pool has logged it (once, with its LS_BACKEND_* code), so the line goes only to the web
-    // server's log; a failed body read is the web server aborting the request, with nobody left
-    // to answer.
-    if (!(err instanceof BackendError)) return;
+    // server's log. A failed body read is the web server aborting the request (nobody is left
+    // to answer) or the connection refusing the body (it answered already).
+    if (!(err instanceof BackendError)) {
+      if (req.aborted || res.finished) return;
+      options.log.error('LS_HANDLER_FAILED', `pass(${JSON.stringify(pool.name)}): reading the request body: ${(err as Error).message}`, { script });
+      return errorPage(res, 500);
+    }
     if (err.kind !== 'aborted') res.log(`lodestone: ${script}: pass(${JSON.stringify(pool.name)}): ${err.message}`);
     if (res.headersSent) return res.end();
     return errorPage(res, err.status);

@@ -8,7 +8,9 @@
  *
  * It stays one file over 450 lines: what is left is one state machine, in which sending,
  * receiving, timeouts and failure all settle the same exchange (`over`, `paused`, its timer), and
- * it reads better whole; the pure parts are in `wire.ts`, `body-source.ts` and `connect.ts`.
+ * it reads better whole; the pure parts are in `wire.ts`, `body-source.ts` and `connect.ts`. The
+ * response the caller gets (`Reply`, the body's queue) is its other half: it pauses and resumes
+ * that same exchange.
  */
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
