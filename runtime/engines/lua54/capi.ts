@@ -52,6 +52,11 @@ export class LuaApi {
   private buf: Ptr = 0;
   private bufSize = 0;
   private readonly names = new Map<string, Ptr>();
+  /**
+   * The continuation a host call that waits yields with (control.ts sets it): see {@link WAIT}.
+   * 0 until then, when no host function can wait.
+   */
+  waitK: Ptr = 0;
 
   constructor(readonly module: LuaModule) {
     this.x = module.x;
@@ -177,12 +182,16 @@ export class LuaApi {
    */
   guard(fn: (L: Ptr) => number): (L: Ptr) => number {
     return (L: Ptr): number => {
+      let n: number;
       try {
-        return fn(L);
+        n = fn(L);
       } catch (err) {
         if (err === LONGJMP || isModuleFault(err)) throw err;
         return this.raise(L, err instanceof Error ? err.message : String(err));
       }
+      // A host call that waits yields here, outside the try: the yield is a longjmp, which
+      // emscripten makes a JS exception, and a catch on its way would only throw it again.
+      return n === WAIT ? this.x.lua_yieldk(L, 0, 0, this.waitK) : n;
     };
   }
 
@@ -196,6 +205,12 @@ export class LuaApi {
     this.x.lua_pushcclosure(L, ptr, 0);
   }
 }
+
+/**
+ * What a guarded host function returns to yield for a host call it waits in (control.ts's
+ * `wait` has set up the run): the guard yields with {@link LuaApi.waitK} outside its try.
+ */
+export const WAIT = -1;
 
 /** True for the exception Lua's longjmp is (an error or a yield in flight). */
 export function isLongjmp(err: unknown): boolean {

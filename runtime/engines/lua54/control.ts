@@ -11,7 +11,7 @@
  *   coroutine looks synchronous there too;
  * - load compiles text only (never a binary chunk), into the caller's request globals.
  */
-import { LUA_MASKCOUNT, LUA_MULTRET, LUA_OK, LUA_TFUNCTION, LUA_TNONE, LUA_TSTRING, LUA_YIELD, upvalueIndex, type LuaApi } from './capi.js';
+import { LUA_MASKCOUNT, LUA_MULTRET, LUA_OK, LUA_TFUNCTION, LUA_TNONE, LUA_TSTRING, LUA_YIELD, WAIT, upvalueIndex, type LuaApi } from './capi.js';
 import { active, type Bindings, type PushResult, type Run54 } from './run.js';
 import type { Ptr } from './wasm.js';
 
@@ -75,6 +75,8 @@ export function makeControl(api: LuaApi, hook: Ptr, pushChunk: Bindings['pushChu
     return 0;
   };
 
+  api.waitK = settleK;
+
   const pushEnv = (L: Ptr, r: Run54): void => {
     x.lua_rawgeti(L, -1001000, BigInt(r.envRef));
   };
@@ -95,7 +97,8 @@ export function makeControl(api: LuaApi, hook: Ptr, pushChunk: Bindings['pushChu
       r.push = push;
       r.waitThread = L;
       r.host.waitLocator = r;
-      return x.lua_yieldk(L, 0, 0, settleK);
+      // The guard around the host function yields (see WAIT), past its own try/catch.
+      return WAIT;
     },
   };
 

@@ -98,7 +98,8 @@ export interface Bindings {
   /**
    * Suspends the script until `promise` settles (a yield up to the driver, through the
    * script's coroutines); `push` puts the result on the stack. Raises, before the promise
-   * matters, when the script cannot wait here.
+   * matters, when the script cannot wait here. The host function returns what this returns
+   * (capi's WAIT): its guard makes the yield.
    */
   wait(L: Ptr, run: Run54, what: string, promise: () => Promise<unknown>, push: PushResult | null): number;
   /**
