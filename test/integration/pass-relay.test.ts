@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import test, { type TestContext } from 'node:test';
 import { defaultScriptLimits, type ScriptEngine, type ScriptLimits } from '../../runtime/engines/engine.js';
-import { createJsEngine } from '../../runtime/engines/js.js';
+import { createJsEngine, type JsEngine } from '../../runtime/engines/js.js';
+import type { Handler } from '../../runtime/fastcgi/server/connection.js';
 import { Lua54Engine } from '../../runtime/engines/lua54/engine.js';
 import { ScriptStore } from '../../runtime/engines/script-store.js';
 import { encodePairs } from '../../runtime/fastcgi/pairs.js';
@@ -33,9 +34,13 @@ interface RelaySetup {
   limits?: Partial<ScriptLimits>;
   /** The pool's servers, when not the test's PHP-FPM (a refused port). */
   servers?: string[];
+  /** Requests served one after the other through the same handler and engines (default 1); the last is returned. */
+  times?: number;
+  /** Called with the JS engine after the last request. */
+  afterwards?: (js: JsEngine) => void;
 }
 
-/** Serves one request through the pipeline; returns the response and how many sends it took. */
+/** Serves `setup.times` requests through the pipeline; returns the last response and how many sends it took. */
 async function relayOnce(t: TestContext, page: string, setup: RelaySetup = {}): Promise<{ sends: number; lastOnly: boolean; status: number; body: Buffer; stderr: string }> {
   const fpm = await startPhpFpm(t, {
     scripts: {
@@ -58,9 +63,16 @@ async function relayOnce(t: TestContext, page: string, setup: RelaySetup = {}): 
   const limits = { ...defaultScriptLimits, ...setup.limits };
   const handler = createScriptHandler({ store, root: www, limits, log, script: path.join(www, file), raw: () => false, backends: new Map([['php', pool]]) });
 
+  let out: { sends: number; lastOnly: boolean; status: number; body: Buffer; stderr: string } | null = null;
+  for (let i = 0; i < (setup.times ?? 1); i++) out = await serveOne(handler, fpm.script(page), page, fpm.docRoot);
+  setup.afterwards?.(js);
+  return out!;
+}
+
+/** One request through `handler`, recording what goes to the web server. */
+async function serveOne(handler: Handler, script: string, page: string, docRoot: string): Promise<{ sends: number; lastOnly: boolean; status: number; body: Buffer; stderr: string }> {
   const request = new Request(1, 'RESPONDER', false, { id: 1, peer: undefined }, 1, noFlow);
-  const script = fpm.script(page);
-  request.setParams(encodePairs(Object.entries({ REQUEST_METHOD: 'GET', SCRIPT_FILENAME: script, SCRIPT_NAME: `/${page}`, REQUEST_URI: `/${page}`, DOCUMENT_ROOT: fpm.docRoot, QUERY_STRING: '' })));
+  request.setParams(encodePairs(Object.entries({ REQUEST_METHOD: 'GET', SCRIPT_FILENAME: script, SCRIPT_NAME: `/${page}`, REQUEST_URI: `/${page}`, DOCUMENT_ROOT: docRoot, QUERY_STRING: '' })));
   request.stdin.end();
   const decoder = new Decoder();
   let sends = 0;
@@ -134,4 +146,22 @@ test('pass(emit) to a server that refuses: 502 after the run, and the reason in 
   const out = await relayOnce(t, 'hello.php', { servers: [`127.0.0.1:${port}`] });
   assert.equal(out.status, 502);
   assert.match(out.stderr, /relay\.lua: pass\("php"\): .*no server available/);
+});
+
+test('pass(emit) awaited in JS: the never-settling promise it returns leaves the sandbox reusable', async (t) => {
+  if (!requirePhpFpm(t)) return;
+  let pool: { idle: number; busy: number } | null = null;
+  let vms: { created: number; disposed: number } | null = null;
+  const out = await relayOnce(t, 'hello.php', {
+    file: 'awaited.js',
+    source: 'await pass("php", { emit: true });\nprint("after");\n',
+    times: 3,
+    afterwards: (js) => {
+      pool = js.pool;
+      vms = { ...js.vms };
+    },
+  });
+  assert.equal(out.body.toString(), '123');
+  assert.deepEqual(pool, { idle: 1, busy: 0 });
+  assert.deepEqual(vms, { created: 1, disposed: 0 }, 'one sandbox served all three');
 });
