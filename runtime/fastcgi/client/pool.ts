@@ -133,7 +133,9 @@ export class BackendPool {
     const attempt: Attempt = { req, params, body, tried: new Set(), reasons: [], queuedMs: 0, fresh: false, retried: false };
     try {
       for (;;) {
-        const server = await this.acquire(attempt);
+        // Usually a slot is free at once: no await (a microtask turn) for a value at hand.
+        const acquired = this.acquire(attempt);
+        const server = acquired instanceof Server ? acquired : await acquired;
         const res = await this.attempt(server, attempt);
         if (res !== null) return res;
       }
