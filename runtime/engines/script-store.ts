@@ -53,6 +53,9 @@ export type Lookup =
   | { readonly kind: 'too-large'; readonly file: string; readonly size: number; readonly max: number }
   | { readonly kind: 'error'; readonly error: ScriptError };
 
+/** What loading a file gave: its entry (compiled, or its compile error), or why there is none. */
+type Loaded = { entry: Entry } | Exclude<Lookup, { kind: 'script' | 'error' }>;
+
 /** A compiled script held for one run; release it when the run ends. */
 export interface Lease {
   readonly script: CompiledScript;
@@ -93,6 +96,8 @@ export class ScriptStore {
   private readonly entries: LRUCache<string, Entry>;
   private rootReal: string | null = null;
   private readonly made = new Map<string, ScriptEngine | Promise<ScriptEngine>>();
+  /** Loads in progress, by entry key: requests that arrive meanwhile share one (see load). */
+  private readonly loading = new Map<string, Promise<Loaded>>();
   private readonly maxScriptBytes: number;
   private moduleDirsReal: Promise<string[]> | null = null;
   private moduleDirsAt = -Infinity;
@@ -192,7 +197,18 @@ export class ScriptStore {
    * The entry for the file at `real` (stored under `key`): `cached` when the file is the same
    * (mtime, size, inode), else read and compiled as `kind`. A compile error is an entry too.
    */
-  private async load(key: string, real: string, engine: ScriptEngine, cached: Entry | undefined, now: number, kind: SourceKind): Promise<{ entry: Entry } | Exclude<Lookup, { kind: 'script' | 'error' }>> {
+  private load(key: string, real: string, engine: ScriptEngine, cached: Entry | undefined, now: number, kind: SourceKind): Promise<Loaded> {
+    // Concurrent first requests for a script (a restart under load) each compiled an entry of
+    // their own, and storing the next one disposed the one an earlier request was about to run:
+    // all but one answered 500. One load per key in flight, shared, compiles once.
+    const inflight = this.loading.get(key);
+    if (inflight) return inflight;
+    const loading = this.loadNow(key, real, engine, cached, now, kind).finally(() => this.loading.delete(key));
+    this.loading.set(key, loading);
+    return loading;
+  }
+
+  private async loadNow(key: string, real: string, engine: ScriptEngine, cached: Entry | undefined, now: number, kind: SourceKind): Promise<Loaded> {
     // Never a blocking open (a FIFO in the root would park a thread-pool thread for good), and
     // the size checked on the descriptor before a byte is read (compiling 400 MB took 1.5 GB).
     let opened: OpenedFile | null;

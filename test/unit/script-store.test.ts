@@ -50,6 +50,20 @@ test('a cached script is compiled once, whatever the stat interval', async (t) =
   }
 });
 
+test('16 first requests for one script at once: compiled once, and every run gets a live script', async (t) => {
+  const root = tempDir(t);
+  const file = path.join(root, 'a.lua');
+  fs.writeFileSync(file, 'print("one")');
+  const engine = new LuaEngine();
+  const store = storeFor(root, engine, { statIntervalMs: 0 });
+  // Before, each compiled its own entry and the store's set() of the next one disposed it: 15
+  // of 16 runs failed with "a.lua was disposed" (a 500 for every concurrent first request).
+  const found = await Promise.all(Array.from({ length: 16 }, () => store.get(file)));
+  const bodies = await Promise.all(found.map((f) => runFound(f)));
+  assert.deepEqual(bodies, Array.from({ length: 16 }, () => 'one\n'));
+  assert.equal(engine.compiles, 1);
+});
+
 test('an edit is picked up on the next check; within the interval the old code serves', async (t) => {
   const root = tempDir(t);
   const file = path.join(root, 'a.lua');
