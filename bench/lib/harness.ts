@@ -204,10 +204,10 @@ export interface HttpAnswer {
   bytes: Buffer;
 }
 
-/** GET `url` on a fresh connection; rejects after `timeoutMs` without an answer. */
-export function fetchOnce(url: string, timeoutMs = 10_000): Promise<HttpAnswer> {
+/** GET `url` on a fresh connection, with `headers`; rejects after `timeoutMs` without an answer. */
+export function fetchOnce(url: string, timeoutMs = 10_000, headers: http.OutgoingHttpHeaders = {}): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+    const req = http.get(url, { agent: false, timeout: timeoutMs, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (b: Buffer) => chunks.push(b));
       res.on('end', () => {

@@ -4,6 +4,7 @@
  *
  *   wrk -> nginx -> php-fpm                                                  (direct)
  *   wrk -> nginx -> lodestone --script cache-front.lua -> php-fpm on a miss  (warm cache: hits)
+ *   the same with a session cookie: every request relayed to php-fpm          (bypass: the miss path)
  *
  * FastCGI keep-alive everywhere (nginx `keepalive`, Lodestone's pool). PHP-FPM gets pm static
  * with enough children for every connection that can be kept to it (nginx's and Lodestone's).
@@ -24,6 +25,8 @@ import type { Scenario, ScenarioResult } from '../lib/scenario.js';
 import { envInt } from '../lib/settings.js';
 
 const PAGE = '/page.php';
+/** What the bypass rows send: scripts/cache-front.* relay a request with a PHP session to PHP. */
+const SESSION_COOKIE = 'PHPSESSID=bench';
 /** Lodestone's pool to PHP-FPM (per Lodestone). */
 const POOL_SIZE = 4;
 
@@ -81,12 +84,28 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
       // Lodestone's rows: its CPU; PHP-FPM's CPU on a hit is ~0 and on the direct row is the page.
       backendProc: b.proc,
     }));
+    // The miss path beside the hits (issue 23): a session cookie sends every request through
+    // to PHP with pass(..., {emit = true}), as a logged-in user's requests go. Its CPU per
+    // request is Lodestone's relay alone (PHP's page is the direct row's).
+    const session = path.join(tmp, 'session.lua');
+    fs.writeFileSync(session, `wrk.headers["Cookie"] = "${SESSION_COOKIE}"\n`);
+    for (const [i, b] of backends.entries()) {
+      if (!b.lodestone) continue;
+      targets.push({ ...targets[i]!, id: `${b.id}/bypass`, label: b.label.replace('(hits)', '(bypass: session cookie, relayed to PHP)'), script: session });
+    }
     const logs = (): string => `--- nginx ---\n${tail(errorLog)}\n${procs.map((m) => `--- ${m.name} ---\n${tail(m.logFile)}`).join('\n')}`;
 
     // Correctness and a warm cache: PHP's page, then a miss that fills the cache, then a hit.
     const direct = await fetchOnce(targets[0]!.url);
     if (direct.status !== 200 || !direct.body.includes('rendered in')) throw new Error(`php-fpm: got ${direct.status} ${direct.body.slice(0, 200)}\n${logs()}`);
     for (const t of targets.slice(1)) {
+      if (t.script) {
+        const bypass = await fetchOnce(t.url, 10_000, { Cookie: SESSION_COOKIE });
+        if (bypass.status !== 200 || bypass.headers['x-cache'] !== 'BYPASS' || !bypass.body.includes('rendered in')) {
+          throw new Error(`${t.label}: not relayed (${String(bypass.headers['x-cache'])}, ${bypass.status})\n${logs()}`);
+        }
+        continue;
+      }
       const first = await fetchOnce(t.url);
       const again = await fetchOnce(t.url);
       if (again.status !== 200 || again.headers['x-cache'] !== 'HIT' || again.body !== first.body || !first.body.includes('rendered in')) {
@@ -103,6 +122,8 @@ async function run(ctx: Context, programs: Programs): Promise<ScenarioResult> {
         `PHP-FPM \`pm = static\`, ${children} children (nginx's pools and Lodestone's ${POOL_SIZE} connections each)`,
       'Lodestone: `lodestone serve --workers 0 --script scripts/cache-front.lua` (or `.js`) with the embedded cache and a ' +
         'backend pool to PHP-FPM; the cache is warmed and a hit checked before timing, so the timed requests are hits',
+      `The bypass rows send \`Cookie: ${SESSION_COOKIE}\` (a wrk script): the script relays every such request to PHP with ` +
+        '`pass(..., {emit = true})`, the miss path; their "server CPU / req" is the relay alone',
       'server RSS of the PHP-FPM row: all its children, which the Lodestone rows also keep (their misses go there)',
       CPU_PER_REQUEST_NOTE,
     ];
