@@ -69,21 +69,16 @@ function finished(host: ScriptHost, outcome: RunOutcome): RunOutcome {
 // what fails there (a raw head, a returned status the host refuses) is the run's failure. An
 // engine may return from a run the host ended (an exit it did not throw, see ScriptEngine.run).
 function succeeded(host: ScriptHost, status: number | undefined): RunOutcome {
-  if (host.fatal) return failed(host, host.fatal);
   try {
-    host.endOutput();
-    const ended = endedBy(host);
-    if (ended) return failed(host, ended);
-    host.end(status);
-    return { kind: 'done', returned: status };
+    if (!host.fatal) host.endOutput();
+    if (!host.fatal) {
+      host.end(status);
+      return { kind: 'done', returned: status };
+    }
   } catch (err) {
     return failed(host, err);
   }
-}
-
-// host.fatal as the host has it now (a call such as endOutput() may have set it since it was read).
-function endedBy(host: ScriptHost): ScriptError | null {
-  return host.fatal;
+  return failed(host, host.fatal);
 }
 
 function failed(host: ScriptHost, err: unknown): RunOutcome {
