@@ -60,6 +60,7 @@ export function relayExit(host: HostCore, name: string, options: PassOptions = {
   const pool = poolNamed(host, name);
   const params = paramsFor(host, options);
   host.rawHead = null;
+  // The status is the backend's, set by the relay once its header block is in.
   return host.exit(200, false, null, 'exit', { kind: 'relay', pool, params, body: options.body ?? null });
 }
 
