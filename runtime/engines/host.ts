@@ -41,6 +41,7 @@ export { FORM_MAX_FIELD_BYTES, FORM_MAX_PARTS, isFile, type FormField, type Form
 export { DEFAULT_CONTENT_TYPE, utf8Boundary, utf8Prefix } from './host/output.js';
 export type { FetchOptions } from './host/fetch.js';
 export type { PassOptions } from './host/pass.js';
+export { passFailureLine } from './host/pass.js';
 export { BODY_FILE, bodyFile, type ScriptResponse } from './host/script-response.js';
 export { noServices, type CacheFiles, type HostServices } from './host/services.js';
 

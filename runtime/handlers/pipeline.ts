@@ -8,7 +8,7 @@ import type { ContentCache } from '../content-cache/content-cache.js';
 import { tooLargeMessage } from '../engines/script-cache-config.js';
 import type { Lookup, ScriptStore } from '../engines/script-store.js';
 import { ScriptError, type ScriptErrorKind, type ScriptLimits } from '../engines/engine.js';
-import { DEFAULT_CONTENT_TYPE, ScriptHost, noServices, type CacheFiles, type HostServices } from '../engines/host.js';
+import { DEFAULT_CONTENT_TYPE, ScriptHost, noServices, passFailureLine, type CacheFiles, type HostServices } from '../engines/host.js';
 import { runScript, type RunOutcome } from '../engines/run.js';
 import { httpStatus, type Code } from '../errors.js';
 import type { Handler } from '../fastcgi/server/connection.js';
@@ -177,7 +177,7 @@ async function relay(options: PipelineOptions, req: Request, res: Response, pool
       options.log.error('LS_HANDLER_FAILED', `pass(${JSON.stringify(pool.name)}): reading the request body: ${(err as Error).message}`, { script });
       return errorPage(res, 500);
     }
-    if (err.kind !== 'aborted') res.log(`lodestone: ${script}: pass(${JSON.stringify(pool.name)}): ${err.message}`);
+    if (err.kind !== 'aborted') res.log(passFailureLine(script, pool.name, err));
     if (res.headersSent) return res.end();
     return errorPage(res, err.status);
   }

@@ -106,10 +106,18 @@ function paramsWith(host: HostCore, changes: Readonly<Record<string, string | nu
   return encodePairs(Object.entries(params));
 }
 
+/**
+ * The web server's error-log line (FCGI_STDERR) for a pass() whose backend failed: the same
+ * whether the run waited for it or the relay of pass() with emit met it after the run.
+ */
+export function passFailureLine(script: string, pool: string, err: Error): string {
+  return `lodestone: ${script}: pass(${JSON.stringify(pool)}): ${err.message}`;
+}
+
 // The pool has logged the failure (once per request, with its LS_BACKEND_* code); the run
 // ends with the error page, and the web server's error log gets the line too.
 function backendFailed(host: HostCore, name: string, err: BackendError): ScriptError {
-  host.response.log(`lodestone: ${host.scriptFilename}: pass(${JSON.stringify(name)}): ${err.message}`);
+  host.response.log(passFailureLine(host.scriptFilename, name, err));
   return host.exit(err.status, true, null, `pass(${JSON.stringify(name)}): ${err.message}`);
 }
 
